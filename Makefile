@@ -1,0 +1,35 @@
+# `make test` and `make demo` are the README's quick start: both work on a fresh clone.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint demo peers clean
+
+$(PY):
+	python3 -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Real SIP peers for the integration tests; only installable as root (CI, fresh machines).
+peers:
+	@if ! command -v sipp >/dev/null 2>&1 || ! command -v baresip >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester baresip >/dev/null; \
+	  else echo "sipp/baresip missing and not root: their tests will be skipped"; fi; \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check gateway tests bench
+	$(VENV)/bin/mypy gateway
+
+test: $(STAMP) peers lint
+	$(PY) -m pytest -q -p no:cacheprovider
+
+demo: $(STAMP)
+	$(PY) -m gateway demo
+
+clean:
+	rm -rf $(VENV)

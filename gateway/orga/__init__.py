@@ -1,0 +1,1 @@
+"""Orga realtime API client: REST setup (httpx) and the WebRTC peer (aiortc)."""
