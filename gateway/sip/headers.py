@@ -1,0 +1,389 @@
+"""SIP header fields: the ordered header container and the typed values we read from it.
+
+RFC 3261 §7.3 and §20, §25.1: names are case-insensitive and have compact forms; a header may
+repeat or hold a comma-separated list (only for the headers whose grammar is a list, never for
+the authentication headers whose parameters contain commas); values may hold quoted strings with
+backslash escapes and `<...>` URIs whose commas and semicolons do not separate anything.
+
+Headers keep their values as written so a message serialises back to what was received; typed
+views (`Via`, `NameAddr`, `CSeq`) are parsed from those strings on demand and raise
+`ParseError` on bad grammar.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from gateway.sip.errors import ParseError
+from gateway.sip.uri import Param, SipUri, Uri, get_param, parse_host_port, parse_uri
+
+COMPACT_FORMS: dict[str, str] = {
+    "i": "Call-ID", "m": "Contact", "e": "Content-Encoding", "l": "Content-Length",
+    "c": "Content-Type", "f": "From", "s": "Subject", "k": "Supported", "t": "To",
+    "v": "Via", "o": "Event", "r": "Refer-To", "b": "Referred-By", "u": "Allow-Events",
+    "x": "Session-Expires", "a": "Accept-Contact", "j": "Reject-Contact",
+    "d": "Request-Disposition", "y": "Identity", "n": "Identity-Info",
+}
+
+_CANONICAL: dict[str, str] = {
+    name.lower(): name
+    for name in (
+        "Accept", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow", "Allow-Events",
+        "Authentication-Info", "Authorization", "Call-ID", "Call-Info", "Contact",
+        "Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length",
+        "Content-Type", "CSeq", "Date", "Error-Info", "Event", "Expires", "From", "In-Reply-To",
+        "Max-Forwards", "Min-Expires", "Min-SE", "MIME-Version", "Organization", "Priority",
+        "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Require", "Record-Route", "Refer-To",
+        "Referred-By", "Reply-To", "Require", "Retry-After", "Route", "RSeq", "RAck", "Server",
+        "Session-Expires", "Subject", "Supported", "Timestamp", "To", "Unsupported",
+        "User-Agent", "Via", "Warning", "WWW-Authenticate", "P-Asserted-Identity",
+    )
+}
+
+# Headers whose grammar is a comma-separated list (RFC 3261 §7.3.1). The authentication headers
+# are deliberately absent: their parameters are separated by commas too.
+LIST_HEADERS = frozenset(
+    n.lower()
+    for n in (
+        "Accept", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow", "Allow-Events",
+        "Call-Info", "Contact", "Content-Encoding", "Content-Language", "Error-Info",
+        "In-Reply-To", "Proxy-Require", "Record-Route", "Require", "Route", "Supported",
+        "Unsupported", "Via", "Warning", "P-Asserted-Identity",
+    )
+)
+
+_TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+
+
+def canonical_name(name: str) -> str:
+    """Expand compact forms and normalise case of known names; keep unknown names as sent."""
+    lower = name.lower()
+    if lower in COMPACT_FORMS:
+        return COMPACT_FORMS[lower]
+    return _CANONICAL.get(lower, name)
+
+
+def is_token(text: str) -> bool:
+    return bool(_TOKEN.match(text))
+
+
+def split_quoted(text: str, sep: str) -> list[str]:
+    """Split on `sep` outside quoted strings and `<...>`; raise on an unterminated quote."""
+    parts: list[str] = []
+    depth = 0
+    in_quote = False
+    start = 0
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if in_quote:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                in_quote = False
+        elif ch == '"':
+            in_quote = True
+        elif ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth = max(0, depth - 1)
+        elif ch == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    if in_quote:
+        raise ParseError(f"unterminated quoted string in {text[:60]!r}")
+    parts.append(text[start:])
+    return parts
+
+
+def unquote_string(text: str) -> str:
+    """`"a \\"b\\""` → `a "b"`; the caller checks the surrounding quotes."""
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        raise ParseError(f"not a quoted string: {text[:60]!r}")
+    out = []
+    i = 1
+    while i < len(text) - 1:
+        ch = text[i]
+        if ch == "\\":
+            i += 1
+            if i >= len(text) - 1:
+                raise ParseError("dangling escape in quoted string")
+            ch = text[i]
+        elif ch == '"':
+            raise ParseError("unescaped quote inside quoted string")
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def quote_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def parse_header_params(text: str) -> tuple[Param, ...]:
+    """Parse `;name=value;flag` header parameters; quoted values are unquoted."""
+    params: list[Param] = []
+    for piece in split_quoted(text, ";"):
+        piece = piece.strip()
+        if not piece:
+            raise ParseError("empty header parameter")
+        key, sep, value = piece.partition("=")
+        key, value = key.strip(), value.strip()
+        if not is_token(key):
+            raise ParseError(f"bad header parameter name {key!r}")
+        if not sep:
+            params.append((key, None))
+        elif value.startswith('"'):
+            params.append((key, unquote_string(value)))
+        elif is_token(value) or _host_like(value):
+            params.append((key, value))
+        else:
+            raise ParseError(f"bad value for header parameter {key!r}")
+    return tuple(params)
+
+
+def _host_like(value: str) -> bool:
+    try:
+        parse_host_port(value)
+    except ParseError:
+        return False
+    return True
+
+
+def format_params(params: tuple[Param, ...]) -> str:
+    out = ""
+    for key, value in params:
+        if value is None:
+            out += f";{key}"
+        elif is_token(value) or _host_like(value):
+            out += f";{key}={value}"
+        else:
+            out += f";{key}={quote_string(value)}"
+    return out
+
+
+class Headers:
+    """Ordered, case-insensitive, multi-valued header fields, values kept as written."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: list[tuple[str, str]] | None = None) -> None:
+        self._fields: list[tuple[str, str]] = []
+        for name, value in fields or ():
+            self.add(name, value)
+
+    def add(self, name: str, value: str) -> None:
+        self._fields.append((canonical_name(name), value))
+
+    def prepend(self, name: str, value: str) -> None:
+        self._fields.insert(0, (canonical_name(name), value))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every field of this name with one, keeping the first one's position."""
+        cname = canonical_name(name)
+        lname = cname.lower()
+        for i, (key, _) in enumerate(self._fields):
+            if key.lower() == lname:
+                self._fields[i] = (cname, value)
+                self._fields = [
+                    f for j, f in enumerate(self._fields) if j <= i or f[0].lower() != lname
+                ]
+                return
+        self._fields.append((cname, value))
+
+    def remove(self, name: str) -> None:
+        lname = canonical_name(name).lower()
+        self._fields = [f for f in self._fields if f[0].lower() != lname]
+
+    def get(self, name: str) -> str | None:
+        """The first field's value as written (for list headers, the first list element)."""
+        values = self.get_all(name)
+        return values[0] if values else None
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value, with comma-separated list headers split into their elements."""
+        lname = canonical_name(name).lower()
+        out: list[str] = []
+        for key, value in self._fields:
+            if key.lower() != lname:
+                continue
+            if lname in LIST_HEADERS:
+                out.extend(part.strip() for part in split_quoted(value, ",") if part.strip())
+            else:
+                out.append(value)
+        return out
+
+    def fields(self, name: str) -> list[str]:
+        """Raw field values of one name, unsplit (for copying headers verbatim)."""
+        lname = canonical_name(name).lower()
+        return [value for key, value in self._fields if key.lower() == lname]
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        lname = canonical_name(name).lower()
+        return any(key.lower() == lname for key, _ in self._fields)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(list(self._fields))
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def copy(self) -> Headers:
+        clone = Headers()
+        clone._fields = list(self._fields)
+        return clone
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Headers) and self._fields == other._fields
+
+    def __repr__(self) -> str:
+        return f"Headers({self._fields!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """One Via hop (RFC 3261 §20.42, RFC 3581 rport)."""
+
+    transport: str
+    host: str
+    port: int | None
+    params: tuple[Param, ...]
+
+    @property
+    def branch(self) -> str | None:
+        return get_param(self.params, "branch")
+
+    def param(self, name: str) -> str | None:
+        return get_param(self.params, name)
+
+    def __str__(self) -> str:
+        hostport = self.host if self.port is None else f"{self.host}:{self.port}"
+        return f"SIP/2.0/{self.transport} {hostport}{format_params(self.params)}"
+
+
+_VIA = re.compile(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+(.*)$", re.S | re.I)
+
+
+def parse_via(value: str) -> Via:
+    match = _VIA.match(value.strip())
+    if not match:
+        raise ParseError(f"bad Via {value[:80]!r}")
+    transport, rest = match.group(1).upper(), match.group(2)
+    sent_by, sep, param_text = rest.partition(";")
+    host, port = parse_host_port(sent_by.strip())
+    params = parse_header_params(param_text) if sep else ()
+    return Via(transport, host, port, params)
+
+
+@dataclass(frozen=True, slots=True)
+class NameAddr:
+    """From/To/Contact/Route value: optional display name, URI, header parameters."""
+
+    uri: Uri
+    display: str | None = None
+    params: tuple[Param, ...] = ()
+    wildcard: bool = False  # `Contact: *`
+
+    @property
+    def tag(self) -> str | None:
+        return get_param(self.params, "tag")
+
+    def param(self, name: str) -> str | None:
+        return get_param(self.params, name)
+
+    @property
+    def sip_uri(self) -> SipUri | None:
+        return self.uri if isinstance(self.uri, SipUri) else None
+
+    def with_params(self, params: tuple[Param, ...]) -> NameAddr:
+        return NameAddr(self.uri, self.display, params, self.wildcard)
+
+    def __str__(self) -> str:
+        if self.wildcard:
+            return "*"
+        display = f"{quote_string(self.display)} " if self.display else ""
+        return f"{display}<{self.uri}>{format_params(self.params)}"
+
+
+def parse_name_addr(value: str) -> NameAddr:
+    text = value.strip()
+    if text == "*":
+        return NameAddr(parse_uri("sip:invalid"), wildcard=True)
+    display: str | None = None
+    if ("<" in text and not text.startswith("<")) or text.startswith('"'):
+        if text.startswith('"'):
+            end = _closing_quote(text)
+            display = unquote_string(text[: end + 1])
+            text = text[end + 1 :].lstrip()
+        else:
+            lt = text.index("<")
+            display = " ".join(text[:lt].split())
+            if not all(is_token(word) for word in display.split()):
+                raise ParseError(f"bad display name {display[:60]!r}")
+            text = text[lt:]
+        if not text.startswith("<"):
+            raise ParseError("display name not followed by <URI>")
+    if text.startswith("<"):
+        gt = text.find(">")
+        if gt < 0:
+            raise ParseError("unterminated <URI>")
+        uri = parse_uri(text[1:gt].strip())
+        rest = text[gt + 1 :].strip()
+    else:
+        # addr-spec form: parameters after ';' belong to the header, not the URI (§20.10).
+        uri_text, _, param_part = text.partition(";")
+        uri = parse_uri(uri_text.strip())
+        rest = ";" + param_part if param_part else ""
+    if rest and not rest.startswith(";"):
+        raise ParseError(f"junk after URI: {rest[:40]!r}")
+    params = parse_header_params(rest[1:]) if rest else ()
+    return NameAddr(uri, display or None, params)
+
+
+def _closing_quote(text: str) -> int:
+    i = 1
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+            continue
+        if text[i] == '"':
+            return i
+        i += 1
+    raise ParseError("unterminated quoted display name")
+
+
+@dataclass(frozen=True, slots=True)
+class CSeq:
+    number: int
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.method}"
+
+
+MAX_CSEQ = 2**31 - 1  # RFC 3261 §8.1.1.5: CSeq MUST be less than 2**31
+
+
+def parse_cseq(value: str) -> CSeq:
+    parts = value.split()
+    if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
+        raise ParseError(f"bad CSeq {value[:60]!r}")
+    if len(parts[0]) > 10 or int(parts[0]) > MAX_CSEQ:
+        raise ParseError(f"CSeq number out of range: {parts[0][:20]}")
+    return CSeq(int(parts[0]), parts[1])
+
+
+def parse_option_tags(values: list[str]) -> list[str]:
+    """Require/Supported/Unsupported/Allow: a list of tokens."""
+    tags = []
+    for value in values:
+        tag = value.strip()
+        if not is_token(tag):
+            raise ParseError(f"bad option tag {tag[:40]!r}")
+        tags.append(tag)
+    return tags
