@@ -105,6 +105,10 @@ class HttpServer:
                 pass
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass
+        except asyncio.CancelledError:
+            # Cancelled by close(). Return normally: on 3.11 the streams callback calls
+            # task.exception() on this task, which raises (and logs) for a cancelled task.
+            pass
         finally:
             self._connections.discard(task)
             writer.close()

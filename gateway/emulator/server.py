@@ -163,8 +163,15 @@ class Emulator:
         method, handler = route
         if request.method != method:
             return Response.json(405, {"detail": "Method Not Allowed"})
-        if not request.path.startswith("/_emulator") and self.faults.delay_s > 0:
-            await asyncio.sleep(self.faults.delay_s)
+        counter = {
+            "/v1/realtime/client-secrets": "client_secrets_requests",
+            "/v1/realtime/ice-config": "ice_config_requests",
+            "/v1/realtime/calls": "calls_requests",
+        }.get(request.path.rstrip("/"))
+        if counter is not None:  # counted on arrival, before any injected delay
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+            if self.faults.delay_s > 0:
+                await asyncio.sleep(self.faults.delay_s)
         return await handler(request)
 
     @staticmethod
@@ -190,7 +197,6 @@ class Emulator:
     # -- endpoints -------------------------------------------------------------------------
 
     async def _client_secrets(self, request: Request) -> Response:
-        self.stats.client_secrets_requests += 1
         key = self._bearer(request)
         if key is None:
             return self._not_authenticated()
@@ -203,7 +209,6 @@ class Emulator:
                                    "expires_at": expires_at})
 
     async def _ice_config(self, request: Request) -> Response:
-        self.stats.ice_config_requests += 1
         token = self._bearer(request)
         if token is None:
             return self._not_authenticated()
@@ -213,7 +218,6 @@ class Emulator:
         return Response.json(200, servers if self.config.bare_ice_list else {"iceServers": servers})
 
     async def _calls(self, request: Request) -> Response:
-        self.stats.calls_requests += 1
         token = self._bearer(request)
         if token is None:
             return self._not_authenticated()
