@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from gateway import __version__
 
 # name -> (module, one-line help)
-SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "emulator": ("gateway.emulator.cli", "run the built-in Orga realtime API emulator"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

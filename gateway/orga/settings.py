@@ -1,0 +1,78 @@
+"""Frozen settings for the Orga client: what `config.py` maps the `[orga]` section onto.
+
+Kept apart from the config loader so the Orga client, the emulator and the tests can build
+them directly. Defaults follow the official SDK (reference §9): voice "Sofía", model
+"orga-1-beta", temperature 0.5, 10 s per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+MODELS: tuple[str, ...] = ("orga-1-beta",)
+MODALITIES: tuple[str, ...] = ("audio", "video")
+# Current voice ids from the SDK (OrgaVoices.ts), sent exactly as written (reference §9).
+VOICES: tuple[str, ...] = (
+    # Español
+    "Sofía", "Juan", "Marta", "Emilio", "Clara", "Álvaro", "Lucía", "Ignacio", "Natalia",
+    "Ricardo", "Teresa",
+    # English
+    "Victoria", "Ethan", "Chloe", "Harold", "Alex", "Hannah", "Valerie", "Max", "Adrian", "Emma",
+    # Français
+    "Julien", "Camille", "Chloé", "Aurélie", "Antoine", "Mathieu", "Bernard", "Élise", "Nadine",
+    "Laurent",
+    # Português
+    "Bruno", "Mariana", "Carolina", "Joana", "André", "Rafael", "Gustavo", "Helena", "Henrique",
+    # Italiano
+    "Giada", "Marco", "Alessandro", "Matteo", "Davide", "Valentina", "Serena", "Roberto",
+    "Lorenzo", "Paola",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class OrgaClientSettings:
+    """Where and how to reach the Orga REST API. The key never appears in a repr."""
+
+    base_url: str
+    api_key: str = field(repr=False)
+    email: str | None = None  # legacy `?email=` on client-secrets, sent only when set
+    request_timeout_s: float = 10.0
+    setup_timeout_s: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionParams:
+    """The `params` object of POST /calls, always sent complete (reference §12.1)."""
+
+    voice: str = "Sofía"
+    model: str = "orga-1-beta"
+    temperature: float = 0.5
+    return_transcription: bool = False
+    instructions: str | None = None
+    modalities: tuple[str, ...] = ("audio",)
+    history: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "voice": self.voice,
+            "model": self.model,
+            "temperature": self.temperature,
+            "return_transcription": self.return_transcription,
+            "instructions": self.instructions,
+            "modalities": list(self.modalities),
+            "history": self.history,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSettings:
+    """WebRTC layout and ICE choices for the per-call peer connection.
+
+    `ice_addresses`: the local addresses ICE gathers host candidates on. None means aioice's own
+    choice (every non-loopback address); tests and the demo set ("127.0.0.1",).
+    """
+
+    video_mline: bool = True
+    ice_addresses: tuple[str, ...] | None = None
+    disconnected_grace_s: float = 5.0

@@ -1,0 +1,288 @@
+"""The emulator's REST endpoints over real HTTP on loopback: exact bodies of the reference."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from aiortc.mediastreams import AudioStreamTrack
+
+from gateway.emulator.agent import AgentSettings
+from gateway.emulator.server import Emulator, EmulatorConfig
+from gateway.orga.api import OrgaApi
+from gateway.orga.errors import OrgaAuthError, OrgaValidationError
+from gateway.orga.peer import OrgaPeer
+from gateway.orga.settings import OrgaClientSettings, PeerSettings, SessionParams
+from tests.emulator.conftest import API_KEY
+
+NESTED_401 = {"error": {"message": {"error": {
+    "message": "Incorrect or inactive API key provided.", "type": "invalid_request_error",
+    "param": None, "code": None}}, "type": "invalid_request_error", "param": None, "code": None}}
+INVALID_TOKEN = {"error": {"message": "Invalid ephemeral token",
+                           "type": "invalid_request_error", "param": None, "code": None}}
+NOT_AUTHENTICATED = {"error": {"message": "Not authenticated", "type": "invalid_request_error",
+                               "param": None, "code": None}}
+CS, ICE, CALLS = "/v1/realtime/client-secrets", "/v1/realtime/ice-config", "/v1/realtime/calls"
+
+
+def auth(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+async def mint(client: httpx.AsyncClient) -> str:
+    response = await client.post(CS, headers=auth(API_KEY))
+    assert response.status_code == 200
+    token: str = response.json()["ephemeral_token"]
+    return token
+
+
+@pytest.fixture
+async def client(emulator: Emulator) -> Any:
+    async with httpx.AsyncClient(base_url=emulator.base_url) as c:
+        yield c
+
+
+def jwt_part(token: str, index: int) -> dict[str, Any]:
+    part = token.split(".")[index]
+    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    return decoded
+
+
+async def test_client_secret_shape_and_jwt(client: httpx.AsyncClient, emulator: Emulator) -> None:
+    response = await client.post(CS, headers=auth(API_KEY))
+    body = response.json()
+    assert set(body) == {"ephemeral_token", "token_type", "expires_at"}
+    assert body["token_type"] == "bearer"
+    assert jwt_part(body["ephemeral_token"], 0) == {"alg": "HS256", "typ": "JWT"}
+    claims = jwt_part(body["ephemeral_token"], 1)
+    assert claims["scope"] == "api" and len(claims["sub"]) == 24
+    assert claims["exp"] - claims["iat"] in (899, 900)
+    expires = datetime.fromisoformat(body["expires_at"])
+    assert expires.tzinfo is None and "." in body["expires_at"]
+    assert int(expires.replace(tzinfo=UTC).timestamp()) == claims["exp"]
+    assert emulator.stats.client_secrets_requests == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "body"),
+    [
+        ({"Authorization": "Bearer sk_orga_ai_wrong"}, 401, NESTED_401),
+        ({}, 403, NOT_AUTHENTICATED),
+        ({"Authorization": f"Basic {API_KEY}"}, 403, NOT_AUTHENTICATED),
+        ({"Authorization": "Bearer"}, 403, NOT_AUTHENTICATED),
+    ],
+)
+async def test_client_secret_auth_errors(
+    client: httpx.AsyncClient, headers: dict[str, str], status: int, body: Any
+) -> None:
+    response = await client.post(CS, headers=headers)
+    assert response.status_code == status
+    assert response.json() == body
+
+
+async def test_ice_config_and_token_errors(client: httpx.AsyncClient) -> None:
+    token = await mint(client)
+    for _ in range(2):  # ice-config does not consume the token
+        response = await client.get(ICE, headers=auth(token))
+        assert response.status_code == 200 and response.json() == {"iceServers": []}
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    for headers, status, body in [
+        (auth(tampered), 401, INVALID_TOKEN),
+        (auth("garbage"), 401, INVALID_TOKEN),
+        (auth(API_KEY), 401, INVALID_TOKEN),
+        ({}, 403, NOT_AUTHENTICATED),
+    ]:
+        response = await client.get(ICE, headers=headers)
+        assert (response.status_code, response.json()) == (status, body)
+
+
+async def test_expired_token_is_rejected() -> None:
+    now = [1_700_000_000.0]
+    emu = Emulator(EmulatorConfig(api_keys=(API_KEY,), token_ttl_s=2.0,
+                                  ice_servers=({"urls": "stun:127.0.0.1:3478"},),
+                                  bare_ice_list=True),
+                   clock=lambda: now[0])
+    await emu.start()
+    async with httpx.AsyncClient(base_url=emu.base_url) as client:
+        token = await mint(client)
+        response = await client.get(ICE, headers=auth(token))
+        assert response.json() == [{"urls": "stun:127.0.0.1:3478"}]  # legacy bare list
+        now[0] += 2.0
+        response = await client.get(ICE, headers=auth(token))
+        assert (response.status_code, response.json()) == (401, INVALID_TOKEN)
+    await emu.stop()
+
+
+def offer_body(**params: Any) -> dict[str, Any]:
+    return {"offer": {"sdp": "v=0\r\n", "type": "offer", "candidates": []},
+            "params": {"model": "orga-1-beta", "voice": "Sofía", **params}}
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({}, [
+            {"loc": ["body", "offer"], "msg": "Field required", "type": "missing", "input": None},
+            {"loc": ["body", "params"], "msg": "Field required", "type": "missing", "input": None},
+        ]),
+        ({"offer": {"sdp": "v=0", "type": "offer", "candidates": []}}, [
+            {"loc": ["body", "params"], "msg": "Field required", "type": "missing", "input": None},
+        ]),
+        ({"offer": {"type": "answer", "candidates": "x"}, "params": {}}, [
+            {"loc": ["body", "offer", "sdp"], "msg": "Field required", "type": "missing",
+             "input": None},
+            {"loc": ["body", "offer", "type"], "msg": "Input should be 'offer'",
+             "type": "literal_error", "input": "answer", "ctx": {"expected": "'offer'"}},
+            {"loc": ["body", "offer", "candidates"], "msg": "Input should be a valid list",
+             "type": "list_type", "input": "x"},
+        ]),
+        (offer_body(model="orga-1-pro"), [
+            {"loc": ["body", "params", "model"], "msg": "Input should be 'orga-1-beta'",
+             "type": "literal_error", "input": "orga-1-pro",
+             "ctx": {"expected": "'orga-1-beta'"}},
+        ]),
+        (offer_body(temperature=1.5), [
+            {"loc": ["body", "params", "temperature"],
+             "msg": "Input should be less than or equal to 1", "type": "less_than_equal",
+             "input": 1.5, "ctx": {"le": 1.0}},
+        ]),
+        (offer_body(temperature=-0.1), [
+            {"loc": ["body", "params", "temperature"],
+             "msg": "Input should be greater than or equal to 0", "type": "greater_than_equal",
+             "input": -0.1, "ctx": {"ge": 0.0}},
+        ]),
+        (offer_body(modalities=["audio", "text"]), [
+            {"loc": ["body", "params", "modalities", 1],
+             "msg": "Input should be 'audio' or 'video'", "type": "literal_error",
+             "input": "text", "ctx": {"expected": "'audio' or 'video'"}},
+        ]),
+    ],
+)
+async def test_calls_validation_422(
+    client: httpx.AsyncClient, body: Any, detail: list[Any]
+) -> None:
+    token = await mint(client)
+    response = await client.post(CALLS, headers=auth(token), json=body)
+    assert response.status_code == 422
+    assert response.json() == {"detail": detail}
+
+
+async def test_unknown_voice_and_bad_json(client: httpx.AsyncClient) -> None:
+    token = await mint(client)
+    response = await client.post(CALLS, headers=auth(token), json=offer_body(voice="alloy"))
+    entry = response.json()["detail"][0]
+    assert entry["loc"] == ["body", "params", "voice"] and entry["type"] == "literal_error"
+    assert entry["msg"].startswith("Input should be 'Sofía', 'Juan'")
+    response = await client.post(CALLS, content=b"{oops",
+                                 headers={"Content-Type": "application/json"} | auth(token))
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "json_invalid"
+
+
+async def test_calls_token_is_single_use(client: httpx.AsyncClient, emulator: Emulator) -> None:
+    peer = OrgaPeer(AudioStreamTrack(), PeerSettings(ice_addresses=("127.0.0.1",)),
+                    SessionParams(), [])
+    offer = await peer.create_offer()
+    token = await mint(client)
+    body = {"offer": {"sdp": offer, "type": "offer", "candidates": []},
+            "params": SessionParams().to_json()}
+    # A 422 does not consume the token ...
+    assert (await client.post(CALLS, headers=auth(token), json={})).status_code == 422
+    first = await client.post(CALLS, headers=auth(token), json=body)
+    assert first.status_code == 200
+    answer = first.json()
+    assert set(answer) == {"answer", "conversation_id"}
+    assert answer["answer"]["type"] == "answer" and len(answer["conversation_id"]) == 24
+    candidates = [ln for ln in answer["answer"]["sdp"].splitlines() if ln.startswith("a=cand")]
+    assert candidates and all(ln.split()[4] == "127.0.0.1" for ln in candidates)
+    # ... a successful /calls does.
+    second = await client.post(CALLS, headers=auth(token), json=body)
+    assert (second.status_code, second.json()) == (401, INVALID_TOKEN)
+    assert (await client.get(ICE, headers=auth(token))).status_code == 401
+    await peer.close()
+
+
+async def test_not_found_and_method_not_allowed(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/realtime/nothing")
+    assert (response.status_code, response.json()) == (404, {"detail": "Not Found"})
+    response = await client.get(CS)
+    assert (response.status_code, response.json()) == (405, {"detail": "Method Not Allowed"})
+
+
+async def test_orga_api_maps_emulator_errors(emulator: Emulator) -> None:
+    bad = OrgaApi(OrgaClientSettings(base_url=emulator.base_url, api_key="sk_orga_ai_nope"))
+    with pytest.raises(OrgaAuthError) as info:
+        await bad.create_client_secret()
+    assert info.value.message == "Incorrect or inactive API key provided."
+    assert "sk_orga_ai_nope" not in repr(info.value)
+    await bad.aclose()
+    api = OrgaApi(OrgaClientSettings(base_url=emulator.base_url, api_key=API_KEY))
+    secret = await api.create_client_secret()
+    assert secret.expires_at is not None
+    assert await api.get_ice_config(secret.token) == []
+    with pytest.raises(OrgaValidationError) as verr:
+        await api.create_call(secret.token, "v=0\r\n", [], SessionParams(voice="nobody"))
+    assert verr.value.issues[0].loc == ("body", "params", "voice")
+    await api.aclose()
+
+
+async def test_legacy_email_mode() -> None:
+    emu = Emulator(EmulatorConfig(api_keys=(API_KEY,), email_required=True))
+    await emu.start()
+    async with httpx.AsyncClient(base_url=emu.base_url) as client:
+        response = await client.post(CS, headers=auth(API_KEY))
+        assert response.status_code == 422
+        assert response.json() == {"detail": [{"loc": ["query", "email"],
+                                               "msg": "Field required", "type": "missing",
+                                               "input": None}]}
+        response = await client.post(CS, headers=auth(API_KEY), params={"email": "a@b.c"})
+        assert response.status_code == 200
+    await emu.stop()
+
+
+async def test_keep_alive_and_bad_requests(emulator: Emulator) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", emulator.port)
+    request = (f"POST {CS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n"
+               "Content-Length: 0\r\n\r\n").encode()
+    writer.write(request + request)  # pipelined on one connection
+    for _ in range(2):
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: keep-alive" in head
+        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        assert b"ephemeral_token" in await reader.readexactly(length)
+    writer.write(b"GARBAGE\r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in head
+    length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+    await reader.readexactly(length)
+    assert await reader.read() == b""  # the server closes after a bad request
+    writer.close()
+    await writer.wait_closed()
+    reader, writer = await asyncio.open_connection("127.0.0.1", emulator.port)
+    writer.write(f"POST {CALLS} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 411 ")
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_control_endpoint(client: httpx.AsyncClient, emulator: Emulator) -> None:
+    assert (await client.get("/_emulator/state")).status_code == 401
+    response = await client.post("/_emulator/faults", headers=auth(API_KEY),
+                                 json={"fail_calls": 2, "fail_status": 500})
+    assert response.status_code == 200 and response.json()["fail_calls"] == 2
+    assert emulator.faults.fail_calls == 2 and emulator.faults.fail_status == 500
+    bad = await client.post("/_emulator/faults", headers=auth(API_KEY), json={"nope": 1})
+    assert bad.status_code == 400
+    await mint(client)
+    state = (await client.get("/_emulator/state", headers=auth(API_KEY))).json()
+    assert state["client_secrets_requests"] == 1 and state["faults"]["fail_calls"] == 2
+    assert API_KEY not in json.dumps(state)
+
+
+def test_agent_settings_default_reply_is_about_1_5_s() -> None:
+    assert AgentSettings().reply_samples().size == pytest.approx(1.5 * 48000, rel=0.01)
