@@ -1,0 +1,338 @@
+"""One call's RTP endpoint on the phone leg: UDP socket, symmetric RTP, stats, inactivity.
+
+Owns (RFC 3550 §6.4.1 / A.1 / A.8, RFC 4961 symmetric RTP, RFC 4733 routing):
+- one asyncio UDP endpoint bound to the call's local address/port;
+- latching: the source of the first valid packet becomes the peer (logged when it differs
+  from the SDP, the usual NAT case); later packets from other sources are dropped and counted;
+  a re-INVITE with a new address/port un-latches so the new source can be learnt;
+- SSRC changes (re-INVITE, SBC failover) reset sequence state without a glitch (the jitter
+  buffer keeps playing what it holds);
+- routing: our G.711 payload type → jitter buffer, telephone-event → DTMF receiver (never the
+  decoder), anything else dropped and counted;
+- a per-call packet-rate cap (token bucket) so a flood into one port cannot starve the loop;
+- counters per direction and the RFC 3550 interarrival jitter;
+- an inactivity timeout (no RTP for `inactivity_timeout_s`, suspended while on hold) that sets
+  `timed_out` and calls `on_timeout`, which the call turns into a BYE.
+
+Time comes from a `Clock` so tests step it; the watchdog task only polls `check_inactivity`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from gateway.clock import Clock, MonotonicClock
+from gateway.media.dtmf import DtmfReceived, TelephoneEventReceiver
+from gateway.media.jitter import JitterBuffer
+from gateway.media.rtp import RtpParseError, RtpSenderState, SequenceExtender, is_rtcp, parse_rtp
+from gateway.sdp import MediaParams
+
+logger = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+
+
+@dataclass(slots=True)
+class ReceiveStats:
+    packets: int = 0
+    bytes: int = 0
+    lost: int = 0  # RFC 3550 A.3: expected - received, over all SSRCs of the call
+    late: int = 0
+    duplicates: int = 0
+    jitter_ms: float = 0.0  # RFC 3550 A.8 interarrival jitter of the current SSRC
+    foreign_dropped: int = 0
+    rate_dropped: int = 0
+    invalid: int = 0
+    unknown_payload_type: int = 0
+    dtmf_packets: int = 0
+    ssrc_changes: int = 0
+
+
+@dataclass(slots=True)
+class SendStats:
+    packets: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RtpStats:
+    received: ReceiveStats
+    sent: SendStats
+
+
+class _SsrcState:
+    """Loss and jitter bookkeeping for one incoming SSRC."""
+
+    __slots__ = ("base", "ext", "jitter", "received", "transit")
+
+    def __init__(self) -> None:
+        self.ext = SequenceExtender()
+        self.base: int | None = None
+        self.received = 0
+        self.transit: int | None = None
+        self.jitter = 0.0
+
+    def lost(self) -> int:
+        if self.base is None or self.ext.highest is None:
+            return 0
+        return max(0, self.ext.highest - self.base + 1 - self.received)
+
+
+class RtpSession:
+    """Create with `await RtpSession.open(...)`; always `await close()`."""
+
+    def __init__(
+        self,
+        params: MediaParams,
+        *,
+        clock: Clock | None = None,
+        jitter: JitterBuffer | None = None,
+        inactivity_timeout_s: float = 30.0,
+        max_packet_rate: float = 200.0,
+        on_dtmf: Callable[[DtmfReceived], None] | None = None,
+        on_timeout: Callable[[], None] | None = None,
+        watchdog_interval_s: float = 1.0,
+    ) -> None:
+        self._params = params
+        self._clock = clock or MonotonicClock()
+        self.jitter = jitter or JitterBuffer(clock_rate=params.clock_rate)
+        self._inactivity_timeout_s = inactivity_timeout_s
+        self._on_dtmf = on_dtmf
+        self._on_timeout = on_timeout
+        self._watchdog_interval_s = watchdog_interval_s
+        self._transport: asyncio.DatagramTransport | None = None
+        self._latched: Address | None = None
+        self._ssrc: int | None = None
+        self._ssrc_state = _SsrcState()
+        self._lost_before = 0  # losses of earlier SSRCs
+        self._dtmf = TelephoneEventReceiver(params.clock_rate)
+        self._last_activity = self._clock.now()
+        # Token bucket: refills at max_packet_rate/s, holds one second's worth.
+        self._rate = max_packet_rate
+        self._tokens = max_packet_rate
+        self._tokens_at = self._clock.now()
+        self._sender = RtpSenderState(
+            params.payload_type, random.getrandbits(32), random.getrandbits(16),
+            random.getrandbits(32),
+        )
+        self._recv = ReceiveStats()
+        self._sent = SendStats()
+        self._watchdog: asyncio.Task[None] | None = None
+        self.timed_out: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._closed = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    @classmethod
+    async def open(
+        cls,
+        local_address: str,
+        local_port: int,
+        params: MediaParams,
+        *,
+        clock: Clock | None = None,
+        jitter: JitterBuffer | None = None,
+        inactivity_timeout_s: float = 30.0,
+        max_packet_rate: float = 200.0,
+        on_dtmf: Callable[[DtmfReceived], None] | None = None,
+        on_timeout: Callable[[], None] | None = None,
+        watchdog_interval_s: float = 1.0,
+    ) -> RtpSession:
+        """Bind `local_address:local_port` (0 = ephemeral) and start the inactivity watchdog."""
+        session = cls(
+            params, clock=clock, jitter=jitter, inactivity_timeout_s=inactivity_timeout_s,
+            max_packet_rate=max_packet_rate, on_dtmf=on_dtmf, on_timeout=on_timeout,
+            watchdog_interval_s=watchdog_interval_s,
+        )
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(session), local_addr=(local_address, local_port)
+        )
+        session._transport = transport
+        session._watchdog = asyncio.create_task(session._watch())
+        return session
+
+    @property
+    def local_address(self) -> Address:
+        assert self._transport is not None
+        sockname: Address = self._transport.get_extra_info("sockname")[:2]
+        return sockname
+
+    @property
+    def params(self) -> MediaParams:
+        return self._params
+
+    @property
+    def remote(self) -> Address:
+        """Where we send: the latched source, else what the SDP said."""
+        return self._latched or (self._params.remote_address, self._params.remote_port)
+
+    @property
+    def latched(self) -> Address | None:
+        return self._latched
+
+    @property
+    def stats(self) -> RtpStats:
+        received = replace(
+            self._recv,
+            lost=self._lost_before + self._ssrc_state.lost(),
+            jitter_ms=self._ssrc_state.jitter * 1000.0 / self._params.clock_rate,
+            late=self.jitter.stats.late,
+            duplicates=self.jitter.stats.duplicates,
+        )
+        return RtpStats(received, replace(self._sent))
+
+    def update(self, params: MediaParams) -> None:
+        """Apply a re-INVITE's negotiated media without dropping the call."""
+        old = self._params
+        self._params = params
+        if (old.remote_address, old.remote_port) != (params.remote_address, params.remote_port):
+            self._latched = None  # learn the new source (symmetric RTP again)
+        if old.payload_type != params.payload_type:
+            self._sender.payload_type = params.payload_type
+        self._last_activity = self._clock.now()  # hold/resume restarts the timer
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        if self._transport is not None:
+            self._transport.close()
+        for event in self._dtmf.flush():
+            self._emit_dtmf(event)
+
+    # -------------------------------------------------------------- sending
+
+    def send_audio(self, payload: bytes, samples: int, marker: bool = False) -> bool:
+        """Send one G.711 frame. Timestamps advance even when hold suppresses sending."""
+        data = self._sender.next_packet(payload, samples, marker)
+        if self._transport is None or self._closed or not self._params.send_enabled:
+            return False
+        self._transport.sendto(data, self.remote)
+        self._sent.packets += 1
+        self._sent.bytes += len(data)
+        return True
+
+    def skip_samples(self, samples: int) -> None:
+        """Advance the outgoing timestamp without sending (no keepalive while AI is quiet)."""
+        self._sender.timestamp = (self._sender.timestamp + samples) % (1 << 32)
+
+    # ------------------------------------------------------------ receiving
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        now = self._clock.now()
+        if not self._take_token(now):
+            self._recv.rate_dropped += 1
+            return
+        addr = (addr[0], addr[1])
+        if self._latched is not None and addr != self._latched:
+            self._recv.foreign_dropped += 1
+            return
+        if is_rtcp(data):
+            return  # rtcp-mux RTCP: we send none and need none of its reports
+        try:
+            packet = parse_rtp(data)
+        except RtpParseError:
+            self._recv.invalid += 1
+            return
+        pt = packet.payload_type
+        params = self._params
+        is_dtmf = pt == params.telephone_event_pt
+        if pt != params.payload_type and not is_dtmf:
+            self._recv.unknown_payload_type += 1
+            return
+        if self._latched is None:
+            self._latched = addr
+            if addr != (params.remote_address, params.remote_port):
+                logger.info("RTP latched to %s:%d (SDP said %s:%d)", *addr,
+                            params.remote_address, params.remote_port)
+        if packet.ssrc != self._ssrc:
+            if self._ssrc is not None:
+                self._recv.ssrc_changes += 1
+                self._lost_before += self._ssrc_state.lost()
+                self._ssrc_state = _SsrcState()
+                self.jitter.reset()
+                for event in self._dtmf.flush():
+                    self._emit_dtmf(event)
+            self._ssrc = packet.ssrc
+        self._last_activity = now
+        self._recv.packets += 1
+        self._recv.bytes += len(data)
+        self._account(packet.sequence, packet.timestamp, now)
+        if is_dtmf:
+            self._recv.dtmf_packets += 1
+            self.jitter.mark_non_audio(packet.sequence)
+            for event in self._dtmf.receive(packet.ssrc, packet.timestamp, packet.payload):
+                self._emit_dtmf(event)
+            return
+        self.jitter.push(packet.sequence, packet.payload)
+
+    def _account(self, seq: int, ts: int, now: float) -> None:
+        st = self._ssrc_state
+        ext = st.ext.extend(seq)
+        if st.base is None:
+            st.base = ext
+        st.received += 1
+        # RFC 3550 A.8: J += (|D| - J) / 16 with transit in timestamp units.
+        arrival = int(now * self._params.clock_rate)
+        transit = arrival - ts
+        if st.transit is not None:
+            d = abs(transit - st.transit)
+            if d < self._params.clock_rate * 10:  # ignore timestamp jumps (new talkspurt base)
+                st.jitter += (d - st.jitter) / 16.0
+        st.transit = transit
+
+    def _take_token(self, now: float) -> bool:
+        self._tokens = min(self._rate, self._tokens + (now - self._tokens_at) * self._rate)
+        self._tokens_at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+    def _emit_dtmf(self, event: DtmfReceived) -> None:
+        if self._on_dtmf is not None:
+            self._on_dtmf(event)
+
+    # ----------------------------------------------------------- inactivity
+
+    def check_inactivity(self) -> bool:
+        """True (and `timed_out` set) once no RTP arrived for the timeout, unless on hold."""
+        if self.timed_out.done():
+            return True
+        params = self._params
+        if params.on_hold or not params.receive_enabled:
+            self._last_activity = self._clock.now()  # the timer restarts when the hold ends
+            return False
+        if self._clock.now() - self._last_activity < self._inactivity_timeout_s:
+            return False
+        logger.info("RTP inactivity timeout after %.0f s", self._inactivity_timeout_s)
+        self.timed_out.set_result(None)
+        if self._on_timeout is not None:
+            self._on_timeout()
+        return True
+
+    async def _watch(self) -> None:
+        while not self.check_inactivity():
+            await asyncio.sleep(self._watchdog_interval_s)
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, session: RtpSession) -> None:
+        self._session = session
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self._session.datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a peer that is gone: the inactivity timer handles it.
+        logger.debug("RTP socket error: %s", exc)

@@ -1,0 +1,206 @@
+"""G.711 ↔ PCM and 8 kHz ↔ 48 kHz conversion: the only module in the gateway that uses PyAV.
+
+Caller → AI: PCMU/PCMA payload → s16 8 kHz (`G711Codec.decode`) → `CallerResampler` → exact
+20 ms frames of 48 kHz mono s16 `AudioFrame`s, the format aiortc's Opus encoder takes (it only
+has to duplicate the channel).
+AI → caller: aiortc's decoded frames (48 kHz stereo s16, any layout/rate accepted) →
+`AiResampler` → mono 8 kHz → exact 20 ms (160-sample) chunks → `G711Codec.encode`.
+
+Why G.711 goes through lookup tables: FFmpeg's `pcm_mulaw`/`pcm_alaw` codecs are run once, at
+first use, over every code (256 for decode, 65,536 s16 values for encode) to fill numpy tables;
+per frame we then index a table instead of building AVFrames and AVPackets, so the codec is
+bit-exact with FFmpeg's but costs no per-frame allocation beyond the output itself.
+Framing: each direction owns one resampler (its filter state must persist across frames) and a
+preallocated sample FIFO that carries the remainder from one frame to the next, so no sample
+is ever dropped or duplicated; only at stream start is the resampler's delay filled with zeros.
+"""
+
+from __future__ import annotations
+
+import fractions
+from functools import cache
+from typing import cast
+
+import av
+import numpy as np
+import numpy.typing as npt
+from av import AudioFrame
+
+__all__ = [
+    "AI_RATE",
+    "PHONE_FRAME_SAMPLES",
+    "PHONE_RATE",
+    "AiResampler",
+    "AudioFrame",
+    "CallerResampler",
+    "G711Codec",
+    "frame_to_mono_s16",
+    "make_frame",
+]
+
+PHONE_RATE = 8000
+AI_RATE = 48000
+FRAME_MS = 20
+PHONE_FRAME_SAMPLES = PHONE_RATE * FRAME_MS // 1000  # 160
+AI_FRAME_SAMPLES = AI_RATE * FRAME_MS // 1000  # 960
+_FFMPEG_CODEC = {"PCMU": "pcm_mulaw", "PCMA": "pcm_alaw"}
+
+Pcm = npt.NDArray[np.int16]
+
+
+@cache
+def _tables(codec: str) -> tuple[Pcm, npt.NDArray[np.uint8]]:
+    name = _FFMPEG_CODEC[codec]
+    dec = cast(av.AudioCodecContext, av.CodecContext.create(name, "r"))
+    dec.sample_rate = PHONE_RATE
+    dec.layout = "mono"
+    frames = dec.decode(av.Packet(bytes(range(256))))
+    decode = np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.int16)
+    enc = cast(av.AudioCodecContext, av.CodecContext.create(name, "w"))
+    enc.sample_rate = PHONE_RATE
+    enc.layout = "mono"
+    enc.format = "s16"
+    # Index by the s16 value's bit pattern (uint16 view), so encode is one gather.
+    values = np.arange(0, 65536, dtype=np.uint16).view(np.int16).reshape(1, -1)
+    frame = AudioFrame.from_ndarray(values, format="s16", layout="mono")
+    frame.sample_rate = PHONE_RATE
+    packets = list(enc.encode(frame)) + list(enc.encode(None))
+    encode = np.frombuffer(b"".join(bytes(p) for p in packets), dtype=np.uint8).copy()
+    if decode.shape != (256,) or encode.shape != (65536,):
+        raise RuntimeError(f"unexpected FFmpeg {name} table sizes")
+    return decode, encode
+
+
+class G711Codec:
+    """PCMU or PCMA for one call direction (stateless apart from the shared tables)."""
+
+    def __init__(self, codec: str) -> None:
+        if codec not in _FFMPEG_CODEC:
+            raise ValueError(f"not a G.711 codec: {codec}")
+        self.name = codec
+        self._decode, self._encode = _tables(codec)
+        self.silence_byte = int(self._encode[0])  # 0xFF for PCMU, 0xD5 for PCMA
+
+    def decode(self, payload: bytes) -> Pcm:
+        return self._decode[np.frombuffer(payload, dtype=np.uint8)]
+
+    def encode(self, pcm: Pcm) -> bytes:
+        return self._encode[pcm.view(np.uint16)].tobytes()
+
+    def silence(self, samples: int = PHONE_FRAME_SAMPLES) -> bytes:
+        return bytes([self.silence_byte]) * samples
+
+
+class _Fifo:
+    """Preallocated int16 FIFO: append resampler output, take exact frames, keep the rest."""
+
+    __slots__ = ("_buf", "_len")
+
+    def __init__(self, capacity: int) -> None:
+        self._buf: Pcm = np.zeros(capacity, dtype=np.int16)
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def push(self, samples: Pcm) -> None:
+        n = samples.shape[0]
+        if self._len + n > self._buf.shape[0]:
+            grown = np.zeros(max(2 * self._buf.shape[0], self._len + n), dtype=np.int16)
+            grown[: self._len] = self._buf[: self._len]
+            self._buf = grown
+        self._buf[self._len : self._len + n] = samples
+        self._len += n
+
+    def push_zeros(self, n: int) -> None:
+        self.push(np.zeros(n, dtype=np.int16))
+
+    def take(self, n: int) -> Pcm:
+        out = self._buf[:n].copy()
+        self._buf[: self._len - n] = self._buf[n : self._len]
+        self._len -= n
+        return out
+
+
+def _s16(frame: AudioFrame) -> Pcm:
+    return cast(Pcm, frame.to_ndarray().reshape(-1))
+
+
+def frame_to_mono_s16(frame: AudioFrame) -> Pcm:
+    """Samples of an s16 frame as a mono int16 array (first channel of packed stereo)."""
+    arr = frame.to_ndarray().reshape(-1)
+    channels = len(frame.layout.channels)
+    if channels > 1 and not frame.format.is_planar:
+        arr = arr[::channels]
+    return arr.astype(np.int16, copy=False)
+
+
+class CallerResampler:
+    """8 kHz mono s16 (20 ms chunks) → 48 kHz mono s16 `AudioFrame`s of exactly 20 ms."""
+
+    def __init__(self) -> None:
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=AI_RATE)
+        self._fifo = _Fifo(AI_FRAME_SAMPLES * 4)
+        self._in_pts = 0
+        self._out_pts = 0
+        self._time_base = fractions.Fraction(1, AI_RATE)
+        self._primed = False
+
+    def process(self, pcm: Pcm) -> AudioFrame:
+        """One 20 ms phone chunk in, one 20 ms 48 kHz frame out (timestamps advance 960)."""
+        frame = AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = PHONE_RATE
+        frame.pts = self._in_pts
+        frame.time_base = fractions.Fraction(1, PHONE_RATE)
+        self._in_pts += pcm.shape[0]
+        for out in self._resampler.resample(frame):
+            self._fifo.push(_s16(out))
+        if not self._primed:
+            # The resampler holds back its filter delay at the start; pad once with zeros so
+            # every later frame is produced on time from real samples.
+            self._primed = True
+            if len(self._fifo) < AI_FRAME_SAMPLES:
+                missing = AI_FRAME_SAMPLES - len(self._fifo)
+                tail = self._fifo.take(len(self._fifo))
+                self._fifo.push_zeros(missing)
+                self._fifo.push(tail)
+        n = min(AI_FRAME_SAMPLES, len(self._fifo))
+        samples = self._fifo.take(n)
+        if n < AI_FRAME_SAMPLES:  # cannot happen after priming; never emit a short frame
+            samples = np.concatenate([samples, np.zeros(AI_FRAME_SAMPLES - n, dtype=np.int16)])
+        out_frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        out_frame.sample_rate = AI_RATE
+        out_frame.pts = self._out_pts
+        out_frame.time_base = self._time_base
+        self._out_pts += AI_FRAME_SAMPLES
+        return out_frame
+
+
+class AiResampler:
+    """aiortc frames (any rate/layout) → mono 8 kHz, handed out in exact 160-sample chunks."""
+
+    def __init__(self) -> None:
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=PHONE_RATE)
+        self._fifo = _Fifo(PHONE_FRAME_SAMPLES * 16)
+
+    def push(self, frame: AudioFrame) -> None:
+        for out in self._resampler.resample(frame):
+            self._fifo.push(_s16(out))
+
+    @property
+    def buffered_samples(self) -> int:
+        return len(self._fifo)
+
+    def pop(self) -> Pcm | None:
+        if len(self._fifo) < PHONE_FRAME_SAMPLES:
+            return None
+        return self._fifo.take(PHONE_FRAME_SAMPLES)
+
+
+def make_frame(pcm: Pcm, rate: int, pts: int, layout: str = "mono") -> AudioFrame:
+    """Build an s16 frame (for tests, benches and the silence path of tracks)."""
+    frame = AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout=layout)
+    frame.sample_rate = rate
+    frame.pts = pts
+    frame.time_base = fractions.Fraction(1, rate)
+    return frame

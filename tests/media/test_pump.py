@@ -1,0 +1,220 @@
+"""AI → phone pacing and playout-queue policy, on a virtual-time loop with real RTP sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from gateway.media.rtp import parse_rtp, ts_delta
+from gateway.media.rtp_session import RtpSession
+from gateway.media.tracks import AiAudioPump, TurnLatencyMeter
+from gateway.media.transcode import AudioFrame, make_frame
+from gateway.sdp import Direction, MediaParams
+from tests.media.audio import dominant_hz, tone
+from tests.media.vclock import virtual_time_loop
+
+AI_FRAME = 960
+
+
+class ScriptedTrack(MediaStreamTrack):
+    """Stand-in for Orga's remote track: frames at scripted (virtual) times."""
+
+    kind = "audio"
+
+    def __init__(self, schedule: list[tuple[float, np.ndarray]]) -> None:
+        super().__init__()
+        self._schedule = schedule
+        self._i = 0
+        self._t0: float | None = None
+
+    async def recv(self) -> AudioFrame:
+        loop = asyncio.get_running_loop()
+        if self._t0 is None:
+            self._t0 = loop.time()
+        if self._i >= len(self._schedule):
+            self.stop()
+            raise MediaStreamError
+        at, pcm = self._schedule[self._i]
+        # +5 ms: arrivals never coincide with the pump's ticks (no ordering ties)
+        wait = self._t0 + at + 0.005 - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        frame = make_frame(np.repeat(pcm, 2), 48000, self._i * AI_FRAME, "stereo")
+        self._i += 1
+        return frame
+
+
+def frames_of(signal: np.ndarray) -> list[np.ndarray]:
+    return [signal[i : i + AI_FRAME] for i in range(0, len(signal) - AI_FRAME + 1, AI_FRAME)]
+
+
+class Receiver(asyncio.DatagramProtocol):
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.got: list[tuple[float, bytes]] = []
+        self._clock = clock
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.got.append((self._clock(), data))
+
+
+def run_pump(schedule: list[tuple[float, np.ndarray]], seconds: float, **pump_kw: object):
+    loop = virtual_time_loop()
+
+    async def main() -> tuple[list[tuple[float, bytes]], AiAudioPump]:
+        transport, rx = await loop.create_datagram_endpoint(
+            lambda: Receiver(loop.time), local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+        params = MediaParams("127.0.0.1", port, "PCMU", 0, 8000, 20, None,
+                             Direction.SENDRECV, False)
+        session = await RtpSession.open("127.0.0.1", 0, params, watchdog_interval_s=3600)
+        pump = AiAudioPump(ScriptedTrack(schedule), session, **pump_kw)  # type: ignore[arg-type]
+        pump.start()
+        await asyncio.sleep(seconds)
+        await pump.stop()
+        await session.close()
+        transport.close()
+        return rx.got, pump
+
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+def burst_schedule() -> tuple[list[tuple[float, np.ndarray]], int]:
+    speech = frames_of(tone(1000, 30.0, 48000, dbfs=-12))
+    silence = np.zeros(AI_FRAME, dtype=np.int16)
+    schedule: list[tuple[float, np.ndarray]] = []
+    # 5 s of real-time speech, then 2 s of audio arriving at once at t=5 s, then 23 s
+    # of real-time audio (speech 3 s, then quiet).
+    for i in range(250):
+        schedule.append((i * 0.02, speech[i]))
+    for i in range(100):
+        schedule.append((5.0, speech[250 + i]))
+    for i in range(1150):
+        schedule.append((5.0 + i * 0.02, speech[350 + i] if i < 150 else silence))
+    return schedule, 350
+
+
+def test_paced_20ms_through_a_2s_burst_without_gaps_or_drift() -> None:
+    schedule, _ = burst_schedule()
+    got, pump = run_pump(schedule, 30.0, max_queue_ms=2500)
+    times = np.array([t for t, _ in got])
+    gaps = np.diff(times)
+    assert len(got) >= 1495  # 30 s of 20 ms packets, nothing skipped
+    assert gaps.max() <= 0.030 and gaps.min() >= 0.010  # no stall, no burst
+    # no drift: the n-th packet leaves n·20 ms after the first
+    expected = times[0] + np.arange(len(times)) * 0.02
+    assert np.abs(times - expected).max() < 0.002
+    pkts = [parse_rtp(d) for _, d in got]
+    assert all(ts_delta(b.timestamp, a.timestamp) == 160 for a, b in itertools.pairwise(pkts))
+    assert all((b.sequence - a.sequence) % 65536 == 1 for a, b in itertools.pairwise(pkts))
+    st = pump.stats
+    assert st.dropped_backlog == 0
+    assert 1950 <= st.queue_ms_peak <= 2100  # the burst was absorbed, not played fast
+    # All 500 frames of speech were played, contiguous, at 1000 Hz.
+    voiced = [p for p in pkts if p.payload != b"\xff" * 160]
+    assert 495 <= len(voiced) <= 502
+    assert st.underruns_speech == 0
+
+
+def test_backlog_beyond_bound_drops_oldest_and_counts() -> None:
+    schedule, _ = burst_schedule()
+    _, pump = run_pump(schedule, 12.0, max_queue_ms=1000)
+    assert pump.stats.queue_ms_peak <= 1000
+    assert 45 <= pump.stats.dropped_backlog <= 55  # ~1 s of the 2 s burst did not fit
+
+
+def test_underruns_during_speech_vs_idle_and_keepalive() -> None:
+    speech = frames_of(tone(600, 4.0, 48000, dbfs=-12))
+    schedule = [(i * 0.02, speech[i]) for i in range(50)]  # 1 s of speech
+    # a 60 ms hole mid-speech (the AI leg stalled), then 1 s more, then nothing at all
+    schedule += [(1.06 + i * 0.02, speech[50 + i]) for i in range(50)]
+    got, pump = run_pump(schedule, 4.0, keepalive=True)
+    st = pump.stats
+    assert st.underruns_speech in (2, 3, 4)
+    assert st.underruns_idle >= 80  # the quiet after the AI stopped
+    assert st.sent_silence >= 80
+    gaps = np.diff([t for t, _ in got])
+    assert gaps.max() <= 0.030  # keepalive silence keeps the stream live
+    pkts = [parse_rtp(d) for _, d in got]
+    markers = [i for i, p in enumerate(pkts) if p.marker]
+    assert len(markers) == 1  # one talkspurt: the short hole is not a new one
+
+
+def test_no_keepalive_sends_nothing_when_quiet_but_keeps_timestamps() -> None:
+    speech = frames_of(tone(600, 1.0, 48000, dbfs=-12))
+    schedule = [(i * 0.02, speech[i]) for i in range(25)]
+    schedule += [(2.0 + i * 0.02, speech[25 + i]) for i in range(25)]
+    got, pump = run_pump(schedule, 3.0, keepalive=False)
+    pkts = [parse_rtp(d) for _, d in got]
+    assert 48 <= len(pkts) <= 50
+    jumps = [ts_delta(b.timestamp, a.timestamp) for a, b in itertools.pairwise(pkts)]
+    assert max(jumps) >= 8000 * 1.4  # the 1.5 s quiet shows in the RTP clock
+    assert pump.stats.sent_silence == 0
+    assert sum(p.marker for p in pkts) == 2
+
+
+def test_silence_backlog_is_skipped_to_shrink_delay() -> None:
+    speech = frames_of(tone(600, 1.0, 48000, dbfs=-12))
+    silence = np.zeros(AI_FRAME, dtype=np.int16)
+    # 0.5 s of silence arrives at once (a network stall), then speech in real time:
+    schedule = [(0.0, silence) for _ in range(25)]
+    schedule += [(0.02 * i, speech[i]) for i in range(25)]
+    got, pump = run_pump(schedule, 1.5)
+    pkts = [(t, parse_rtp(d)) for t, d in got]
+    first_voiced = next(t for t, p in pkts if p.payload != b"\xff" * 160)
+    # Speech is not held behind the stale silence: it starts within the 60 ms target.
+    assert first_voiced - pkts[0][0] <= 0.1
+    assert pump.stats.skipped_silence >= 20
+
+
+def test_turn_latency_and_speech_start_hook() -> None:
+    speech = frames_of(tone(600, 1.0, 48000, dbfs=-12))
+    silence = np.zeros(AI_FRAME, dtype=np.int16)
+    schedule = [(0.02 * i, silence) for i in range(25)]
+    schedule += [(0.5 + 0.02 * i, speech[i]) for i in range(10)]
+    meter = TurnLatencyMeter()
+    starts: list[float] = []
+    meter.caller_frame(arrival=1000.0 + 0.1, voiced=True)  # caller's speech ended at +0.12
+    _, pump = run_pump(schedule, 1.0, meter=meter, on_speech_start=starts.append)
+    assert len(starts) == 1 and pump.first_audio_at == starts[0]
+    assert meter.turns == 1 and meter.last_turn_s is not None
+    assert meter.last_turn_s == pytest.approx(starts[0] - 1000.12)
+    assert 0.35 < meter.last_turn_s < 0.45
+
+
+def test_turn_meter_rules() -> None:
+    turns: list[float] = []
+    m = TurnLatencyMeter(on_turn=turns.append)
+    assert m.ai_audio_started(5.0) is None  # nobody spoke yet
+    m.caller_frame(10.0, True)
+    m.caller_frame(10.02, False)
+    assert m.ai_audio_started(10.01) is None  # AI overlapping the caller: not a turn
+    m.caller_frame(11.0, True)
+    assert m.ai_audio_started(11.52) == pytest.approx(0.5)
+    assert m.ai_audio_started(12.0) is None  # one utterance, one turn
+    assert turns == [pytest.approx(0.5)]
+
+
+def test_pumped_audio_keeps_frequency() -> None:
+    speech = frames_of(tone(1000, 2.0, 48000, dbfs=-12))
+    got, _ = run_pump([(0.02 * i, speech[i]) for i in range(100)], 2.0)
+    from gateway.media.transcode import G711Codec
+
+    pcm = np.concatenate([G711Codec("PCMU").decode(parse_rtp(d).payload) for _, d in got])
+    assert abs(dominant_hz(pcm[800:15000], 8000) - 1000) <= 5
+
+
+def test_receiver_socket_is_loopback_only() -> None:
+    # guard: the helper never binds beyond 127.0.0.1
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    assert s.getsockname()[0] == "127.0.0.1"
+    s.close()

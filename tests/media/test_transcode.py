@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from gateway.media.transcode import (
+    AI_RATE,
+    PHONE_FRAME_SAMPLES,
+    AiResampler,
+    CallerResampler,
+    G711Codec,
+    frame_to_mono_s16,
+    make_frame,
+)
+from tests.media.audio import band_noise, dominant_hz, lag, rms_dbfs, tone
+
+
+def round_trip(codec_name: str, pcm8k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PCMU/PCMA → 8 kHz → 48 kHz frames → (stereo, as aiortc decodes) → 8 kHz → G.711 → PCM."""
+    codec = G711Codec(codec_name)
+    up, down = CallerResampler(), AiResampler()
+    at48, back = [], []
+    pts = 0
+    for i in range(0, len(pcm8k), PHONE_FRAME_SAMPLES):
+        payload = codec.encode(pcm8k[i : i + PHONE_FRAME_SAMPLES])
+        frame = up.process(codec.decode(payload))
+        assert frame.samples == 960 and frame.sample_rate == AI_RATE and frame.pts == pts
+        pts += 960
+        mono = frame.to_ndarray().reshape(-1)
+        at48.append(mono)
+        down.push(make_frame(np.repeat(mono, 2), AI_RATE, frame.pts, "stereo"))
+        while (chunk := down.pop()) is not None:
+            assert chunk.shape == (PHONE_FRAME_SAMPLES,)
+            back.append(codec.decode(codec.encode(chunk)))
+    return np.concatenate(at48), np.concatenate(back)
+
+
+@pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
+def test_440hz_keeps_frequency_and_level(codec: str) -> None:
+    src = tone(440, 10.0, 8000, dbfs=-12)
+    at48, out = round_trip(codec, src)
+    steady48, steady = at48[4800:], out[800:]
+    assert abs(dominant_hz(steady48, AI_RATE) - 440) <= 5
+    assert abs(dominant_hz(steady, 8000) - 440) <= 5
+    assert abs(rms_dbfs(steady48) - rms_dbfs(src)) <= 1.0
+    assert abs(rms_dbfs(steady) - rms_dbfs(src)) <= 1.0
+
+
+@pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
+def test_framing_neither_drops_nor_duplicates_over_10s(codec: str) -> None:
+    src = band_noise(10.0, 8000)
+    at48, out = round_trip(codec, src)
+    # Exactly one 48 kHz frame per 8 kHz chunk: 10 s in, 10 s out.
+    assert len(at48) == 6 * len(src)
+    # Returned audio is the input delayed by a constant: the same lag at the start and the
+    # end of the 10 s means no sample was lost or repeated in between.
+    start, end = 800, len(src) - 2400
+    d_start = lag(src[start : start + 1000], out[start : start + 1400], 400)
+    d_end = lag(src[end : end + 1000], out[end : end + 1400], 400)
+    assert d_start == d_end
+    assert 0 < d_start < 80  # a few ms of resampler filter delay, nothing more
+    assert len(src) - d_start - PHONE_FRAME_SAMPLES <= len(out) <= len(src)
+
+
+def test_g711_tables_match_ffmpeg_conventions() -> None:
+    mu, a = G711Codec("PCMU"), G711Codec("PCMA")
+    assert mu.silence() == b"\xff" * 160 and a.silence() == b"\xd5" * 160
+    ramp = np.arange(-32768, 32768, 97, dtype=np.int16)
+    for codec, tol in ((mu, 0.04), (a, 0.04)):
+        back = codec.decode(codec.encode(ramp)).astype(np.float64)
+        err = np.abs(back - ramp) / np.maximum(np.abs(ramp.astype(np.float64)), 256)
+        assert float(err.max()) < tol
+    with pytest.raises(ValueError):
+        G711Codec("G722")
+
+
+def test_frame_to_mono_takes_first_channel() -> None:
+    stereo = np.array([1, -1, 2, -2, 3, -3], dtype=np.int16)
+    frame = make_frame(stereo, 48000, 0, "stereo")
+    assert frame_to_mono_s16(frame).tolist() == [1, 2, 3]
