@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from gateway import __version__
 
 # name -> (module, one-line help)
-SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "check-config": ("gateway.config_cli", "validate a config file without starting"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
