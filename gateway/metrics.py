@@ -135,12 +135,13 @@ class _Conversations(Collector):
                 log.exception("stats of conversation %s failed", cid)
         return out
 
-    def _families(self) -> list[Metric]:
-        fams: list[Metric] = []
+    def _families(self) -> list[CounterMetricFamily | GaugeMetricFamily]:
+        fams: list[CounterMetricFamily | GaugeMetricFamily] = []
         for suffix, kind, help_text, _ in self._SPECS:
-            cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
-            fams.append(cls(f"{PREFIX}_{suffix}", help_text,
-                            labels=["conversation_id", "route"]))
+            labels = ["conversation_id", "route"]
+            name = f"{PREFIX}_{suffix}"
+            fams.append(CounterMetricFamily(name, help_text, labels=labels) if kind == "counter"
+                        else GaugeMetricFamily(name, help_text, labels=labels))
         return fams
 
     def describe(self) -> Iterable[Metric]:
