@@ -1,0 +1,50 @@
+"""`orga-sip-gateway check-config --config FILE`: validate a config without starting anything.
+
+Exit 0 with a short summary, or exit 2 with each problem on its own line (`key: problem — fix`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gateway.config import Config, ConfigError, load_config
+
+EXIT_INVALID = 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, metavar="FILE", help="TOML config file")
+
+
+def summary(config: Config) -> str:
+    trunks = ", ".join(
+        f"{t.name} ({', '.join(map(str, t.allow))}{', digest auth' if t.requires_auth else ''})"
+        for t in config.trunks)
+    routes = ", ".join(r.match + (f" [{r.trunk}]" if r.trunk else "") for r in config.routes)
+    return "\n".join([
+        f"SIP      {config.sip.bind}:{config.sip.port} {'+'.join(config.sip.transports)}",
+        f"RTP      {config.rtp.bind} {config.rtp.port_min}-{config.rtp.port_max} "
+        f"({config.rtp.call_capacity} calls) codecs {','.join(config.rtp.codecs)}",
+        f"Orga     {config.orga.base_url} model {config.orga.model} voice {config.orga.voice}",
+        f"HTTP     {config.http.listen}",
+        f"Limits   {config.limits.max_calls} calls, {config.limits.max_call_duration_s:g} s max, "
+        f"drain {config.limits.drain_timeout_s:g} s",
+        f"Trunks   {trunks}",
+        f"Routes   {routes}",
+    ])
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"{args.config}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    for warning in config.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{args.config}: OK")
+    print(summary(config))
+    return 0
