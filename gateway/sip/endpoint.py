@@ -1,0 +1,261 @@
+"""The sans-IO SIP user agent: the one object drivers and the application talk to.
+
+Inputs (each takes `now`, seconds on the driver's monotonic clock):
+  `receive_datagram(data, addr, now)`, `receive_stream(data, conn_id, addr, now)`,
+  `connection_closed(conn_id)`, `handle_timer(now)` and the commands below.
+Outputs (pulled):
+  `datagrams_to_send()` → `[Outgoing(data, addr, transport, conn_id)]`, `next_event()`,
+  `get_timer()` → the earliest deadline or None.
+
+Nothing malformed raises out of here (RFC 3261 §8.2, §16.3 spirit): an unparseable request that
+still names where a response goes is answered 400 (or the parser's status hint: 413, 414, 416,
+505) with a Warning saying why; anything else is dropped and logged at DEBUG. Commands used in a
+state that does not allow them raise `UsageError` (a local error).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from gateway.sip.address import Addr, Outgoing, Peer, Transport
+from gateway.sip.core import CallState, Core, EndpointConfig, PreDispatch, Role
+from gateway.sip.errors import ParseError, UsageError
+from gateway.sip.events import CallHandle, Event, RequestHandle
+from gateway.sip.message import Request, Response
+from gateway.sip.parser import StreamParser, parse_message
+from gateway.sip.routing import response_peer, salvage_bad_request
+from gateway.sip.transaction import server_key
+from gateway.sip.uac import Uac
+from gateway.sip.uas import Uas
+from gateway.sip.uri import Uri
+
+log = logging.getLogger(__name__)
+
+
+class SipEndpoint:
+    """One SIP UA (UAS and UAC) over any number of transports."""
+
+    def __init__(
+        self, config: EndpointConfig | None = None, *, pre_dispatch: PreDispatch | None = None
+    ) -> None:
+        self._core = Core(config or EndpointConfig(), pre_dispatch)
+        self._uas = Uas(self._core)
+        self._uac = Uac(self._core)
+        self._streams: dict[int, StreamParser] = {}
+
+    @property
+    def config(self) -> EndpointConfig:
+        return self._core.config
+
+    def bind(self, transport: Transport, host: str, port: int) -> None:
+        """Tell the core the address a transport listens on (for Via and Contact)."""
+        self._core.local[transport] = (host, port)
+
+    # --- inputs ----------------------------------------------------------------------------
+    def receive_datagram(
+        self, data: bytes, addr: Addr, now: float, transport: Transport = Transport.UDP,
+        conn_id: int | None = None,
+    ) -> None:
+        """One complete message (a UDP datagram, or a message framed elsewhere)."""
+        source = Peer(addr[0], addr[1], transport, conn_id)
+        if not data.strip(b"\r\n"):
+            return  # a keep-alive (RFC 5626 §4.4.1)
+        try:
+            message = parse_message(data, self._core.config.limits)
+        except ParseError as exc:
+            log.debug("unparseable message from %s: %s", source, exc.reason)
+            response = salvage_bad_request(data, exc)
+            if response is not None:
+                # It was never stamped with received/rport: answer where it came from.
+                self._core.send(response, source)
+            return
+        self._dispatch(message, source, now)
+
+    def receive_stream(self, data: bytes, conn_id: int, addr: Addr, now: float) -> bool:
+        """Bytes read from a stream connection. False: framing broke, close this connection."""
+        parser = self._streams.get(conn_id)
+        if parser is None:
+            parser = self._streams[conn_id] = StreamParser(self._core.config.limits)
+        source = Peer(addr[0], addr[1], Transport.TCP, conn_id)
+        try:
+            messages = parser.feed(data)
+        except ParseError as exc:
+            log.info("closing stream from %s: %s", source, exc.reason)
+            del self._streams[conn_id]
+            return False
+        for message in messages:
+            self._dispatch(message, source, now)
+        return True
+
+    def connection_closed(self, conn_id: int) -> None:
+        self._streams.pop(conn_id, None)
+
+    def _dispatch(self, message: Request | Response, source: Peer, now: float) -> None:
+        try:
+            if isinstance(message, Request):
+                self._uas.receive_request(message, source, now)
+            else:
+                self._uac.receive_response(message, now)
+        except ParseError as exc:
+            # A header the parser left for later (Require, Session-Expires, Contact ...) is bad.
+            log.debug("bad %r from %s: %s", message, source, exc.reason)
+            if isinstance(message, Request) and message.method != "ACK":
+                self._answer_bad(message, source, exc, now)
+
+    def _answer_bad(self, request: Request, source: Peer, exc: ParseError, now: float) -> None:
+        core = self._core
+        try:
+            key_txn = core.server_txns.get(server_key(request))
+            if key_txn is not None and key_txn.final_sent:
+                return
+            reply = response_peer(request.top_via, source)
+            status = exc.status if 400 <= exc.status < 600 else 400
+            warning = exc.reason.replace('"', "'")[:100]
+            response = core.response(
+                request, status, f"Bad Request ({warning})" if status == 400 else None,
+                headers=[("Warning", f'399 - "{warning}"')],
+            )
+            if key_txn is not None:
+                key_txn.send_response(response, now)
+            else:
+                core.new_server_txn(request, reply).send_response(response, now)
+        except ParseError:
+            return
+
+    # --- outputs ---------------------------------------------------------------------------
+    def datagrams_to_send(self) -> list[Outgoing]:
+        out, self._core.outbox = self._core.outbox, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._core.events.popleft() if self._core.events else None
+
+    def get_timer(self) -> float | None:
+        core = self._core
+        deadlines: list[float] = []
+        for stxn in core.server_txns.values():
+            d = stxn.next_deadline()
+            if d is not None:
+                deadlines.append(d)
+        for ctxn in core.client_txns.values():
+            d = ctxn.next_deadline()
+            if d is not None:
+                deadlines.append(d)
+        for call in core.calls.values():
+            if call.retransmitter is not None:
+                d = call.retransmitter.next_deadline()
+                if d is not None:
+                    deadlines.append(d)
+            if call.session is not None and not call.app_ended:
+                deadlines.append(call.session.deadline)
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        core = self._core
+        for key, stxn in list(core.server_txns.items()):
+            d = stxn.next_deadline()
+            if d is not None and d <= now:
+                stxn.handle_timer(now)
+            if stxn.terminated:
+                del core.server_txns[key]
+        for key, ctxn in list(core.client_txns.items()):
+            d = ctxn.next_deadline()
+            if d is not None and d <= now and ctxn.handle_timer(now):
+                self._uac.on_timeout(key, now)
+            if ctxn.terminated:
+                self._uac.forget_txn(key)
+        for call in list(core.calls.values()):
+            if call.retransmitter is not None:
+                self._uas.retransmit_2xx(call, now)
+                core.maybe_forget(call)
+            if call.session is not None and call.session.deadline <= now and not call.app_ended:
+                self._uac.session_due(call, now)
+
+    # --- commands: incoming calls -------------------------------------------------------------
+    def ring(self, call: CallHandle, now: float, *, sdp: bytes | None = None) -> None:
+        """180 Ringing (183 Session Progress when `sdp` is given for early media)."""
+        self._uas.ring(self._call(call), now, sdp)
+
+    def answer(
+        self, call: CallHandle, sdp: bytes, now: float, *,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """200 OK with our SDP answer; retransmitted until the ACK (§13.3.1.4)."""
+        self._uas.answer(self._call(call), sdp, now, headers)
+
+    def reject(
+        self, call: CallHandle, status: int, now: float, *, reason: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """A 3xx-6xx final response (e.g. 503 with Retry-After, 403, 404, 486)."""
+        self._uas.reject(self._call(call), status, now, reason, headers)
+
+    def answer_offer(
+        self, call: CallHandle, sdp: bytes | None, now: float, *,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """200 OK to the pending re-INVITE/UPDATE (see ReinviteReceived)."""
+        self._uas.answer_offer(self._call(call), sdp, now, headers)
+
+    def reject_offer(
+        self, call: CallHandle, status: int, now: float, *, reason: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """A non-2xx (typically 488) to the pending re-INVITE/UPDATE; the session stays."""
+        self._uas.reject_offer(self._call(call), status, now, reason, headers)
+
+    def hang_up(self, call: CallHandle, now: float) -> None:
+        """End a call in whatever state: BYE, CANCEL, or 480 before an answer. Idempotent."""
+        state = self._core.calls.get(call)
+        if state is None or state.app_ended:
+            return
+        if state.role is Role.UAS:
+            self._uas.hang_up(state, now)
+        else:
+            self._uac.hang_up(state, now)
+
+    # --- commands: outgoing ---------------------------------------------------------------------
+    def invite(
+        self, target: str | Uri, now: float, *, sdp: bytes | None, from_uri: str,
+        to_uri: str | None = None, peer: Peer | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> CallHandle:
+        """Start an outgoing call; `peer` overrides the next hop taken from `target`."""
+        return self._uac.invite(
+            target, now, sdp=sdp, from_uri=from_uri, to_uri=to_uri, peer=peer, headers=headers
+        )
+
+    def send_request(
+        self, call: CallHandle, method: str, now: float, *, body: bytes = b"",
+        content_type: str | None = None, headers: Iterable[tuple[str, str]] = (),
+    ) -> RequestHandle:
+        """An in-dialog request (INFO, re-INVITE for hold/resume, UPDATE, ...)."""
+        return self._uac.send_request(
+            self._call(call), method, now, body=body, content_type=content_type, headers=headers
+        )
+
+    def send_options(
+        self, target: str | Uri, now: float, *, from_uri: str, peer: Peer | None = None
+    ) -> RequestHandle:
+        """An out-of-dialog OPTIONS ping; the outcome comes as RequestCompleted."""
+        return self._uac.send_options(target, now, from_uri=from_uri, peer=peer)
+
+    # --- introspection ---------------------------------------------------------------------------
+    def call_request(self, call: CallHandle) -> Request:
+        """The INVITE that created the call (ours or theirs)."""
+        return self._call(call).invite
+
+    @property
+    def active_calls(self) -> int:
+        return sum(1 for c in self._core.calls.values() if not c.app_ended)
+
+    @property
+    def transaction_count(self) -> int:
+        return len(self._core.server_txns) + len(self._core.client_txns)
+
+    def _call(self, handle: CallHandle) -> CallState:
+        state = self._core.calls.get(handle)
+        if state is None:
+            raise UsageError(f"unknown or finished call {handle}")
+        return state

@@ -1,0 +1,349 @@
+"""The UAC half of the endpoint: requests we originate and the responses to them (RFC 3261 §8.1,
+§9.1 CANCEL, §12.1.2 dialog from a response, §13.2.2 ACK for 2xx, §12.2.1.2 ending a dialog on
+481/408; RFC 4028 refreshes when we are the refresher).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from gateway.sip.address import Peer, Transport
+from gateway.sip.core import CallState, ClientContext, Core, RequestKind, Role
+from gateway.sip.dialog import (
+    Dialog,
+    DialogState,
+    Refresher,
+    SessionTimer,
+    hop_for_uri,
+    new_call_id,
+    new_tag,
+    parse_session_expires,
+)
+from gateway.sip.errors import UsageError
+from gateway.sip.events import (
+    CallAnswered,
+    CallFailed,
+    CallHandle,
+    EndReason,
+    ProvisionalReceived,
+    RequestCompleted,
+    RequestHandle,
+)
+from gateway.sip.headers import Headers, parse_name_addr
+from gateway.sip.message import Request, Response
+from gateway.sip.transaction import (
+    ClientInviteTransaction,
+    ClientNonInviteTransaction,
+    ClientTransaction,
+    client_key,
+)
+from gateway.sip.uri import Uri, parse_uri
+
+
+class Uac:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    # --- commands ------------------------------------------------------------------------
+    def invite(
+        self, target: str | Uri, now: float, *, sdp: bytes | None, from_uri: str,
+        to_uri: str | None, peer: Peer | None, headers: Iterable[tuple[str, str]],
+    ) -> CallHandle:
+        core = self.core
+        uri = parse_uri(target) if isinstance(target, str) else target
+        hop = peer or hop_for_uri(uri, Peer("127.0.0.1", 5060, Transport.UDP))
+        local_host = core.local_addr(hop.transport)[0]
+        request = self._new_request(
+            "INVITE", uri, hop, from_uri, to_uri, new_call_id(local_host), 1, headers
+        )
+        request.headers.add("Contact", core.contact(hop.transport))
+        for name, value in core.capability_headers():
+            request.headers.add(name, value)
+        if core.config.session_expires is not None:
+            request.headers.add("Session-Expires", str(core.config.session_expires))
+            request.headers.add("Min-SE", str(core.config.min_se))
+        if sdp is not None:
+            request.headers.add("Content-Type", "application/sdp")
+            request.body = sdp
+        handle = CallHandle(core.new_handle())
+        txn = ClientInviteTransaction(request, hop, core.timers, core.send, now)
+        core.client_txns[txn.key] = txn
+        core.client_ctx[txn.key] = ClientContext(RequestKind.INVITE, handle)
+        core.calls[handle] = CallState(
+            handle, Role.UAC, request, hop, invite_client_key=txn.key, local_sdp=sdp or b""
+        )
+        return handle
+
+    def send_options(
+        self, target: str | Uri, now: float, *, from_uri: str, peer: Peer | None,
+    ) -> RequestHandle:
+        core = self.core
+        uri = parse_uri(target) if isinstance(target, str) else target
+        hop = peer or hop_for_uri(uri, Peer("127.0.0.1", 5060, Transport.UDP))
+        call_id = new_call_id(core.local_addr(hop.transport)[0])
+        request = self._new_request("OPTIONS", uri, hop, from_uri, None, call_id, 1, ())
+        request.headers.add("Accept", "application/sdp")
+        handle = RequestHandle(core.new_handle())
+        txn = ClientNonInviteTransaction(request, hop, core.timers, core.send, now)
+        core.client_txns[txn.key] = txn
+        core.client_ctx[txn.key] = ClientContext(RequestKind.APP, None, handle)
+        return handle
+
+    def _new_request(
+        self, method: str, uri: Uri, hop: Peer, from_uri: str, to_uri: str | None,
+        call_id: str, cseq: int, headers: Iterable[tuple[str, str]],
+    ) -> Request:
+        """§8.1.1: the headers every out-of-dialog request carries."""
+        core = self.core
+        from_addr = parse_name_addr(from_uri)
+        to_addr = parse_name_addr(to_uri) if to_uri else parse_name_addr(f"<{uri}>")
+        h = Headers()
+        h.add("Via", core.via(hop.transport))
+        h.add("Max-Forwards", "70")
+        h.add("From", str(from_addr.with_params((*from_addr.params, ("tag", new_tag())))))
+        h.add("To", str(to_addr))
+        h.add("Call-ID", call_id)
+        h.add("CSeq", f"{cseq} {method}")
+        h.add("User-Agent", core.config.user_agent)
+        for name, value in headers:
+            h.add(name, value)
+        return Request(headers=h, method=method, uri=uri)
+
+    def send_request(
+        self, call: CallState, method: str, now: float, *, body: bytes,
+        content_type: str | None, headers: Iterable[tuple[str, str]],
+        kind: RequestKind = RequestKind.APP,
+    ) -> RequestHandle:
+        """An in-dialog request (INFO, UPDATE, re-INVITE, OPTIONS, ...)."""
+        core = self.core
+        dialog = call.dialog
+        if dialog is None or call.app_ended or dialog.state is not DialogState.CONFIRMED:
+            raise UsageError("the call has no confirmed dialog")
+        if method in ("ACK", "CANCEL", "BYE"):
+            raise UsageError(f"{method} is sent by the endpoint itself")
+        if method in ("INVITE", "UPDATE"):
+            if call.our_offer_pending or call.pending_offer is not None:
+                raise UsageError("an offer is already in progress on this dialog")
+            call.our_offer_pending = True
+        extra = list(headers)
+        if method in ("INVITE", "UPDATE") and call.session is not None:
+            # We keep refreshing when we already do; otherwise the peer stays the refresher.
+            who = Refresher.UAC if call.session.we_refresh else Refresher.UAS
+            extra.append(("Session-Expires", f"{call.session.interval};refresher={who.value}"))
+            extra.append(("Supported", "timer"))
+        request = dialog.create_request(
+            method, core.via(dialog.next_hop().transport), body=body,
+            content_type=content_type, extra=extra,
+        )
+        handle = RequestHandle(core.new_handle())
+        core.send_via_client(call, request, kind, now, handle)
+        if body and method in ("INVITE", "UPDATE"):
+            call.local_sdp = body
+        return handle
+
+    def hang_up(self, call: CallState, now: float) -> None:
+        core = self.core
+        if call.answered:
+            if not call.app_ended:
+                core.send_bye(call, now)
+            core.end_call(call, EndReason.LOCAL_BYE)
+            return
+        # Not answered yet: CANCEL, but only once a provisional arrived (§9.1).
+        if call.provisional_seen:
+            self._send_cancel(call, now)
+        else:
+            call.cancel_pending = True
+        core.end_call(call, EndReason.CANCELLED, 487)
+
+    def _send_cancel(self, call: CallState, now: float) -> None:
+        core = self.core
+        call.cancel_pending = False
+        invite = call.invite
+        h = Headers()
+        h.add("Via", invite.headers.fields("Via")[0])
+        for route in invite.headers.fields("Route"):
+            h.add("Route", route)
+        h.add("Max-Forwards", "70")
+        for name in ("From", "To", "Call-ID"):
+            h.add(name, invite.headers.get(name) or "")
+        h.add("CSeq", f"{invite.cseq.number} CANCEL")
+        cancel = Request(headers=h, method="CANCEL", uri=invite.uri)
+        txn = ClientNonInviteTransaction(cancel, call.peer, core.timers, core.send, now)
+        core.client_txns[txn.key] = txn
+        core.client_ctx[txn.key] = ClientContext(RequestKind.CANCEL, call.handle)
+
+    # --- responses -------------------------------------------------------------------------
+    def receive_response(self, response: Response, now: float) -> None:
+        core = self.core
+        key = client_key(response)
+        txn = core.client_txns.get(key)
+        ctx = core.client_ctx.get(key)
+        if txn is None or ctx is None:
+            return  # §18.1.2: a response matching no transaction is dropped
+        passed = txn.receive_response(response, now)
+        if txn.terminated:
+            self.forget_txn(key)
+        if passed is None:
+            return
+        call = core.calls.get(ctx.call) if ctx.call is not None else None
+        if ctx.kind is RequestKind.INVITE and call is not None:
+            self._invite_response(call, txn, passed, now)
+        elif ctx.kind in (RequestKind.APP, RequestKind.REFRESH):
+            self._request_response(ctx, call, txn, passed, now)
+        elif ctx.kind is RequestKind.BYE and call is not None:
+            core.maybe_forget(call)
+
+    def _invite_response(
+        self, call: CallState, txn: ClientTransaction, response: Response, now: float
+    ) -> None:
+        core = self.core
+        status = response.status
+        if status < 200:
+            if status > 100:
+                call.provisional_seen = True
+                if call.dialog is None and response.to.tag:
+                    early = Dialog.from_response_as_uac(
+                        call.invite, response, call.peer, core.contact(call.peer.transport)
+                    )
+                    core.register_dialog(call, early)
+                if call.cancel_pending:
+                    self._send_cancel(call, now)
+                elif not call.app_ended:
+                    core.emit(ProvisionalReceived(call.handle, status, response.reason,
+                                                  response.body or None))
+            return
+        if status >= 300:
+            if not call.app_ended:
+                core.emit(CallFailed(call.handle, status, response.reason))
+            call.cancel_pending = False
+            core.end_call(call, EndReason.FAILED, status)
+            core.maybe_forget(call)
+            return
+        # 2xx: the first one confirms the dialog; retransmissions get our ACK again (§13.2.2.4).
+        dialog = call.dialog
+        if call.answered and dialog is not None:
+            if response.to.tag == dialog.remote_tag and call.ack is not None:
+                core.send(call.ack, dialog.next_hop())
+            return
+        if dialog is None or dialog.remote_tag != response.to.tag:
+            if dialog is not None:
+                core.dialogs.pop(dialog.key, None)
+            dialog = Dialog.from_response_as_uac(
+                call.invite, response, call.peer, core.contact(call.peer.transport)
+            )
+            core.register_dialog(call, dialog)
+        dialog.state = DialogState.CONFIRMED
+        dialog.update_target(response)
+        call.answered = True
+        call.cancel_pending = False
+        call.ack = dialog.create_request(
+            "ACK", core.via(dialog.next_hop().transport), cseq=call.invite.cseq.number
+        )
+        core.send(call.ack, dialog.next_hop())
+        self._session_from_response(call, response, now)
+        if call.app_ended:
+            core.send_bye(call, now)  # we cancelled, but the answer crossed the CANCEL
+            core.maybe_forget(call)
+            return
+        core.emit(CallAnswered(call.handle, response, response.body or None))
+
+    def _session_from_response(self, call: CallState, response: Response, now: float) -> None:
+        """RFC 4028 §7.2: the 2xx names the refresher from our (the UAC's) point of view."""
+        offered = parse_session_expires(response)
+        if offered is None:
+            return
+        we_refresh = offered.refresher is not Refresher.UAS
+        if call.session is None:
+            call.session = SessionTimer(offered.interval, we_refresh, now)
+        else:
+            call.session.we_refresh = we_refresh
+            call.session.restart(now, offered.interval)
+
+    def _request_response(
+        self, ctx: ClientContext, call: CallState | None, txn: ClientTransaction,
+        response: Response, now: float,
+    ) -> None:
+        core = self.core
+        status = response.status
+        if status < 200:
+            return
+        method = txn.request.method
+        dialog = call.dialog if call is not None else None
+        if dialog is not None and method == "INVITE" and 200 <= status < 300:
+            ack = dialog.create_request(
+                "ACK", core.via(dialog.next_hop().transport), cseq=txn.request.cseq.number
+            )
+            core.send(ack, dialog.next_hop())
+        if call is not None and method in ("INVITE", "UPDATE") and call.our_offer_pending:
+            call.our_offer_pending = False
+            if 200 <= status < 300:
+                if call.dialog is not None:
+                    call.dialog.update_target(response)
+                self._session_from_response(call, response, now)
+        if ctx.kind is RequestKind.REFRESH:
+            if status >= 300 and status != 491 and call is not None:
+                core.send_bye(call, now)
+                core.end_call(call, EndReason.SESSION_EXPIRED, status)
+            return
+        if ctx.handle is not None:
+            core.emit(RequestCompleted(ctx.handle, ctx.call, method, status, response))
+        if call is not None and status in (408, 481) and call.dialog is not None:
+            core.end_call(call, EndReason.REMOTE_ERROR, status)  # §12.2.1.2
+
+    def on_timeout(self, key: tuple[str, ...], now: float) -> None:
+        """Timer B or F fired: the same as a 408 from the peer (§8.1.3.1)."""
+        core = self.core
+        ctx = core.client_ctx.get(key)
+        txn = core.client_txns.get(key)
+        if ctx is None or txn is None:
+            return
+        call = core.calls.get(ctx.call) if ctx.call is not None else None
+        if call is not None and txn.request.method in ("INVITE", "UPDATE"):
+            call.our_offer_pending = call.our_offer_pending and ctx.kind is RequestKind.INVITE
+        if ctx.kind is RequestKind.INVITE and call is not None:
+            if not call.app_ended:
+                core.emit(CallFailed(call.handle, 408, "Request Timeout"))
+            call.cancel_pending = False
+            core.end_call(call, EndReason.TIMEOUT, 408)
+        elif ctx.kind is RequestKind.REFRESH and call is not None:
+            core.send_bye(call, now)
+            core.end_call(call, EndReason.SESSION_EXPIRED, 408)
+        elif ctx.kind is RequestKind.APP and ctx.handle is not None:
+            core.emit(RequestCompleted(ctx.handle, ctx.call, txn.request.method, 408, None))
+            if call is not None and call.dialog is not None:
+                core.end_call(call, EndReason.REMOTE_ERROR, 408)
+        elif call is not None:
+            core.maybe_forget(call)
+
+    def forget_txn(self, key: tuple[str, ...]) -> None:
+        txn = self.core.client_txns.pop(key, None)
+        ctx = self.core.client_ctx.pop(key, None)
+        if txn is not None and ctx is not None and ctx.call is not None:
+            call = self.core.calls.get(ctx.call)
+            if call is not None:
+                self.core.maybe_forget(call)
+
+    # --- RFC 4028 ---------------------------------------------------------------------------
+    def session_due(self, call: CallState, now: float) -> None:
+        """The session deadline passed: refresh if we are the refresher, else end with BYE."""
+        core = self.core
+        session = call.session
+        if session is None or call.dialog is None or call.app_ended:
+            return
+        if not session.we_refresh:
+            call.session = None
+            core.send_bye(call, now)
+            core.end_call(call, EndReason.SESSION_EXPIRED)
+            return
+        if call.our_offer_pending or call.pending_offer is not None:
+            session.deadline = now + core.timers.T1 * 4  # an offer is in flight: try shortly
+            return
+        # Push the deadline out so the timer does not fire again while the refresh is pending.
+        session.deadline = now + session.interval / 2
+        if "UPDATE" in call.dialog.peer_allows:
+            self.send_request(call, "UPDATE", now, body=b"", content_type=None, headers=(),
+                              kind=RequestKind.REFRESH)
+        else:
+            self.send_request(call, "INVITE", now, body=call.local_sdp,
+                              content_type="application/sdp" if call.local_sdp else None,
+                              headers=(), kind=RequestKind.REFRESH)
