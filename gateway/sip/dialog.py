@@ -114,6 +114,8 @@ class Dialog:
         contacts = message.contacts
         if contacts and not contacts[0].wildcard:
             self.remote_target = contacts[0].uri
+        if "Allow" in message.headers:
+            self.peer_allows = _allow_set(message)
 
     def check_remote_cseq(self, request: Request) -> bool:
         """§12.2.2: a CSeq lower than the last one is out of order (answer 500)."""
