@@ -1,0 +1,437 @@
+"""One phone call's life: one SIP dialog, one RTP session and one Orga peer, joined here only.
+
+Setup (issue 6 item 1): 180 Ringing at once, then — while the phone rings — SDP negotiation, an
+RTP port, the Orga session (client-secrets, ice-config, offer, /calls, ICE+DTLS, data channel),
+all inside `orga.setup_timeout_s`; then 200 OK with our SDP and audio both ways. Each step is
+timed into the setup histograms.
+
+Teardown happens once, in one place and one order, whatever ended the call (caller BYE or
+CANCEL, Orga ending the session, RTP inactivity, max duration, a missing ACK, drain or
+shutdown): stop media → close the peer → BYE or final response → release the port → record.
+Failures before the answer are classified by `outcomes.py` into the SIP response and the metric
+result. The call owns every task it starts; nothing of it outlives `run()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.config import Config, Route, render_instructions
+from gateway.media.aiortc_receiver import tune_receiver
+from gateway.media.dtmf import DtmfReceived, DtmfRelayError, parse_dtmf_relay
+from gateway.media.ports import PortPool
+from gateway.media.rtp_session import RtpSession
+from gateway.media.tracks import AiAudioPump, CallerAudioTrack, TurnLatencyMeter
+from gateway.metrics import ConversationStats, Metrics
+from gateway.orga.api import OrgaApi
+from gateway.orga.events import InputTranscript, ResponseDone, ServerEvent
+from gateway.orga.peer import OrgaPeer
+from gateway.orga.session import OrgaSession, open_session
+from gateway.orga.settings import PeerSettings, SessionParams
+from gateway.outcomes import EndCause, Outcome, classify_setup_error
+from gateway.sdp import MediaParams, SdpNegotiationError, negotiate, parse_offer
+from gateway.sip.events import (
+    AckReceived,
+    ByeReceived,
+    CallCancelled,
+    CallHandle,
+    DialogEnded,
+    InfoReceived,
+    InviteReceived,
+    ReinviteReceived,
+)
+from gateway.sip.events import EndReason as SipEndReason
+from gateway.sip.uri import SipUri
+
+log = logging.getLogger(__name__)
+
+
+class CallSignalling(Protocol):
+    """The SIP commands a call gives; the app binds them to the endpoint, time and sockets."""
+
+    def ring(self, call: CallHandle) -> None: ...
+    def answer(self, call: CallHandle, sdp: bytes) -> None: ...
+    def reject(self, call: CallHandle, status: int, *, reason: str | None = None,
+               headers: Iterable[tuple[str, str]] = ()) -> None: ...
+    def hang_up(self, call: CallHandle) -> None: ...
+    def answer_offer(self, call: CallHandle, sdp: bytes) -> None: ...
+    def reject_offer(self, call: CallHandle, status: int, *,
+                     headers: Iterable[tuple[str, str]] = ()) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What every call shares; built once by `app.py`."""
+
+    config: Config
+    metrics: Metrics
+    ports: PortPool
+    api: OrgaApi
+    signalling: CallSignalling
+    peer_settings: PeerSettings
+    advertised_address: str  # the address our SDP answer names (public_address or RTP bind)
+
+
+_SIP_END_CAUSES = {
+    SipEndReason.REMOTE_BYE: EndCause.CALLER_BYE,
+    SipEndReason.ACK_TIMEOUT: EndCause.NO_ACK,
+    SipEndReason.SESSION_EXPIRED: EndCause.SESSION_EXPIRED,
+    SipEndReason.REMOTE_ERROR: EndCause.SIP_ERROR,
+}
+
+
+class Call:
+    """Create from an `InviteReceived`, then `await run()`; feed SIP events with `sip_event`."""
+
+    def __init__(
+        self, ctx: CallContext, invite: InviteReceived, route: Route, trunk: str
+    ) -> None:
+        self.ctx = ctx
+        self.handle = invite.call
+        self.invite = invite
+        self.route = route
+        self.route_label = route.match
+        self.trunk = trunk
+        self.call_id = invite.request.call_id
+        uri = invite.request.uri
+        self.callee = (uri.user_unescaped or "") if isinstance(uri, SipUri) else ""
+        from_uri = invite.request.from_.sip_uri
+        self.caller = (from_uri.user_unescaped or "") if from_uri is not None else ""
+        self.conversation_id: str | None = None
+        self.log = logging.LoggerAdapter(log, {"call_id": self.call_id})
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self.started_at = loop.time()
+        self.answered_at: float | None = None
+        self._stop: asyncio.Future[EndCause] = loop.create_future()
+        self._sip_done = False  # the dialog is over on the SIP side (no BYE/final owed)
+        self._answered = False
+        self._port: int | None = None
+        self._rtp: RtpSession | None = None
+        self._track: CallerAudioTrack | None = None
+        self._session: OrgaSession | None = None
+        self._pump: AiAudioPump | None = None
+        self._meter = TurnLatencyMeter(on_turn=ctx.metrics.turn_latency)
+        self._sdp_version = 0
+        self._rejection: tuple[Outcome, BaseException | None] | None = None
+        self._session_id = random.randrange(1, 2**31)
+
+    # --- inputs -------------------------------------------------------------------------------
+    def sip_event(self, event: object) -> None:
+        """Events of this call's dialog, dispatched by the registry."""
+        if isinstance(event, CallCancelled):
+            self._sip_done = True
+            self._end(EndCause.CALLER_BYE)
+        elif isinstance(event, ByeReceived):
+            self._sip_done = True
+            self._end(EndCause.CALLER_BYE)
+        elif isinstance(event, DialogEnded):
+            self._sip_done = True
+            self._end(_SIP_END_CAUSES.get(event.reason, EndCause.SIP_ERROR))
+        elif isinstance(event, ReinviteReceived):
+            self._reinvite(event)
+        elif isinstance(event, InfoReceived):
+            self._info(event)
+        elif isinstance(event, AckReceived):
+            self.log.debug("ACK received")
+
+    def hang_up(self, cause: EndCause) -> None:
+        """End the call from our side (drain, shutdown)."""
+        self._end(cause)
+
+    def _end(self, cause: EndCause) -> None:
+        if not self._stop.done():
+            self._stop.set_result(cause)
+
+    # --- the call -----------------------------------------------------------------------------
+    async def run(self) -> None:
+        outcome: Outcome | EndCause
+        try:
+            failed = await self._setup_phase()
+            outcome = failed if failed is not None else await self._talk_phase()
+        except Exception as exc:
+            self.log.exception("call failed unexpectedly")
+            outcome = EndCause.INTERNAL if self._answered else Outcome.INTERNAL
+            if not self._answered:
+                self._rejection = (Outcome.INTERNAL, exc)
+        finally:
+            # Teardown must complete even if the run task is being cancelled (shutdown).
+            teardown = asyncio.ensure_future(self._teardown())
+            try:
+                await asyncio.shield(teardown)
+            except asyncio.CancelledError:
+                await teardown
+                raise
+        self._record(outcome)
+
+    async def _setup_phase(self) -> Outcome | None:
+        """Run the setup; return None once answered, else the outcome (response is queued)."""
+        self.ctx.signalling.ring(self.handle)
+        setup = asyncio.create_task(self._setup(), name=f"setup {self.call_id}")
+        await asyncio.wait({setup, self._stop}, return_when=asyncio.FIRST_COMPLETED)
+        if not setup.done():  # CANCEL, BYE or shutdown while setting up: abort all of it
+            setup.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await setup
+            if self._sip_done:
+                self.log.info("caller cancelled during setup")
+                return Outcome.CANCELLED
+            self._rejection = (Outcome.DRAINING, None)
+            return Outcome.DRAINING
+        failure = setup.exception()
+        if failure is None:
+            return None
+        outcome = classify_setup_error(failure)
+        self.log.log(outcome.rejection.log_level, "call rejected with %d (%s): %s",
+                     outcome.rejection.status, outcome.rejection.result, failure)
+        self._rejection = (outcome, failure)
+        return outcome
+
+    async def _setup(self) -> None:
+        cfg = self.ctx.config
+        step = _Steps(self._loop, self.ctx.metrics)
+        async with asyncio.timeout(cfg.orga.setup_timeout_s):
+            offer = parse_offer((self.invite.sdp or b"").decode("utf-8", "replace"))
+            self._port = self.ctx.ports.acquire()
+            self.ctx.metrics.set_free_ports(self.ctx.ports.free_count)
+            params, answer = self._negotiate(offer)
+            self._rtp = await RtpSession.open(
+                cfg.rtp.bind, self._port, params,
+                inactivity_timeout_s=cfg.rtp.inactivity_timeout_s,
+                max_packet_rate=cfg.security.rtp_max_packets_per_second,
+                on_dtmf=self._dtmf,
+                on_timeout=lambda: self._end(EndCause.RTP_TIMEOUT),
+            )
+            self._track = CallerAudioTrack(self._rtp, meter=self._meter)
+            step.done("media")
+            track = self._track
+
+            def peer_factory(ice_servers: list[Any]) -> OrgaPeer:
+                return OrgaPeer(track, self.ctx.peer_settings, self._session_params(),
+                                ice_servers, receiver_tuner=tune_receiver)
+
+            self._session = await open_session(self.ctx.api, peer_factory, self._session_params())
+            for name, seconds in self._session.timings.items():
+                if name != "total":
+                    self.ctx.metrics.setup_step(name, seconds)
+            self.conversation_id = self._session.conversation_id
+            self.log = logging.LoggerAdapter(
+                log, {"call_id": self.call_id, "conversation_id": self.conversation_id}
+            )
+            self._session.peer.add_event_listener(self._orga_event)
+            remote = await self._session.peer.remote_audio
+        self._pump = AiAudioPump(remote, self._rtp, meter=self._meter)
+        self.ctx.signalling.answer(self.handle, answer.encode())
+        self._answered = True
+        self.answered_at = self._loop.time()
+        self.ctx.metrics.call_setup(self.answered_at - self.started_at)
+        self._pump.start()
+        self.ctx.metrics.add_conversation(self.conversation_id or "", self.route_label, self.stats)
+        self.log.info(
+            "call answered from %s to %s in %.0f ms (route %s, trunk %s)", self.caller,
+            self.callee, (self.answered_at - self.started_at) * 1000, self.route_label, self.trunk
+        )
+
+    async def _talk_phase(self) -> EndCause:
+        assert self._session is not None and self._rtp is not None and self._pump is not None
+        max_s = self.ctx.config.limits.max_call_duration_s
+        waiters: dict[asyncio.Future[Any], Callable[[], EndCause]] = {
+            self._stop: self._stop.result,
+            self._session.peer.ended: lambda: EndCause.ORGA_ENDED,
+            self._pump.track_ended: lambda: EndCause.ORGA_ENDED,
+        }
+        done, _ = await asyncio.wait(waiters, timeout=max_s, return_when=asyncio.FIRST_COMPLETED)
+        if not done:
+            return EndCause.MAX_DURATION
+        first = next(f for f in waiters if f in done)
+        cause = waiters[first]()
+        if cause is EndCause.ORGA_ENDED:
+            self.log.info("Orga session ended (%s)", _describe(first))
+        return cause
+
+    async def _teardown(self) -> None:
+        # 1. stop media
+        if self._pump is not None:
+            await _quietly(self._pump.stop())
+        if self._track is not None:
+            self._track.stop()
+        # 2. close the peer
+        if self._session is not None:
+            await _quietly(self._session.peer.close())
+        # 3. BYE for an answered call, the final response for one that failed in setup
+        if not self._sip_done:
+            if self._answered:
+                self.ctx.signalling.hang_up(self.handle)
+            elif self._rejection is not None:
+                self._reject(*self._rejection)
+        # 4. release the port
+        if self._rtp is not None:
+            await _quietly(self._rtp.close())
+        if self._port is not None:
+            self.ctx.ports.release(self._port)
+            self._port = None
+            self.ctx.metrics.set_free_ports(self.ctx.ports.free_count)
+
+    def _record(self, outcome: Outcome | EndCause) -> None:
+        m = self.ctx.metrics
+        if self.conversation_id is not None:
+            m.remove_conversation(self.conversation_id)
+        result = outcome.rejection.result if isinstance(outcome, Outcome) else outcome.value
+        duration = None if self.answered_at is None else self._loop.time() - self.answered_at
+        m.call_ended(result, self.route_label, self.trunk, duration)
+        if self._rtp is not None:
+            stats = self._rtp.stats
+            m.rtp("in", stats.received.packets, stats.received.bytes, stats.received.lost,
+                  stats.received.late)
+            m.rtp("out", stats.sent.packets, stats.sent.bytes)
+            m.rtp_jitter(stats.received.jitter_ms / 1000.0)
+        if self._pump is not None:
+            pump = self._pump.stats
+            if pump.underruns_speech:
+                m.playout_underrun(pump.underruns_speech)
+            if pump.dropped_backlog:
+                m.playout_dropped(pump.dropped_backlog * 0.02)
+        if duration is not None:
+            self.log.info("call ended: %s after %.1f s", result, duration)
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _negotiate(self, offer: Any) -> tuple[MediaParams, str]:
+        assert self._port is not None
+        self._sdp_version += 1
+        return negotiate(offer, self.ctx.config.rtp.codecs, self.ctx.advertised_address,
+                         self._port, self._session_id, self._sdp_version)
+
+    def _session_params(self) -> SessionParams:
+        orga, route = self.ctx.config.orga, self.route
+        instructions = route.instructions if route.instructions is not None else orga.instructions
+        if instructions is not None:
+            instructions = render_instructions(
+                instructions, caller=self.caller, callee=self.callee, call_id=self.call_id
+            )
+        return SessionParams(
+            voice=route.voice or orga.voice,
+            model=route.model or orga.model,
+            temperature=orga.temperature if route.temperature is None else route.temperature,
+            return_transcription=_pick(route.return_transcription, orga.return_transcription),
+            instructions=instructions,
+            modalities=("audio",),
+            history=_pick(route.history, orga.history),
+        )
+
+    def _reject(self, outcome: Outcome, failure: BaseException | None) -> None:
+        rejection = outcome.rejection
+        headers: list[tuple[str, str]] = []
+        if rejection.retry_after_s is not None:
+            headers.append(("Retry-After", str(rejection.retry_after_s)))
+        if isinstance(failure, SdpNegotiationError):
+            agent = self.ctx.advertised_address
+            headers.append(("Warning", f'{failure.warn_code} {agent} "{failure.warning}"'))
+        self.ctx.signalling.reject(self.handle, rejection.status, reason=rejection.reason,
+                                   headers=headers)
+
+    def _reinvite(self, event: ReinviteReceived) -> None:
+        sig = self.ctx.signalling
+        if self._rtp is None or self._port is None:
+            sig.reject_offer(self.handle, 491)  # RFC 3261 §14.2: offer while one is pending
+            return
+        if event.sdp is None:
+            sig.reject_offer(self.handle, 488, headers=[("Warning", '399 - "offer required"')])
+            return
+        try:
+            params, answer = self._negotiate(parse_offer(event.sdp.decode("utf-8", "replace")))
+        except SdpNegotiationError as exc:
+            sig.reject_offer(self.handle, 488, headers=[
+                ("Warning", f'{exc.warn_code} {self.ctx.advertised_address} "{exc.warning}"')
+            ])
+            return
+        self._rtp.update(params)
+        self.log.info("media updated by %s: %s:%d %s%s", event.method, params.remote_address,
+                      params.remote_port, params.codec, " (on hold)" if params.on_hold else "")
+        sig.answer_offer(self.handle, answer.encode())
+
+    def _info(self, event: InfoReceived) -> None:
+        if (event.content_type or "").lower() != "application/dtmf-relay":
+            return
+        try:
+            self._dtmf(parse_dtmf_relay(event.body.decode("utf-8", "replace")))
+        except DtmfRelayError as exc:
+            self.log.info("ignored malformed dtmf-relay INFO: %s", exc)
+
+    def _dtmf(self, event: DtmfReceived) -> None:
+        self.ctx.metrics.dtmf(event.digit)
+        self.log.info("DTMF %s (%d ms, %s)", event.digit, event.duration_ms, event.source.value)
+
+    def _orga_event(self, event: ServerEvent) -> None:
+        if isinstance(event, InputTranscript):
+            self.ctx.metrics.text_event("transcript")
+            self.log.info("caller said: %s", event.text)
+        elif isinstance(event, ResponseDone):
+            self.ctx.metrics.text_event("assistant")
+            self.log.info("assistant said: %s", event.clean_text)
+
+    def stats(self) -> ConversationStats:
+        rtp = self._rtp.stats if self._rtp is not None else None
+        pump = self._pump.stats if self._pump is not None else None
+        return ConversationStats(
+            audio_in_seconds=(rtp.received.packets * 0.02) if rtp else 0.0,
+            audio_out_seconds=(pump.sent_audio * 0.02) if pump else 0.0,
+            packets_in=rtp.received.packets if rtp else 0,
+            packets_out=rtp.sent.packets if rtp else 0,
+            packets_lost=rtp.received.lost if rtp else 0,
+            jitter_seconds=(rtp.received.jitter_ms / 1000.0) if rtp else 0.0,
+            turns=self._meter.turns,
+            last_turn_latency_seconds=self._meter.last_turn_s,
+        )
+
+    def describe(self) -> dict[str, object]:
+        """One entry of `GET /calls`."""
+        return {
+            "call_id": self.call_id,
+            "conversation_id": self.conversation_id,
+            "route": self.route_label,
+            "trunk": self.trunk,
+            "state": "answered" if self._answered else "setup",
+            "age_seconds": round(self._loop.time() - self.started_at, 3),
+            **{k: v for k, v in _asdict(self.stats()).items()},
+        }
+
+
+class _Steps:
+    """Times consecutive setup steps into the per-step histogram."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> None:
+        self._loop, self._metrics, self._at = loop, metrics, loop.time()
+
+    def done(self, name: str) -> None:
+        now = self._loop.time()
+        self._metrics.setup_step(name, now - self._at)
+        self._at = now
+
+
+def _pick(override: bool | None, default: bool) -> bool:
+    return default if override is None else override
+
+
+def _describe(future: asyncio.Future[Any]) -> str:
+    if future.cancelled() or future.exception() is not None:
+        return "closed"
+    result = future.result()
+    return getattr(result, "value", str(result))
+
+
+def _asdict(stats: ConversationStats) -> dict[str, object]:
+    return {name: getattr(stats, name) for name in stats.__slots__}
+
+
+async def _quietly(awaitable: Awaitable[Any]) -> None:
+    """Teardown steps must all run: log a failing one and go on."""
+    try:
+        await awaitable
+    except Exception:
+        log.exception("teardown step failed")

@@ -1,0 +1,121 @@
+"""The registry of active calls: admission, routing, event dispatch, drain and shutdown.
+
+Admission (issue 6 item 1, issue 7 item 4/7) happens here before a `Call` exists: draining →
+503, `limits.max_calls` reached → 503, the trunk's `max_calls` reached → 503, no route → 404;
+each rejection is a SIP response and a `calls_ended{result}` sample. Admitted calls run as tasks
+the registry owns; SIP events are dispatched to them by call handle. `drain()` stops admission
+and waits for calls to end, up to `limits.drain_timeout_s`, then hangs up the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+
+from gateway.call import Call, CallContext
+from gateway.config import match_route
+from gateway.outcomes import EndCause, Outcome
+from gateway.sip.events import CallHandle, DialogEnded, InviteReceived
+from gateway.sip.uri import SipUri
+
+log = logging.getLogger(__name__)
+
+UNROUTED = "-"  # route label for calls rejected before a route was chosen
+
+
+class CallRegistry:
+    def __init__(self, ctx: CallContext) -> None:
+        self.ctx = ctx
+        self.calls: dict[CallHandle, Call] = {}
+        self._tasks: dict[CallHandle, asyncio.Task[None]] = {}
+        self._per_trunk: Counter[str] = Counter()
+        self._trunk_limits = {t.name: t.max_calls for t in ctx.config.trunks}
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # --- admission ----------------------------------------------------------------------------
+    def at_capacity(self) -> bool:
+        return len(self.calls) >= self.ctx.config.limits.max_calls
+
+    def on_invite(self, event: InviteReceived, trunk: str) -> None:
+        metrics = self.ctx.metrics
+        uri = event.request.uri
+        callee = (uri.user_unescaped or "") if isinstance(uri, SipUri) else ""
+        if self.draining:
+            self._refuse(event, Outcome.DRAINING, trunk)
+            return
+        if self.at_capacity():
+            self._refuse(event, Outcome.CAPACITY, trunk)
+            return
+        limit = self._trunk_limits.get(trunk)
+        if limit is not None and self._per_trunk[trunk] >= limit:
+            metrics.security_rejection("trunk_capacity")
+            self._refuse(event, Outcome.TRUNK_CAPACITY, trunk)
+            return
+        route = match_route(self.ctx.config.routes, callee, trunk)
+        if route is None:
+            self._refuse(event, Outcome.NO_ROUTE, trunk)
+            return
+        call = Call(self.ctx, event, route, trunk)
+        self.calls[event.call] = call
+        self._per_trunk[trunk] += 1
+        self._idle.clear()
+        metrics.call_started(call.route_label, trunk)
+        metrics.set_active_calls(len(self.calls))
+        self._tasks[event.call] = asyncio.create_task(self._run(call), name=f"call {call.call_id}")
+
+    def _refuse(self, event: InviteReceived, outcome: Outcome, trunk: str) -> None:
+        rejection = outcome.rejection
+        headers = []
+        if rejection.retry_after_s is not None:
+            headers.append(("Retry-After", str(rejection.retry_after_s)))
+        self.ctx.signalling.reject(event.call, rejection.status, reason=rejection.reason,
+                                   headers=headers)
+        self.ctx.metrics.call_ended(rejection.result, UNROUTED, trunk)
+        log.log(rejection.log_level, "refused call %s with %d (%s)", event.request.call_id,
+                rejection.status, rejection.result)
+
+    async def _run(self, call: Call) -> None:
+        try:
+            await call.run()
+        finally:
+            self.calls.pop(call.handle, None)
+            self._tasks.pop(call.handle, None)
+            self._per_trunk[call.trunk] -= 1
+            self.ctx.metrics.set_active_calls(len(self.calls))
+            if not self.calls:
+                self._idle.set()
+
+    # --- events -------------------------------------------------------------------------------
+    def on_event(self, event: object) -> None:
+        """Any SIP event with a `call` handle other than a new INVITE."""
+        handle = getattr(event, "call", None)
+        call = self.calls.get(handle) if handle is not None else None
+        if call is not None:
+            call.sip_event(event)
+        elif not isinstance(event, DialogEnded):
+            log.debug("event for unknown call: %r", event)
+
+    # --- drain and shutdown -------------------------------------------------------------------
+    async def drain(self, timeout_s: float) -> None:
+        """Refuse new calls; let active ones finish for up to `timeout_s`, then hang up."""
+        self.draining = True
+        self.ctx.metrics.set_draining(True)
+        log.info("draining: %d active calls, waiting up to %.0f s", len(self.calls), timeout_s)
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            log.warning("drain timeout: hanging up %d calls", len(self.calls))
+            await self.hang_up_all(EndCause.DRAINED)
+
+    async def hang_up_all(self, cause: EndCause = EndCause.SHUTDOWN) -> None:
+        for call in list(self.calls.values()):
+            call.hang_up(cause)
+        tasks = list(self._tasks.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=10.0)
+
+    def describe(self) -> list[dict[str, object]]:
+        return [call.describe() for call in self.calls.values()]
