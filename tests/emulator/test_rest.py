@@ -198,6 +198,9 @@ async def test_calls_token_is_single_use(client: httpx.AsyncClient, emulator: Em
     answer = first.json()
     assert set(answer) == {"answer", "conversation_id"}
     assert answer["answer"]["type"] == "answer" and len(answer["conversation_id"]) == 24
+    sections = answer["answer"]["sdp"].split("\r\nm=")
+    assert [s.split()[0] for s in sections[1:]] == ["audio", "video", "application"]
+    assert "a=sendrecv" in sections[1] and "a=recvonly" in sections[2]
     candidates = [ln for ln in answer["answer"]["sdp"].splitlines() if ln.startswith("a=cand")]
     assert candidates and all(ln.split()[4] == "127.0.0.1" for ln in candidates)
     # ... a successful /calls does.
