@@ -57,10 +57,23 @@ class Faults:
     reject_tokens: bool = False
 
     def update(self, changes: dict[str, Any]) -> None:
-        names = {f.name for f in fields(self)}
+        """Apply a JSON object of changes; all or nothing, each value type-checked."""
+        kinds = {"fail_calls": int, "fail_status": int, "delay_s": float,
+                 "omit_conversation_id": bool, "end_after_s": float, "reject_tokens": bool}
+        checked: dict[str, Any] = {}
         for key, value in changes.items():
-            if key not in names:
+            kind = kinds.get(key)
+            if kind is None:
                 raise ValueError(f"unknown fault {key!r}")
+            if key == "end_after_s" and value is None:
+                checked[key] = None
+            elif kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+                checked[key] = float(value)
+            elif isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+                checked[key] = value
+            else:
+                raise ValueError(f"fault {key!r} needs a {kind.__name__}")
+        for key, value in checked.items():
             setattr(self, key, value)
 
     def snapshot(self) -> dict[str, Any]:
