@@ -73,6 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="delay every API response")
     faults.add_argument("--omit-conversation-id", action="store_true",
                         help="answer /calls without conversation_id")
+    faults.add_argument("--malformed-calls", action="store_true",
+                        help="answer /calls 200 with a body that is not JSON")
     faults.add_argument("--end-after", type=float, default=None, metavar="S",
                         help="end every session after S seconds")
     faults.add_argument("--reject-tokens", action="store_true",
@@ -112,6 +114,7 @@ def build(args: argparse.Namespace) -> tuple[EmulatorConfig, Faults]:
         fail_status=args.fail_status,
         delay_s=args.delay,
         omit_conversation_id=args.omit_conversation_id,
+        malformed_calls=args.malformed_calls,
         end_after_s=args.end_after,
         reject_tokens=args.reject_tokens,
     )

@@ -10,7 +10,7 @@ Endpoints (reference §2-§4, §11):
 - `GET /_emulator/state`, `POST /_emulator/faults`: counters and fault injection for tests and
   users' resilience drills (Bearer API key required).
 Faults: fail the next N /calls with a status, delay every response, answer without
-`conversation_id`, end sessions after N seconds, reject all tokens.
+`conversation_id`, answer with malformed JSON, end sessions after N seconds, reject all tokens.
 """
 
 from __future__ import annotations
@@ -53,14 +53,29 @@ class Faults:
     fail_status: int = 503  # ... with this status
     delay_s: float = 0.0  # delay every API response
     omit_conversation_id: bool = False
+    malformed_calls: bool = False  # answer /calls 200 with a body that is not JSON
     end_after_s: float | None = None  # end each session after this long
     reject_tokens: bool = False
 
     def update(self, changes: dict[str, Any]) -> None:
-        names = {f.name for f in fields(self)}
+        """Apply a JSON object of changes; all or nothing, each value type-checked."""
+        kinds = {"fail_calls": int, "fail_status": int, "delay_s": float,
+                 "omit_conversation_id": bool, "malformed_calls": bool, "end_after_s": float,
+                 "reject_tokens": bool}
+        checked: dict[str, Any] = {}
         for key, value in changes.items():
-            if key not in names:
+            kind = kinds.get(key)
+            if kind is None:
                 raise ValueError(f"unknown fault {key!r}")
+            if key == "end_after_s" and value is None:
+                checked[key] = None
+            elif kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+                checked[key] = float(value)
+            elif isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+                checked[key] = value
+            else:
+                raise ValueError(f"fault {key!r} needs a {kind.__name__}")
+        for key, value in checked.items():
             setattr(self, key, value)
 
     def snapshot(self) -> dict[str, Any]:
@@ -257,6 +272,9 @@ class Emulator:
         if self.faults.omit_conversation_id:
             await session.close("answer_without_conversation_id")
             return Response.json(200, {"answer": answer})
+        if self.faults.malformed_calls:
+            await session.close("malformed_answer")
+            return Response(200, b'{"answer": {"sdp": "v=0', {"Content-Type": "application/json"})
         return Response.json(200, {"answer": answer, "conversation_id": conversation_id})
 
     def _consume(self, claims: dict[str, Any]) -> None:

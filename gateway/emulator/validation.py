@@ -29,11 +29,15 @@ def missing(loc: list[str | int]) -> Detail:
     return _err(loc, "Field required", "missing", None)
 
 
-def _literal_msg(options: tuple[str, ...]) -> str:
+def _expected(options: tuple[str, ...]) -> str:
+    """Pydantic's wording for a Literal: 'a', 'b' or 'c'."""
     quoted = [f"'{o}'" for o in options]
-    if len(quoted) == 1:
-        return f"Input should be {quoted[0]}"
-    return f"Input should be {', '.join(quoted[:-1])} or {quoted[-1]}"
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+def _literal(loc: list[str | int], options: tuple[str, ...], value: Any) -> Detail:
+    expected = _expected(options)
+    return _err(loc, f"Input should be {expected}", "literal_error", value, expected=expected)
 
 
 def json_invalid(error: str) -> Detail:
@@ -85,8 +89,7 @@ def validate_call(
         if "type" not in offer:
             errors.append(missing(["body", "offer", "type"]))
         elif offer["type"] != "offer":
-            errors.append(_err(["body", "offer", "type"], "Input should be 'offer'",
-                               "literal_error", offer["type"], expected="'offer'"))
+            errors.append(_literal(["body", "offer", "type"], ("offer",), offer["type"]))
         if "candidates" not in offer:
             errors.append(missing(["body", "offer", "candidates"]))
         elif not isinstance(offer["candidates"], list):
@@ -127,13 +130,11 @@ def _validate_params(
     values: dict[str, Any] = {}
     before = len(errors)
     if "model" in raw and raw["model"] not in MODELS:
-        errors.append(_err([*base, "model"], _literal_msg(MODELS), "literal_error",
-                           raw["model"], expected=_literal_msg(MODELS)[16:]))
+        errors.append(_literal([*base, "model"], MODELS, raw["model"]))
     elif "model" in raw:
         values["model"] = raw["model"]
     if "voice" in raw and raw["voice"] not in voices:
-        errors.append(_err([*base, "voice"], _literal_msg(voices), "literal_error",
-                           raw["voice"], expected=_literal_msg(voices)[16:]))
+        errors.append(_literal([*base, "voice"], voices, raw["voice"]))
     elif "voice" in raw:
         values["voice"] = raw["voice"]
     if "temperature" in raw:
@@ -166,9 +167,7 @@ def _validate_params(
         else:
             for i, mod in enumerate(mods):
                 if mod not in MODALITIES:
-                    errors.append(_err([*base, "modalities", i], _literal_msg(MODALITIES),
-                                       "literal_error", mod,
-                                       expected=_literal_msg(MODALITIES)[16:]))
+                    errors.append(_literal([*base, "modalities", i], MODALITIES, mod))
             values["modalities"] = tuple(m for m in mods if m in MODALITIES)
     if len(errors) != before:
         return None

@@ -54,7 +54,9 @@ def restrict_host_addresses(pc: RTCPeerConnection, addresses: Sequence[str] | No
     fixed = list(addresses)
     count = 0
     for connection in _ice_connections(pc):
-        original = connection.get_component_candidates
+        original = getattr(connection, "get_component_candidates", None)
+        if original is None:  # aioice changed: fail loudly rather than gather everywhere
+            raise RuntimeError("aioice Connection has no get_component_candidates")
 
         async def get_component_candidates(
             component: int, addresses: list[str], timeout: int = 5, _orig: Any = original

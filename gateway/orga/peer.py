@@ -157,7 +157,9 @@ class OrgaPeer:
     # -- teardown ------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Idempotent: reports LOCAL_CLOSE (unless already ended) and releases everything."""
+        """Idempotent: reports LOCAL_CLOSE (unless already ended) and releases the peer
+        connection (sockets, RTP/RTCP tasks, data channel). The caller track is left running:
+        the media plane owns it."""
         if self._close_task is None:
             self._close_task = asyncio.ensure_future(self._close())
         await asyncio.shield(self._close_task)

@@ -91,6 +91,16 @@ async def test_answer_without_conversation_id(emulator: Emulator) -> None:
     await api.aclose()
 
 
+async def test_malformed_answer(emulator: Emulator) -> None:
+    emulator.faults.malformed_calls = True
+    api, peers = make_api(emulator), Peers()
+    with pytest.raises(OrgaProtocolError) as info:
+        await open_session(api, peers, SessionParams())
+    assert (info.value.endpoint, info.value.message) == ("calls", "response is not valid JSON")
+    assert peers.built[0].ended.done() and emulator.sessions == {}
+    await api.aclose()
+
+
 async def test_rejected_tokens(emulator: Emulator) -> None:
     emulator.faults.reject_tokens = True
     api, peers = make_api(emulator), Peers()

@@ -144,3 +144,33 @@ async def test_emulator_ending_the_session_is_detected_within_1s(emulator: Emula
     await session.peer.close()
     assert session.peer.ended.result() is reason  # reported once
     await api.aclose()
+
+
+async def test_greeting_on_connect_with_legacy_event_keys() -> None:
+    from gateway.emulator.agent import AgentSettings
+    from gateway.emulator.server import EmulatorConfig
+
+    emu = Emulator(EmulatorConfig(
+        api_keys=(API_KEY,),
+        agent=AgentSettings(greeting='Hola <emotion value="warm"/>', legacy_events=True,
+                            reply_seconds=0.6),
+    ))
+    await emu.start()
+    api, session = await connect(emu, AgentAudioTrack(), SessionParams())
+    remote = await asyncio.wait_for(session.peer.remote_audio, 5)
+    received: list[np.ndarray] = []
+    reader = asyncio.ensure_future(collect(remote, received))
+    events = []
+    async for event in session.peer.events():
+        events.append(event)
+        if isinstance(event, ResponseDone):
+            break
+    assert [type(e) for e in events] == [SessionCreated, ConversationCreated, ResponseDone]
+    assert isinstance(events[2], ResponseDone) and events[2].clean_text == "Hola"
+    loud = [f for f in received if level_dbfs(f) > -30]
+    assert len(loud) >= 10  # the greeting audio arrived before its text event
+    assert emu.state()["utterances"] == 0  # nobody spoke
+    await session.peer.close()
+    await asyncio.wait_for(reader, 2)
+    await api.aclose()
+    await emu.stop()

@@ -198,6 +198,9 @@ async def test_calls_token_is_single_use(client: httpx.AsyncClient, emulator: Em
     answer = first.json()
     assert set(answer) == {"answer", "conversation_id"}
     assert answer["answer"]["type"] == "answer" and len(answer["conversation_id"]) == 24
+    sections = answer["answer"]["sdp"].split("\r\nm=")
+    assert [s.split()[0] for s in sections[1:]] == ["audio", "video", "application"]
+    assert "a=sendrecv" in sections[1] and "a=recvonly" in sections[2]
     candidates = [ln for ln in answer["answer"]["sdp"].splitlines() if ln.startswith("a=cand")]
     assert candidates and all(ln.split()[4] == "127.0.0.1" for ln in candidates)
     # ... a successful /calls does.
@@ -276,8 +279,12 @@ async def test_control_endpoint(client: httpx.AsyncClient, emulator: Emulator) -
                                  json={"fail_calls": 2, "fail_status": 500})
     assert response.status_code == 200 and response.json()["fail_calls"] == 2
     assert emulator.faults.fail_calls == 2 and emulator.faults.fail_status == 500
-    bad = await client.post("/_emulator/faults", headers=auth(API_KEY), json={"nope": 1})
-    assert bad.status_code == 400
+    for change in ({"nope": 1}, {"fail_calls": "2"}, {"reject_tokens": 1}, [1]):
+        bad = await client.post("/_emulator/faults", headers=auth(API_KEY), json=change)
+        assert bad.status_code == 400
+    ok = await client.post("/_emulator/faults", headers=auth(API_KEY),
+                           json={"delay_s": 0, "end_after_s": None})
+    assert ok.status_code == 200 and emulator.faults.delay_s == 0.0
     await mint(client)
     state = (await client.get("/_emulator/state", headers=auth(API_KEY))).json()
     assert state["client_secrets_requests"] == 1 and state["faults"]["fail_calls"] == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from typing import Any
 
@@ -79,8 +80,13 @@ async def test_no_stun_server_contacted_without_ice_servers(
     assert all(server == ("127.0.0.1", 9) for server in queried)
 
 
-async def test_close_is_idempotent_reports_once_and_leaks_no_tasks() -> None:
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_close_is_idempotent_reports_once_and_leaks_nothing() -> None:
     before = set(asyncio.all_tasks())
+    fds = open_fds()
     peer = OrgaPeer(AudioStreamTrack(), LOOPBACK, SessionParams(), [])
     await peer.create_offer()
     await asyncio.gather(peer.close(), peer.close())
@@ -92,6 +98,7 @@ async def test_close_is_idempotent_reports_once_and_leaks_no_tasks() -> None:
     leaked = {t for t in asyncio.all_tasks() - before if not t.done()}
     leaked.discard(asyncio.current_task())  # type: ignore[arg-type]
     assert not leaked
+    assert open_fds() == fds  # the ICE sockets are closed
     assert [e async for e in peer.events()] == []  # the iterator ends after the session
 
 
