@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -195,6 +196,11 @@ def _validation_issues(body: object) -> list[ValidationIssue]:
     return issues
 
 
+# (endpoint, seconds, error): error is None on success, the HTTP status of an error response,
+# or "timeout" / "network" / "protocol" — what `Metrics.orga_request` takes.
+RequestObserver = Callable[[str, float, "int | str | None"], None]
+
+
 class OrgaApi:
     """The REST client: one per process, one pooled HTTP/1.1 connection set to Orga."""
 
@@ -206,8 +212,12 @@ class OrgaApi:
         transport: httpx.AsyncBaseTransport | None = None,
         rng: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        observer: RequestObserver | None = None,
+        on_token: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._observer = observer
+        self._on_token = on_token
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(
             transport=transport,
@@ -246,6 +256,8 @@ class OrgaApi:
         if not isinstance(token, str) or not token:
             raise OrgaProtocolError("client_secrets", 200, "response has no ephemeral_token")
         assert isinstance(body, dict)
+        if self._on_token is not None:
+            self._on_token(token)  # e.g. register it with the log redaction filter
         return ClientSecret(token=token, expires_at=parse_expires_at(body.get("expires_at")))
 
     async def get_ice_config(
@@ -341,16 +353,28 @@ class OrgaApi:
             all_headers["Content-Type"] = "application/json"
         if timeout_s is not None:
             kwargs["timeout"] = httpx.Timeout(timeout_s)
+        started = time.monotonic()
+        error: int | str | None = None
         try:
-            response = await self._client.request(method, self._base + path, **kwargs)
-        except httpx.TimeoutException:
-            raise OrgaTimeoutError(endpoint, None, "request timed out") from None
-        except httpx.TransportError as exc:
-            # Exception text can hold the URL (with ?email=) but never headers; keep the type.
-            raise OrgaUnavailableError(
-                endpoint, None, f"connection failed ({type(exc).__name__})"
-            ) from None
-        return self._decode(endpoint, response, secret)
+            try:
+                response = await self._client.request(method, self._base + path, **kwargs)
+            except httpx.TimeoutException:
+                raise OrgaTimeoutError(endpoint, None, "request timed out") from None
+            except httpx.TransportError as exc:
+                # Exception text can hold the URL (with ?email=) but never headers; keep the type.
+                raise OrgaUnavailableError(
+                    endpoint, None, f"connection failed ({type(exc).__name__})"
+                ) from None
+            return self._decode(endpoint, response, secret)
+        except OrgaError as exc:
+            error = exc.status if exc.status is not None and exc.status >= 300 else (
+                "timeout" if isinstance(exc, OrgaTimeoutError)
+                else "network" if exc.status is None else "protocol"
+            )
+            raise
+        finally:
+            if self._observer is not None:
+                self._observer(endpoint, time.monotonic() - started, error)
 
     def _decode(self, endpoint: str, response: httpx.Response, secret: str) -> Any:
         status = response.status_code
