@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
+import re
+import types
 import typing
 from collections.abc import Callable, Mapping
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
+from urllib.parse import urlsplit
 
+from gateway import config as config_module
 from gateway.config import (
     API_KEY_ENV,
     API_KEY_FILE_ENV,
     CODECS,
     DEFAULT_ROUTES,
     DEFAULT_TRUNKS,
+    PLACEHOLDER_RE,
     PLACEHOLDERS,
     TRANSPORTS,
     Config,
@@ -34,13 +41,9 @@ from gateway.config import (
     SecurityConfig,
     SipConfig,
     TrunkConfig,
-    _split_hostport,
-    field_hints,
-    hint_allows_none,
-    is_finite,
     is_open_public,
     read_secret_file,
-    url_host,
+    split_hostport,
 )
 
 SECTIONS: dict[str, type] = {
@@ -49,6 +52,25 @@ SECTIONS: dict[str, type] = {
 }
 TRUNK_KEYS = ("name", "allow", "username", "realm", "password_env", "password_file", "max_calls")
 _MISSING = object()
+_SECRET_NAME = re.compile(r"(?i)(^key$|api_?key$|password$|secret$|token$)")
+
+
+def field_hints(cls: type) -> dict[str, Any]:
+    """Resolved annotations of a config dataclass, for the generic type checks."""
+    hints = typing.get_type_hints(cls, globalns=vars(config_module))
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def hint_allows_none(hint: Any) -> bool:
+    return typing.get_origin(hint) in (Union, types.UnionType) and type(None) in typing.get_args(
+        hint)
+
+
+def url_host(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
 
 
 class Problems:
@@ -86,7 +108,7 @@ def _coerce(value: Any, hint: Any) -> Any:
     if hint is int:
         return value if isinstance(value, int) and not isinstance(value, bool) else _MISSING
     if hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool) and is_finite(value):
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
         return _MISSING
     if hint is str:
@@ -121,7 +143,12 @@ def _typed_table(problems: Problems, prefix: str, table: Any, cls: type,
                 out[name] = converted
             continue
         if name not in hints:
-            _unknown(problems, key, name, hints)
+            if _SECRET_NAME.search(name):
+                problems.add(key, "secrets are never read from the config file",
+                             f"remove it; the Orga API key comes from {API_KEY_ENV} or "
+                             f"{API_KEY_FILE_ENV}, trunk passwords from password_env/password_file")
+            else:
+                _unknown(problems, key, name, hints)
             continue
         converted = _coerce(value, hints[name])
         if converted is _MISSING:
@@ -203,7 +230,7 @@ def _sections(raw: Mapping[str, Any], p: Problems) -> dict[str, Any]:
     _range(p, "orga.setup_timeout_s", orga.setup_timeout_s, 1, 120, " s")
 
     try:
-        _split_hostport(built["http"].listen)
+        split_hostport(built["http"].listen)
     except ValueError:
         p.add("http.listen", f"{built['http'].listen!r} is not host:port",
               'use "127.0.0.1:9090" (or "[::1]:9090")')
@@ -251,9 +278,7 @@ def _is_loopback_host(host: str) -> bool:
 
 
 def _check_placeholders(p: Problems, key: str, text: str | None) -> None:
-    from gateway.config import _PLACEHOLDER_RE
-
-    for name in _PLACEHOLDER_RE.findall(text or ""):
+    for name in PLACEHOLDER_RE.findall(text or ""):
         if name not in PLACEHOLDERS:
             p.add(key, f"unknown placeholder {{{name}}}",
                   "use {caller}, {callee} or {call_id}")

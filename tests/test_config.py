@@ -116,6 +116,13 @@ def test_rtp_capacity(port_min: int, port_max: int, calls: int) -> None:
     assert RtpConfig(port_min=port_min, port_max=port_max).call_capacity == calls
 
 
+def test_secrets_in_the_file_get_a_pointed_message() -> None:
+    ps = problems({"orga": {"api_key": "sk-inline-secret", "keepalive": 1}})
+    assert ps[0].startswith("orga.api_key: secrets are never read from the config file — remove")
+    assert ps[1].startswith("orga.keepalive: unknown key")
+    assert all("sk-inline-secret" not in p for p in ps)
+
+
 def test_wrong_types_bool_is_not_int() -> None:
     ps = problems({"limits": {"max_calls": True}, "sip": {"transports": "udp"}})
     assert "limits.max_calls: True is not an integer — write an integer" in ps
