@@ -1,16 +1,18 @@
 """The gateway's configuration: one TOML file read with `tomllib` into frozen dataclasses.
 
-This module owns every setting's name, type, default and valid range, the loading of secrets
-(the Orga API key from `ORGA_API_KEY` or the file named by `ORGA_API_KEY_FILE`; trunk digest
-passwords from the variable or file a trunk names — never inline), route matching and the
-rendering of `instructions` placeholders. Validation collects *all* problems and reports each as
-`key: problem — fix`, so an operator fixes a file in one pass (`check-config`).
+This module owns every setting's name, type and default, route matching and the rendering of
+`instructions` placeholders. `config_validate.py` owns the checks (ranges, cross-section rules)
+and the loading of secrets: the Orga API key from `ORGA_API_KEY` or the file named by
+`ORGA_API_KEY_FILE`, trunk digest passwords from the variable or file a trunk names — never
+inline. Validation collects *all* problems and reports each as `key: problem — fix`, so an
+operator fixes a file in one pass (`check-config`).
 
 Secrets are held in `Secret`, whose repr and str never show the value.
 """
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import os
 import re
@@ -54,7 +56,8 @@ class Secret:
     __str__ = __repr__
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
+        return isinstance(other, Secret) and hmac.compare_digest(other._value.encode(),
+                                                                 self._value.encode())
 
     def __hash__(self) -> int:
         return hash(self._value)
