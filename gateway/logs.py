@@ -210,3 +210,13 @@ class RateLimitedLog:
             return True
         window[2] += 1
         return False
+
+    def flush(self, now: float, level: int = logging.WARNING) -> None:
+        """Write the summaries of windows that ended (call it now and then, e.g. each minute),
+        so suppressed lines are reported even when the flood stops."""
+        for key, window in list(self._windows.items()):
+            if now - window[0] >= self._interval:
+                if window[2]:
+                    self._log.log(level, "%d similar messages suppressed in the last %.0f s (%s)",
+                                  int(window[2]), now - window[0], key)
+                del self._windows[key]

@@ -96,3 +96,17 @@ def test_rate_limited_log(caplog: pytest.LogCaptureFixture) -> None:
     assert messages.count("dropped INVITE from 192.0.2.1") == 2
     assert "98 similar messages suppressed in the last 11 s (unknown_source)" in messages
     assert messages[-1] == "again"
+
+
+def test_rate_limited_log_flush(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    limited = RateLimitedLog(logging.getLogger("gateway.security"), interval_s=10, burst=1)
+    for i in range(5):
+        limited.log("register", 0.0 + i, logging.WARNING, "REGISTER dropped")
+    limited.flush(5.0)
+    assert len(caplog.records) == 1  # window still open
+    limited.flush(10.0)
+    assert caplog.records[-1].getMessage() == (
+        "4 similar messages suppressed in the last 10 s (register)")
+    limited.flush(30.0)
+    assert len(caplog.records) == 2
