@@ -14,9 +14,8 @@ import math
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import fields
-from pathlib import Path
 from typing import Any, Union
 from urllib.parse import urlsplit
 
@@ -125,23 +124,15 @@ def _type_name(hint: Any) -> str:
     return _TYPE_NAMES[hint]
 
 
-def _typed_table(problems: Problems, prefix: str, table: Any, cls: type,
-                 special: Mapping[str, Callable[[str, Any], Any]] | None = None,
-                 ) -> dict[str, Any]:
+def _typed_table(problems: Problems, prefix: str, table: Any, cls: type) -> dict[str, Any]:
     """Type-check one table against a dataclass; returns only the well-typed values."""
     if not isinstance(table, dict):
         problems.add(prefix, "must be a table", f"write it as [{prefix}] with key = value lines")
         return {}
     hints = field_hints(cls)
-    special = special or {}
     out: dict[str, Any] = {}
     for name, value in table.items():
         key = f"{prefix}.{name}"
-        if name in special:
-            converted = special[name](key, value)
-            if converted is not _MISSING:
-                out[name] = converted
-            continue
         if name not in hints:
             if _SECRET_NAME.search(name):
                 problems.add(key, "secrets are never read from the config file",
@@ -178,11 +169,7 @@ def _check_ip(problems: Problems, key: str, value: str) -> None:
 def _sections(raw: Mapping[str, Any], p: Problems) -> dict[str, Any]:
     built: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
-        values = _typed_table(p, name, raw.get(name, {}), cls)
-        try:
-            built[name] = cls(**values)
-        except TypeError:
-            built[name] = cls()
+        built[name] = cls(**_typed_table(p, name, raw.get(name, {}), cls))
     sip: SipConfig = built["sip"]
     _check_ip(p, "sip.bind", sip.bind)
     _range(p, "sip.port", sip.port, 1, 65535)
@@ -284,7 +271,8 @@ def _check_placeholders(p: Problems, key: str, text: str | None) -> None:
                   "use {caller}, {callee} or {call_id}")
 
 
-def _trunks(raw: Any, env: Mapping[str, str], p: Problems) -> tuple[TrunkConfig, ...]:
+def _trunks(raw: Any, env: Mapping[str, str], allow_public: bool, p: Problems
+            ) -> tuple[TrunkConfig, ...]:
     if raw is None:
         return DEFAULT_TRUNKS
     if not isinstance(raw, list):
@@ -338,10 +326,14 @@ def _trunks(raw: Any, env: Mapping[str, str], p: Problems) -> tuple[TrunkConfig,
             bad = True
         if bad or password is _MISSING or allow is None:
             continue
-        out.append(TrunkConfig(name=str(name), allow=allow, username=strs["username"],
-                               realm=strs["realm"] or "orga-sip-gateway",
-                               password=typing.cast("Secret | None", password),
-                               max_calls=max_calls))
+        trunk = TrunkConfig(name=str(name), allow=allow, username=strs["username"],
+                            realm=strs["realm"] or "orga-sip-gateway",
+                            password=typing.cast("Secret | None", password), max_calls=max_calls)
+        if is_open_public(trunk) and not allow_public:
+            p.add(f"{pre}.allow", "admits a wide public range without authentication: anyone "
+                  "could open paid Orga sessions", "add username and password_env, narrow allow, "
+                  "or set security.allow_unauthenticated_public = true")
+        out.append(trunk)
     return tuple(out)
 
 
@@ -376,14 +368,22 @@ def _password(p: Problems, pre: str, strs: Mapping[str, str | None], env: Mappin
                   f"export {var}=... before starting, or use password_file")
             return _MISSING
         return Secret(value)
+    return _secret_file(p, f"{pre}.password_file", str(path), "the password")
+
+
+def _secret_file(p: Problems, key: str, path: str, what: str, *, strip: bool = False
+                 ) -> Secret | object:
+    """A secret read from a file (systemd credential, 0600 file); `_MISSING` on a problem.
+    Passwords keep inner and trailing spaces (they may be part of them); keys are stripped."""
     try:
-        value = read_secret_file(str(path))
+        value = read_secret_file(path)
+        value = value.strip() if strip else value
     except (OSError, UnicodeDecodeError) as exc:
-        p.add(f"{pre}.password_file", f"cannot read {path} ({exc.__class__.__name__})",
-              "create the file readable by the gateway's user")
+        p.add(key, f"cannot read {path} ({exc.__class__.__name__})",
+              "make it a file readable by the gateway's user (systemd: LoadCredential=)")
         return _MISSING
     if not value:
-        p.add(f"{pre}.password_file", f"{path} is empty", "write the password into it")
+        p.add(key, f"{path} is empty", f"write {what} into it")
         return _MISSING
     return Secret(value)
 
@@ -425,16 +425,8 @@ def _api_key(env: Mapping[str, str], p: Problems) -> Secret:
         return Secret(value)
     path = env.get(API_KEY_FILE_ENV, "")
     if path:
-        try:
-            value = Path(path).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            p.add(API_KEY_FILE_ENV, f"cannot read {path} ({exc.__class__.__name__})",
-                  "point it at a readable file that holds the key (systemd: LoadCredential=)")
-            return Secret("")
-        if value:
-            return Secret(value)
-        p.add(API_KEY_FILE_ENV, f"{path} is empty", "write the Orga API key into it")
-        return Secret("")
+        secret = _secret_file(p, API_KEY_FILE_ENV, path, "the Orga API key", strip=True)
+        return secret if isinstance(secret, Secret) else Secret("")
     p.add(API_KEY_ENV, "no Orga API key", f"export {API_KEY_ENV}=... or set {API_KEY_FILE_ENV} to "
           "a file holding it (systemd: LoadCredential=)")
     return Secret("")
@@ -446,16 +438,12 @@ def build(raw: Mapping[str, Any], env: Mapping[str, str]) -> Config:
         if name not in SECTIONS and name not in ("trunks", "routes"):
             _unknown(p, name, name, [*SECTIONS, "trunks", "routes"])
     sections = _sections(raw, p)
-    trunks = _trunks(raw.get("trunks"), env, p)
+    trunks = _trunks(raw.get("trunks"), env,
+                     sections["security"].allow_unauthenticated_public, p)
     routes = _routes(raw.get("routes"), {t.name for t in trunks}, p)
     if "trunks" in raw and isinstance(raw["trunks"], list) and not raw["trunks"]:
         p.add("trunks", "is empty: no call would ever be accepted",
               'add a [[trunks]] entry (e.g. name = "pbx", allow = ["192.0.2.10/32"])')
-    for t in trunks:
-        if is_open_public(t) and not sections["security"].allow_unauthenticated_public:
-            p.add(f"trunks.{t.name}.allow", "admits a wide public range without authentication: "
-                  "anyone could open paid Orga sessions", "add username/password_env, narrow "
-                  "allow, or set security.allow_unauthenticated_public = true")
     api_key = _api_key(env, p)
     if p.items:
         raise ConfigError(p.items)
