@@ -1,28 +1,26 @@
 """The gateway's configuration: one TOML file read with `tomllib` into frozen dataclasses.
 
-This module owns every setting's name, type, default and valid range, the loading of secrets
-(the Orga API key from `ORGA_API_KEY` or the file named by `ORGA_API_KEY_FILE`; trunk digest
-passwords from the variable or file a trunk names — never inline), route matching and the
-rendering of `instructions` placeholders. Validation collects *all* problems and reports each as
-`key: problem — fix`, so an operator fixes a file in one pass (`check-config`).
+This module owns every setting's name, type and default, route matching and the rendering of
+`instructions` placeholders. `config_validate.py` owns the checks (ranges, cross-section rules)
+and the loading of secrets: the Orga API key from `ORGA_API_KEY` or the file named by
+`ORGA_API_KEY_FILE`, trunk digest passwords from the variable or file a trunk names — never
+inline. Validation collects *all* problems and reports each as `key: problem — fix`, so an
+operator fixes a file in one pass (`check-config`).
 
 Secrets are held in `Secret`, whose repr and str never show the value.
 """
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
-import math
 import os
 import re
 import tomllib
-import types
-import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
-from urllib.parse import urlsplit
+from typing import Any
 
 API_KEY_ENV = "ORGA_API_KEY"
 API_KEY_FILE_ENV = "ORGA_API_KEY_FILE"
@@ -58,7 +56,8 @@ class Secret:
     __str__ = __repr__
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
+        return isinstance(other, Secret) and hmac.compare_digest(other._value.encode(),
+                                                                 self._value.encode())
 
     def __hash__(self) -> int:
         return hash(self._value)
@@ -109,11 +108,11 @@ class HttpConfig:
 
     @property
     def host(self) -> str:
-        return _split_hostport(self.listen)[0]
+        return split_hostport(self.listen)[0]
 
     @property
     def port(self) -> int:
-        return _split_hostport(self.listen)[1]
+        return split_hostport(self.listen)[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +241,7 @@ class Config:
 
 # --- route matching and placeholders -----------------------------------------------------------
 
-_PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Caller and callee come from SIP headers the caller controls: only characters that a phone
 # number or SIP user part needs reach the model's instructions (no prompt injection by From).
 _UNSAFE_RE = re.compile(r"[^0-9A-Za-z+*#._@-]")
@@ -265,7 +264,7 @@ def render_instructions(template: str, *, caller: str, callee: str, call_id: str
     def repl(m: re.Match[str]) -> str:
         return values.get(m.group(1), m.group(0))
 
-    return _PLACEHOLDER_RE.sub(repl, template)
+    return PLACEHOLDER_RE.sub(repl, template)
 
 
 def is_open_public(trunk: TrunkConfig) -> bool:
@@ -302,30 +301,9 @@ def read_secret_file(path: str) -> str:
     return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
 
 
-def _split_hostport(value: str) -> tuple[str, int]:
+def split_hostport(value: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` -> (host, port); ValueError otherwise."""
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"{value!r} is not host:port")
     return host.strip("[]"), int(port)
-
-
-def field_hints(cls: type) -> dict[str, Any]:
-    """Resolved annotations of a config dataclass, for the generic type checks."""
-    hints = typing.get_type_hints(cls, globalns=globals())
-    return {f.name: hints[f.name] for f in fields(cls)}
-
-
-def hint_allows_none(hint: Any) -> bool:
-    return typing.get_origin(hint) in (Union, types.UnionType) and type(None) in typing.get_args(
-        hint)
-
-
-def is_finite(x: float) -> bool:
-    return math.isfinite(x)
-
-
-def url_host(url: str) -> str | None:
-    try:
-        return urlsplit(url).hostname
-    except ValueError:
-        return None

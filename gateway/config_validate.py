@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
+import re
+import types
 import typing
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any, Union
+from urllib.parse import urlsplit
 
+from gateway import config as config_module
 from gateway.config import (
     API_KEY_ENV,
     API_KEY_FILE_ENV,
     CODECS,
     DEFAULT_ROUTES,
     DEFAULT_TRUNKS,
+    PLACEHOLDER_RE,
     PLACEHOLDERS,
     TRANSPORTS,
     Config,
@@ -34,13 +40,9 @@ from gateway.config import (
     SecurityConfig,
     SipConfig,
     TrunkConfig,
-    _split_hostport,
-    field_hints,
-    hint_allows_none,
-    is_finite,
     is_open_public,
     read_secret_file,
-    url_host,
+    split_hostport,
 )
 
 SECTIONS: dict[str, type] = {
@@ -49,6 +51,25 @@ SECTIONS: dict[str, type] = {
 }
 TRUNK_KEYS = ("name", "allow", "username", "realm", "password_env", "password_file", "max_calls")
 _MISSING = object()
+_SECRET_NAME = re.compile(r"(?i)(^key$|api_?key$|password$|secret$|token$)")
+
+
+def field_hints(cls: type) -> dict[str, Any]:
+    """Resolved annotations of a config dataclass, for the generic type checks."""
+    hints = typing.get_type_hints(cls, globalns=vars(config_module))
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def hint_allows_none(hint: Any) -> bool:
+    return typing.get_origin(hint) in (Union, types.UnionType) and type(None) in typing.get_args(
+        hint)
+
+
+def url_host(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
 
 
 class Problems:
@@ -86,7 +107,7 @@ def _coerce(value: Any, hint: Any) -> Any:
     if hint is int:
         return value if isinstance(value, int) and not isinstance(value, bool) else _MISSING
     if hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool) and is_finite(value):
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
         return _MISSING
     if hint is str:
@@ -103,25 +124,22 @@ def _type_name(hint: Any) -> str:
     return _TYPE_NAMES[hint]
 
 
-def _typed_table(problems: Problems, prefix: str, table: Any, cls: type,
-                 special: Mapping[str, Callable[[str, Any], Any]] | None = None,
-                 ) -> dict[str, Any]:
+def _typed_table(problems: Problems, prefix: str, table: Any, cls: type) -> dict[str, Any]:
     """Type-check one table against a dataclass; returns only the well-typed values."""
     if not isinstance(table, dict):
         problems.add(prefix, "must be a table", f"write it as [{prefix}] with key = value lines")
         return {}
     hints = field_hints(cls)
-    special = special or {}
     out: dict[str, Any] = {}
     for name, value in table.items():
         key = f"{prefix}.{name}"
-        if name in special:
-            converted = special[name](key, value)
-            if converted is not _MISSING:
-                out[name] = converted
-            continue
         if name not in hints:
-            _unknown(problems, key, name, hints)
+            if _SECRET_NAME.search(name):
+                problems.add(key, "secrets are never read from the config file",
+                             f"remove it; the Orga API key comes from {API_KEY_ENV} or "
+                             f"{API_KEY_FILE_ENV}, trunk passwords from password_env/password_file")
+            else:
+                _unknown(problems, key, name, hints)
             continue
         converted = _coerce(value, hints[name])
         if converted is _MISSING:
@@ -151,11 +169,7 @@ def _check_ip(problems: Problems, key: str, value: str) -> None:
 def _sections(raw: Mapping[str, Any], p: Problems) -> dict[str, Any]:
     built: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
-        values = _typed_table(p, name, raw.get(name, {}), cls)
-        try:
-            built[name] = cls(**values)
-        except TypeError:
-            built[name] = cls()
+        built[name] = cls(**_typed_table(p, name, raw.get(name, {}), cls))
     sip: SipConfig = built["sip"]
     _check_ip(p, "sip.bind", sip.bind)
     _range(p, "sip.port", sip.port, 1, 65535)
@@ -203,7 +217,7 @@ def _sections(raw: Mapping[str, Any], p: Problems) -> dict[str, Any]:
     _range(p, "orga.setup_timeout_s", orga.setup_timeout_s, 1, 120, " s")
 
     try:
-        _split_hostport(built["http"].listen)
+        split_hostport(built["http"].listen)
     except ValueError:
         p.add("http.listen", f"{built['http'].listen!r} is not host:port",
               'use "127.0.0.1:9090" (or "[::1]:9090")')
@@ -251,15 +265,14 @@ def _is_loopback_host(host: str) -> bool:
 
 
 def _check_placeholders(p: Problems, key: str, text: str | None) -> None:
-    from gateway.config import _PLACEHOLDER_RE
-
-    for name in _PLACEHOLDER_RE.findall(text or ""):
+    for name in PLACEHOLDER_RE.findall(text or ""):
         if name not in PLACEHOLDERS:
             p.add(key, f"unknown placeholder {{{name}}}",
                   "use {caller}, {callee} or {call_id}")
 
 
-def _trunks(raw: Any, env: Mapping[str, str], p: Problems) -> tuple[TrunkConfig, ...]:
+def _trunks(raw: Any, env: Mapping[str, str], allow_public: bool, p: Problems
+            ) -> tuple[TrunkConfig, ...]:
     if raw is None:
         return DEFAULT_TRUNKS
     if not isinstance(raw, list):
@@ -313,10 +326,14 @@ def _trunks(raw: Any, env: Mapping[str, str], p: Problems) -> tuple[TrunkConfig,
             bad = True
         if bad or password is _MISSING or allow is None:
             continue
-        out.append(TrunkConfig(name=str(name), allow=allow, username=strs["username"],
-                               realm=strs["realm"] or "orga-sip-gateway",
-                               password=typing.cast("Secret | None", password),
-                               max_calls=max_calls))
+        trunk = TrunkConfig(name=str(name), allow=allow, username=strs["username"],
+                            realm=strs["realm"] or "orga-sip-gateway",
+                            password=typing.cast("Secret | None", password), max_calls=max_calls)
+        if is_open_public(trunk) and not allow_public:
+            p.add(f"{pre}.allow", "admits a wide public range without authentication: anyone "
+                  "could open paid Orga sessions", "add username and password_env, narrow allow, "
+                  "or set security.allow_unauthenticated_public = true")
+        out.append(trunk)
     return tuple(out)
 
 
@@ -351,14 +368,22 @@ def _password(p: Problems, pre: str, strs: Mapping[str, str | None], env: Mappin
                   f"export {var}=... before starting, or use password_file")
             return _MISSING
         return Secret(value)
+    return _secret_file(p, f"{pre}.password_file", str(path), "the password")
+
+
+def _secret_file(p: Problems, key: str, path: str, what: str, *, strip: bool = False
+                 ) -> Secret | object:
+    """A secret read from a file (systemd credential, 0600 file); `_MISSING` on a problem.
+    Passwords keep inner and trailing spaces (they may be part of them); keys are stripped."""
     try:
-        value = read_secret_file(str(path))
+        value = read_secret_file(path)
+        value = value.strip() if strip else value
     except (OSError, UnicodeDecodeError) as exc:
-        p.add(f"{pre}.password_file", f"cannot read {path} ({exc.__class__.__name__})",
-              "create the file readable by the gateway's user")
+        p.add(key, f"cannot read {path} ({exc.__class__.__name__})",
+              "make it a file readable by the gateway's user (systemd: LoadCredential=)")
         return _MISSING
     if not value:
-        p.add(f"{pre}.password_file", f"{path} is empty", "write the password into it")
+        p.add(key, f"{path} is empty", f"write {what} into it")
         return _MISSING
     return Secret(value)
 
@@ -400,16 +425,8 @@ def _api_key(env: Mapping[str, str], p: Problems) -> Secret:
         return Secret(value)
     path = env.get(API_KEY_FILE_ENV, "")
     if path:
-        try:
-            value = Path(path).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            p.add(API_KEY_FILE_ENV, f"cannot read {path} ({exc.__class__.__name__})",
-                  "point it at a readable file that holds the key (systemd: LoadCredential=)")
-            return Secret("")
-        if value:
-            return Secret(value)
-        p.add(API_KEY_FILE_ENV, f"{path} is empty", "write the Orga API key into it")
-        return Secret("")
+        secret = _secret_file(p, API_KEY_FILE_ENV, path, "the Orga API key", strip=True)
+        return secret if isinstance(secret, Secret) else Secret("")
     p.add(API_KEY_ENV, "no Orga API key", f"export {API_KEY_ENV}=... or set {API_KEY_FILE_ENV} to "
           "a file holding it (systemd: LoadCredential=)")
     return Secret("")
@@ -421,16 +438,12 @@ def build(raw: Mapping[str, Any], env: Mapping[str, str]) -> Config:
         if name not in SECTIONS and name not in ("trunks", "routes"):
             _unknown(p, name, name, [*SECTIONS, "trunks", "routes"])
     sections = _sections(raw, p)
-    trunks = _trunks(raw.get("trunks"), env, p)
+    trunks = _trunks(raw.get("trunks"), env,
+                     sections["security"].allow_unauthenticated_public, p)
     routes = _routes(raw.get("routes"), {t.name for t in trunks}, p)
     if "trunks" in raw and isinstance(raw["trunks"], list) and not raw["trunks"]:
         p.add("trunks", "is empty: no call would ever be accepted",
               'add a [[trunks]] entry (e.g. name = "pbx", allow = ["192.0.2.10/32"])')
-    for t in trunks:
-        if is_open_public(t) and not sections["security"].allow_unauthenticated_public:
-            p.add(f"trunks.{t.name}.allow", "admits a wide public range without authentication: "
-                  "anyone could open paid Orga sessions", "add username/password_env, narrow "
-                  "allow, or set security.allow_unauthenticated_public = true")
     api_key = _api_key(env, p)
     if p.items:
         raise ConfigError(p.items)

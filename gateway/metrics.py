@@ -40,7 +40,7 @@ ORGA_ERROR_KINDS = frozenset({"timeout", "network", "protocol"})
 SECURITY_REASONS = frozenset({
     "unknown_source", "register", "rate_source_invite", "rate_source_request", "rate_global",
     "trunk_capacity", "auth_missing", "auth_failed", "auth_stale", "auth_replay",
-    "auth_wrong_source", "tcp_connections_source", "tcp_connections_total", "tcp_idle",
+    "auth_bad_nonce", "tcp_connections_source", "tcp_connections_total", "tcp_idle",
     "tcp_header_timeout", "message_too_large", "malformed", "rtp_foreign_source", "rtp_rate",
 })
 DTMF_DIGITS = frozenset("0123456789*#ABCD")

@@ -81,9 +81,14 @@ def test_api_key_from_file_and_never_in_repr(tmp_path: Path) -> None:
     assert c.secrets() == ["sk-from-file"]
 
 
-def test_missing_api_key_is_reported() -> None:
+def test_missing_api_key_is_reported(tmp_path: Path) -> None:
     (p,) = problems({}, env={})
     assert p.startswith("ORGA_API_KEY: ") and " — " in p
+    (p,) = problems({}, env={"ORGA_API_KEY_FILE": str(tmp_path / "none")})
+    assert p.startswith("ORGA_API_KEY_FILE: cannot read ")
+    (tmp_path / "empty").write_text("\n")
+    (p,) = problems({}, env={"ORGA_API_KEY_FILE": str(tmp_path / "empty")})
+    assert p.startswith("ORGA_API_KEY_FILE: ") and "is empty — write the Orga API key" in p
 
 
 def test_all_problems_collected_with_key_problem_fix() -> None:
@@ -116,6 +121,13 @@ def test_rtp_capacity(port_min: int, port_max: int, calls: int) -> None:
     assert RtpConfig(port_min=port_min, port_max=port_max).call_capacity == calls
 
 
+def test_secrets_in_the_file_get_a_pointed_message() -> None:
+    ps = problems({"orga": {"api_key": "sk-inline-secret", "keepalive": 1}})
+    assert ps[0].startswith("orga.api_key: secrets are never read from the config file — remove")
+    assert ps[1].startswith("orga.keepalive: unknown key")
+    assert all("sk-inline-secret" not in p for p in ps)
+
+
 def test_wrong_types_bool_is_not_int() -> None:
     ps = problems({"limits": {"max_calls": True}, "sip": {"transports": "udp"}})
     assert "limits.max_calls: True is not an integer — write an integer" in ps
@@ -125,7 +137,7 @@ def test_wrong_types_bool_is_not_int() -> None:
 def test_open_public_trunk_needs_credentials_or_explicit_opt_in() -> None:
     trunk = {"name": "any", "allow": ["0.0.0.0/0"]}
     ps = problems({"trunks": [trunk]})
-    assert len(ps) == 1 and ps[0].startswith("trunks.any.allow: admits a wide public range")
+    assert len(ps) == 1 and ps[0].startswith("trunks[0].allow: admits a wide public range")
     c = parse_config({"trunks": [trunk], "security": {"allow_unauthenticated_public": True}}, ENV)
     assert len(c.warnings()) == 1 and "'any'" in c.warnings()[0]
     authed = dict(trunk, username="pbx", password_env="PBX_PW")

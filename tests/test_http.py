@@ -83,3 +83,24 @@ async def test_slow_and_oversized_clients(state: dict[str, GatewayState]) -> Non
         writer.write(b"garbage\r\n\r\n")
         assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 400 ")
         writer.close()
+
+
+async def test_connection_cap_closes_extra_connections(state: dict[str, GatewayState]) -> None:
+    async with HttpServer(Metrics(), lambda: state["s"], max_connections=1,
+                          header_timeout_s=5) as server:
+        _, idle_writer = await asyncio.open_connection("127.0.0.1", server.port)
+        await asyncio.sleep(0)  # let the server accept the idle connection first
+        for _ in range(20):
+            if server._slots.locked():
+                break
+            await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed without an answer
+        writer.close()
+        idle_writer.close()
+        # Once the idle client is gone the slot is free again.
+        for _ in range(100):
+            if not server._slots.locked():
+                break
+            await asyncio.sleep(0.01)
+        assert (await get(server.port, "/healthz"))[0] == 200
