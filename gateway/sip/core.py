@@ -84,7 +84,7 @@ DROP = Verdict(Action.DROP)
 class PreDispatch(Protocol):
     """Security seam: screens every new request (not retransmissions) before any event exists."""
 
-    def screen(self, source: Peer, request: Request) -> Verdict: ...
+    def screen(self, source: Peer, request: Request, now: float) -> Verdict: ...
 
 
 class Role(enum.Enum):

@@ -59,7 +59,7 @@ class Uas:
             if txn.receive_request(request, now):
                 return  # the ACK for our non-2xx final response
         if core.pre_dispatch is not None:
-            verdict = core.pre_dispatch.screen(source, request)
+            verdict = core.pre_dispatch.screen(source, request, now)
             if verdict.action is Action.DROP:
                 return
             if verdict.action is Action.RESPOND:

@@ -156,7 +156,7 @@ class Policy:
         self.verdict = verdict
         self.seen: list[tuple[Peer, str]] = []
 
-    def screen(self, source: Peer, request: Request) -> Verdict:
+    def screen(self, source: Peer, request: Request, now: float) -> Verdict:
         self.seen.append((source, request.method))
         return self.verdict
 

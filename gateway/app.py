@@ -1,0 +1,200 @@
+"""The gateway process: the one place that builds parts from the config and wires them.
+
+`Gateway.start()` binds the SIP transports, the HTTP endpoint and the Orga client, then tells
+systemd READY=1. SIP events go to the call registry (new INVITEs after trunk identification);
+`drain()` is SIGTERM (503 to new calls, active calls finish or are hung up after
+`limits.drain_timeout_s`), `stop()` is the fast path (SIGINT, or after a drain).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterable
+
+from gateway.call import CallContext
+from gateway.calls import CallRegistry
+from gateway.config import Config
+from gateway.http import GatewayState, HttpServer
+from gateway.media.ports import PortPool
+from gateway.metrics import Metrics
+from gateway.orga.api import OrgaApi
+from gateway.orga.settings import OrgaClientSettings, PeerSettings
+from gateway.outcomes import EndCause
+from gateway.sdnotify import SystemdNotifier
+from gateway.security.screen import SecurityScreen
+from gateway.sip.core import EndpointConfig
+from gateway.sip.endpoint import SipEndpoint
+from gateway.sip.errors import UsageError
+from gateway.sip.events import CallHandle, Event, InviteReceived
+from gateway.transport.driver import SipDriver
+from gateway.transport.tcp import TcpTransport
+from gateway.transport.udp import UdpTransport
+
+log = logging.getLogger(__name__)
+
+PORT_QUARANTINE_S = 5.0  # a late packet of the last call must not reach the next one
+
+
+class EndpointSignalling:
+    """`CallSignalling` bound to the SIP driver: commands run at loop time and flush at once.
+
+    A call whose dialog the core has already ended (a race with the caller's BYE, or a missing
+    ACK) makes the endpoint raise `UsageError`; that is no failure of the call's teardown.
+    """
+
+    def __init__(self, driver: SipDriver) -> None:
+        self._driver = driver
+        self._ep = driver.endpoint
+
+    def _run(self, what: str, command: object) -> None:
+        try:
+            self._driver.run(command)  # type: ignore[arg-type]
+        except UsageError as exc:
+            log.debug("%s skipped: %s", what, exc)
+
+    def ring(self, call: CallHandle) -> None:
+        self._run("ring", lambda now: self._ep.ring(call, now))
+
+    def answer(self, call: CallHandle, sdp: bytes) -> None:
+        self._run("answer", lambda now: self._ep.answer(call, sdp, now))
+
+    def reject(self, call: CallHandle, status: int, *, reason: str | None = None,
+               headers: Iterable[tuple[str, str]] = ()) -> None:
+        self._run("reject", lambda now: self._ep.reject(call, status, now, reason=reason,
+                                                         headers=headers))
+
+    def hang_up(self, call: CallHandle) -> None:
+        self._run("hang_up", lambda now: self._ep.hang_up(call, now))
+
+    def answer_offer(self, call: CallHandle, sdp: bytes) -> None:
+        self._run("answer_offer", lambda now: self._ep.answer_offer(call, sdp, now))
+
+    def reject_offer(self, call: CallHandle, status: int, *,
+                     headers: Iterable[tuple[str, str]] = ()) -> None:
+        self._run("reject_offer", lambda now: self._ep.reject_offer(call, status, now,
+                                                                     headers=headers))
+
+
+class Gateway:
+    def __init__(self, config: Config, *, notifier: SystemdNotifier | None = None) -> None:
+        self.config = config
+        self.metrics = Metrics(max_conversations=config.limits.max_calls)
+        self.notifier = notifier or SystemdNotifier()
+        self.ports = PortPool(config.rtp.port_min, config.rtp.port_max, PORT_QUARANTINE_S)
+        self.api: OrgaApi | None = None
+        self.driver: SipDriver | None = None
+        self.registry: CallRegistry | None = None
+        self.http: HttpServer | None = None
+        self.screen = SecurityScreen(config, self.metrics)
+        self._transports: list[UdpTransport | TcpTransport] = []
+        self._watchdog: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.config
+        orga = cfg.orga
+        self.api = OrgaApi(
+            OrgaClientSettings(
+                base_url=orga.base_url, api_key=cfg.api_key.reveal(), email=orga.email,
+                request_timeout_s=orga.request_timeout_s, setup_timeout_s=orga.setup_timeout_s,
+            ),
+            observer=self.metrics.orga_request,
+        )
+        endpoint = SipEndpoint(EndpointConfig(), pre_dispatch=self.screen)
+        self.driver = SipDriver(endpoint, self._on_sip_event)
+        ctx = CallContext(
+            config=cfg, metrics=self.metrics, ports=self.ports, api=self.api,
+            signalling=EndpointSignalling(self.driver),
+            peer_settings=PeerSettings(
+                video_mline=orga.video_mline, ice_addresses=orga.ice_addresses or None,
+            ),
+            advertised_address=cfg.sip.public_address or cfg.rtp.bind,
+        )
+        self.registry = CallRegistry(ctx)
+        for name in cfg.sip.transports:
+            transport: UdpTransport | TcpTransport
+            if name == "udp":
+                transport = UdpTransport(self.driver)
+            else:
+                transport = TcpTransport(self.driver, limits=self.screen.tcp_limits())
+            await transport.start(cfg.sip.bind, cfg.sip.port, advertise=cfg.sip.public_address)
+            self._transports.append(transport)
+        host, port = cfg.http.listen.rsplit(":", 1)
+        self.http = HttpServer(self.metrics, self._state, self.registry.describe,
+                               host=host.strip("[]"), port=int(port))
+        await self.http.start()
+        self.metrics.set_free_ports(self.ports.free_count)
+        log.info("gateway ready: SIP %s:%d (%s), RTP %s:%d-%d, Orga %s", cfg.sip.bind,
+                 cfg.sip.port, "+".join(cfg.sip.transports), cfg.rtp.bind, cfg.rtp.port_min,
+                 cfg.rtp.port_max, orga.base_url)
+        self.notifier.ready(self._status())
+        if self.notifier.enabled:
+            self._watchdog = asyncio.create_task(self.notifier.run_watchdog(self._status))
+
+    def _state(self) -> GatewayState:
+        assert self.registry is not None
+        return GatewayState(self.registry.draining, len(self.registry.calls),
+                            self.config.limits.max_calls)
+
+    def _status(self) -> str:
+        calls = len(self.registry.calls) if self.registry else 0
+        draining = self.registry is not None and self.registry.draining
+        return f"{'draining, ' if draining else ''}{calls} active calls"
+
+    def _on_sip_event(self, event: Event) -> None:
+        assert self.registry is not None
+        if isinstance(event, InviteReceived):
+            self.registry.on_invite(event, self.screen.trunk_of(event.source))
+        else:
+            self.registry.on_event(event)
+
+    async def drain(self) -> None:
+        """SIGTERM: refuse new calls, let active ones end (bounded), then stop."""
+        assert self.registry is not None
+        self.screen.draining = True
+        self.notifier.status(self._status())
+        await self.registry.drain(self.config.limits.drain_timeout_s)
+        await self.stop()
+
+    async def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self.notifier.stopping()
+        if self.registry is not None:
+            await self.registry.hang_up_all(EndCause.SHUTDOWN)
+        # Give BYEs a moment on the wire before the sockets close.
+        await asyncio.sleep(0.05)
+        for transport in self._transports:
+            transport.close()
+        if self.http is not None:
+            await self.http.stop()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        if self.api is not None:
+            await self.api.aclose()
+        self._stopped.set()
+
+    async def serve(self) -> None:
+        """Run until SIGTERM (drain) or SIGINT (fast stop)."""
+        loop = asyncio.get_running_loop()
+        await self.start()
+        tasks: set[asyncio.Task[None]] = set()
+
+        def on_signal(drain: bool) -> None:
+            log.info("%s received", "SIGTERM: draining" if drain else "SIGINT: stopping")
+            task = loop.create_task(self.drain() if drain else self.stop())
+            tasks.add(task)
+
+        loop.add_signal_handler(signal.SIGTERM, on_signal, True)
+        loop.add_signal_handler(signal.SIGINT, on_signal, False)
+        try:
+            await self._stopped.wait()
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+            loop.remove_signal_handler(signal.SIGINT)

@@ -1,0 +1,47 @@
+"""`orga-sip-gateway run --config FILE`: validate the config, then run the gateway daemon.
+
+Logs go to stderr, one line per record (journald adds its own timestamps under systemd).
+An invalid config exits 2 before anything binds, with every problem as `key: problem — fix`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from gateway.config import ConfigError, load_config
+from gateway.logs import setup_logging
+
+EXIT_INVALID = 2
+log = logging.getLogger("gateway")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, metavar="FILE", help="TOML config file")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"{args.config}: {len(exc.problems)} problem(s); not starting", file=sys.stderr)
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    secrets = [config.api_key.reveal()]
+    secrets += [t.password.reveal() for t in config.trunks if t.password is not None]
+    setup_logging(args.log_level, secrets=[s for s in secrets if s])
+    for warning in config.warnings():
+        log.warning("config: %s", warning)
+    from gateway.app import Gateway  # imported late: aiortc is slow to import
+
+    try:
+        asyncio.run(Gateway(config).serve())
+    except OSError as exc:  # e.g. the SIP port is taken: say so plainly
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0
