@@ -23,7 +23,7 @@ from collections.abc import Callable
 from gateway.sip.address import Peer
 from gateway.sip.headers import Headers
 from gateway.sip.message import Message, Request, Response
-from gateway.sip.timers import TimerSettings
+from gateway.sip.timers import TimerSettings, next_fire
 
 MAGIC_COOKIE = "z9hG4bK"
 
@@ -143,7 +143,7 @@ class ServerInviteTransaction:
         if self._g_at is not None and now >= self._g_at and self.last_response is not None:
             self._send(self.last_response, self.peer)  # Timer G
             self._g_interval = self._timers.next_interval(self._g_interval)
-            self._g_at = now + self._g_interval
+            self._g_at = next_fire(self._g_at, self._g_interval, now)
 
 
 class ServerNonInviteState(enum.Enum):
@@ -295,7 +295,7 @@ class ClientInviteTransaction:
         if self._a_at is not None and now >= self._a_at:
             self._send(self.request, self.peer)  # Timer A: doubles without a cap
             self._a_interval = self._timers.next_interval(self._a_interval, capped=False)
-            self._a_at = now + self._a_interval
+            self._a_at = next_fire(self._a_at, self._a_interval, now)
         return False
 
 
@@ -357,7 +357,7 @@ class ClientNonInviteTransaction:
                 self._e_interval = self._timers.T2
             else:
                 self._e_interval = self._timers.next_interval(self._e_interval)
-            self._e_at = now + self._e_interval
+            self._e_at = next_fire(self._e_at, self._e_interval, now)
         return False
 
 
