@@ -102,6 +102,9 @@ class SipEndpoint:
             log.debug("bad %r from %s: %s", message, source, exc.reason)
             if isinstance(message, Request) and message.method != "ACK":
                 self._answer_bad(message, source, exc, now)
+        except Exception:
+            # A bug of ours met an input we did not foresee: keep serving every other call.
+            log.exception("SIP core failed on %r from %s", message, source)
 
     def _answer_bad(self, request: Request, source: Peer, exc: ParseError, now: float) -> None:
         core = self._core
@@ -253,6 +256,18 @@ class SipEndpoint:
     @property
     def transaction_count(self) -> int:
         return len(self._core.server_txns) + len(self._core.client_txns)
+
+    def table_sizes(self) -> dict[str, int]:
+        """Sizes of every internal table (for metrics, and for tests proving nothing leaks)."""
+        core = self._core
+        return {
+            "server_transactions": len(core.server_txns),
+            "client_transactions": len(core.client_txns),
+            "calls": len(core.calls),
+            "dialogs": len(core.dialogs),
+            "invites": len(core.invite_calls),
+            "streams": len(self._streams),
+        }
 
     def _call(self, handle: CallHandle) -> CallState:
         state = self._core.calls.get(handle)

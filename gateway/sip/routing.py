@@ -51,7 +51,8 @@ def stamp_received(request: Request, source: Peer) -> None:
 def response_peer(via: Via, source: Peer) -> Peer:
     """§18.2.2: where responses go for a request whose (stamped) top Via is `via`."""
     if source.transport.reliable:
-        return source  # back on the connection (the driver reconnects if it is gone)
+        # Back on the connection; if it is gone the driver connects to received:sent-by-port.
+        return Peer(source.host, via.port or 5060, source.transport, source.conn_id)
     received = via.param("received")
     maddr = via.param("maddr")
     if maddr:

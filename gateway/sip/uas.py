@@ -338,10 +338,12 @@ class Uas:
         if retransmitter is None:
             return
         if retransmitter.expired(now):
+            # §13.3.1.4 (and §14.2 for re-INVITEs): no ACK in 64·T1, so end the session.
             retransmitter.stop()
-            if not call.acked and call.retransmit_cseq == call.invite.cseq.number:
+            call.bye_pending = False
+            if call.dialog is not None and call.dialog.key in self.core.dialogs:
                 self.core.send_bye(call, now)
-                self.core.end_call(call, EndReason.ACK_TIMEOUT)
+            self.core.end_call(call, EndReason.ACK_TIMEOUT)
             return
         if retransmitter.due(now):
             self.core.send(retransmitter.response, call.retransmit_peer or call.peer)

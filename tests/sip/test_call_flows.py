@@ -23,6 +23,13 @@ TARGET = f"sip:agent@{UAS_ADDR[0]}:{UAS_ADDR[1]}"
 FROM = "<sip:+4930111@127.0.0.1>"
 
 
+def assert_empty(link: Link) -> None:
+    """Once every call is over and every timer has run, no table holds anything."""
+    for endpoint in (link.uac, link.uas):
+        assert set(endpoint.table_sizes().values()) == {0}, endpoint.table_sizes()
+        assert endpoint.active_calls == 0 and endpoint.get_timer() is None
+
+
 def establish(link: Link) -> tuple[int, int]:
     """INVITE → 180 → 200 → ACK; returns (uac handle, uas handle)."""
     uac_call = link.uac.invite(TARGET, link.now, sdp=SDP, from_uri=FROM)
@@ -52,8 +59,7 @@ def test_call_and_bye_from_the_caller() -> None:
     assert events[1] == DialogEnded(uas_call, EndReason.REMOTE_BYE)
     assert link.take("uac") == [DialogEnded(uac_call, EndReason.LOCAL_BYE)]
     link.run_until(200.0)
-    assert link.uac.transaction_count == link.uas.transaction_count == 0
-    assert link.uac.active_calls == link.uas.active_calls == 0
+    assert_empty(link)
 
 
 def test_call_and_bye_from_the_callee() -> None:
@@ -65,6 +71,8 @@ def test_call_and_bye_from_the_callee() -> None:
     assert [type(e) for e in link.take("uac")] == [ByeReceived, DialogEnded]
     assert link.take("uas") == [DialogEnded(uas_call, EndReason.LOCAL_BYE)]
     link.uas.hang_up(uas_call, link.now)  # idempotent
+    link.run_until(100.0)
+    assert_empty(link)
 
 
 def test_cancel_before_answer() -> None:
@@ -85,7 +93,7 @@ def test_cancel_before_answer() -> None:
     assert link.sent("uas", "SIP/2.0 487") == [0.0] and link.sent("uac", "ACK") == [0.0]
     link.run_until(100.0)
     assert link.sent("uas", "SIP/2.0 487") == [0.0]  # the ACK stopped Timer G
-    assert link.uac.transaction_count == link.uas.transaction_count == 0
+    assert_empty(link)
 
 
 def test_cancel_before_any_provisional_waits_for_one() -> None:
@@ -188,6 +196,7 @@ def test_lost_ack_means_2xx_retransmission_then_bye_after_64_t1() -> None:
     link.run_until(100.0)
     assert link.sent("uas", "SIP/2.0 200") == expected
     assert uac_call
+    assert_empty(link)
 
 
 def test_hang_up_before_the_ack_waits_for_it() -> None:
@@ -206,6 +215,9 @@ def test_hang_up_before_the_ack_waits_for_it() -> None:
     link.run_until(1.5)  # the retransmitted 2xx at 1.5 gets an ACK through; BYE follows
     assert link.sent("uas", "BYE") == [1.5]
     assert link.take("uas") == []
+    link.run_until(100.0)
+    assert [type(e) for e in link.take("uac")][-2:] == [ByeReceived, DialogEnded]
+    assert_empty(link)
 
 
 def test_rejected_call_and_invite_timeout() -> None:
@@ -229,6 +241,8 @@ def test_rejected_call_and_invite_timeout() -> None:
     assert link.take("uac") == [
         CallFailed(lost, 408, "Request Timeout"), DialogEnded(lost, EndReason.TIMEOUT, 408)
     ]
+    link.run_until(link.now + 100.0)
+    assert_empty(link)
 
 
 def test_short_timers_scale_everything() -> None:
@@ -261,3 +275,5 @@ def test_session_timer_refreshes_keep_the_call_and_a_missing_refresh_ends_it() -
     assert link.take("uas") == [DialogEnded(uas_call, EndReason.SESSION_EXPIRED)]
     assert [type(e) for e in link.take("uac")] == [ByeReceived, DialogEnded]
     assert uac_call
+    link.run_until(400.0)
+    assert_empty(link)
