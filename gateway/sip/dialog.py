@@ -122,8 +122,7 @@ class Dialog:
         number = request.cseq.number
         if request.method in ("ACK", "CANCEL"):
             return True
-        if self.remote_cseq is not None and number <= self.remote_cseq:
-            # Equal means a new transaction reused the number: also out of order.
+        if self.remote_cseq is not None and number < self.remote_cseq:
             return False
         self.remote_cseq = number
         return True

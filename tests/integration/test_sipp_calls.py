@@ -17,7 +17,9 @@ from gateway.sip.events import (
     CallCancelled,
     DialogEnded,
     EndReason,
+    InfoReceived,
     InviteReceived,
+    ReinviteReceived,
 )
 from gateway.sip.timers import TimerSettings
 from tests.integration.sip_app import Behaviour, SipTestApp
@@ -129,3 +131,19 @@ async def test_fifty_calls_at_ten_per_second(app: SipTestApp, tmp_path: Path) ->
     assert len(app.of_type(InviteReceived)) == 50
     assert ends(app) == [(EndReason.REMOTE_BYE, None)] * 50
     assert app.endpoint.active_calls == 0
+
+
+@pytest.mark.parametrize("transport", ["u1", "t1"])
+async def test_hold_resume_and_dtmf_info(app: SipTestApp, tmp_path: Path, transport: str) -> None:
+    port = app.udp_port if transport == "u1" else app.tcp_port
+    run = await run_sipp("uac_reinvite_info.xml", port, tmp_path, transport=transport)
+    assert run.returncode == 0, run.stderr  # the scenario checks our SDP in each 200
+    assert (run.successful, run.failed) == (1, 0)
+    offers = app.of_type(ReinviteReceived)
+    assert [o.sdp is not None and o.sdp.split(b"a=")[-1].strip() for o in offers] == [  # type: ignore[attr-defined]
+        b"sendonly", b"sendrecv"
+    ]
+    (info,) = app.of_type(InfoReceived)
+    assert info.body.startswith(b"Signal=5")  # type: ignore[attr-defined]
+    assert len(app.of_type(AckReceived)) == 3  # the call and both re-INVITEs
+    assert ends(app) == [(EndReason.REMOTE_BYE, None)]
