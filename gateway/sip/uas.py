@@ -185,9 +185,13 @@ class Uas:
         if call.pending_offer is not None:
             core.respond_new(request, reply, 500, now, headers=[("Retry-After", "1")])
             return
+        awaiting_ack = call.retransmitter is not None and call.retransmitter.next_at is not None
         if call.our_offer_pending or (
-            request.method == "INVITE" and call.dialog.state is not DialogState.CONFIRMED
+            request.method == "INVITE"
+            and (call.dialog.state is not DialogState.CONFIRMED or awaiting_ack)
         ):
+            # Our own offer is in flight, or our last 2xx to an INVITE is not ACKed yet: the
+            # peer retries after a random delay (§14.1), and our 2xx bookkeeping stays simple.
             core.respond_new(request, reply, 491, now)
             return
         too_small = self._session_too_small(request)

@@ -274,3 +274,27 @@ def test_endpoint_config_min_se_is_respected() -> None:
     ep.receive_datagram(raw(extra="Session-Expires: 200\r\n"), SRC, 0.0)
     resp, _ = only_response(ep)
     assert resp.status == 422 and resp.headers.get("Min-SE") == "300"
+
+
+def test_after_the_answer_cancel_and_retransmitted_invite_change_nothing(ep: SipEndpoint) -> None:
+    ep.receive_datagram(raw(), SRC, 0.0)
+    event = ep.next_event()
+    assert isinstance(event, InviteReceived)
+    ep.answer(event.call, b"v=0\r\n", 0.0)
+    ok = responses(ep)[-1][0]
+    tag = ok.to.tag or ""
+    ep.receive_datagram(raw(), SRC, 0.1)  # INVITE retransmission: absorbed (RFC 6026)
+    assert ep.datagrams_to_send() == [] and ep.next_event() is None
+    ep.receive_datagram(raw("CANCEL"), SRC, 0.2)  # too late: 200 for the CANCEL only
+    assert [r.status for r, _ in responses(ep)] == [200]
+    assert ep.next_event() is None
+    # A re-INVITE before our 2xx is ACKed: 491, the peer retries later.
+    ep.receive_datagram(raw("INVITE", to_tag=tag, cseq=2, branch="z9hG4bK-r"), SRC, 0.3)
+    assert [r.status for r, _ in responses(ep)] == [491]
+    ep.receive_datagram(raw("ACK", to_tag=tag, branch="z9hG4bK-a"), SRC, 0.4)
+    assert ep.next_event() is not None  # AckReceived
+    ep.receive_datagram(raw("INVITE", to_tag=tag, cseq=3, branch="z9hG4bK-s",
+                            extra="Content-Type: application/sdp\r\n", body="v=0\r\n"), SRC, 0.5)
+    assert [r.status for r, _ in responses(ep)] == [100]
+    offer = ep.next_event()
+    assert offer is not None and type(offer).__name__ == "ReinviteReceived"
