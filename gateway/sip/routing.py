@@ -28,13 +28,13 @@ def stamp_received(request: Request, source: Peer) -> None:
         return
     parts = split_quoted(fields[0], ",")
     top = parse_via(parts[0])
-    params = [p for p in top.params if p[0].lower() not in ("received", "rport")]
+    params = tuple(p for p in top.params if p[0].lower() not in ("received", "rport"))
     wants_rport = top.param("rport") is not None
+    new_top = str(Via(top.transport, top.host, top.port, params))
     if top.host.strip("[]") != source.host or wants_rport:
-        params.append(("received", source.host))
+        new_top += f";received={source.host}"
     if wants_rport:
-        params.append(("rport", str(source.port)))
-    new_top = str(Via(top.transport, top.host, top.port, tuple(params)))
+        new_top += f";rport={source.port}"
     rebuilt = ", ".join([new_top, *(p.strip() for p in parts[1:])])
     values = request.headers.fields("Via")
     headers = Headers()

@@ -298,3 +298,13 @@ def test_after_the_answer_cancel_and_retransmitted_invite_change_nothing(ep: Sip
     assert [r.status for r, _ in responses(ep)] == [100]
     offer = ep.next_event()
     assert offer is not None and type(offer).__name__ == "ReinviteReceived"
+
+
+def test_ipv6_source_gets_bare_received_and_rport(ep: SipEndpoint) -> None:
+    via = "SIP/2.0/UDP [2001:db8::5]:5090;branch=z9hG4bK-6;rport"
+    ep.receive_datagram(raw("OPTIONS", via=via), ("2001:db8::9", 40000), 0.0)
+    resp, out = only_response(ep)
+    assert out.addr == ("2001:db8::9", 40000)
+    assert resp.headers.get("Via") == (
+        "SIP/2.0/UDP [2001:db8::5]:5090;branch=z9hG4bK-6;received=2001:db8::9;rport=40000"
+    )
