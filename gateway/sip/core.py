@@ -158,6 +158,10 @@ class Core:
         self._next_handle += 1
         return self._next_handle
 
+    @property
+    def issued_handles(self) -> int:
+        return self._next_handle
+
     def local_addr(self, transport: Transport) -> Addr:
         return self.local.get(transport) or self.local.get(Transport.UDP) or ("127.0.0.1", 5060)
 

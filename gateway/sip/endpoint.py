@@ -176,47 +176,81 @@ class SipEndpoint:
                 self._uac.session_due(call, now)
 
     # --- commands: incoming calls -------------------------------------------------------------
-    def ring(self, call: CallHandle, now: float, *, sdp: bytes | None = None) -> None:
+    # ring/answer/reject/answer_offer/reject_offer/hang_up return False, doing nothing, when the
+    # call already ended (DialogEnded was emitted: CANCEL, BYE, timeout ...) or, for the offer
+    # commands, when no offer is waiting (the re-INVITE was cancelled): races with the peer are
+    # not errors. Real misuse (a handle never issued, answering twice, reject(200)) raises
+    # UsageError.
+
+    def ring(self, call: CallHandle, now: float, *, sdp: bytes | None = None) -> bool:
         """180 Ringing (183 Session Progress when `sdp` is given for early media)."""
-        self._uas.ring(self._call(call), now, sdp)
+        state = self._live(call)
+        if state is None:
+            return False
+        self._uas.ring(state, now, sdp)
+        return True
 
     def answer(
         self, call: CallHandle, sdp: bytes, now: float, *,
         headers: Iterable[tuple[str, str]] = (),
-    ) -> None:
+    ) -> bool:
         """200 OK with our SDP answer; retransmitted until the ACK (§13.3.1.4)."""
-        self._uas.answer(self._call(call), sdp, now, headers)
+        state = self._live(call)
+        if state is None:
+            return False
+        self._uas.answer(state, sdp, now, headers)
+        return True
 
     def reject(
         self, call: CallHandle, status: int, now: float, *, reason: str | None = None,
         headers: Iterable[tuple[str, str]] = (),
-    ) -> None:
+    ) -> bool:
         """A 3xx-6xx final response (e.g. 503 with Retry-After, 403, 404, 486)."""
-        self._uas.reject(self._call(call), status, now, reason, headers)
+        state = self._live(call)
+        if state is None:
+            return False
+        self._uas.reject(state, status, now, reason, headers)
+        return True
 
     def answer_offer(
         self, call: CallHandle, sdp: bytes | None, now: float, *,
         headers: Iterable[tuple[str, str]] = (),
-    ) -> None:
+    ) -> bool:
         """200 OK to the pending re-INVITE/UPDATE (see ReinviteReceived)."""
-        self._uas.answer_offer(self._call(call), sdp, now, headers)
+        state = self._live(call)
+        if state is None or state.pending_offer is None:
+            return False
+        self._uas.answer_offer(state, sdp, now, headers)
+        return True
 
     def reject_offer(
         self, call: CallHandle, status: int, now: float, *, reason: str | None = None,
         headers: Iterable[tuple[str, str]] = (),
-    ) -> None:
+    ) -> bool:
         """A non-2xx (typically 488) to the pending re-INVITE/UPDATE; the session stays."""
-        self._uas.reject_offer(self._call(call), status, now, reason, headers)
+        state = self._live(call)
+        if state is None or state.pending_offer is None:
+            return False
+        self._uas.reject_offer(state, status, now, reason, headers)
+        return True
 
-    def hang_up(self, call: CallHandle, now: float) -> None:
-        """End a call in whatever state: BYE, CANCEL, or 480 before an answer. Idempotent."""
-        state = self._core.calls.get(call)
-        if state is None or state.app_ended:
-            return
+    def hang_up(self, call: CallHandle, now: float) -> bool:
+        """End a call in whatever state: BYE (after the ACK, §15), CANCEL (after a provisional,
+        §9.1), or 480 before our answer. Idempotent."""
+        state = self._live(call)
+        if state is None:
+            return False
         if state.role is Role.UAS:
             self._uas.hang_up(state, now)
         else:
             self._uac.hang_up(state, now)
+        return True
+
+    def _live(self, handle: CallHandle) -> CallState | None:
+        if not 0 < handle <= self._core.issued_handles:
+            raise UsageError(f"call handle {handle} was never issued")
+        state = self._core.calls.get(handle)
+        return None if state is None or state.app_ended else state
 
     # --- commands: outgoing ---------------------------------------------------------------------
     def invite(

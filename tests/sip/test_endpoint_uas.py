@@ -308,3 +308,19 @@ def test_ipv6_source_gets_bare_received_and_rport(ep: SipEndpoint) -> None:
     assert resp.headers.get("Via") == (
         "SIP/2.0/UDP [2001:db8::5]:5090;branch=z9hG4bK-6;received=2001:db8::9;rport=40000"
     )
+
+
+def test_commands_after_the_peer_ended_the_call_are_harmless_no_ops(ep: SipEndpoint) -> None:
+    ep.receive_datagram(raw(), SRC, 0.0)
+    event = ep.next_event()
+    assert isinstance(event, InviteReceived)
+    ep.receive_datagram(raw("CANCEL"), SRC, 0.1)
+    assert [r.status for r, _ in responses(ep)] == [100, 200, 487]
+    assert ep.answer(event.call, b"v=0\r\n", 0.2) is False  # the race with CANCEL
+    assert ep.ring(event.call, 0.2) is False and ep.hang_up(event.call, 0.2) is False
+    assert ep.answer_offer(event.call, b"v=0\r\n", 0.2) is False
+    assert ep.datagrams_to_send() == []
+    from gateway.sip.errors import UsageError
+
+    with pytest.raises(UsageError):
+        ep.answer(event.call + 100, b"v=0\r\n", 0.2)  # type: ignore[arg-type]
