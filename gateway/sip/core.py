@@ -23,6 +23,7 @@ from gateway.sip.dialog import (
     TwoXXRetransmitter,
     new_branch,
     new_tag,
+    parse_min_se,
     parse_session_expires,
 )
 from gateway.sip.events import CallHandle, DialogEnded, EndReason, Event, RequestHandle
@@ -53,6 +54,9 @@ class EndpointConfig:
     supported: tuple[str, ...] = ("timer",)
     min_se: int = 90  # RFC 4028 §5: Min-SE we insist on (and the smallest legal value)
     session_expires: int | None = 1800  # what our own INVITEs ask for; None: no timer
+    # RFC 4028 §9: a session interval we impose on incoming calls that did not ask for one (so a
+    # lost BYE cannot leave a call up forever); None: only honour what the caller asks.
+    uas_session_expires: int | None = None
 
 
 class Action(enum.Enum):
@@ -260,6 +264,9 @@ class Core:
     ) -> tuple[list[tuple[str, str]], SessionTimer | None]:
         """Headers for our 2xx to a (re-)INVITE/UPDATE and the timer they set up (§9)."""
         offered: SessionExpires | None = parse_session_expires(request)
+        if offered is None and self.config.uas_session_expires is not None:
+            floor = parse_min_se(request) or 0
+            offered = SessionExpires(max(self.config.uas_session_expires, floor), None)
         if offered is None:
             return [], None
         peer_supports = "timer" in {

@@ -324,3 +324,31 @@ def test_commands_after_the_peer_ended_the_call_are_harmless_no_ops(ep: SipEndpo
 
     with pytest.raises(UsageError):
         ep.answer(event.call + 100, b"v=0\r\n", 0.2)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("extra", "header", "require", "due", "method"),
+    [
+        # The caller refreshes; if it never does we send BYE at SE - min(32, SE/3).
+        ("Supported: timer\r\n", "600;refresher=uac", "timer", 568.0, "BYE"),
+        # The caller knows no timers: we refresh at SE/2 (re-INVITE: it did not allow UPDATE).
+        ("", "600;refresher=uas", None, 300.0, "INVITE"),
+        # Never below the caller's Min-SE.
+        ("Supported: timer\r\nMin-SE: 900\r\n", "900;refresher=uac", "timer", 868.0, "BYE"),
+    ],
+)
+def test_uas_can_impose_a_session_timer(
+    extra: str, header: str, require: str | None, due: float, method: str
+) -> None:
+    ep = SipEndpoint(EndpointConfig(uas_session_expires=600))
+    ep.receive_datagram(raw(extra=extra), SRC, 0.0)
+    event = ep.next_event()
+    assert isinstance(event, InviteReceived)
+    ep.answer(event.call, b"v=0\r\n", 0.0)
+    ok = responses(ep)[-1][0]
+    assert ok.headers.get("Session-Expires") == header
+    assert ok.headers.get("Require") == require
+    ep.receive_datagram(raw("ACK", to_tag=ok.to.tag or "", branch="z9hG4bK-a"), SRC, 0.1)
+    assert advance(ep, due - 0.001) == []
+    (first,) = [parse_message(o.data) for o in advance(ep, due)]
+    assert isinstance(first, Request) and first.method == method
