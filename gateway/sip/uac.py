@@ -17,6 +17,7 @@ from gateway.sip.dialog import (
     hop_for_uri,
     new_call_id,
     new_tag,
+    parse_min_se,
     parse_session_expires,
 )
 from gateway.sip.errors import UsageError
@@ -213,6 +214,9 @@ class Uac:
                                                   response.body or None))
             return
         if status >= 300:
+            retry = status == 422 and not call.app_ended
+            if retry and self._retry_with_min_se(call, response, now):
+                return
             if not call.app_ended:
                 core.emit(CallFailed(call.handle, status, response.reason))
             call.cancel_pending = False
@@ -246,6 +250,27 @@ class Uac:
             core.maybe_forget(call)
             return
         core.emit(CallAnswered(call.handle, response, response.body or None))
+
+    def _retry_with_min_se(self, call: CallState, response: Response, now: float) -> bool:
+        """RFC 4028 §7.4: after 422, send the INVITE again with the peer's Min-SE (once)."""
+        core = self.core
+        min_se = parse_min_se(response)
+        old = call.invite
+        asked = parse_session_expires(old)
+        if min_se is None or (asked is not None and asked.interval >= min_se):
+            return False
+        headers = old.headers.copy()
+        headers.set("Via", core.via(call.peer.transport))
+        headers.set("CSeq", f"{old.cseq.number + 1} INVITE")
+        headers.set("Session-Expires", str(min_se))
+        headers.set("Min-SE", str(min_se))
+        request = Request(headers=headers, body=old.body, method="INVITE", uri=old.uri)
+        txn = ClientInviteTransaction(request, call.peer, core.timers, core.send, now)
+        core.client_txns[txn.key] = txn
+        core.client_ctx[txn.key] = ClientContext(RequestKind.INVITE, call.handle)
+        call.invite = request
+        call.invite_client_key = txn.key
+        return True
 
     def _session_from_response(self, call: CallState, response: Response, now: float) -> None:
         """RFC 4028 §7.2: the 2xx names the refresher from our (the UAC's) point of view."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from gateway.sip.address import Transport
+from gateway.sip.core import EndpointConfig
+from gateway.sip.endpoint import SipEndpoint
 from gateway.sip.events import (
     AckReceived,
     ByeReceived,
@@ -276,4 +279,23 @@ def test_session_timer_refreshes_keep_the_call_and_a_missing_refresh_ends_it() -
     assert [type(e) for e in link.take("uac")] == [ByeReceived, DialogEnded]
     assert uac_call
     link.run_until(400.0)
+    assert_empty(link)
+
+
+def test_422_makes_the_uac_retry_with_the_peers_min_se() -> None:
+    link = Link(session_expires=120)
+    link.uas = SipEndpoint(EndpointConfig(min_se=300))  # a stricter callee
+    link.uas.bind(Transport.UDP, *UAS_ADDR)
+    uac_call = link.uac.invite(TARGET, link.now, sdp=SDP, from_uri=FROM)
+    link.pump()
+    assert link.sent("uas", "SIP/2.0 422") == [0.0] and len(link.sent("uac", "INVITE")) == 2
+    (invite,) = link.take("uas")
+    assert isinstance(invite, InviteReceived)
+    assert invite.request.headers.get("Session-Expires") == "300"
+    assert invite.request.cseq.number == 2
+    link.uas.answer(invite.call, SDP, link.now)
+    link.pump()
+    assert [type(e) for e in link.take("uac")] == [CallAnswered]
+    link.uac.hang_up(uac_call, link.now)
+    link.run_until(100.0)
     assert_empty(link)
