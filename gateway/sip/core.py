@@ -8,7 +8,6 @@ Server, and the capability headers of §11) and RFC 4028 negotiation of a sessio
 from __future__ import annotations
 
 import enum
-import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,14 +30,14 @@ from gateway.sip.message import Message, Request, Response, make_response
 from gateway.sip.parser import DEFAULT_LIMITS, Limits
 from gateway.sip.timers import DEFAULT_TIMERS, TimerSettings
 from gateway.sip.transaction import (
+    ClientInviteTransaction,
+    ClientNonInviteTransaction,
     ClientTransaction,
     ServerInviteTransaction,
     ServerNonInviteTransaction,
     ServerTransaction,
     TransactionKey,
 )
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,8 +250,7 @@ class Core:
             self.dialogs.pop(call.dialog.key, None)
         if call.invite_server is not None:
             self.invite_calls.pop(call.invite_server.key, None)
-        if call.session is not None:
-            call.session = None
+        call.session = None
 
     def register_dialog(self, call: CallState, dialog: Dialog) -> None:
         call.dialog = dialog
@@ -287,8 +285,6 @@ class Core:
         handle: RequestHandle | None = None,
     ) -> None:
         """Send an in-dialog request over a new client transaction."""
-        from gateway.sip.transaction import ClientInviteTransaction, ClientNonInviteTransaction
-
         assert call.dialog is not None
         peer = call.dialog.next_hop()
         txn: ClientTransaction
@@ -313,8 +309,3 @@ class Core:
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
-
-__all__ = [
-    "ALLOW", "DROP", "Action", "CallState", "ClientContext", "Core", "EndpointConfig",
-    "PreDispatch", "RequestKind", "Role", "Verdict", "log",
-]
