@@ -220,13 +220,14 @@ class Core:
 
     def respond_new(
         self, request: Request, peer: Peer, status: int, now: float, reason: str | None = None,
-        headers: Iterable[tuple[str, str]] = (),
+        headers: Iterable[tuple[str, str]] = (), to_tag: str | None = None,
     ) -> None:
         """Answer a request that has no transaction yet, creating one to absorb retransmits."""
         if request.method == "ACK":
             return
         txn = self.new_server_txn(request, peer)
-        txn.send_response(self.response(request, status, reason, headers=headers), now)
+        response = self.response(request, status, reason, headers=headers, to_tag=to_tag)
+        txn.send_response(response, now)
 
     # --- calls --------------------------------------------------------------------------
     def end_call(self, call: CallState, reason: EndReason, status: int | None = None) -> None:

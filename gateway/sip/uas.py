@@ -122,12 +122,12 @@ class Uas:
         if not isinstance(invite_txn, ServerInviteTransaction):
             core.respond_new(request, reply, 481, now)
             return
-        core.respond_new(request, reply, 200, now)
-        if invite_txn.state is not ServerInviteState.PROCEEDING:
-            return  # already answered: the CANCEL has no effect
         handle = core.invite_calls.get(invite_txn.key)
         call = core.calls.get(handle) if handle is not None else None
         tag = call.dialog.local_tag if call is not None and call.dialog is not None else None
+        core.respond_new(request, reply, 200, now, to_tag=tag)  # same To tag as the INVITE's
+        if invite_txn.state is not ServerInviteState.PROCEEDING:
+            return  # already answered: the CANCEL has no effect
         invite_txn.send_response(core.response(invite_txn.request, 487, to_tag=tag), now)
         if call is None:
             return
@@ -161,6 +161,11 @@ class Uas:
                 call.invite_server.send_response(
                     core.response(call.invite_server.request, 487, to_tag=dialog.local_tag), now
                 )
+            if call.pending_offer is not None:  # a re-INVITE/UPDATE the app had not answered
+                call.pending_offer.send_response(
+                    core.response(call.pending_offer.request, 487, to_tag=dialog.local_tag), now
+                )
+                call.pending_offer = None
             if call.retransmitter is not None:
                 call.retransmitter.stop()
             call.bye_pending = False
