@@ -97,14 +97,15 @@ class ServerInviteTransaction:
         return self.state is not ServerInviteState.PROCEEDING
 
     def receive_request(self, request: Request, now: float) -> bool:
-        """A retransmitted INVITE or an ACK for our non-2xx. True when an ACK ended Completed."""
+        """A retransmitted INVITE, or an ACK. True when the ACK belonged to this transaction
+        (it acknowledged our non-2xx); False sends an ACK on to the dialog (the 2xx case)."""
         if request.method == "ACK":
             if self.state is ServerInviteState.COMPLETED:
                 self.state = ServerInviteState.CONFIRMED
                 self._g_at = None
                 self._end_at = now + self._timers.timer_i(self._reliable)
                 return True
-            return False
+            return self.state is ServerInviteState.CONFIRMED  # a duplicate: absorbed
         repeats = self.state in (ServerInviteState.PROCEEDING, ServerInviteState.COMPLETED)
         if repeats and self.last_response is not None:
             self._send(self.last_response, self.peer)

@@ -74,7 +74,7 @@ async def test_no_ack_means_200_retransmitted_then_bye(app: SipTestApp, tmp_path
     # The last copy (due 50 ms before the give-up) only goes out if the loop is on time.
     assert len(offsets) in (len(expected) - 1, len(expected)), offsets
     for got, want in zip(offsets, expected, strict=False):
-        assert want - 0.01 <= got <= want + 0.1, offsets
+        assert want - 0.01 <= got <= want + 0.15, offsets  # loop lateness on a busy box
     assert 3.2 - 0.02 <= bye - oks[0] <= 3.2 + 0.3
     assert ends(app) == [(EndReason.ACK_TIMEOUT, None)]
     assert not app.of_type(AckReceived)
