@@ -299,3 +299,22 @@ def test_422_makes_the_uac_retry_with_the_peers_min_se() -> None:
     link.uac.hang_up(uac_call, link.now)
     link.run_until(100.0)
     assert_empty(link)
+
+
+def test_options_ping_and_its_timeout() -> None:
+    link = Link()
+    handle = link.uac.send_options(TARGET, link.now, from_uri=FROM)
+    link.pump()
+    (done,) = link.take("uac")
+    assert isinstance(done, RequestCompleted) and done.handle == handle and done.call is None
+    assert done.status == 200 and done.response is not None
+    assert "INVITE" in done.response.headers.get_all("Allow")
+    assert link.take("uas") == []
+    link.drop = lambda sender, data: True
+    lost = link.uac.send_options(TARGET, link.now, from_uri=FROM)
+    link.run_until(link.now + 31.9)
+    assert link.take("uac") == []
+    link.run_until(link.now + 0.1)  # Timer F = 64·T1
+    assert link.take("uac") == [RequestCompleted(lost, None, "OPTIONS", 408, None)]
+    link.run_until(link.now + 100)
+    assert_empty(link)
