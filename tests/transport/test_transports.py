@@ -8,7 +8,14 @@ import asyncio
 
 from gateway.sip.core import EndpointConfig
 from gateway.sip.endpoint import SipEndpoint
-from gateway.sip.events import DialogEnded, EndReason, Event, InviteReceived
+from gateway.sip.events import (
+    AckReceived,
+    CallAnswered,
+    DialogEnded,
+    EndReason,
+    Event,
+    InviteReceived,
+)
 from gateway.sip.parser import Limits
 from gateway.sip.timers import TimerSettings
 from gateway.transport.driver import SipDriver
@@ -115,3 +122,43 @@ async def test_tcp_idle_connection_is_closed_and_oversize_message_refused() -> N
     finally:
         await tcp.close()
         driver.close()
+
+
+async def test_two_endpoints_call_each_other_over_tcp() -> None:
+    """Our UAC opens the connection; both directions of the dialog then reuse it."""
+    a_events: list[Event] = []
+    b_events: list[Event] = []
+    a_ep, b_ep = SipEndpoint(EndpointConfig(timers=FAST)), SipEndpoint(EndpointConfig(timers=FAST))
+    a = SipDriver(a_ep, a_events.append)
+    b = SipDriver(b_ep, b_events.append)
+    a_tcp = await TcpTransport.start(a)
+    b_tcp = await TcpTransport.start(b)
+
+    async def wait_for(events: list[Event], kind: type) -> Event:
+        async def poll() -> Event:
+            while not any(isinstance(e, kind) for e in events):
+                await asyncio.sleep(0.005)
+            return next(e for e in events if isinstance(e, kind))
+
+        return await asyncio.wait_for(poll(), 2)
+
+    try:
+        port = b_tcp.local_addr[1]
+        call = a.run(lambda now: a_ep.invite(
+            f"sip:agent@127.0.0.1:{port};transport=tcp", now, sdp=b"v=0\r\n",
+            from_uri="<sip:probe@127.0.0.1>"))
+        invite = await wait_for(b_events, InviteReceived)
+        assert isinstance(invite, InviteReceived) and invite.source.conn_id is not None
+        b.run(lambda now: b_ep.answer(invite.call, b"v=0\r\n", now))
+        answered = await wait_for(a_events, CallAnswered)
+        assert isinstance(answered, CallAnswered) and answered.call == call
+        await wait_for(b_events, AckReceived)
+        b.run(lambda now: b_ep.hang_up(invite.call, now))  # BYE back over the same connection
+        ended = await wait_for(a_events, DialogEnded)
+        assert ended == DialogEnded(call, EndReason.REMOTE_BYE)
+        assert a_tcp.connection_count == 1 and b_tcp.connection_count == 1
+    finally:
+        await a_tcp.close()
+        await b_tcp.close()
+        a.close()
+        b.close()
