@@ -24,7 +24,7 @@ from gateway.sip.errors import ParseError, UsageError
 from gateway.sip.events import CallHandle, Event, RequestHandle
 from gateway.sip.message import Request, Response
 from gateway.sip.parser import StreamParser, parse_message
-from gateway.sip.routing import response_peer, salvage_bad_request
+from gateway.sip.routing import clean_reason, response_peer, salvage_bad_request
 from gateway.sip.transaction import server_key
 from gateway.sip.uac import Uac
 from gateway.sip.uas import Uas
@@ -114,7 +114,7 @@ class SipEndpoint:
                 return
             reply = response_peer(request.top_via, source)
             status = exc.status if 400 <= exc.status < 600 else 400
-            warning = exc.reason.replace('"', "'")[:100]
+            warning = clean_reason(exc.reason)
             response = core.response(
                 request, status, f"Bad Request ({warning})" if status == 400 else None,
                 headers=[("Warning", f'399 - "{warning}"')],

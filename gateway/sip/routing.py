@@ -64,6 +64,11 @@ def response_peer(via: Via, source: Peer) -> Peer:
     return Peer(host, via.port or 5060, source.transport)
 
 
+def clean_reason(text: str) -> str:
+    """A ParseError reason made safe for a reason phrase or a quoted Warning text."""
+    return _STRIP.sub("", text).replace('"', "'")[:100]
+
+
 def salvage_bad_request(data: bytes, error: ParseError) -> Response | None:
     """Build a 4xx/5xx for a request the parser rejected, or None when it cannot be addressed."""
     try:
@@ -94,7 +99,7 @@ def salvage_bad_request(data: bytes, error: ParseError) -> Response | None:
         headers.add("Via", value)
     for name in ("From", "To", "Call-ID", "CSeq"):
         headers.add(name, wanted[name][0])
-    reason = _STRIP.sub("", error.reason)[:100]
-    headers.add("Warning", f'399 - "{reason.replace(chr(34), chr(39))}"')
+    reason = clean_reason(error.reason)
+    headers.add("Warning", f'399 - "{reason}"')
     phrase = reason_phrase(status) if status != 400 else f"Bad Request ({reason})"
-    return Response(headers=headers, status=status, reason=_STRIP.sub("", phrase))
+    return Response(headers=headers, status=status, reason=phrase)
