@@ -267,6 +267,12 @@ class ClientInviteTransaction:
             return response  # a 2xx retransmission or a forked 2xx: the TU ACKs it
         return None
 
+    def cancel_sent(self, now: float) -> None:
+        """§9.1: after our CANCEL, give the INVITE 64·T1 to end (487) before destroying it."""
+        if self.state in (ClientState.CALLING, ClientState.PROCEEDING):
+            guard = now + self._timers.timeout
+            self._end_at = guard if self._end_at is None else min(self._end_at, guard)
+
     def _build_ack(self, response: Response) -> Request:
         """§17.1.1.3: the ACK for a non-2xx belongs to this transaction (same branch)."""
         invite = self.request

@@ -172,6 +172,9 @@ class Uac:
         txn = ClientNonInviteTransaction(cancel, call.peer, core.timers, core.send, now)
         core.client_txns[txn.key] = txn
         core.client_ctx[txn.key] = ClientContext(RequestKind.CANCEL, call.handle)
+        invite_txn = core.client_txns.get(call.invite_client_key or ())
+        if isinstance(invite_txn, ClientInviteTransaction):
+            invite_txn.cancel_sent(now)
 
     # --- responses -------------------------------------------------------------------------
     def receive_response(self, response: Response, now: float) -> None:

@@ -318,3 +318,21 @@ def test_options_ping_and_its_timeout() -> None:
     assert link.take("uac") == [RequestCompleted(lost, None, "OPTIONS", 408, None)]
     link.run_until(link.now + 100)
     assert_empty(link)
+
+
+def test_cancel_that_the_peer_ignores_is_given_up_after_64_t1() -> None:
+    link = Link()
+    uac_call = link.uac.invite(TARGET, link.now, sdp=SDP, from_uri=FROM)
+    link.pump()
+    (invite,) = link.take("uas")
+    assert isinstance(invite, InviteReceived)
+    link.uas.ring(invite.call, link.now)
+    link.pump()
+    link.drop = lambda sender, data: data.startswith(b"CANCEL")  # it never arrives
+    link.uac.hang_up(uac_call, link.now)
+    link.pump()
+    assert link.take("uac")[-1] == DialogEnded(uac_call, EndReason.CANCELLED, 487)
+    link.run_until(31.9)
+    assert link.uac.table_sizes()["calls"] == 1
+    link.run_until(32.0)
+    assert link.uac.table_sizes()["calls"] == 0 and link.take("uac") == []
