@@ -147,3 +147,17 @@ async def test_hold_resume_and_dtmf_info(app: SipTestApp, tmp_path: Path, transp
     assert info.body.startswith(b"Signal=5")  # type: ignore[attr-defined]
     assert len(app.of_type(AckReceived)) == 3  # the call and both re-INVITEs
     assert ends(app) == [(EndReason.REMOTE_BYE, None)]
+
+
+@pytest.mark.parametrize("app", [Behaviour(ring_after=None, answer_after=1.0)], indirect=True)
+async def test_invite_retransmitted_before_ringing_gets_100_again(
+    app: SipTestApp, tmp_path: Path
+) -> None:
+    run = await run_sipp(
+        "uac_invite_retransmit_trying.xml", app.udp_port, tmp_path, extra=("-nr",)
+    )
+    assert run.returncode == 0, run.stderr
+    assert (run.successful, run.failed) == (1, 0)
+    assert len(run.sent("INVITE")) == 2 and len(run.received("SIP/2.0 100")) == 2
+    assert len(app.of_type(InviteReceived)) == 1
+    assert ends(app) == [(EndReason.REMOTE_BYE, None)]
