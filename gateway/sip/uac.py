@@ -229,8 +229,11 @@ class Uac:
         # 2xx: the first one confirms the dialog; retransmissions get our ACK again (§13.2.2.4).
         dialog = call.dialog
         if call.answered and dialog is not None:
-            if response.to.tag == dialog.remote_tag and call.ack is not None:
-                core.send(call.ack, dialog.next_hop())
+            if response.to.tag == dialog.remote_tag:
+                if call.ack is not None:
+                    core.send(call.ack, dialog.next_hop())
+            else:
+                self._end_forked_answer(call, response, now)
             return
         if dialog is None or dialog.remote_tag != response.to.tag:
             if dialog is not None:
@@ -253,6 +256,21 @@ class Uac:
             core.maybe_forget(call)
             return
         core.emit(CallAnswered(call.handle, response, response.body or None))
+
+    def _end_forked_answer(self, call: CallState, response: Response, now: float) -> None:
+        """§13.2.2.4: a second 2xx from another fork gets its ACK, then a BYE (one call only)."""
+        core = self.core
+        fork = Dialog.from_response_as_uac(
+            call.invite, response, call.peer, core.contact(call.peer.transport)
+        )
+        ack = fork.create_request(
+            "ACK", core.via(fork.next_hop().transport), cseq=call.invite.cseq.number
+        )
+        core.send(ack, fork.next_hop())
+        bye = fork.create_request("BYE", core.via(fork.next_hop().transport))
+        txn = ClientNonInviteTransaction(bye, fork.next_hop(), core.timers, core.send, now)
+        core.client_txns[txn.key] = txn
+        core.client_ctx[txn.key] = ClientContext(RequestKind.BYE, None)
 
     def _retry_with_min_se(self, call: CallState, response: Response, now: float) -> bool:
         """RFC 4028 §7.4: after 422, send the INVITE again with the peer's Min-SE (once)."""

@@ -19,8 +19,10 @@ from gateway.sip.events import (
     ReinviteReceived,
     RequestCompleted,
 )
+from gateway.sip.message import Request
+from gateway.sip.parser import parse_message
 from gateway.sip.timers import TimerSettings
-from tests.sip.helpers import HOLD, RESUME, SDP, UAS_ADDR, Link
+from tests.sip.helpers import HOLD, RESUME, SDP, UAC_ADDR, UAS_ADDR, Link
 
 TARGET = f"sip:agent@{UAS_ADDR[0]}:{UAS_ADDR[1]}"
 FROM = "<sip:+4930111@127.0.0.1>"
@@ -336,3 +338,29 @@ def test_cancel_that_the_peer_ignores_is_given_up_after_64_t1() -> None:
     assert link.uac.table_sizes()["calls"] == 1
     link.run_until(32.0)
     assert link.uac.table_sizes()["calls"] == 0 and link.take("uac") == []
+
+
+def test_a_second_forked_2xx_is_acked_and_hung_up() -> None:
+    link = Link()
+    uac_call = link.uac.invite(TARGET, link.now, sdp=SDP, from_uri=FROM)
+    link.pump()
+    (invite,) = link.take("uas")
+    assert isinstance(invite, InviteReceived)
+    link.uas.answer(invite.call, SDP, link.now)
+    link.pump()
+    assert [type(e) for e in link.take("uac")] == [CallAnswered]
+    # A second UAS behind a forking proxy answers the same INVITE with its own tag.
+    other = parse_message(link.uas.call_request(invite.call).to_bytes())
+    assert isinstance(other, Request)
+    fork = SipEndpoint()
+    fork.bind(Transport.UDP, *UAS_ADDR)
+    fork.receive_datagram(other.to_bytes(), UAC_ADDR, link.now)
+    forked = fork.next_event()
+    assert isinstance(forked, InviteReceived)
+    fork.answer(forked.call, SDP, link.now)
+    for out in fork.datagrams_to_send():
+        link.uac.receive_datagram(out.data, UAS_ADDR, link.now)
+    sent = [o.data.split(b" ", 1)[0] for o in link.uac.datagrams_to_send()]
+    assert sent == [b"ACK", b"BYE"]
+    assert link.uac.next_event() is None  # the application still has exactly one call
+    assert link.uac.active_calls == 1 and uac_call
