@@ -287,6 +287,10 @@ class SipEndpoint:
     def active_calls(self) -> int:
         return sum(1 for c in self._core.calls.values() if not c.app_ended)
 
+    def live_calls(self) -> list[CallHandle]:
+        """Calls not yet ended (for draining: hang_up() each on shutdown)."""
+        return [h for h, c in self._core.calls.items() if not c.app_ended]
+
     @property
     def transaction_count(self) -> int:
         return len(self._core.server_txns) + len(self._core.client_txns)

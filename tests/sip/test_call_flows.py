@@ -363,4 +363,4 @@ def test_a_second_forked_2xx_is_acked_and_hung_up() -> None:
     sent = [o.data.split(b" ", 1)[0] for o in link.uac.datagrams_to_send()]
     assert sent == [b"ACK", b"BYE"]
     assert link.uac.next_event() is None  # the application still has exactly one call
-    assert link.uac.active_calls == 1 and uac_call
+    assert link.uac.live_calls() == [uac_call]
