@@ -153,6 +153,7 @@ class Core:
         self.calls: dict[CallHandle, CallState] = {}
         self.dialogs: dict[tuple[str, str, str], CallHandle] = {}
         self.invite_calls: dict[TransactionKey, CallHandle] = {}  # server INVITE key -> call
+        self.merged: dict[tuple[str, str, int], CallHandle] = {}  # (Call-ID, From tag, CSeq)
         self.local: dict[Transport, Addr] = {}
         self._next_handle = 0
 
@@ -251,6 +252,8 @@ class Core:
             self.dialogs.pop(call.dialog.key, None)
         if call.invite_server is not None:
             self.invite_calls.pop(call.invite_server.key, None)
+            invite = call.invite
+            self.merged.pop((invite.call_id, invite.from_.tag or "", invite.cseq.number), None)
         call.session = None
 
     def register_dialog(self, call: CallState, dialog: Dialog) -> None:

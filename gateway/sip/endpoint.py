@@ -304,6 +304,7 @@ class SipEndpoint:
             "calls": len(core.calls),
             "dialogs": len(core.dialogs),
             "invites": len(core.invite_calls),
+            "merge_keys": len(core.merged),
             "streams": len(self._streams),
         }
 

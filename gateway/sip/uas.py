@@ -91,6 +91,12 @@ class Uas:
 
     def _on_invite(self, request: Request, source: Peer, reply: Peer, now: float) -> None:
         core = self.core
+        merge_key = (request.call_id, request.from_.tag or "", request.cseq.number)
+        earlier = core.calls.get(core.merged.get(merge_key, CallHandle(0)))
+        if earlier is not None and earlier.invite_server is not None:
+            # §8.2.2.2: the same INVITE reached us again by another path (a forking proxy).
+            core.respond_new(request, reply, 482, now)
+            return
         txn = core.new_server_txn(request, reply)
         assert isinstance(txn, ServerInviteTransaction)
         too_small = self._session_too_small(request)
@@ -106,6 +112,7 @@ class Uas:
         core.calls[handle] = call
         core.register_dialog(call, dialog)
         core.invite_calls[txn.key] = handle
+        core.merged[merge_key] = handle
         core.emit(InviteReceived(handle, request, source, _sdp(request)))
 
     def _session_too_small(self, request: Request) -> list[tuple[str, str]] | None:

@@ -354,3 +354,12 @@ def test_uas_can_impose_a_session_timer(
     assert advance(ep, due - 0.001) == []
     (first,) = [parse_message(o.data) for o in advance(ep, due)]
     assert isinstance(first, Request) and first.method == method
+
+
+def test_same_invite_by_another_path_is_a_merged_request_482(ep: SipEndpoint) -> None:
+    ep.receive_datagram(raw(), SRC, 0.0)
+    assert isinstance(ep.next_event(), InviteReceived)
+    ep.datagrams_to_send()
+    ep.receive_datagram(raw(branch="z9hG4bK-other-path"), SRC, 0.1)
+    resp, _ = only_response(ep)
+    assert resp.status == 482 and ep.next_event() is None
