@@ -334,7 +334,9 @@ class Uac:
         if ctx.handle is not None:
             core.emit(RequestCompleted(ctx.handle, ctx.call, method, status, response))
         if call is not None and status in (408, 481) and call.dialog is not None:
-            core.end_call(call, EndReason.REMOTE_ERROR, status)  # §12.2.1.2
+            if status == 408 and not call.app_ended:
+                core.send_bye(call, now)  # §12.2.1.2; after a 481 there is nobody to tell
+            core.end_call(call, EndReason.REMOTE_ERROR, status)
 
     def on_timeout(self, key: tuple[str, ...], now: float) -> None:
         """Timer B or F fired: the same as a 408 from the peer (§8.1.3.1)."""
@@ -344,8 +346,8 @@ class Uac:
         if ctx is None or txn is None:
             return
         call = core.calls.get(ctx.call) if ctx.call is not None else None
-        if call is not None and txn.request.method in ("INVITE", "UPDATE"):
-            call.our_offer_pending = call.our_offer_pending and ctx.kind is RequestKind.INVITE
+        if call is not None and ctx.kind is not RequestKind.INVITE:
+            call.our_offer_pending = False  # our re-INVITE/UPDATE is over, it timed out
         if ctx.kind is RequestKind.INVITE and call is not None:
             if not call.app_ended:
                 core.emit(CallFailed(call.handle, 408, "Request Timeout"))
@@ -356,7 +358,8 @@ class Uac:
             core.end_call(call, EndReason.SESSION_EXPIRED, 408)
         elif ctx.kind is RequestKind.APP and ctx.handle is not None:
             core.emit(RequestCompleted(ctx.handle, ctx.call, txn.request.method, 408, None))
-            if call is not None and call.dialog is not None:
+            if call is not None and call.dialog is not None and not call.app_ended:
+                core.send_bye(call, now)  # §12.2.1.2: a timed-out dialog is ended
                 core.end_call(call, EndReason.REMOTE_ERROR, 408)
         elif call is not None:
             core.maybe_forget(call)

@@ -364,3 +364,16 @@ def test_a_second_forked_2xx_is_acked_and_hung_up() -> None:
     assert sent == [b"ACK", b"BYE"]
     assert link.uac.next_event() is None  # the application still has exactly one call
     assert link.uac.live_calls() == [uac_call]
+
+
+def test_in_dialog_request_answered_481_ends_the_call() -> None:
+    link = Link()
+    uac_call, uas_call = establish(link)
+    link.uas = SipEndpoint()  # the callee restarted and forgot the dialog
+    link.uas.bind(Transport.UDP, *UAS_ADDR)
+    link.uac.send_request(uac_call, "INFO", link.now, body=b"x", content_type="text/plain")
+    link.pump()
+    (done, ended) = link.take("uac")
+    assert isinstance(done, RequestCompleted) and done.status == 481
+    assert ended == DialogEnded(uac_call, EndReason.REMOTE_ERROR, 481)
+    assert link.sent("uac", "BYE") == [] and uas_call
