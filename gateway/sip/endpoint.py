@@ -19,7 +19,17 @@ import logging
 from collections.abc import Iterable
 
 from gateway.sip.address import Addr, Outgoing, Peer, Transport
-from gateway.sip.core import CallState, Core, EndpointConfig, PreDispatch, Role
+from gateway.sip.core import (
+    ALLOW,
+    DROP,
+    Action,
+    CallState,
+    Core,
+    EndpointConfig,
+    PreDispatch,
+    Role,
+    Verdict,
+)
 from gateway.sip.errors import ParseError, UsageError
 from gateway.sip.events import CallHandle, Event, RequestHandle
 from gateway.sip.message import Request, Response
@@ -31,6 +41,9 @@ from gateway.sip.uas import Uas
 from gateway.sip.uri import Uri
 
 log = logging.getLogger(__name__)
+
+# The configuration and the pre-dispatch seam are part of this module's public face.
+__all__ = ["ALLOW", "DROP", "Action", "EndpointConfig", "PreDispatch", "SipEndpoint", "Verdict"]
 
 
 class SipEndpoint:
