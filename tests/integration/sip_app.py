@@ -37,9 +37,13 @@ class Behaviour:
 
 
 class SipTestApp:
-    def __init__(self, behaviour: Behaviour, timers: TimerSettings | None = None) -> None:
+    def __init__(
+        self, behaviour: Behaviour, timers: TimerSettings | None = None, min_se: int = 90
+    ) -> None:
         self.behaviour = behaviour
-        self.endpoint = SipEndpoint(EndpointConfig(timers=timers or TimerSettings()))
+        self.endpoint = SipEndpoint(
+            EndpointConfig(timers=timers or TimerSettings(), min_se=min_se)
+        )
         self.events: list[Event] = []
         self.wire: list[tuple[float, str, str]] = []
         self.driver: SipDriver | None = None

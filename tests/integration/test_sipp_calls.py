@@ -34,7 +34,8 @@ TIMERS = TimerSettings(T1=0.05, T2=0.4, T4=0.5)
 
 
 async def started(behaviour: Behaviour) -> SipTestApp:
-    app = SipTestApp(behaviour, TIMERS)
+    # Min-SE 3 s (RFC 4028 says 90; ours is configurable) keeps the session-timer test short.
+    app = SipTestApp(behaviour, TIMERS, min_se=3)
     await app.start()
     return app
 
@@ -161,3 +162,17 @@ async def test_invite_retransmitted_before_ringing_gets_100_again(
     assert len(run.sent("INVITE")) == 2 and len(run.received("SIP/2.0 100")) == 2
     assert len(app.of_type(InviteReceived)) == 1
     assert ends(app) == [(EndReason.REMOTE_BYE, None)]
+
+
+async def test_session_timer_refresh_answered_then_expiry_bye(
+    app: SipTestApp, tmp_path: Path
+) -> None:
+    run = await run_sipp("uac_session_timer.xml", app.udp_port, tmp_path, timeout=15)
+    assert run.returncode == 0, run.stderr  # the scenario checks Session-Expires and Require
+    assert (run.successful, run.failed) == (1, 0)
+    (update_ok,) = [m.at for m in run.messages if m.direction == "received"
+                    and m.first_line.startswith("SIP/2.0 200")][1:2]
+    (bye,) = run.received("BYE")
+    # Refreshed at ~1 s; no refresh after it, so BYE 3 - min(32, 3/3) = 2 s later (RFC 4028 §10).
+    assert 2.0 - 0.02 <= bye - update_ok <= 2.0 + 0.3
+    assert ends(app) == [(EndReason.SESSION_EXPIRED, None)]
