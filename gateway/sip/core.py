@@ -8,7 +8,6 @@ Server, and the capability headers of §11) and RFC 4028 negotiation of a sessio
 from __future__ import annotations
 
 import enum
-import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from gateway.sip.dialog import (
     TwoXXRetransmitter,
     new_branch,
     new_tag,
+    parse_min_se,
     parse_session_expires,
 )
 from gateway.sip.events import CallHandle, DialogEnded, EndReason, Event, RequestHandle
@@ -30,14 +30,14 @@ from gateway.sip.message import Message, Request, Response, make_response
 from gateway.sip.parser import DEFAULT_LIMITS, Limits
 from gateway.sip.timers import DEFAULT_TIMERS, TimerSettings
 from gateway.sip.transaction import (
+    ClientInviteTransaction,
+    ClientNonInviteTransaction,
     ClientTransaction,
     ServerInviteTransaction,
     ServerNonInviteTransaction,
     ServerTransaction,
     TransactionKey,
 )
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,9 @@ class EndpointConfig:
     supported: tuple[str, ...] = ("timer",)
     min_se: int = 90  # RFC 4028 §5: Min-SE we insist on (and the smallest legal value)
     session_expires: int | None = 1800  # what our own INVITEs ask for; None: no timer
+    # RFC 4028 §9: a session interval we impose on incoming calls that did not ask for one (so a
+    # lost BYE cannot leave a call up forever); None: only honour what the caller asks.
+    uas_session_expires: int | None = None
 
 
 class Action(enum.Enum):
@@ -150,12 +153,17 @@ class Core:
         self.calls: dict[CallHandle, CallState] = {}
         self.dialogs: dict[tuple[str, str, str], CallHandle] = {}
         self.invite_calls: dict[TransactionKey, CallHandle] = {}  # server INVITE key -> call
+        self.merged: dict[tuple[str, str, int], CallHandle] = {}  # (Call-ID, From tag, CSeq)
         self.local: dict[Transport, Addr] = {}
         self._next_handle = 0
 
     # --- identity -----------------------------------------------------------------------
     def new_handle(self) -> int:
         self._next_handle += 1
+        return self._next_handle
+
+    @property
+    def issued_handles(self) -> int:
         return self._next_handle
 
     def local_addr(self, transport: Transport) -> Addr:
@@ -213,13 +221,14 @@ class Core:
 
     def respond_new(
         self, request: Request, peer: Peer, status: int, now: float, reason: str | None = None,
-        headers: Iterable[tuple[str, str]] = (),
+        headers: Iterable[tuple[str, str]] = (), to_tag: str | None = None,
     ) -> None:
         """Answer a request that has no transaction yet, creating one to absorb retransmits."""
         if request.method == "ACK":
             return
         txn = self.new_server_txn(request, peer)
-        txn.send_response(self.response(request, status, reason, headers=headers), now)
+        response = self.response(request, status, reason, headers=headers, to_tag=to_tag)
+        txn.send_response(response, now)
 
     # --- calls --------------------------------------------------------------------------
     def end_call(self, call: CallState, reason: EndReason, status: int | None = None) -> None:
@@ -243,8 +252,9 @@ class Core:
             self.dialogs.pop(call.dialog.key, None)
         if call.invite_server is not None:
             self.invite_calls.pop(call.invite_server.key, None)
-        if call.session is not None:
-            call.session = None
+            invite = call.invite
+            self.merged.pop((invite.call_id, invite.from_.tag or "", invite.cseq.number), None)
+        call.session = None
 
     def register_dialog(self, call: CallState, dialog: Dialog) -> None:
         call.dialog = dialog
@@ -256,6 +266,9 @@ class Core:
     ) -> tuple[list[tuple[str, str]], SessionTimer | None]:
         """Headers for our 2xx to a (re-)INVITE/UPDATE and the timer they set up (§9)."""
         offered: SessionExpires | None = parse_session_expires(request)
+        if offered is None and self.config.uas_session_expires is not None:
+            floor = parse_min_se(request) or 0
+            offered = SessionExpires(max(self.config.uas_session_expires, floor), None)
         if offered is None:
             return [], None
         peer_supports = "timer" in {
@@ -276,8 +289,6 @@ class Core:
         handle: RequestHandle | None = None,
     ) -> None:
         """Send an in-dialog request over a new client transaction."""
-        from gateway.sip.transaction import ClientInviteTransaction, ClientNonInviteTransaction
-
         assert call.dialog is not None
         peer = call.dialog.next_hop()
         txn: ClientTransaction
@@ -302,8 +313,3 @@ class Core:
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
-
-__all__ = [
-    "ALLOW", "DROP", "Action", "CallState", "ClientContext", "Core", "EndpointConfig",
-    "PreDispatch", "RequestKind", "Role", "Verdict", "log",
-]

@@ -20,7 +20,7 @@ from gateway.sip.address import Peer, Transport
 from gateway.sip.errors import ParseError
 from gateway.sip.headers import Headers, NameAddr, parse_header_params, parse_name_addr
 from gateway.sip.message import Request, Response
-from gateway.sip.timers import TimerSettings
+from gateway.sip.timers import TimerSettings, next_fire
 from gateway.sip.uri import SipUri, Uri
 
 DEFAULT_SIP_PORT = 5060
@@ -122,8 +122,7 @@ class Dialog:
         number = request.cseq.number
         if request.method in ("ACK", "CANCEL"):
             return True
-        if self.remote_cseq is not None and number <= self.remote_cseq:
-            # Equal means a new transaction reused the number: also out of order.
+        if self.remote_cseq is not None and number < self.remote_cseq:
             return False
         self.remote_cseq = number
         return True
@@ -218,7 +217,7 @@ class TwoXXRetransmitter:
 
     def advance(self, now: float) -> None:
         self._interval = self._timers.next_interval(self._interval)
-        self.next_at = now + self._interval
+        self.next_at = next_fire(self.next_at, self._interval, now)
 
     def stop(self) -> None:
         self.next_at = None

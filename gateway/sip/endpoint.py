@@ -19,18 +19,31 @@ import logging
 from collections.abc import Iterable
 
 from gateway.sip.address import Addr, Outgoing, Peer, Transport
-from gateway.sip.core import CallState, Core, EndpointConfig, PreDispatch, Role
+from gateway.sip.core import (
+    ALLOW,
+    DROP,
+    Action,
+    CallState,
+    Core,
+    EndpointConfig,
+    PreDispatch,
+    Role,
+    Verdict,
+)
 from gateway.sip.errors import ParseError, UsageError
 from gateway.sip.events import CallHandle, Event, RequestHandle
 from gateway.sip.message import Request, Response
 from gateway.sip.parser import StreamParser, parse_message
-from gateway.sip.routing import response_peer, salvage_bad_request
+from gateway.sip.routing import clean_reason, response_peer, salvage_bad_request
 from gateway.sip.transaction import server_key
 from gateway.sip.uac import Uac
 from gateway.sip.uas import Uas
 from gateway.sip.uri import Uri
 
 log = logging.getLogger(__name__)
+
+# The configuration and the pre-dispatch seam are part of this module's public face.
+__all__ = ["ALLOW", "DROP", "Action", "EndpointConfig", "PreDispatch", "SipEndpoint", "Verdict"]
 
 
 class SipEndpoint:
@@ -102,6 +115,9 @@ class SipEndpoint:
             log.debug("bad %r from %s: %s", message, source, exc.reason)
             if isinstance(message, Request) and message.method != "ACK":
                 self._answer_bad(message, source, exc, now)
+        except Exception:
+            # A bug of ours met an input we did not foresee: keep serving every other call.
+            log.exception("SIP core failed on %r from %s", message, source)
 
     def _answer_bad(self, request: Request, source: Peer, exc: ParseError, now: float) -> None:
         core = self._core
@@ -111,7 +127,7 @@ class SipEndpoint:
                 return
             reply = response_peer(request.top_via, source)
             status = exc.status if 400 <= exc.status < 600 else 400
-            warning = exc.reason.replace('"', "'")[:100]
+            warning = clean_reason(exc.reason)
             response = core.response(
                 request, status, f"Bad Request ({warning})" if status == 400 else None,
                 headers=[("Warning", f'399 - "{warning}"')],
@@ -173,47 +189,81 @@ class SipEndpoint:
                 self._uac.session_due(call, now)
 
     # --- commands: incoming calls -------------------------------------------------------------
-    def ring(self, call: CallHandle, now: float, *, sdp: bytes | None = None) -> None:
+    # ring/answer/reject/answer_offer/reject_offer/hang_up return False, doing nothing, when the
+    # call already ended (DialogEnded was emitted: CANCEL, BYE, timeout ...) or, for the offer
+    # commands, when no offer is waiting (the re-INVITE was cancelled): races with the peer are
+    # not errors. Real misuse (a handle never issued, answering twice, reject(200)) raises
+    # UsageError.
+
+    def ring(self, call: CallHandle, now: float, *, sdp: bytes | None = None) -> bool:
         """180 Ringing (183 Session Progress when `sdp` is given for early media)."""
-        self._uas.ring(self._call(call), now, sdp)
+        state = self._live(call)
+        if state is None:
+            return False
+        self._uas.ring(state, now, sdp)
+        return True
 
     def answer(
         self, call: CallHandle, sdp: bytes, now: float, *,
         headers: Iterable[tuple[str, str]] = (),
-    ) -> None:
+    ) -> bool:
         """200 OK with our SDP answer; retransmitted until the ACK (§13.3.1.4)."""
-        self._uas.answer(self._call(call), sdp, now, headers)
+        state = self._live(call)
+        if state is None:
+            return False
+        self._uas.answer(state, sdp, now, headers)
+        return True
 
     def reject(
         self, call: CallHandle, status: int, now: float, *, reason: str | None = None,
         headers: Iterable[tuple[str, str]] = (),
-    ) -> None:
+    ) -> bool:
         """A 3xx-6xx final response (e.g. 503 with Retry-After, 403, 404, 486)."""
-        self._uas.reject(self._call(call), status, now, reason, headers)
+        state = self._live(call)
+        if state is None:
+            return False
+        self._uas.reject(state, status, now, reason, headers)
+        return True
 
     def answer_offer(
         self, call: CallHandle, sdp: bytes | None, now: float, *,
         headers: Iterable[tuple[str, str]] = (),
-    ) -> None:
+    ) -> bool:
         """200 OK to the pending re-INVITE/UPDATE (see ReinviteReceived)."""
-        self._uas.answer_offer(self._call(call), sdp, now, headers)
+        state = self._live(call)
+        if state is None or state.pending_offer is None:
+            return False
+        self._uas.answer_offer(state, sdp, now, headers)
+        return True
 
     def reject_offer(
         self, call: CallHandle, status: int, now: float, *, reason: str | None = None,
         headers: Iterable[tuple[str, str]] = (),
-    ) -> None:
+    ) -> bool:
         """A non-2xx (typically 488) to the pending re-INVITE/UPDATE; the session stays."""
-        self._uas.reject_offer(self._call(call), status, now, reason, headers)
+        state = self._live(call)
+        if state is None or state.pending_offer is None:
+            return False
+        self._uas.reject_offer(state, status, now, reason, headers)
+        return True
 
-    def hang_up(self, call: CallHandle, now: float) -> None:
-        """End a call in whatever state: BYE, CANCEL, or 480 before an answer. Idempotent."""
-        state = self._core.calls.get(call)
-        if state is None or state.app_ended:
-            return
+    def hang_up(self, call: CallHandle, now: float) -> bool:
+        """End a call in whatever state: BYE (after the ACK, §15), CANCEL (after a provisional,
+        §9.1), or 480 before our answer. Idempotent."""
+        state = self._live(call)
+        if state is None:
+            return False
         if state.role is Role.UAS:
             self._uas.hang_up(state, now)
         else:
             self._uac.hang_up(state, now)
+        return True
+
+    def _live(self, handle: CallHandle) -> CallState | None:
+        if not 0 < handle <= self._core.issued_handles:
+            raise UsageError(f"call handle {handle} was never issued")
+        state = self._core.calls.get(handle)
+        return None if state is None or state.app_ended else state
 
     # --- commands: outgoing ---------------------------------------------------------------------
     def invite(
@@ -250,9 +300,26 @@ class SipEndpoint:
     def active_calls(self) -> int:
         return sum(1 for c in self._core.calls.values() if not c.app_ended)
 
+    def live_calls(self) -> list[CallHandle]:
+        """Calls not yet ended (for draining: hang_up() each on shutdown)."""
+        return [h for h, c in self._core.calls.items() if not c.app_ended]
+
     @property
     def transaction_count(self) -> int:
         return len(self._core.server_txns) + len(self._core.client_txns)
+
+    def table_sizes(self) -> dict[str, int]:
+        """Sizes of every internal table (for metrics, and for tests proving nothing leaks)."""
+        core = self._core
+        return {
+            "server_transactions": len(core.server_txns),
+            "client_transactions": len(core.client_txns),
+            "calls": len(core.calls),
+            "dialogs": len(core.dialogs),
+            "invites": len(core.invite_calls),
+            "merge_keys": len(core.merged),
+            "streams": len(self._streams),
+        }
 
     def _call(self, handle: CallHandle) -> CallState:
         state = self._core.calls.get(handle)

@@ -145,7 +145,12 @@ def parse_header_params(text: str) -> tuple[Param, ...]:
     return tuple(params)
 
 
+_BARE_IPV6 = re.compile(r"^[0-9A-Fa-f]*:[0-9A-Fa-f:.]*$")
+
+
 def _host_like(value: str) -> bool:
+    if _BARE_IPV6.match(value):
+        return True  # Via `received` holds a bare IPv6address (§20.42, §25.1)
     try:
         parse_host_port(value)
     except ParseError:

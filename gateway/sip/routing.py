@@ -28,13 +28,13 @@ def stamp_received(request: Request, source: Peer) -> None:
         return
     parts = split_quoted(fields[0], ",")
     top = parse_via(parts[0])
-    params = [p for p in top.params if p[0].lower() not in ("received", "rport")]
+    params = tuple(p for p in top.params if p[0].lower() not in ("received", "rport"))
     wants_rport = top.param("rport") is not None
+    new_top = str(Via(top.transport, top.host, top.port, params))
     if top.host.strip("[]") != source.host or wants_rport:
-        params.append(("received", source.host))
+        new_top += f";received={source.host}"
     if wants_rport:
-        params.append(("rport", str(source.port)))
-    new_top = str(Via(top.transport, top.host, top.port, tuple(params)))
+        new_top += f";rport={source.port}"
     rebuilt = ", ".join([new_top, *(p.strip() for p in parts[1:])])
     values = request.headers.fields("Via")
     headers = Headers()
@@ -51,7 +51,8 @@ def stamp_received(request: Request, source: Peer) -> None:
 def response_peer(via: Via, source: Peer) -> Peer:
     """§18.2.2: where responses go for a request whose (stamped) top Via is `via`."""
     if source.transport.reliable:
-        return source  # back on the connection (the driver reconnects if it is gone)
+        # Back on the connection; if it is gone the driver connects to received:sent-by-port.
+        return Peer(source.host, via.port or 5060, source.transport, source.conn_id)
     received = via.param("received")
     maddr = via.param("maddr")
     if maddr:
@@ -61,6 +62,11 @@ def response_peer(via: Via, source: Peer) -> Peer:
     if rport and rport.isdigit():
         return Peer(host, int(rport), source.transport)
     return Peer(host, via.port or 5060, source.transport)
+
+
+def clean_reason(text: str) -> str:
+    """A ParseError reason made safe for a reason phrase or a quoted Warning text."""
+    return _STRIP.sub("", text).replace('"', "'")[:100]
 
 
 def salvage_bad_request(data: bytes, error: ParseError) -> Response | None:
@@ -93,7 +99,7 @@ def salvage_bad_request(data: bytes, error: ParseError) -> Response | None:
         headers.add("Via", value)
     for name in ("From", "To", "Call-ID", "CSeq"):
         headers.add(name, wanted[name][0])
-    reason = _STRIP.sub("", error.reason)[:100]
-    headers.add("Warning", f'399 - "{reason.replace(chr(34), chr(39))}"')
+    reason = clean_reason(error.reason)
+    headers.add("Warning", f'399 - "{reason}"')
     phrase = reason_phrase(status) if status != 400 else f"Bad Request ({reason})"
-    return Response(headers=headers, status=status, reason=_STRIP.sub("", phrase))
+    return Response(headers=headers, status=status, reason=phrase)

@@ -43,3 +43,13 @@ class TimerSettings:
 
 
 DEFAULT_TIMERS = TimerSettings()
+
+
+def next_fire(scheduled: float | None, interval: float, now: float) -> float:
+    """The next retransmission time, counted from when the last one was due rather than from
+    when a busy event loop got round to it, so lateness does not accumulate; a slot that is
+    already past is skipped instead of fired in a burst.
+    """
+    if scheduled is None or scheduled + interval <= now:
+        return now + interval
+    return scheduled + interval

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from gateway.sip.address import Peer
 from gateway.sip.headers import Headers
 from gateway.sip.message import Message, Request, Response
-from gateway.sip.timers import TimerSettings
+from gateway.sip.timers import TimerSettings, next_fire
 
 MAGIC_COOKIE = "z9hG4bK"
 
@@ -97,14 +97,15 @@ class ServerInviteTransaction:
         return self.state is not ServerInviteState.PROCEEDING
 
     def receive_request(self, request: Request, now: float) -> bool:
-        """A retransmitted INVITE or an ACK for our non-2xx. True when an ACK ended Completed."""
+        """A retransmitted INVITE, or an ACK. True when the ACK belonged to this transaction
+        (it acknowledged our non-2xx); False sends an ACK on to the dialog (the 2xx case)."""
         if request.method == "ACK":
             if self.state is ServerInviteState.COMPLETED:
                 self.state = ServerInviteState.CONFIRMED
                 self._g_at = None
                 self._end_at = now + self._timers.timer_i(self._reliable)
                 return True
-            return False
+            return self.state is ServerInviteState.CONFIRMED  # a duplicate: absorbed
         repeats = self.state in (ServerInviteState.PROCEEDING, ServerInviteState.COMPLETED)
         if repeats and self.last_response is not None:
             self._send(self.last_response, self.peer)
@@ -143,7 +144,7 @@ class ServerInviteTransaction:
         if self._g_at is not None and now >= self._g_at and self.last_response is not None:
             self._send(self.last_response, self.peer)  # Timer G
             self._g_interval = self._timers.next_interval(self._g_interval)
-            self._g_at = now + self._g_interval
+            self._g_at = next_fire(self._g_at, self._g_interval, now)
 
 
 class ServerNonInviteState(enum.Enum):
@@ -266,6 +267,12 @@ class ClientInviteTransaction:
             return response  # a 2xx retransmission or a forked 2xx: the TU ACKs it
         return None
 
+    def cancel_sent(self, now: float) -> None:
+        """§9.1: after our CANCEL, give the INVITE 64·T1 to end (487) before destroying it."""
+        if self.state in (ClientState.CALLING, ClientState.PROCEEDING):
+            guard = now + self._timers.timeout
+            self._end_at = guard if self._end_at is None else min(self._end_at, guard)
+
     def _build_ack(self, response: Response) -> Request:
         """§17.1.1.3: the ACK for a non-2xx belongs to this transaction (same branch)."""
         invite = self.request
@@ -295,7 +302,7 @@ class ClientInviteTransaction:
         if self._a_at is not None and now >= self._a_at:
             self._send(self.request, self.peer)  # Timer A: doubles without a cap
             self._a_interval = self._timers.next_interval(self._a_interval, capped=False)
-            self._a_at = now + self._a_interval
+            self._a_at = next_fire(self._a_at, self._a_interval, now)
         return False
 
 
@@ -357,7 +364,7 @@ class ClientNonInviteTransaction:
                 self._e_interval = self._timers.T2
             else:
                 self._e_interval = self._timers.next_interval(self._e_interval)
-            self._e_at = now + self._e_interval
+            self._e_at = next_fire(self._e_at, self._e_interval, now)
         return False
 
 

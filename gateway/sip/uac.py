@@ -17,6 +17,7 @@ from gateway.sip.dialog import (
     hop_for_uri,
     new_call_id,
     new_tag,
+    parse_min_se,
     parse_session_expires,
 )
 from gateway.sip.errors import UsageError
@@ -171,6 +172,9 @@ class Uac:
         txn = ClientNonInviteTransaction(cancel, call.peer, core.timers, core.send, now)
         core.client_txns[txn.key] = txn
         core.client_ctx[txn.key] = ClientContext(RequestKind.CANCEL, call.handle)
+        invite_txn = core.client_txns.get(call.invite_client_key or ())
+        if isinstance(invite_txn, ClientInviteTransaction):
+            invite_txn.cancel_sent(now)
 
     # --- responses -------------------------------------------------------------------------
     def receive_response(self, response: Response, now: float) -> None:
@@ -213,6 +217,9 @@ class Uac:
                                                   response.body or None))
             return
         if status >= 300:
+            retry = status == 422 and not call.app_ended
+            if retry and self._retry_with_min_se(call, response, now):
+                return
             if not call.app_ended:
                 core.emit(CallFailed(call.handle, status, response.reason))
             call.cancel_pending = False
@@ -222,8 +229,11 @@ class Uac:
         # 2xx: the first one confirms the dialog; retransmissions get our ACK again (§13.2.2.4).
         dialog = call.dialog
         if call.answered and dialog is not None:
-            if response.to.tag == dialog.remote_tag and call.ack is not None:
-                core.send(call.ack, dialog.next_hop())
+            if response.to.tag == dialog.remote_tag:
+                if call.ack is not None:
+                    core.send(call.ack, dialog.next_hop())
+            else:
+                self._end_forked_answer(call, response, now)
             return
         if dialog is None or dialog.remote_tag != response.to.tag:
             if dialog is not None:
@@ -246,6 +256,42 @@ class Uac:
             core.maybe_forget(call)
             return
         core.emit(CallAnswered(call.handle, response, response.body or None))
+
+    def _end_forked_answer(self, call: CallState, response: Response, now: float) -> None:
+        """§13.2.2.4: a second 2xx from another fork gets its ACK, then a BYE (one call only)."""
+        core = self.core
+        fork = Dialog.from_response_as_uac(
+            call.invite, response, call.peer, core.contact(call.peer.transport)
+        )
+        ack = fork.create_request(
+            "ACK", core.via(fork.next_hop().transport), cseq=call.invite.cseq.number
+        )
+        core.send(ack, fork.next_hop())
+        bye = fork.create_request("BYE", core.via(fork.next_hop().transport))
+        txn = ClientNonInviteTransaction(bye, fork.next_hop(), core.timers, core.send, now)
+        core.client_txns[txn.key] = txn
+        core.client_ctx[txn.key] = ClientContext(RequestKind.BYE, None)
+
+    def _retry_with_min_se(self, call: CallState, response: Response, now: float) -> bool:
+        """RFC 4028 §7.4: after 422, send the INVITE again with the peer's Min-SE (once)."""
+        core = self.core
+        min_se = parse_min_se(response)
+        old = call.invite
+        asked = parse_session_expires(old)
+        if min_se is None or (asked is not None and asked.interval >= min_se):
+            return False
+        headers = old.headers.copy()
+        headers.set("Via", core.via(call.peer.transport))
+        headers.set("CSeq", f"{old.cseq.number + 1} INVITE")
+        headers.set("Session-Expires", str(min_se))
+        headers.set("Min-SE", str(min_se))
+        request = Request(headers=headers, body=old.body, method="INVITE", uri=old.uri)
+        txn = ClientInviteTransaction(request, call.peer, core.timers, core.send, now)
+        core.client_txns[txn.key] = txn
+        core.client_ctx[txn.key] = ClientContext(RequestKind.INVITE, call.handle)
+        call.invite = request
+        call.invite_client_key = txn.key
+        return True
 
     def _session_from_response(self, call: CallState, response: Response, now: float) -> None:
         """RFC 4028 §7.2: the 2xx names the refresher from our (the UAC's) point of view."""
@@ -288,7 +334,9 @@ class Uac:
         if ctx.handle is not None:
             core.emit(RequestCompleted(ctx.handle, ctx.call, method, status, response))
         if call is not None and status in (408, 481) and call.dialog is not None:
-            core.end_call(call, EndReason.REMOTE_ERROR, status)  # §12.2.1.2
+            if status == 408 and not call.app_ended:
+                core.send_bye(call, now)  # §12.2.1.2; after a 481 there is nobody to tell
+            core.end_call(call, EndReason.REMOTE_ERROR, status)
 
     def on_timeout(self, key: tuple[str, ...], now: float) -> None:
         """Timer B or F fired: the same as a 408 from the peer (§8.1.3.1)."""
@@ -298,8 +346,8 @@ class Uac:
         if ctx is None or txn is None:
             return
         call = core.calls.get(ctx.call) if ctx.call is not None else None
-        if call is not None and txn.request.method in ("INVITE", "UPDATE"):
-            call.our_offer_pending = call.our_offer_pending and ctx.kind is RequestKind.INVITE
+        if call is not None and ctx.kind is not RequestKind.INVITE:
+            call.our_offer_pending = False  # our re-INVITE/UPDATE is over, it timed out
         if ctx.kind is RequestKind.INVITE and call is not None:
             if not call.app_ended:
                 core.emit(CallFailed(call.handle, 408, "Request Timeout"))
@@ -310,7 +358,8 @@ class Uac:
             core.end_call(call, EndReason.SESSION_EXPIRED, 408)
         elif ctx.kind is RequestKind.APP and ctx.handle is not None:
             core.emit(RequestCompleted(ctx.handle, ctx.call, txn.request.method, 408, None))
-            if call is not None and call.dialog is not None:
+            if call is not None and call.dialog is not None and not call.app_ended:
+                core.send_bye(call, now)  # §12.2.1.2: a timed-out dialog is ended
                 core.end_call(call, EndReason.REMOTE_ERROR, 408)
         elif call is not None:
             core.maybe_forget(call)

@@ -91,6 +91,12 @@ class Uas:
 
     def _on_invite(self, request: Request, source: Peer, reply: Peer, now: float) -> None:
         core = self.core
+        merge_key = (request.call_id, request.from_.tag or "", request.cseq.number)
+        earlier = core.calls.get(core.merged.get(merge_key, CallHandle(0)))
+        if earlier is not None and earlier.invite_server is not None:
+            # §8.2.2.2: the same INVITE reached us again by another path (a forking proxy).
+            core.respond_new(request, reply, 482, now)
+            return
         txn = core.new_server_txn(request, reply)
         assert isinstance(txn, ServerInviteTransaction)
         too_small = self._session_too_small(request)
@@ -106,6 +112,7 @@ class Uas:
         core.calls[handle] = call
         core.register_dialog(call, dialog)
         core.invite_calls[txn.key] = handle
+        core.merged[merge_key] = handle
         core.emit(InviteReceived(handle, request, source, _sdp(request)))
 
     def _session_too_small(self, request: Request) -> list[tuple[str, str]] | None:
@@ -122,12 +129,12 @@ class Uas:
         if not isinstance(invite_txn, ServerInviteTransaction):
             core.respond_new(request, reply, 481, now)
             return
-        core.respond_new(request, reply, 200, now)
-        if invite_txn.state is not ServerInviteState.PROCEEDING:
-            return  # already answered: the CANCEL has no effect
         handle = core.invite_calls.get(invite_txn.key)
         call = core.calls.get(handle) if handle is not None else None
         tag = call.dialog.local_tag if call is not None and call.dialog is not None else None
+        core.respond_new(request, reply, 200, now, to_tag=tag)  # same To tag as the INVITE's
+        if invite_txn.state is not ServerInviteState.PROCEEDING:
+            return  # already answered: the CANCEL has no effect
         invite_txn.send_response(core.response(invite_txn.request, 487, to_tag=tag), now)
         if call is None:
             return
@@ -161,6 +168,11 @@ class Uas:
                 call.invite_server.send_response(
                     core.response(call.invite_server.request, 487, to_tag=dialog.local_tag), now
                 )
+            if call.pending_offer is not None:  # a re-INVITE/UPDATE the app had not answered
+                call.pending_offer.send_response(
+                    core.response(call.pending_offer.request, 487, to_tag=dialog.local_tag), now
+                )
+                call.pending_offer = None
             if call.retransmitter is not None:
                 call.retransmitter.stop()
             call.bye_pending = False
@@ -185,9 +197,13 @@ class Uas:
         if call.pending_offer is not None:
             core.respond_new(request, reply, 500, now, headers=[("Retry-After", "1")])
             return
+        awaiting_ack = call.retransmitter is not None and call.retransmitter.next_at is not None
         if call.our_offer_pending or (
-            request.method == "INVITE" and call.dialog.state is not DialogState.CONFIRMED
+            request.method == "INVITE"
+            and (call.dialog.state is not DialogState.CONFIRMED or awaiting_ack)
         ):
+            # Our own offer is in flight, or our last 2xx to an INVITE is not ACKed yet: the
+            # peer retries after a random delay (§14.1), and our 2xx bookkeeping stays simple.
             core.respond_new(request, reply, 491, now)
             return
         too_small = self._session_too_small(request)
@@ -338,10 +354,12 @@ class Uas:
         if retransmitter is None:
             return
         if retransmitter.expired(now):
+            # §13.3.1.4 (and §14.2 for re-INVITEs): no ACK in 64·T1, so end the session.
             retransmitter.stop()
-            if not call.acked and call.retransmit_cseq == call.invite.cseq.number:
+            call.bye_pending = False
+            if call.dialog is not None and call.dialog.key in self.core.dialogs:
                 self.core.send_bye(call, now)
-                self.core.end_call(call, EndReason.ACK_TIMEOUT)
+            self.core.end_call(call, EndReason.ACK_TIMEOUT)
             return
         if retransmitter.due(now):
             self.core.send(retransmitter.response, call.retransmit_peer or call.peer)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from gateway.sip.address import Transport
+from gateway.sip.core import EndpointConfig
+from gateway.sip.endpoint import SipEndpoint
 from gateway.sip.events import (
     AckReceived,
     ByeReceived,
@@ -16,11 +19,20 @@ from gateway.sip.events import (
     ReinviteReceived,
     RequestCompleted,
 )
+from gateway.sip.message import Request
+from gateway.sip.parser import parse_message
 from gateway.sip.timers import TimerSettings
-from tests.sip.helpers import HOLD, RESUME, SDP, UAS_ADDR, Link
+from tests.sip.helpers import HOLD, RESUME, SDP, UAC_ADDR, UAS_ADDR, Link
 
 TARGET = f"sip:agent@{UAS_ADDR[0]}:{UAS_ADDR[1]}"
 FROM = "<sip:+4930111@127.0.0.1>"
+
+
+def assert_empty(link: Link) -> None:
+    """Once every call is over and every timer has run, no table holds anything."""
+    for endpoint in (link.uac, link.uas):
+        assert set(endpoint.table_sizes().values()) == {0}, endpoint.table_sizes()
+        assert endpoint.active_calls == 0 and endpoint.get_timer() is None
 
 
 def establish(link: Link) -> tuple[int, int]:
@@ -52,8 +64,7 @@ def test_call_and_bye_from_the_caller() -> None:
     assert events[1] == DialogEnded(uas_call, EndReason.REMOTE_BYE)
     assert link.take("uac") == [DialogEnded(uac_call, EndReason.LOCAL_BYE)]
     link.run_until(200.0)
-    assert link.uac.transaction_count == link.uas.transaction_count == 0
-    assert link.uac.active_calls == link.uas.active_calls == 0
+    assert_empty(link)
 
 
 def test_call_and_bye_from_the_callee() -> None:
@@ -65,6 +76,8 @@ def test_call_and_bye_from_the_callee() -> None:
     assert [type(e) for e in link.take("uac")] == [ByeReceived, DialogEnded]
     assert link.take("uas") == [DialogEnded(uas_call, EndReason.LOCAL_BYE)]
     link.uas.hang_up(uas_call, link.now)  # idempotent
+    link.run_until(100.0)
+    assert_empty(link)
 
 
 def test_cancel_before_answer() -> None:
@@ -85,7 +98,7 @@ def test_cancel_before_answer() -> None:
     assert link.sent("uas", "SIP/2.0 487") == [0.0] and link.sent("uac", "ACK") == [0.0]
     link.run_until(100.0)
     assert link.sent("uas", "SIP/2.0 487") == [0.0]  # the ACK stopped Timer G
-    assert link.uac.transaction_count == link.uas.transaction_count == 0
+    assert_empty(link)
 
 
 def test_cancel_before_any_provisional_waits_for_one() -> None:
@@ -188,6 +201,7 @@ def test_lost_ack_means_2xx_retransmission_then_bye_after_64_t1() -> None:
     link.run_until(100.0)
     assert link.sent("uas", "SIP/2.0 200") == expected
     assert uac_call
+    assert_empty(link)
 
 
 def test_hang_up_before_the_ack_waits_for_it() -> None:
@@ -206,6 +220,9 @@ def test_hang_up_before_the_ack_waits_for_it() -> None:
     link.run_until(1.5)  # the retransmitted 2xx at 1.5 gets an ACK through; BYE follows
     assert link.sent("uas", "BYE") == [1.5]
     assert link.take("uas") == []
+    link.run_until(100.0)
+    assert [type(e) for e in link.take("uac")][-2:] == [ByeReceived, DialogEnded]
+    assert_empty(link)
 
 
 def test_rejected_call_and_invite_timeout() -> None:
@@ -229,6 +246,8 @@ def test_rejected_call_and_invite_timeout() -> None:
     assert link.take("uac") == [
         CallFailed(lost, 408, "Request Timeout"), DialogEnded(lost, EndReason.TIMEOUT, 408)
     ]
+    link.run_until(link.now + 100.0)
+    assert_empty(link)
 
 
 def test_short_timers_scale_everything() -> None:
@@ -261,3 +280,100 @@ def test_session_timer_refreshes_keep_the_call_and_a_missing_refresh_ends_it() -
     assert link.take("uas") == [DialogEnded(uas_call, EndReason.SESSION_EXPIRED)]
     assert [type(e) for e in link.take("uac")] == [ByeReceived, DialogEnded]
     assert uac_call
+    link.run_until(400.0)
+    assert_empty(link)
+
+
+def test_422_makes_the_uac_retry_with_the_peers_min_se() -> None:
+    link = Link(session_expires=120)
+    link.uas = SipEndpoint(EndpointConfig(min_se=300))  # a stricter callee
+    link.uas.bind(Transport.UDP, *UAS_ADDR)
+    uac_call = link.uac.invite(TARGET, link.now, sdp=SDP, from_uri=FROM)
+    link.pump()
+    assert link.sent("uas", "SIP/2.0 422") == [0.0] and len(link.sent("uac", "INVITE")) == 2
+    (invite,) = link.take("uas")
+    assert isinstance(invite, InviteReceived)
+    assert invite.request.headers.get("Session-Expires") == "300"
+    assert invite.request.cseq.number == 2
+    link.uas.answer(invite.call, SDP, link.now)
+    link.pump()
+    assert [type(e) for e in link.take("uac")] == [CallAnswered]
+    link.uac.hang_up(uac_call, link.now)
+    link.run_until(100.0)
+    assert_empty(link)
+
+
+def test_options_ping_and_its_timeout() -> None:
+    link = Link()
+    handle = link.uac.send_options(TARGET, link.now, from_uri=FROM)
+    link.pump()
+    (done,) = link.take("uac")
+    assert isinstance(done, RequestCompleted) and done.handle == handle and done.call is None
+    assert done.status == 200 and done.response is not None
+    assert "INVITE" in done.response.headers.get_all("Allow")
+    assert link.take("uas") == []
+    link.drop = lambda sender, data: True
+    lost = link.uac.send_options(TARGET, link.now, from_uri=FROM)
+    link.run_until(link.now + 31.9)
+    assert link.take("uac") == []
+    link.run_until(link.now + 0.1)  # Timer F = 64·T1
+    assert link.take("uac") == [RequestCompleted(lost, None, "OPTIONS", 408, None)]
+    link.run_until(link.now + 100)
+    assert_empty(link)
+
+
+def test_cancel_that_the_peer_ignores_is_given_up_after_64_t1() -> None:
+    link = Link()
+    uac_call = link.uac.invite(TARGET, link.now, sdp=SDP, from_uri=FROM)
+    link.pump()
+    (invite,) = link.take("uas")
+    assert isinstance(invite, InviteReceived)
+    link.uas.ring(invite.call, link.now)
+    link.pump()
+    link.drop = lambda sender, data: data.startswith(b"CANCEL")  # it never arrives
+    link.uac.hang_up(uac_call, link.now)
+    link.pump()
+    assert link.take("uac")[-1] == DialogEnded(uac_call, EndReason.CANCELLED, 487)
+    link.run_until(31.9)
+    assert link.uac.table_sizes()["calls"] == 1
+    link.run_until(32.0)
+    assert link.uac.table_sizes()["calls"] == 0 and link.take("uac") == []
+
+
+def test_a_second_forked_2xx_is_acked_and_hung_up() -> None:
+    link = Link()
+    uac_call = link.uac.invite(TARGET, link.now, sdp=SDP, from_uri=FROM)
+    link.pump()
+    (invite,) = link.take("uas")
+    assert isinstance(invite, InviteReceived)
+    link.uas.answer(invite.call, SDP, link.now)
+    link.pump()
+    assert [type(e) for e in link.take("uac")] == [CallAnswered]
+    # A second UAS behind a forking proxy answers the same INVITE with its own tag.
+    other = parse_message(link.uas.call_request(invite.call).to_bytes())
+    assert isinstance(other, Request)
+    fork = SipEndpoint()
+    fork.bind(Transport.UDP, *UAS_ADDR)
+    fork.receive_datagram(other.to_bytes(), UAC_ADDR, link.now)
+    forked = fork.next_event()
+    assert isinstance(forked, InviteReceived)
+    fork.answer(forked.call, SDP, link.now)
+    for out in fork.datagrams_to_send():
+        link.uac.receive_datagram(out.data, UAS_ADDR, link.now)
+    sent = [o.data.split(b" ", 1)[0] for o in link.uac.datagrams_to_send()]
+    assert sent == [b"ACK", b"BYE"]
+    assert link.uac.next_event() is None  # the application still has exactly one call
+    assert link.uac.live_calls() == [uac_call]
+
+
+def test_in_dialog_request_answered_481_ends_the_call() -> None:
+    link = Link()
+    uac_call, uas_call = establish(link)
+    link.uas = SipEndpoint()  # the callee restarted and forgot the dialog
+    link.uas.bind(Transport.UDP, *UAS_ADDR)
+    link.uac.send_request(uac_call, "INFO", link.now, body=b"x", content_type="text/plain")
+    link.pump()
+    (done, ended) = link.take("uac")
+    assert isinstance(done, RequestCompleted) and done.status == 481
+    assert ended == DialogEnded(uac_call, EndReason.REMOTE_ERROR, 481)
+    assert link.sent("uac", "BYE") == [] and uas_call

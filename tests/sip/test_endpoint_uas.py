@@ -217,7 +217,9 @@ def test_tcp_responses_go_back_on_the_connection_and_broken_framing_closes_it() 
     assert ep.receive_stream(data[30:] + data.replace(b"-t", b"-u"), 9, SRC, 0.0) is True
     outs = ep.datagrams_to_send()
     assert len(outs) == 2
-    assert all(o.conn_id == 9 and o.transport is Transport.TCP and o.addr == SRC for o in outs)
+    # On connection 9; should it be gone, the driver connects to received:sent-by-port.
+    assert all(o.conn_id == 9 and o.transport is Transport.TCP for o in outs)
+    assert all(o.addr == ("127.0.0.1", 5090) for o in outs)
     assert ep.receive_stream(b"INVITE nonsense\r\n\r\n", 9, SRC, 0.0) is False
     assert ep.receive_stream(data, 10, SRC, 0.0) is True  # other connections unaffected
     assert len(ep.datagrams_to_send()) == 1
@@ -272,3 +274,92 @@ def test_endpoint_config_min_se_is_respected() -> None:
     ep.receive_datagram(raw(extra="Session-Expires: 200\r\n"), SRC, 0.0)
     resp, _ = only_response(ep)
     assert resp.status == 422 and resp.headers.get("Min-SE") == "300"
+
+
+def test_after_the_answer_cancel_and_retransmitted_invite_change_nothing(ep: SipEndpoint) -> None:
+    ep.receive_datagram(raw(), SRC, 0.0)
+    event = ep.next_event()
+    assert isinstance(event, InviteReceived)
+    ep.answer(event.call, b"v=0\r\n", 0.0)
+    ok = responses(ep)[-1][0]
+    tag = ok.to.tag or ""
+    ep.receive_datagram(raw(), SRC, 0.1)  # INVITE retransmission: absorbed (RFC 6026)
+    assert ep.datagrams_to_send() == [] and ep.next_event() is None
+    ep.receive_datagram(raw("CANCEL"), SRC, 0.2)  # too late: 200 for the CANCEL only
+    assert [r.status for r, _ in responses(ep)] == [200]
+    assert ep.next_event() is None
+    # A re-INVITE before our 2xx is ACKed: 491, the peer retries later.
+    ep.receive_datagram(raw("INVITE", to_tag=tag, cseq=2, branch="z9hG4bK-r"), SRC, 0.3)
+    assert [r.status for r, _ in responses(ep)] == [491]
+    ep.receive_datagram(raw("ACK", to_tag=tag, branch="z9hG4bK-a"), SRC, 0.4)
+    assert ep.next_event() is not None  # AckReceived
+    ep.receive_datagram(raw("INVITE", to_tag=tag, cseq=3, branch="z9hG4bK-s",
+                            extra="Content-Type: application/sdp\r\n", body="v=0\r\n"), SRC, 0.5)
+    assert [r.status for r, _ in responses(ep)] == [100]
+    offer = ep.next_event()
+    assert offer is not None and type(offer).__name__ == "ReinviteReceived"
+
+
+def test_ipv6_source_gets_bare_received_and_rport(ep: SipEndpoint) -> None:
+    via = "SIP/2.0/UDP [2001:db8::5]:5090;branch=z9hG4bK-6;rport"
+    ep.receive_datagram(raw("OPTIONS", via=via), ("2001:db8::9", 40000), 0.0)
+    resp, out = only_response(ep)
+    assert out.addr == ("2001:db8::9", 40000)
+    assert resp.headers.get("Via") == (
+        "SIP/2.0/UDP [2001:db8::5]:5090;branch=z9hG4bK-6;received=2001:db8::9;rport=40000"
+    )
+
+
+def test_commands_after_the_peer_ended_the_call_are_harmless_no_ops(ep: SipEndpoint) -> None:
+    ep.receive_datagram(raw(), SRC, 0.0)
+    event = ep.next_event()
+    assert isinstance(event, InviteReceived)
+    ep.receive_datagram(raw("CANCEL"), SRC, 0.1)
+    got = responses(ep)
+    assert [r.status for r, _ in got] == [100, 200, 487]
+    assert got[1][0].to.tag == got[2][0].to.tag  # the CANCEL's 200 shares the INVITE's tag
+    assert ep.answer(event.call, b"v=0\r\n", 0.2) is False  # the race with CANCEL
+    assert ep.ring(event.call, 0.2) is False and ep.hang_up(event.call, 0.2) is False
+    assert ep.answer_offer(event.call, b"v=0\r\n", 0.2) is False
+    assert ep.datagrams_to_send() == []
+    from gateway.sip.errors import UsageError
+
+    with pytest.raises(UsageError):
+        ep.answer(event.call + 100, b"v=0\r\n", 0.2)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("extra", "header", "require", "due", "method"),
+    [
+        # The caller refreshes; if it never does we send BYE at SE - min(32, SE/3).
+        ("Supported: timer\r\n", "600;refresher=uac", "timer", 568.0, "BYE"),
+        # The caller knows no timers: we refresh at SE/2 (re-INVITE: it did not allow UPDATE).
+        ("", "600;refresher=uas", None, 300.0, "INVITE"),
+        # Never below the caller's Min-SE.
+        ("Supported: timer\r\nMin-SE: 900\r\n", "900;refresher=uac", "timer", 868.0, "BYE"),
+    ],
+)
+def test_uas_can_impose_a_session_timer(
+    extra: str, header: str, require: str | None, due: float, method: str
+) -> None:
+    ep = SipEndpoint(EndpointConfig(uas_session_expires=600))
+    ep.receive_datagram(raw(extra=extra), SRC, 0.0)
+    event = ep.next_event()
+    assert isinstance(event, InviteReceived)
+    ep.answer(event.call, b"v=0\r\n", 0.0)
+    ok = responses(ep)[-1][0]
+    assert ok.headers.get("Session-Expires") == header
+    assert ok.headers.get("Require") == require
+    ep.receive_datagram(raw("ACK", to_tag=ok.to.tag or "", branch="z9hG4bK-a"), SRC, 0.1)
+    assert advance(ep, due - 0.001) == []
+    (first,) = [parse_message(o.data) for o in advance(ep, due)]
+    assert isinstance(first, Request) and first.method == method
+
+
+def test_same_invite_by_another_path_is_a_merged_request_482(ep: SipEndpoint) -> None:
+    ep.receive_datagram(raw(), SRC, 0.0)
+    assert isinstance(ep.next_event(), InviteReceived)
+    ep.datagrams_to_send()
+    ep.receive_datagram(raw(branch="z9hG4bK-other-path"), SRC, 0.1)
+    resp, _ = only_response(ep)
+    assert resp.status == 482 and ep.next_event() is None

@@ -94,6 +94,7 @@ def test_server_invite_non_2xx_timer_g_until_ack_then_timer_i() -> None:
     assert server_key(ack) == txn.key
     assert txn.receive_request(ack, 8.0) is True
     assert txn.state is ServerInviteState.CONFIRMED
+    assert txn.receive_request(ack, 9.0) is True  # a duplicate ACK is absorbed too
     run(txn, wire, 12.999)
     assert len(wire.times("SIP/2.0 486")) == 5  # Timer G stopped at the ACK
     assert not txn.terminated
