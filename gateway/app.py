@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from gateway.call import CallContext
 from gateway.calls import CallRegistry
+from gateway.clock import MonotonicClock
 from gateway.config import Config
 from gateway.http import GatewayState, HttpServer
 from gateway.media.ports import PortPool
@@ -79,17 +80,21 @@ class EndpointSignalling:
 
 
 class Gateway:
-    def __init__(self, config: Config, *, notifier: SystemdNotifier | None = None) -> None:
+    def __init__(self, config: Config, *, notifier: SystemdNotifier | None = None,
+                 on_token: Callable[[str], None] | None = None) -> None:
         self.config = config
+        self._on_token = on_token
         self.metrics = Metrics(max_conversations=config.limits.max_calls)
         self.notifier = notifier or SystemdNotifier()
-        self.ports = PortPool(config.rtp.port_min, config.rtp.port_max, PORT_QUARANTINE_S)
+        self.ports = PortPool(config.rtp.port_min, config.rtp.port_max, PORT_QUARANTINE_S,
+                              MonotonicClock())
         self.api: OrgaApi | None = None
         self.driver: SipDriver | None = None
         self.registry: CallRegistry | None = None
         self.http: HttpServer | None = None
-        self.screen = SecurityScreen(config, self.metrics)
-        self._transports: list[UdpTransport | TcpTransport] = []
+        self.screen = SecurityScreen(config, self.metrics, now=MonotonicClock().now())
+        self._udp: UdpTransport | None = None
+        self._tcp: TcpTransport | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
@@ -103,6 +108,7 @@ class Gateway:
                 request_timeout_s=orga.request_timeout_s, setup_timeout_s=orga.setup_timeout_s,
             ),
             observer=self.metrics.orga_request,
+            on_token=self._on_token,
         )
         endpoint = SipEndpoint(EndpointConfig(), pre_dispatch=self.screen)
         self.driver = SipDriver(endpoint, self._on_sip_event)
@@ -115,17 +121,16 @@ class Gateway:
             advertised_address=cfg.sip.public_address or cfg.rtp.bind,
         )
         self.registry = CallRegistry(ctx)
-        for name in cfg.sip.transports:
-            transport: UdpTransport | TcpTransport
-            if name == "udp":
-                transport = UdpTransport(self.driver)
-            else:
-                transport = TcpTransport(self.driver, limits=self.screen.tcp_limits())
-            await transport.start(cfg.sip.bind, cfg.sip.port, advertise=cfg.sip.public_address)
-            self._transports.append(transport)
-        host, port = cfg.http.listen.rsplit(":", 1)
+        advertise = cfg.sip.public_address
+        if "udp" in cfg.sip.transports:
+            self._udp = await UdpTransport.start(self.driver, cfg.sip.bind, cfg.sip.port,
+                                                 advertise=advertise)
+        if "tcp" in cfg.sip.transports:
+            self._tcp = await TcpTransport.start(
+                self.driver, cfg.sip.bind, cfg.sip.port,
+                idle_timeout=cfg.security.tcp_idle_timeout_s, advertise=advertise)
         self.http = HttpServer(self.metrics, self._state, self.registry.describe,
-                               host=host.strip("[]"), port=int(port))
+                               host=cfg.http.host, port=cfg.http.port)
         await self.http.start()
         self.metrics.set_free_ports(self.ports.free_count)
         log.info("gateway ready: SIP %s:%d (%s), RTP %s:%d-%d, Orga %s", cfg.sip.bind,
@@ -168,10 +173,12 @@ class Gateway:
             await self.registry.hang_up_all(EndCause.SHUTDOWN)
         # Give BYEs a moment on the wire before the sockets close.
         await asyncio.sleep(0.05)
-        for transport in self._transports:
-            transport.close()
+        if self._udp is not None:
+            self._udp.close()
+        if self._tcp is not None:
+            await self._tcp.close()
         if self.http is not None:
-            await self.http.stop()
+            await self.http.close()
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):

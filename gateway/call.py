@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway.config import Config, Route, render_instructions
+from gateway.config import Config, Route
 from gateway.media.aiortc_receiver import tune_receiver
 from gateway.media.dtmf import DtmfReceived, DtmfRelayError, parse_dtmf_relay
 from gateway.media.ports import PortPool
@@ -96,7 +96,7 @@ class Call:
         self.handle = invite.call
         self.invite = invite
         self.route = route
-        self.route_label = route.match
+        self.route_label = route.label
         self.trunk = trunk
         self.call_id = invite.request.call_id
         uri = invite.request.uri
@@ -125,10 +125,7 @@ class Call:
     # --- inputs -------------------------------------------------------------------------------
     def sip_event(self, event: object) -> None:
         """Events of this call's dialog, dispatched by the registry."""
-        if isinstance(event, CallCancelled):
-            self._sip_done = True
-            self._end(EndCause.CALLER_BYE)
-        elif isinstance(event, ByeReceived):
+        if isinstance(event, CallCancelled | ByeReceived):
             self._sip_done = True
             self._end(EndCause.CALLER_BYE)
         elif isinstance(event, DialogEnded):
@@ -174,7 +171,8 @@ class Call:
         """Run the setup; return None once answered, else the outcome (response is queued)."""
         self.ctx.signalling.ring(self.handle)
         setup = asyncio.create_task(self._setup(), name=f"setup {self.call_id}")
-        await asyncio.wait({setup, self._stop}, return_when=asyncio.FIRST_COMPLETED)
+        waiting: set[asyncio.Future[Any]] = {setup, self._stop}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if not setup.done():  # CANCEL, BYE or shutdown while setting up: abort all of it
             setup.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -308,21 +306,8 @@ class Call:
                          self._port, self._session_id, self._sdp_version)
 
     def _session_params(self) -> SessionParams:
-        orga, route = self.ctx.config.orga, self.route
-        instructions = route.instructions if route.instructions is not None else orga.instructions
-        if instructions is not None:
-            instructions = render_instructions(
-                instructions, caller=self.caller, callee=self.callee, call_id=self.call_id
-            )
-        return SessionParams(
-            voice=route.voice or orga.voice,
-            model=route.model or orga.model,
-            temperature=orga.temperature if route.temperature is None else route.temperature,
-            return_transcription=_pick(route.return_transcription, orga.return_transcription),
-            instructions=instructions,
-            modalities=("audio",),
-            history=_pick(route.history, orga.history),
-        )
+        return self.route.session_params(self.ctx.config.orga, caller=self.caller,
+                                         callee=self.callee, call_id=self.call_id)
 
     def _reject(self, outcome: Outcome, failure: BaseException | None) -> None:
         rejection = outcome.rejection
@@ -412,10 +397,6 @@ class _Steps:
         now = self._loop.time()
         self._metrics.setup_step(name, now - self._at)
         self._at = now
-
-
-def _pick(override: bool | None, default: bool) -> bool:
-    return default if override is None else override
 
 
 def _describe(future: asyncio.Future[Any]) -> str:

@@ -17,6 +17,7 @@ from gateway import __version__
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "emulator": ("gateway.emulator.cli", "run the built-in Orga realtime API emulator"),
+    "run": ("gateway.run", "run the gateway daemon"),
     "check-config": ("gateway.config_cli", "validate a config file without starting"),
 }
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.orga.settings import SessionParams
+
 API_KEY_ENV = "ORGA_API_KEY"
 API_KEY_FILE_ENV = "ORGA_API_KEY_FILE"
 TRANSPORTS = ("udp", "tcp")
@@ -157,18 +159,6 @@ class TrunkConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class SessionParams:
-    """The Orga session parameters for one call, after route overrides and placeholders."""
-
-    model: str
-    voice: str
-    temperature: float
-    instructions: str | None
-    return_transcription: bool
-    history: bool
-
-
-@dataclass(frozen=True, slots=True)
 class Route:
     match: str = "*"
     trunk: str | None = None
@@ -195,6 +185,7 @@ class Route:
 
     def session_params(self, orga: OrgaConfig, *, caller: str, callee: str,
                        call_id: str) -> SessionParams:
+        """The Orga `params` for one call: route overrides over `[orga]`, placeholders filled."""
         instructions = self.instructions if self.instructions is not None else orga.instructions
         return SessionParams(
             model=self.model if self.model is not None else orga.model,

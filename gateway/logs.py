@@ -139,6 +139,9 @@ class RedactionFilter(logging.Filter):
         return True
 
 
+NOISY_LIBRARIES = ("httpx", "httpcore", "aioice", "aiortc")
+
+
 def setup_logging(level: int | str = logging.INFO, secrets: Iterable[str] = (),
                   stream: TextIO | None = None, journald: bool | None = None
                   ) -> RedactionFilter:
@@ -152,6 +155,11 @@ def setup_logging(level: int | str = logging.INFO, secrets: Iterable[str] = (),
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # Libraries log per request (httpx: URLs) and per ICE check (aioice) at INFO: keep them to
+    # warnings unless the operator asked for DEBUG.
+    quiet = logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
+    for name in NOISY_LIBRARIES:
+        logging.getLogger(name).setLevel(quiet)
     return redaction
 
 

@@ -32,15 +32,14 @@ def main(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_INVALID
-    secrets = [config.api_key.reveal()]
-    secrets += [t.password.reveal() for t in config.trunks if t.password is not None]
-    setup_logging(args.log_level, secrets=[s for s in secrets if s])
+    redaction = setup_logging(args.log_level, secrets=config.secrets())
     for warning in config.warnings():
         log.warning("config: %s", warning)
     from gateway.app import Gateway  # imported late: aiortc is slow to import
 
     try:
-        asyncio.run(Gateway(config).serve())
+        gateway = Gateway(config, on_token=lambda t: redaction.register(t, ephemeral=True))
+        asyncio.run(gateway.serve())
     except OSError as exc:  # e.g. the SIP port is taken: say so plainly
         log.error("cannot start: %s", exc)
         return 1

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 MAX_QUEUED_EVENTS = 256  # events are rare (a few per turn); a full queue means nobody reads
 
-ReceiverTuner = Callable[[RTCRtpReceiver], None]
+ReceiverTuner = Callable[[RTCRtpReceiver], object]
 
 
 def _quiet(future: asyncio.Future[Any]) -> None:
