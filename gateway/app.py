@@ -81,12 +81,13 @@ class EndpointSignalling:
 
 class Gateway:
     def __init__(self, config: Config, *, notifier: SystemdNotifier | None = None,
-                 on_token: Callable[[str], None] | None = None) -> None:
+                 on_token: Callable[[str], None] | None = None,
+                 port_quarantine_s: float = PORT_QUARANTINE_S) -> None:
         self.config = config
         self._on_token = on_token
         self.metrics = Metrics(max_conversations=config.limits.max_calls)
         self.notifier = notifier or SystemdNotifier()
-        self.ports = PortPool(config.rtp.port_min, config.rtp.port_max, PORT_QUARANTINE_S,
+        self.ports = PortPool(config.rtp.port_min, config.rtp.port_max, port_quarantine_s,
                               MonotonicClock())
         self.api: OrgaApi | None = None
         self.driver: SipDriver | None = None
