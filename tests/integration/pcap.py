@@ -109,7 +109,7 @@ def write_pcap(path: Path, packets: list[bytes], *, interval_s: float = 0.02,
     out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
     for i, rtp in enumerate(packets):
         frame = _frame(rtp, src, dst, i)
-        usec = int(round(i * interval_s * 1e6))
+        usec = round(i * interval_s * 1e6)
         out.append(struct.pack("<IIII", 1_700_000_000 + usec // 1_000_000, usec % 1_000_000,
                                len(frame), len(frame)))
         out.append(frame)

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import random
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
