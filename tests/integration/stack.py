@@ -14,8 +14,12 @@ import contextlib
 import dataclasses
 import json
 import random
+import re
+import signal
 import socket
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -115,9 +119,12 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0,
         await asyncio.sleep(0.05)
 
 
-async def http_get(port: int, path: str) -> tuple[int, bytes]:
+async def http_get(port: int, path: str,
+                   headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: {LOOPBACK}\r\nConnection: close\r\n\r\n".encode())
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {LOOPBACK}\r\n{extra}Connection: close\r\n"
+                 "\r\n".encode())
     await writer.drain()
     data = await reader.read()
     writer.close()
@@ -145,20 +152,65 @@ def value_of(samples: list[Sample], name: str, **labels: str) -> float:
                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
+class EmulatorProcess:
+    """`orga-sip-gateway emulator` in its own process (audio gate on), read over its control
+    endpoint: for load, where one event loop for both ends would measure itself."""
+
+    def __init__(self) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+        self.base_url = ""
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "emulator", "--listen", f"{LOOPBACK}:0",
+            "--api-key", API_KEY, "--audio-gate", "--log-level", "WARNING",
+            cwd=Path(__file__).resolve().parents[2], stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE)
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
+        match = re.search(rb"listening on (http://\S+)", line)
+        assert match is not None, line
+        self.base_url = match.group(1).decode()
+
+    async def state(self) -> dict[str, Any]:
+        port = int(self.base_url.rsplit(":", 1)[1])
+        status, body = await http_get(port, "/_emulator/state",
+                                      headers={"Authorization": f"Bearer {API_KEY}"})
+        assert status == 200
+        decoded: dict[str, Any] = json.loads(body)
+        return decoded
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
 class Stack:
-    """Emulator + gateway in this event loop. `await start()`, `await stop()`."""
+    """Emulator + gateway in this event loop (or the emulator in its own process with
+    `emulator_process=True`). `await start()`, `await stop()`."""
 
     def __init__(self, *, port_quarantine_s: float = 0.3, emulator: EmulatorConfig | None = None,
-                 **config: Any) -> None:
+                 emulator_process: bool = False, **config: Any) -> None:
         self.emulator = Emulator(emulator or emulator_config())
+        self.emulator_proc = EmulatorProcess() if emulator_process else None
         self._config_kwargs = config
         self._quarantine = port_quarantine_s
         self.gateway: Gateway | None = None
         self.baseline_tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> Stack:
-        await self.emulator.start()
-        config = e2e_config(self.emulator.base_url, **self._config_kwargs)
+        if self.emulator_proc is not None:
+            await self.emulator_proc.start()
+            orga_url = self.emulator_proc.base_url
+        else:
+            await self.emulator.start()
+            orga_url = self.emulator.base_url
+        config = e2e_config(orga_url, **self._config_kwargs)
         self.gateway = Gateway(config, port_quarantine_s=self._quarantine)
         await self.gateway.start()
         self.baseline_tasks = set(asyncio.all_tasks())
@@ -167,7 +219,10 @@ class Stack:
     async def stop(self) -> None:
         if self.gateway is not None:
             await self.gateway.stop()
-        await self.emulator.stop()
+        if self.emulator_proc is not None:
+            await self.emulator_proc.stop()
+        else:
+            await self.emulator.stop()
 
     # --- reading state --------------------------------------------------------------------
     @property
@@ -199,6 +254,11 @@ class Stack:
     def set_faults(self, **faults: Any) -> None:
         self.emulator.faults.update(faults)
 
+    async def emulator_state(self) -> dict[str, Any]:
+        if self.emulator_proc is not None:
+            return await self.emulator_proc.state()
+        return self.emulator.state()
+
     def emulator_sessions(self) -> list[dict[str, Any]]:
         sessions: list[dict[str, Any]] = self.emulator.state()["sessions"]
         return sessions
@@ -221,8 +281,11 @@ class Stack:
         assert gw.ports.in_use_count == 0
         await wait_until(lambda: gw.ports.free_count == gw.ports.capacity, timeout,
                          "the port pool to be full again after quarantine")
-        await wait_until(lambda: self.emulator.state()["sessions_active"] == 0, timeout,
-                         "the emulator's sessions to end")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (await self.emulator_state())["sessions_active"]:
+            assert loop.time() < deadline, "the emulator's sessions did not end"
+            await asyncio.sleep(0.05)
         await wait_until(lambda: not self.stray_tasks(), timeout,
                          f"call tasks to finish: {self.stray_tasks()}")
         samples = await self.metrics()
