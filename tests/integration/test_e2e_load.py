@@ -70,10 +70,12 @@ async def test_twenty_concurrent_calls_for_thirty_seconds(stack: Stack, tmp_path
         assert all(abs(u["dominant_hz"] - 440) < 15 for u in session["utterances"]), session
 
     run = await sipp
-    assert run.returncode == 0, run.stderr
-    assert (run.successful, run.failed) == (CALLS, 0)
     await stack.assert_clean(timeout=10)
     after = await stack.metrics()
+    results = {s.labels["result"]: s.value for s in after
+               if s.name == "orga_gateway_calls_ended_total"}
+    assert run.returncode == 0, (results, run.stderr)
+    assert (run.successful, run.failed) == (CALLS, 0)
     assert value_of(after, "orga_gateway_calls_ended_total", result="caller_bye") == CALLS
     assert value_of(after, "orga_gateway_calls_ended_total") == CALLS
     assert value_of(after, "orga_gateway_call_setup_seconds_count") == CALLS
