@@ -133,7 +133,7 @@ class Gateway:
         self.http = HttpServer(self.metrics, self._state, self.registry.describe,
                                host=cfg.http.host, port=cfg.http.port)
         await self.http.start()
-        self.metrics.set_free_ports(self.ports.free_count)
+        self.metrics.free_ports_from(lambda: self.ports.free_count)
         log.info("gateway ready: SIP %s:%d (%s), RTP %s:%d-%d, Orga %s", cfg.sip.bind,
                  cfg.sip.port, "+".join(cfg.sip.transports), cfg.rtp.bind, cfg.rtp.port_min,
                  cfg.rtp.port_max, orga.base_url)

@@ -200,7 +200,6 @@ class Call:
         async with asyncio.timeout(cfg.orga.setup_timeout_s):
             offer = parse_offer((self.invite.sdp or b"").decode("utf-8", "replace"))
             self._port = self.ctx.ports.acquire()
-            self.ctx.metrics.set_free_ports(self.ctx.ports.free_count)
             params, answer = self._negotiate(offer)
             self._rtp = await RtpSession.open(
                 cfg.rtp.bind, self._port, params,
@@ -275,7 +274,6 @@ class Call:
         if self._port is not None:
             self.ctx.ports.release(self._port)
             self._port = None
-            self.ctx.metrics.set_free_ports(self.ctx.ports.free_count)
 
     def _record(self, outcome: Outcome | EndCause) -> None:
         m = self.ctx.metrics

@@ -290,6 +290,7 @@ class Stack:
                          f"call tasks to finish: {self.stray_tasks()}")
         samples = await self.metrics()
         assert value_of(samples, "orga_gateway_active_calls") == 0
+        assert value_of(samples, "orga_gateway_rtp_ports_free") == gw.ports.capacity
         assert not [s for s in samples if "conversation_id" in s.labels]
         assert await self.calls() == []
 
