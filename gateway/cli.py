@@ -18,6 +18,7 @@ from gateway import __version__
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "emulator": ("gateway.emulator.cli", "run the built-in Orga realtime API emulator"),
     "check-config": ("gateway.config_cli", "validate a config file without starting"),
+    "probe": ("gateway.probe.cli", "place a test call: talk, listen, report setup/latency/loss"),
 }
 
 
