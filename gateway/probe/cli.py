@@ -50,7 +50,6 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     # Import here: the media stack (numpy, PyAV, aiortc) loads only when a probe runs.
-    from gateway.probe.audio import WavError
     from gateway.probe.phone import ProbeError, ProbeOptions, place_call
     from gateway.probe.report import format_text, to_json
 
@@ -61,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
     )
     try:
         report = asyncio.run(place_call(args.target, options))
-    except (ProbeError, WavError) as exc:
+    except ProbeError as exc:
         print(f"probe: {exc}", file=sys.stderr)
         return 2
     print(to_json(report) if args.json else format_text(report), flush=True)

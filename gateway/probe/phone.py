@@ -29,7 +29,7 @@ from pathlib import Path
 from gateway import __version__
 from gateway.media.rtp_session import RtpSession
 from gateway.media.tracks import EnergyVad
-from gateway.probe.audio import Pcm, read_wav, split_frames, spoken_phrase, write_wav
+from gateway.probe.audio import Pcm, WavError, read_wav, split_frames, spoken_phrase, write_wav
 from gateway.probe.media import ProbeMedia
 from gateway.probe.report import ProbeReport, Provisional
 from gateway.sdp import Direction, MediaParams, SdpNegotiationError, negotiate, parse_offer
@@ -65,7 +65,8 @@ _BYE_RESPONSE = re.compile(rb"^SIP/2\.0 [2-6]\d\d .*\r\nCSeq[ \t]*:[ \t]*\d+[ \t
 
 
 class ProbeError(Exception):
-    """The probe cannot place the call at all (bad target, unresolvable host, bind failure)."""
+    """The probe cannot place the call at all: bad target or options, an unplayable WAV, an
+    unresolvable host, an address it cannot bind."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +183,10 @@ class _Phone:
             self.transport = Transport(name.upper())
         except ValueError as exc:
             raise ProbeError(f"unknown transport {name!r} (udp or tcp)") from exc
-        audio = _source_audio(options)
+        try:
+            audio = _source_audio(options)
+        except WavError as exc:
+            raise ProbeError(str(exc)) from exc
         vad = EnergyVad()
         frames = split_frames(audio)
         self.media = ProbeMedia(frames, [vad.voiced(f) for f in frames], options.record is not None)

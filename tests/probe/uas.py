@@ -148,6 +148,7 @@ class ToneUas:
         vad = UtteranceVad(rate=PHONE_RATE)
         b = self.behaviour
         tone: list[bytes] = []
+        ep = self.driver.endpoint
         loop = asyncio.get_running_loop()
         start, tick = loop.time(), 0
         try:
@@ -164,7 +165,6 @@ class ToneUas:
                 if tone:
                     rtp.send_audio(tone.pop(0), PHONE_FRAME_SAMPLES)
                     if not tone and b.hang_up_after_tone:
-                        ep = self.driver.endpoint
                         self.driver.run(lambda now: ep.hang_up(call, now))
                         return
                 else:
