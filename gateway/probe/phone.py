@@ -262,7 +262,8 @@ class _Phone:
         assert self.peer is not None and self.rtp is not None
         log.info("calling %s via %s", self.target, self.peer)
         self.invite_at = self.loop.time()
-        from_uri = f"<sip:{self.options.from_user}@{self.local_ip}>"
+        host = f"[{self.local_ip}]" if ":" in self.local_ip else self.local_ip
+        from_uri = f"<sip:{self.options.from_user}@{host}>"
         peer = self.peer
         self.call = self.driver.run(lambda now: self.endpoint.invite(
             self.uri, now, sdp=self.offer, from_uri=from_uri, peer=peer,
@@ -280,6 +281,8 @@ class _Phone:
             self._hang_up()
         if self.answered.is_set() and self.params is not None and not self.ended.is_set():
             await self._talk()
+        if self.answered.is_set() and self.options.record is not None:
+            write_wav(self.options.record, self.media.recording())
         return self._report()
 
     async def _talk(self) -> None:
@@ -298,8 +301,6 @@ class _Phone:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.driver.bye_answered.wait(),
                                        4 * self.options.timers.T1)
-        if self.options.record is not None:
-            write_wav(self.options.record, self.media.recording())
 
     def _hang_up(self) -> None:
         call = self.call

@@ -106,7 +106,8 @@ def format_text(report: ProbeReport) -> str:
     for p in r.provisional:
         rows.append(("progress", f"{p.status} {p.reason} after {_ms(p.at_s)}"))
     if r.connected:
-        rows.append(("call", f"connected ({r.status} {r.reason}) in {_ms(r.setup_s)}"))
+        rows.append(("call", f"connected, {r.status} {r.reason}"))
+        rows.append(("setup time", f"{_ms(r.setup_s)} (INVITE -> {r.status})"))
         media = r.codec or "-"
         if r.local_rtp and r.remote_rtp:
             media += f", RTP {r.local_rtp} <-> {r.remote_rtp}"

@@ -108,6 +108,16 @@ async def test_rejected_call_is_exit_2(uas: Uas, status: int) -> None:
     assert server.log.invites == 1
 
 
+async def test_answer_without_a_usable_codec_is_hung_up_and_exit_2(uas: Uas) -> None:
+    server = await uas(UasBehaviour(g729_answer=True))
+    report = await place_call(server.uri(), ProbeOptions(seconds=3.0))
+    assert not report.connected and report.exit_code == 2
+    assert report.status == 200
+    assert report.error == "unusable SDP answer: Incompatible media format: PCMU/PCMA required"
+    await _ended(server)
+    assert (server.log.acks, server.log.byes) == (1, 1)
+
+
 async def test_unanswered_call_is_cancelled_after_the_answer_timeout(uas: Uas) -> None:
     server = await uas(UasBehaviour(ring_only=True))
     report = await place_call(server.uri(), ProbeOptions(answer_timeout_s=0.3))

@@ -51,7 +51,8 @@ def test_text_report_of_a_good_call() -> None:
     assert text.splitlines() == [
         "target        sip:agent@127.0.0.1:5080 over UDP",
         "progress      180 Ringing after 4 ms",
-        "call          connected (200 OK) in 812 ms",
+        "call          connected, 200 OK",
+        "setup time    812 ms (INVITE -> 200)",
         "media         PCMU, RTP 127.0.0.1:40000 <-> 127.0.0.1:20000",
         "first audio   2310 ms after answer",
         "turn latency  734 ms (end of our phrase -> first reply audio)",

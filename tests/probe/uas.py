@@ -48,6 +48,7 @@ class UasBehaviour:
     tone_s: float = 1.0
     tone_dbfs: float = -12.0
     hang_up_after_tone: bool = False
+    g729_answer: bool = False  # answer with SDP naming only G.729 (a broken far end)
     codecs: tuple[str, ...] = ("PCMU", "PCMA")
 
 
@@ -141,6 +142,9 @@ class ToneUas:
         self.log.params = params
         rtp = await RtpSession.open("127.0.0.1", 0, params)
         _, answer = negotiate(offer, self.behaviour.codecs, "127.0.0.1", rtp.local_address[1], 7, 1)
+        if self.behaviour.g729_answer:
+            answer = answer.replace("RTP/AVP 0 101", "RTP/AVP 18 101").replace(
+                "a=rtpmap:0 PCMU/8000", "a=rtpmap:18 G729/8000")
         ep = self.driver.endpoint
         self.driver.run(lambda now: ep.answer(call, answer.encode(), now))
         self._media[call] = asyncio.ensure_future(self._media_loop(call, rtp))
