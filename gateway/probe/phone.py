@@ -228,6 +228,8 @@ class _Phone:
             infos = await self.loop.getaddrinfo(host, port, type=kind)
         except OSError as exc:
             raise ProbeError(f"cannot resolve {host}: {exc}") from exc
+        # Prefer IPv4 when a name has both (most SIP deployments listen on IPv4 only).
+        infos.sort(key=lambda info: info[0] != socket.AF_INET)
         ip = str(infos[0][4][0])
         self.peer = Peer(ip, port, self.transport)
         try:

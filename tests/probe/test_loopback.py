@@ -79,6 +79,16 @@ async def test_far_end_hangs_up_after_replying(uas: Uas) -> None:
     assert report.reply_speech_s == pytest.approx(0.6, abs=0.05)
 
 
+async def test_early_media_is_heard_and_the_183_reported(uas: Uas) -> None:
+    server = await uas(UasBehaviour(early_media_s=0.3, tone_hz=1000.0, tone_s=1.0))
+    report = await place_call(server.uri(), ProbeOptions(seconds=3.5))
+    assert report.exit_code == 0
+    assert [(p.status, p.reason) for p in report.provisional] == [(183, "Session Progress")]
+    assert report.setup_s is not None and 0.3 <= report.setup_s < 0.5
+    assert report.first_audio_s == 0.0  # the ringback came before the answer
+    assert report.heard_hz == pytest.approx(1000.0, abs=10.0)  # the reply outweighs it
+
+
 async def test_connected_but_silent_far_end_is_exit_1(uas: Uas) -> None:
     server = await uas(UasBehaviour(tone_hz=None))
     report = await place_call(server.uri(), ProbeOptions(seconds=2.5))
@@ -98,10 +108,11 @@ async def test_too_short_a_reply_is_not_a_reply(uas: Uas) -> None:
     assert report.turn_latency_s is not None  # it did answer, just not for 300 ms
 
 
-@pytest.mark.parametrize("status", [503, 486])
-async def test_rejected_call_is_exit_2(uas: Uas, status: int) -> None:
+@pytest.mark.parametrize(("status", "host"), [(503, "127.0.0.1"), (486, "localhost")])
+async def test_rejected_call_is_exit_2(uas: Uas, status: int, host: str) -> None:
     server = await uas(UasBehaviour(reject_status=status))
-    report: ProbeReport = await place_call(server.uri(), ProbeOptions(seconds=3.0))
+    target = server.uri().replace("127.0.0.1", host)
+    report: ProbeReport = await place_call(target, ProbeOptions(seconds=3.0))
     assert not report.connected and report.exit_code == 2
     assert report.status == status and report.reason
     assert report.packets_sent == 0 and report.setup_s is None

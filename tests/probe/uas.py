@@ -49,6 +49,7 @@ class UasBehaviour:
     tone_dbfs: float = -12.0
     hang_up_after_tone: bool = False
     g729_answer: bool = False  # answer with SDP naming only G.729 (a broken far end)
+    early_media_s: float | None = None  # 183 with SDP and a 425 Hz ringback, then answer
     codecs: tuple[str, ...] = ("PCMU", "PCMA")
 
 
@@ -146,14 +147,20 @@ class ToneUas:
             answer = answer.replace("RTP/AVP 0 101", "RTP/AVP 18 101").replace(
                 "a=rtpmap:0 PCMU/8000", "a=rtpmap:18 G729/8000")
         ep = self.driver.endpoint
+        early = self.behaviour.early_media_s
+        ringback: list[bytes] = []
+        if early is not None:
+            self.driver.run(lambda now: ep.ring(call, now, sdp=answer.encode()))
+            ringback = _tone_frames(G711Codec(params.codec), 425.0, early, -20.0)
+        self._media[call] = asyncio.ensure_future(self._media_loop(call, rtp, ringback))
+        if early is not None:
+            await asyncio.sleep(early)
         self.driver.run(lambda now: ep.answer(call, answer.encode(), now))
-        self._media[call] = asyncio.ensure_future(self._media_loop(call, rtp))
 
-    async def _media_loop(self, call: CallHandle, rtp: RtpSession) -> None:
+    async def _media_loop(self, call: CallHandle, rtp: RtpSession, tone: list[bytes]) -> None:
         codec = G711Codec(rtp.params.codec)
         vad = UtteranceVad(rate=PHONE_RATE)
         b = self.behaviour
-        tone: list[bytes] = []
         ep = self.driver.endpoint
         loop = asyncio.get_running_loop()
         start, tick = loop.time(), 0
