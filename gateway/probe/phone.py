@@ -234,6 +234,9 @@ class _Phone:
         self.peer = Peer(ip, port, self.transport)
         try:
             self.local_ip = self.options.local_ip or _route_source(ip, port)
+        except OSError as exc:
+            raise ProbeError(f"no route to {ip}: {exc}") from exc
+        try:
             if self.transport is Transport.UDP:
                 self.sip = await UdpTransport.start(self.driver, self.local_ip, 0)
             else:
@@ -243,7 +246,7 @@ class _Phone:
                 inactivity_timeout_s=self.options.seconds + 60.0,
             )
         except OSError as exc:
-            raise ProbeError(f"cannot bind on {self.local_ip or '?'}: {exc}") from exc
+            raise ProbeError(f"cannot bind on {self.local_ip}: {exc}") from exc
         self.media.attach(self.rtp)
         self.offer = build_offer(
             self.local_ip, self.rtp.local_address[1], self.codecs, random.getrandbits(31)
