@@ -337,9 +337,8 @@ class _Phone:
             log.info("the far end hung up")
         elif isinstance(event, DialogEnded):
             self.ended_at = now
+            # Its status may be our own (487 after our CANCEL): only responses set `status`.
             self.end_reason = event.reason
-            if self.status is None and event.status is not None:
-                self.status = event.status
             self.ended.set()
         elif isinstance(event, ReinviteReceived):
             self._reinvite(event)

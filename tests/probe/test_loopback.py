@@ -119,6 +119,21 @@ async def test_rejected_call_is_exit_2(uas: Uas, status: int, host: str) -> None
     assert server.log.invites == 1
 
 
+async def test_a_far_end_that_never_responds_is_reported_as_no_response() -> None:
+    loop = asyncio.get_running_loop()
+    sink, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                  local_addr=("127.0.0.1", 0))
+    try:
+        port = sink.get_extra_info("sockname")[1]
+        report = await place_call(f"sip:void@127.0.0.1:{port}",
+                                  ProbeOptions(answer_timeout_s=0.3))
+    finally:
+        sink.close()
+    assert report.exit_code == 2
+    assert report.status is None and report.reason is None and report.provisional == ()
+    assert report.error == "no answer within 0.3 s"
+
+
 async def test_answer_without_a_usable_codec_is_hung_up_and_exit_2(uas: Uas) -> None:
     server = await uas(UasBehaviour(g729_answer=True))
     report = await place_call(server.uri(), ProbeOptions(seconds=3.0))
@@ -134,6 +149,7 @@ async def test_unanswered_call_is_cancelled_after_the_answer_timeout(uas: Uas) -
     report = await place_call(server.uri(), ProbeOptions(answer_timeout_s=0.3))
     assert report.exit_code == 2
     assert report.error == "no answer within 0.3 s"
+    assert report.status is None  # the 487 to our CANCEL is not the far end's answer
     assert [p.status for p in report.provisional] == [180]
     assert report.provisional[0].at_s < 0.3
     await _ended(server)
