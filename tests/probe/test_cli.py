@@ -45,7 +45,7 @@ async def test_cli_pass_with_json_play_and_record(tmp_path: Path) -> None:
     assert report["verdict"] == "pass" and report["exit_code"] == 0
     assert report["codec"] == "PCMA" and report["transport"] == "tcp"
     assert report["heard_hz"] == pytest.approx(1000.0, abs=10.0)
-    assert report["reply_heard"] and report["turn_latency_s"] < 0.8
+    assert report["reply_heard"] and 0.5 <= report["turn_latency_s"] < 1.2
     assert report["recorded"] == str(record)
     assert dominant_hz(read_wav(record)) == pytest.approx(1000.0, abs=5.0)
     assert server.log.utterances and server.log.utterances[0].speech_s > 1.0

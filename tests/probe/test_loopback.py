@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from gateway.probe import ProbeError, ProbeOptions, ProbeReport, place_call
-from gateway.probe.audio import dominant_hz, read_wav, spoken_phrase
+from gateway.probe.audio import PHRASE, dominant_hz, read_wav, spoken_phrase
 from tests.probe.uas import ToneUas, UasBehaviour
 
 Uas = Callable[[UasBehaviour], Coroutine[Any, Any, ToneUas]]
@@ -49,17 +49,20 @@ async def test_reply_heard(uas: Uas, tmp_path: Path, transport: str, codec: str 
     assert report.exit_code == 0, report
     assert report.connected and report.status == 200 and report.reply_heard
     assert report.codec == (codec or "PCMU") == server.log.params.codec  # type: ignore[union-attr]
-    assert report.setup_s is not None and 0.0 < report.setup_s < 0.5
+    # Bounds are loose on purpose (other tests share the CPU); they still catch a measurement
+    # taken from the wrong moment, which would be off by the phrase's length (~1.7 s).
+    assert report.setup_s is not None and 0.0 < report.setup_s < 1.0
     assert report.heard_hz == pytest.approx(1000.0, abs=10.0)
     assert report.heard_dbfs == pytest.approx(-12.0, abs=1.0)
     # The UAS answers 500 ms after our last voiced frame (its end-of-utterance rule).
-    assert report.turn_latency_s is not None and 0.5 <= report.turn_latency_s < 0.8
-    assert report.first_audio_s is not None
-    assert report.first_audio_s == pytest.approx(report.spoke_s, abs=1.2)
+    assert report.turn_latency_s is not None and 0.5 <= report.turn_latency_s < 1.2
+    # Nothing is heard before the reply: first audio = our phrase + turn latency.
+    phrase_s = sum(s.seconds + s.pause_after_s for s in PHRASE)
+    assert report.first_audio_s == pytest.approx(phrase_s + report.turn_latency_s, abs=0.25)
     assert report.reply_speech_s == pytest.approx(1.0, abs=0.05)
-    assert 165 <= report.packets_sent <= 180 and report.packets_received >= 165
+    assert 150 <= report.packets_sent <= 180 and report.packets_received >= 150
     assert report.packets_lost == 0 and report.jitter_ms < 20.0
-    assert report.ended_by == "probe" and report.duration_s == pytest.approx(3.5, abs=0.1)
+    assert report.ended_by == "probe" and report.duration_s == pytest.approx(3.5, abs=0.3)
     await _ended(server)
     # The far end heard exactly our phrase, and the call went INVITE/ACK/BYE.
     assert len(server.log.utterances) == 1
@@ -84,7 +87,7 @@ async def test_early_media_is_heard_and_the_183_reported(uas: Uas) -> None:
     report = await place_call(server.uri(), ProbeOptions(seconds=3.5))
     assert report.exit_code == 0
     assert [(p.status, p.reason) for p in report.provisional] == [(183, "Session Progress")]
-    assert report.setup_s is not None and 0.3 <= report.setup_s < 0.5
+    assert report.setup_s is not None and 0.3 <= report.setup_s < 1.0
     assert report.first_audio_s == 0.0  # the ringback came before the answer
     assert report.heard_hz == pytest.approx(1000.0, abs=10.0)  # the reply outweighs it
 
