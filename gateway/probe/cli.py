@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write what the probe hears to this WAV (8 kHz mono 16-bit)")
     parser.add_argument("--seconds", type=_positive, default=8.0, metavar="N",
                         help="hang up N seconds after the answer (default 8)")
+    parser.add_argument("--turns", type=int, default=1, metavar="N",
+                        help="say the phrase N times, each after the previous reply ends "
+                        "(speech both ways for load tests; default 1)")
     parser.add_argument("--codec", choices=("PCMU", "PCMA"), type=str.upper, default=None,
                         help="offer only this codec (default: offer PCMU and PCMA)")
     parser.add_argument("--local-ip", metavar="ADDR", default=None,
@@ -55,6 +58,7 @@ def main(args: argparse.Namespace) -> int:
 
     options = ProbeOptions(
         transport=args.transport, play=args.play, record=args.record, seconds=args.seconds,
+        turns=args.turns,
         codec=args.codec, local_ip=args.local_ip, answer_timeout_s=args.answer_timeout,
         from_user=args.from_user,
     )

@@ -76,6 +76,7 @@ class ProbeOptions:
     phrase: Pcm | None = field(default=None, compare=False)  # or 8 kHz s16 samples (library)
     record: Path | None = None  # write what we hear (8 kHz mono s16 WAV)
     seconds: float = 8.0  # from the answer to our BYE
+    turns: int = 1  # say the phrase this many times, each after the previous reply
     codec: str | None = None  # offer only this codec; None: PCMU and PCMA
     local_ip: str | None = None  # None: the address the OS would use to reach the target
     answer_timeout_s: float = 30.0  # give up (CANCEL) if no final response by then
@@ -168,6 +169,8 @@ class _Phone:
         self.target = target
         self.options = options
         self.loop = asyncio.get_running_loop()
+        if options.turns < 1:
+            raise ProbeError("turns must be at least 1")
         if options.codec is not None and options.codec.upper() not in CODECS:
             raise ProbeError(f"codec must be one of {', '.join(CODECS)}")
         self.codecs = (options.codec.upper(),) if options.codec else CODECS
@@ -189,7 +192,8 @@ class _Phone:
             raise ProbeError(str(exc)) from exc
         vad = EnergyVad()
         frames = split_frames(audio)
-        self.media = ProbeMedia(frames, [vad.voiced(f) for f in frames], options.record is not None)
+        self.media = ProbeMedia(frames, [vad.voiced(f) for f in frames],
+                                record=options.record is not None, turns=options.turns)
         self.endpoint = SipEndpoint(EndpointConfig(
             user_agent=f"orga-sip-gateway-probe/{__version__}",
             contact_user=options.from_user,
@@ -416,6 +420,9 @@ class _Phone:
             setup_s=self.answered_at - self.invite_at,
             first_audio_s=None if first is None else max(0.0, first - self.answered_at),
             turn_latency_s=result.turn_latency_s,
+            turn_latencies_s=result.turn_latencies_s,
+            turns=len(result.turns),
+            turns_answered=result.turns_answered,
             reply_heard=result.reply_heard,
             reply_speech_s=result.reply_speech_s,
             heard_hz=result.heard_hz,

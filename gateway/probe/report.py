@@ -2,7 +2,8 @@
 
 Exit codes (the CLI returns `ProbeReport.exit_code`): 0 the call connected and a reply was heard,
 1 it connected but no reply was heard, 2 the call failed (rejected, no answer, bad answer SDP).
-A reply is ≥ `REPLY_MIN_S` of non-silent audio received after our phrase's last voiced frame.
+A reply is ≥ `REPLY_MIN_S` of non-silent audio received after our phrase's last voiced frame;
+when the probe says its phrase several times (`turns`), every phrase needs its reply.
 Times are seconds on the probe's monotonic clock; None means "did not happen".
 """
 
@@ -43,8 +44,11 @@ class ProbeReport:
     setup_s: float | None = None  # INVITE sent → 2xx received
     first_audio_s: float | None = None  # 2xx → first non-silent frame received (0: early media)
     turn_latency_s: float | None = None  # end of our phrase → first non-silent frame after it
+    turn_latencies_s: tuple[float, ...] = ()  # the same for every phrase that got an answer
+    turns: int = 0  # phrases we began saying
+    turns_answered: int = 0  # phrases followed by a reply of at least REPLY_MIN_S
     reply_heard: bool = False
-    reply_speech_s: float = 0.0  # non-silent audio received after our phrase ended
+    reply_speech_s: float = 0.0  # non-silent audio received after our phrase(s) ended
     heard_hz: float | None = None  # dominant frequency of everything non-silent we received
     heard_dbfs: float | None = None  # its RMS level
     spoke_s: float = 0.0  # voiced audio we sent
@@ -117,8 +121,14 @@ def format_text(report: ProbeReport) -> str:
                      f"{first} after answer"))
         rows.append(("turn latency", "-" if r.turn_latency_s is None else
                       f"{_ms(r.turn_latency_s)} (end of our phrase -> first reply audio)"))
+        if r.turns > 1:
+            latencies = ", ".join(f"{lat * 1000:.0f}" for lat in r.turn_latencies_s) or "-"
+            rows.append(("turns", f"{r.turns} said, {r.turns_answered} answered; "
+                         f"latencies {latencies} ms"))
         if r.reply_heard:
             reply = f"heard, {r.reply_speech_s:.2f} s of audio"
+        elif r.turns > 1:
+            reply = f"NOT heard after every phrase ({r.turns_answered} of {r.turns})"
         else:
             reply = f"NOT heard ({r.reply_speech_s:.2f} s of audio, need {REPLY_MIN_S:.1f} s)"
         rows.append(("reply", reply))

@@ -111,6 +111,22 @@ async def test_too_short_a_reply_is_not_a_reply(uas: Uas) -> None:
     assert report.turn_latency_s is not None  # it did answer, just not for 300 ms
 
 
+@pytest.mark.parametrize(("max_replies", "code"), [(None, 0), (1, 1)])
+async def test_turns_speak_again_after_each_reply(
+    uas: Uas, max_replies: int | None, code: int
+) -> None:
+    server = await uas(UasBehaviour(tone_s=0.4, max_replies=max_replies))
+    short = spoken_phrase(trailing_silence_s=0.0)[: 8000 * 6 // 10]  # 0.6 s
+    report = await place_call(server.uri(), ProbeOptions(phrase=short, turns=2, seconds=4.4))
+    assert report.exit_code == code
+    assert report.turns == 2 and len(server.log.utterances) == 2
+    answered = 2 if max_replies is None else 1
+    assert report.turns_answered == answered and len(report.turn_latencies_s) == answered
+    assert all(0.5 <= lat < 1.2 for lat in report.turn_latencies_s)
+    assert report.turn_latency_s == report.turn_latencies_s[0]
+    assert report.reply_speech_s == pytest.approx(0.4 * answered, abs=0.03)
+
+
 @pytest.mark.parametrize(("status", "host"), [(503, "127.0.0.1"), (486, "localhost")])
 async def test_rejected_call_is_exit_2(uas: Uas, status: int, host: str) -> None:
     server = await uas(UasBehaviour(reject_status=status))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -105,3 +106,15 @@ def test_json_report_has_every_field_and_the_verdict() -> None:
     failed = json.loads(to_json(ProbeReport("sip:x@h", "udp", False, status=486)))
     assert failed["exit_code"] == 2 and failed["verdict"] == "failed"
     assert failed["setup_s"] is None and failed["loss_pct"] == 0.0
+
+
+def test_text_report_of_several_turns() -> None:
+    base = ProbeReport("sip:x@h", "udp", connected=True, status=200, reason="OK", turns=3,
+                       turn_latency_s=0.64)
+    good = replace(base, turns_answered=3, turn_latencies_s=(0.64, 0.655, 0.7),
+                   reply_heard=True, reply_speech_s=4.5)
+    assert "turns         3 said, 3 answered; latencies 640, 655, 700 ms" in format_text(good)
+    partial = replace(base, turns_answered=2, turn_latencies_s=(0.64, 0.655), reply_speech_s=3.0)
+    assert "reply         NOT heard after every phrase (2 of 3)" in format_text(partial)
+    assert partial.exit_code == 1
+    assert json.loads(to_json(good))["turn_latencies_s"] == [0.64, 0.655, 0.7]

@@ -50,6 +50,7 @@ class UasBehaviour:
     hang_up_after_tone: bool = False
     g729_answer: bool = False  # answer with SDP naming only G.729 (a broken far end)
     early_media_s: float | None = None  # 183 with SDP and a 425 Hz ringback, then answer
+    max_replies: int | None = None  # stop replying after this many tones
     codecs: tuple[str, ...] = ("PCMU", "PCMA")
 
 
@@ -172,7 +173,8 @@ class ToneUas:
                 utterance = vad.feed(pcm.astype(np.float32) / 32768.0)
                 if utterance is not None:
                     self.log.utterances.append(utterance)
-                    if b.tone_hz is not None and not tone:
+                    more = b.max_replies is None or self.log.tones_played < b.max_replies
+                    if b.tone_hz is not None and not tone and more:
                         tone = _tone_frames(codec, b.tone_hz, b.tone_s, b.tone_dbfs)
                         self.log.tones_played += 1
                 if tone:
