@@ -17,7 +17,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from gateway.sip.errors import ParseError
-from gateway.sip.uri import Param, SipUri, Uri, get_param, parse_host_port, parse_uri
+from gateway.sip.uri import (
+    Param,
+    SipUri,
+    Uri,
+    get_param,
+    is_ipv6_address,
+    parse_host_port,
+    parse_uri,
+)
 
 COMPACT_FORMS: dict[str, str] = {
     "i": "Call-ID", "m": "Contact", "e": "Content-Encoding", "l": "Content-Length",
@@ -55,6 +63,11 @@ LIST_HEADERS = frozenset(
 )
 
 _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+_DIGITS = re.compile(r"^[0-9]+$")
+_LWS = " \t"  # the only whitespace SIP has once folded lines are joined (§25.1)
+# Parameters whose value keys transactions, dialogs or response routing: a second copy would
+# let two elements disagree about which one counts, so it is a parse error rather than a guess.
+_SINGLE_PARAMS = frozenset({"tag", "branch", "received", "rport", "maddr"})
 
 
 def canonical_name(name: str) -> str:
@@ -67,6 +80,11 @@ def canonical_name(name: str) -> str:
 
 def is_token(text: str) -> bool:
     return bool(_TOKEN.match(text))
+
+
+def is_digits(text: str) -> bool:
+    """ASCII digits only (str.isdigit also accepts '²' and '١', which int() then rejects)."""
+    return bool(_DIGITS.match(text))
 
 
 def split_quoted(text: str, sep: str) -> list[str]:
@@ -119,21 +137,33 @@ def unquote_string(text: str) -> str:
     return "".join(out)
 
 
+_NEEDS_ESCAPE = re.compile(r'[\\"\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
+
+
 def quote_string(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """Quote for a header value: backslash-escape '\\', '"' and control octets (quoted-pair);
+    CR and LF cannot be escaped in SIP, so they become spaces (no header injection)."""
+    text = text.replace("\r", " ").replace("\n", " ")
+    return '"' + _NEEDS_ESCAPE.sub(lambda m: "\\" + m.group(0), text) + '"'
 
 
 def parse_header_params(text: str) -> tuple[Param, ...]:
     """Parse `;name=value;flag` header parameters; quoted values are unquoted."""
     params: list[Param] = []
+    seen: set[str] = set()
     for piece in split_quoted(text, ";"):
-        piece = piece.strip()
+        piece = piece.strip(_LWS)
         if not piece:
             raise ParseError("empty header parameter")
         key, sep, value = piece.partition("=")
-        key, value = key.strip(), value.strip()
+        key, value = key.strip(_LWS), value.strip(_LWS)
         if not is_token(key):
-            raise ParseError(f"bad header parameter name {key!r}")
+            raise ParseError(f"bad header parameter name {key[:40]!r}")
+        lkey = key.lower()
+        if lkey in _SINGLE_PARAMS:
+            if lkey in seen:
+                raise ParseError(f"header parameter {key!r} given twice")
+            seen.add(lkey)
         if not sep:
             params.append((key, None))
         elif value.startswith('"'):
@@ -141,11 +171,13 @@ def parse_header_params(text: str) -> tuple[Param, ...]:
         elif is_token(value) or _host_like(value):
             params.append((key, value))
         else:
-            raise ParseError(f"bad value for header parameter {key!r}")
+            raise ParseError(f"bad value for header parameter {key[:40]!r}")
     return tuple(params)
 
 
 def _host_like(value: str) -> bool:
+    if is_ipv6_address(value):  # RFC 5118 §4.5: received=2001:db8::9:255 without brackets
+        return True
     try:
         parse_host_port(value)
     except ParseError:
@@ -211,7 +243,9 @@ class Headers:
             if key.lower() != lname:
                 continue
             if lname in LIST_HEADERS:
-                out.extend(part.strip() for part in split_quoted(value, ",") if part.strip())
+                out.extend(
+                    part.strip(_LWS) for part in split_quoted(value, ",") if part.strip(_LWS)
+                )
             else:
                 out.append(value)
         return out
@@ -266,16 +300,22 @@ class Via:
         return f"SIP/2.0/{self.transport} {hostport}{format_params(self.params)}"
 
 
-_VIA = re.compile(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+(.*)$", re.S | re.I)
+# re.ASCII: with re.I alone, 'ſ' would match 's' and '\u212a' would match 'k'.
+_VIA = re.compile(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+(.*)$", re.S | re.I | re.A)
+_SENT_BY_COLON = re.compile(r"\s*:\s*", re.A)
 
 
 def parse_via(value: str) -> Via:
-    match = _VIA.match(value.strip())
+    """One via-parm; the version and protocol names are case-insensitive (§7.1, §25.1)."""
+    match = _VIA.match(value.strip(_LWS))
     if not match:
         raise ParseError(f"bad Via {value[:80]!r}")
     transport, rest = match.group(1).upper(), match.group(2)
     sent_by, sep, param_text = rest.partition(";")
-    host, port = parse_host_port(sent_by.strip())
+    sent_by = sent_by.strip(_LWS)
+    if not sent_by.startswith("[") and (" " in sent_by or "\t" in sent_by):
+        sent_by = _SENT_BY_COLON.sub(":", sent_by)  # COLON = SWS ":" SWS
+    host, port = parse_host_port(sent_by)
     params = parse_header_params(param_text) if sep else ()
     return Via(transport, host, port, params)
 
@@ -311,7 +351,8 @@ class NameAddr:
 
 
 def parse_name_addr(value: str) -> NameAddr:
-    text = value.strip()
+    """name-addr or addr-spec with header parameters (§20.10, §25.1)."""
+    text = value.strip(_LWS)
     if text == "*":
         return NameAddr(parse_uri("sip:invalid"), wildcard=True)
     display: str | None = None
@@ -319,11 +360,12 @@ def parse_name_addr(value: str) -> NameAddr:
         if text.startswith('"'):
             end = _closing_quote(text)
             display = unquote_string(text[: end + 1])
-            text = text[end + 1 :].lstrip()
+            text = text[end + 1 :].lstrip(_LWS)
         else:
             lt = text.index("<")
-            display = " ".join(text[:lt].split())
-            if not all(is_token(word) for word in display.split()):
+            words = [word for word in text[:lt].replace("\t", " ").split(" ") if word]
+            display = " ".join(words)
+            if not all(is_token(word) for word in words):
                 raise ParseError(f"bad display name {display[:60]!r}")
             text = text[lt:]
         if not text.startswith("<"):
@@ -332,12 +374,17 @@ def parse_name_addr(value: str) -> NameAddr:
         gt = text.find(">")
         if gt < 0:
             raise ParseError("unterminated <URI>")
-        uri = parse_uri(text[1:gt].strip())
-        rest = text[gt + 1 :].strip()
+        # No LWS inside <...>: LAQUOT/RAQUOT allow it only outside (RFC 4475 §3.1.2.14).
+        uri = parse_uri(text[1:gt])
+        rest = text[gt + 1 :].strip(_LWS)
     else:
-        # addr-spec form: parameters after ';' belong to the header, not the URI (§20.10).
+        # addr-spec form: parameters after ';' belong to the header, not the URI (§20.10), and
+        # a URI holding ',', ';' or '?' must be in <...> (RFC 4475 §3.1.2.13).
         uri_text, _, param_part = text.partition(";")
-        uri = parse_uri(uri_text.strip())
+        uri_text = uri_text.strip(_LWS)
+        if "?" in uri_text:
+            raise ParseError("a URI with headers must be enclosed in <>")
+        uri = parse_uri(uri_text)
         rest = ";" + param_part if param_part else ""
     if rest and not rest.startswith(";"):
         raise ParseError(f"junk after URI: {rest[:40]!r}")
@@ -370,19 +417,21 @@ MAX_CSEQ = 2**31 - 1  # RFC 3261 §8.1.1.5: CSeq MUST be less than 2**31
 
 
 def parse_cseq(value: str) -> CSeq:
-    parts = value.split()
-    if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
+    parts = value.replace("\t", " ").split(" ")
+    parts = [part for part in parts if part]
+    if len(parts) != 2 or not is_digits(parts[0]) or not is_token(parts[1]):
         raise ParseError(f"bad CSeq {value[:60]!r}")
-    if len(parts[0]) > 10 or int(parts[0]) > MAX_CSEQ:
+    digits = parts[0].lstrip("0") or "0"  # leading zeros are legal (RFC 4475 §3.1.1.1)
+    if len(digits) > 10 or int(digits) > MAX_CSEQ:  # length first: int() of huge text is slow
         raise ParseError(f"CSeq number out of range: {parts[0][:20]}")
-    return CSeq(int(parts[0]), parts[1])
+    return CSeq(int(digits), parts[1])
 
 
 def parse_option_tags(values: list[str]) -> list[str]:
     """Require/Supported/Unsupported/Allow: a list of tokens."""
     tags = []
     for value in values:
-        tag = value.strip()
+        tag = value.strip(_LWS)
         if not is_token(tag):
             raise ParseError(f"bad option tag {tag[:40]!r}")
         tags.append(tag)

@@ -80,8 +80,12 @@ class _Message:
 
     @property
     def content_type(self) -> str | None:
+        """`type/subtype` in lower case, without parameters or the LWS §25.1 allows around '/'."""
         value = self.headers.get("Content-Type")
-        return None if value is None else value.split(";")[0].strip().lower()
+        if value is None:
+            return None
+        kind, _, sub = value.split(";")[0].partition("/")
+        return (kind.strip(" \t") + "/" + sub.strip(" \t")).lower()
 
     def _head_lines(self) -> list[str]:
         raise NotImplementedError
