@@ -302,7 +302,7 @@ class Via:
 
 # re.ASCII: with re.I alone, 'ſ' would match 's' and '\u212a' would match 'k'.
 _VIA = re.compile(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+(.*)$", re.S | re.I | re.A)
-_SENT_BY_COLON = re.compile(r"\s*:\s*", re.A)
+_SENT_BY_COLON = re.compile(r"[ \t]*:[ \t]*(?=[0-9]*$)")  # the port colon, not IPv6's
 
 
 def parse_via(value: str) -> Via:
@@ -313,7 +313,7 @@ def parse_via(value: str) -> Via:
     transport, rest = match.group(1).upper(), match.group(2)
     sent_by, sep, param_text = rest.partition(";")
     sent_by = sent_by.strip(_LWS)
-    if not sent_by.startswith("[") and (" " in sent_by or "\t" in sent_by):
+    if " " in sent_by or "\t" in sent_by:
         sent_by = _SENT_BY_COLON.sub(":", sent_by)  # COLON = SWS ":" SWS
     host, port = parse_host_port(sent_by)
     params = parse_header_params(param_text) if sep else ()

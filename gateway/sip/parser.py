@@ -270,7 +270,9 @@ def _content_length(headers: Headers) -> int | None:
 class FramingError(ParseError):
     """A TCP stream broke framing; `messages` were completed before the break, in this feed."""
 
-    def __init__(self, reason: str, status: int = 400, messages: list[Message] | None = None) -> None:
+    def __init__(
+        self, reason: str, status: int = 400, messages: list[Message] | None = None
+    ) -> None:
         super().__init__(reason, status)
         self.messages: list[Message] = messages or []
 
