@@ -12,6 +12,7 @@ views (`Via`, `NameAddr`, `CSeq`) are parsed from those strings on demand and ra
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,6 +68,8 @@ _DIGITS = re.compile(r"^[0-9]+$")
 _LWS = " \t"  # the only whitespace SIP has once folded lines are joined (§25.1)
 # Parameters whose value keys transactions, dialogs or response routing: a second copy would
 # let two elements disagree about which one counts, so it is a parse error rather than a guess.
+# Parsed views are cached per header text; bounded so hostile traffic only churns the cache.
+_CACHE_SIZE = 512
 _SINGLE_PARAMS = frozenset({"tag", "branch", "received", "rport", "maddr"})
 
 
@@ -87,18 +90,27 @@ def is_digits(text: str) -> bool:
     return bool(_DIGITS.match(text))
 
 
+_SPLIT_SPECIAL = {sep: re.compile(r'["<>\\' + re.escape(sep) + "]") for sep in ",;"}
+
+
 def split_quoted(text: str, sep: str) -> list[str]:
     """Split on `sep` outside quoted strings and `<...>`; raise on an unterminated quote."""
+    if '"' not in text and "<" not in text:
+        return text.split(sep)  # the common case needs no scanning
+    special = _SPLIT_SPECIAL.get(sep) or re.compile(r'["<>\\' + re.escape(sep) + "]")
     parts: list[str] = []
     depth = 0
     in_quote = False
     start = 0
-    i = 0
-    while i < len(text):
+    escaped = -1  # index of the character a backslash escapes inside quotes
+    for match in special.finditer(text):  # jump from one significant character to the next
+        i = match.start()
+        if i == escaped:
+            continue
         ch = text[i]
         if in_quote:
             if ch == "\\":
-                i += 1
+                escaped = i + 1
             elif ch == '"':
                 in_quote = False
         elif ch == '"':
@@ -110,7 +122,6 @@ def split_quoted(text: str, sep: str) -> list[str]:
         elif ch == sep and depth == 0:
             parts.append(text[start:i])
             start = i + 1
-        i += 1
     if in_quote:
         raise ParseError(f"unterminated quoted string in {text[:60]!r}")
     parts.append(text[start:])
@@ -197,69 +208,96 @@ def format_params(params: tuple[Param, ...]) -> str:
     return out
 
 
+@functools.lru_cache(maxsize=256)
+def _names(name: str) -> tuple[str, str]:
+    """Canonical name and its lower-case comparison key (bounded cache: names repeat)."""
+    canonical = canonical_name(name)
+    return canonical, canonical.lower()
+
+
+def _key(name: str) -> str:
+    return _names(name)[1]
+
+
 class Headers:
     """Ordered, case-insensitive, multi-valued header fields, values kept as written."""
 
-    __slots__ = ("_fields",)
+    __slots__ = ("_fields", "_keys")
 
     def __init__(self, fields: list[tuple[str, str]] | None = None) -> None:
         self._fields: list[tuple[str, str]] = []
+        self._keys: list[str] = []  # _key() of each field, in step with _fields
         for name, value in fields or ():
             self.add(name, value)
 
     def add(self, name: str, value: str) -> None:
-        self._fields.append((canonical_name(name), value))
+        canonical, key = _names(name)
+        self._fields.append((canonical, value))
+        self._keys.append(key)
 
     def prepend(self, name: str, value: str) -> None:
-        self._fields.insert(0, (canonical_name(name), value))
+        canonical, key = _names(name)
+        self._fields.insert(0, (canonical, value))
+        self._keys.insert(0, key)
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of this name with one, keeping the first one's position."""
-        cname = canonical_name(name)
-        lname = cname.lower()
-        for i, (key, _) in enumerate(self._fields):
-            if key.lower() == lname:
-                self._fields[i] = (cname, value)
-                self._fields = [
-                    f for j, f in enumerate(self._fields) if j <= i or f[0].lower() != lname
-                ]
-                return
-        self._fields.append((cname, value))
+        key = _key(name)
+        if key not in self._keys:
+            self.add(name, value)
+            return
+        first = self._keys.index(key)
+        fields = [
+            (canonical_name(name), value) if i == first else field
+            for i, field in enumerate(self._fields)
+            if i == first or self._keys[i] != key
+        ]
+        self._fields = []
+        self._keys = []
+        for field_name, field_value in fields:
+            self._fields.append((field_name, field_value))
+            self._keys.append(_key(field_name))
 
     def remove(self, name: str) -> None:
-        lname = canonical_name(name).lower()
-        self._fields = [f for f in self._fields if f[0].lower() != lname]
+        key = _key(name)
+        kept = [(f, k) for f, k in zip(self._fields, self._keys, strict=True) if k != key]
+        self._fields = [f for f, _ in kept]
+        self._keys = [k for _, k in kept]
 
     def get(self, name: str) -> str | None:
         """The first field's value as written (for list headers, the first list element)."""
+        key = _key(name)
+        if key not in self._keys:
+            return None
+        if key not in LIST_HEADERS:
+            return self._fields[self._keys.index(key)][1]
         values = self.get_all(name)
         return values[0] if values else None
 
     def get_all(self, name: str) -> list[str]:
         """Every value, with comma-separated list headers split into their elements."""
-        lname = canonical_name(name).lower()
+        key = _key(name)
+        if key not in LIST_HEADERS:
+            return [f[1] for f, k in zip(self._fields, self._keys, strict=True) if k == key]
         out: list[str] = []
-        for key, value in self._fields:
-            if key.lower() != lname:
-                continue
-            if lname in LIST_HEADERS:
+        for (_, value), k in zip(self._fields, self._keys, strict=True):
+            if k == key:
                 out.extend(
                     part.strip(_LWS) for part in split_quoted(value, ",") if part.strip(_LWS)
                 )
-            else:
-                out.append(value)
         return out
 
     def fields(self, name: str) -> list[str]:
         """Raw field values of one name, unsplit (for copying headers verbatim)."""
-        lname = canonical_name(name).lower()
-        return [value for key, value in self._fields if key.lower() == lname]
+        key = _key(name)
+        return [f[1] for f, k in zip(self._fields, self._keys, strict=True) if k == key]
+
+    def count(self, name: str) -> int:
+        """How many fields of this name (unsplit)."""
+        return self._keys.count(_key(name))
 
     def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
-            return False
-        lname = canonical_name(name).lower()
-        return any(key.lower() == lname for key, _ in self._fields)
+        return isinstance(name, str) and _key(name) in self._keys
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(list(self._fields))
@@ -270,10 +308,13 @@ class Headers:
     def copy(self) -> Headers:
         clone = Headers()
         clone._fields = list(self._fields)
+        clone._keys = list(self._keys)
         return clone
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Headers) and self._fields == other._fields
+
+    __hash__ = None  # type: ignore[assignment]  # mutable container
 
     def __repr__(self) -> str:
         return f"Headers({self._fields!r})"
@@ -306,6 +347,13 @@ _SENT_BY_COLON = re.compile(r"[ \t]*:[ \t]*(?=[0-9]*$)")  # the port colon, not 
 
 
 def parse_via(value: str) -> Via:
+    """One via-parm (cached: the parser's check, the transaction and dialog layers and
+    retransmissions all view the same text, and the result is immutable)."""
+    return _parse_via(value)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _parse_via(value: str) -> Via:
     """One via-parm; the version and protocol names are case-insensitive (§7.1, §25.1)."""
     match = _VIA.match(value.strip(_LWS))
     if not match:
@@ -351,6 +399,13 @@ class NameAddr:
 
 
 def parse_name_addr(value: str) -> NameAddr:
+    """name-addr or addr-spec (cached: the parser's check, the transaction and dialog layers and
+    retransmissions all view the same text, and the result is immutable)."""
+    return _parse_name_addr(value)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _parse_name_addr(value: str) -> NameAddr:
     """name-addr or addr-spec with header parameters (§20.10, §25.1)."""
     text = value.strip(_LWS)
     if text == "*":
@@ -417,6 +472,13 @@ MAX_CSEQ = 2**31 - 1  # RFC 3261 §8.1.1.5: CSeq MUST be less than 2**31
 
 
 def parse_cseq(value: str) -> CSeq:
+    """CSeq (cached: the parser's check, the transaction and dialog layers and
+    retransmissions all view the same text, and the result is immutable)."""
+    return _parse_cseq(value)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _parse_cseq(value: str) -> CSeq:
     parts = value.replace("\t", " ").split(" ")
     parts = [part for part in parts if part]
     if len(parts) != 2 or not is_digits(parts[0]) or not is_token(parts[1]):

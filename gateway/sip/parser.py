@@ -53,12 +53,14 @@ _RESPONSE_LINE = re.compile(r"^SIP/([0-9]+\.[0-9]+) ([0-9]{3})(?: (.*))?$", re.S
 _REQUEST_LINE = re.compile(
     r"^([A-Za-z0-9\-.!%*_+`'~]+) ([^ ]+) SIP/([0-9]+\.[0-9]+)$", re.I | re.A
 )
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+# name HCOLON value; the value is stripped in Python (a lazy regex tail could backtrack badly).
+_HEADER_LINE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:(.*)", re.S)
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _LINE_END = re.compile(r"\r?\n")
 _LWS = " \t"
 # Octets no header grammar allows outside a quoted-pair: C0 controls except HTAB, and DEL.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_HEAD_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]|\r(?!\n)")  # besides line ends
 _REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
 # Headers that hold exactly one value (§20): a second field is a parse error, not a guess.
 _SINGLE = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Type", "Expires")
@@ -103,15 +105,17 @@ def _parse_head(head: bytes, limits: Limits) -> Message:
     start_line, header_lines = raw_lines[0], raw_lines[1:]
     if len(start_line) > limits.max_line_bytes:
         raise ParseError("start line too long", 414 if not start_line.startswith("SIP/") else 413)
+    # One search over the whole section; only when it finds something are lines looked at.
+    controls = _HEAD_CONTROL.search(text) is not None
+    if controls and _CONTROL.search(start_line.replace("\t", " ")):
+        raise ParseError("control character or NUL byte in start line")
     message = _parse_start_line(start_line)
-    message.headers = _parse_headers(header_lines, limits)
+    message.headers = _parse_headers(header_lines, limits, controls)
     _validate(message, limits)
     return message
 
 
 def _parse_start_line(line: str) -> Message:
-    if _CONTROL.search(line.replace("\t", " ")):
-        raise ParseError("control character or NUL byte in start line")
     if line[:4].upper() == "SIP/":
         match = _RESPONSE_LINE.match(line)
         if not match:
@@ -139,33 +143,33 @@ def _parse_start_line(line: str) -> Message:
     return Request(method=method, uri=uri)
 
 
-def _parse_headers(lines: list[str], limits: Limits) -> Headers:
+def _parse_headers(lines: list[str], limits: Limits, controls: bool) -> Headers:
     fields: list[tuple[str, str]] = []
     name: str | None = None
     value = ""
+    max_line = limits.max_line_bytes
     for line in lines:
-        if len(line) > limits.max_line_bytes:
-            raise ParseError(f"header line longer than {limits.max_line_bytes} bytes", 413)
+        if len(line) > max_line:
+            raise ParseError(f"header line longer than {max_line} bytes", 413)
         if line[:1] in (" ", "\t"):
             if name is None:
                 raise ParseError("continuation line before any header")
             part = line.strip(_LWS)
             if part:  # header folding (§7.3.1): the line break and its LWS become one space
                 value = f"{value} {part}" if value else part
-            if len(value) > limits.max_line_bytes:
-                raise ParseError(f"header {name} longer than {limits.max_line_bytes} bytes", 413)
+            if len(value) > max_line:
+                raise ParseError(f"header {name} longer than {max_line} bytes", 413)
             continue
         if name is not None:
-            fields.append((name, _checked_value(name, value)))
+            fields.append((name, _checked_value(name, value) if controls else value))
         if len(fields) >= limits.max_headers:
             raise ParseError(f"more than {limits.max_headers} headers", 413)
-        raw_name, colon, raw_value = line.partition(":")
-        raw_name = raw_name.rstrip(_LWS)
-        if not colon or not _HEADER_NAME.match(raw_name):
+        match = _HEADER_LINE.match(line)
+        if match is None:
             raise ParseError(f"bad header line {line[:60]!r}")
-        name, value = raw_name, raw_value.strip(_LWS)
+        name, value = match.group(1), match.group(2).strip(_LWS)
     if name is not None:
-        fields.append((name, _checked_value(name, value)))
+        fields.append((name, _checked_value(name, value) if controls else value))
     return Headers(fields)
 
 
@@ -196,7 +200,7 @@ def _validate(message: Message, limits: Limits) -> None:
         if name not in headers:
             raise ParseError(f"missing {name} header")
     for name in _SINGLE:
-        if len(headers.fields(name)) > 1:
+        if headers.count(name) > 1:
             raise ParseError(f"more than one {name} header")
     call_id = headers.get("Call-ID") or ""
     if not call_id:
