@@ -6,8 +6,9 @@ structure-aware generation; no hypothesis shrinking, so it runs at full speed) a
 - `parse`:    `parse_message(data)`; a parsed message must also round-trip
               (parse → to_bytes → parse keeps header values and body);
 - `stream`:   `StreamParser` fed in one piece and in random chunks: same messages, same error;
-- `endpoint`: `Endpoint.receive_datagram(data, addr, now)` on whole messages, when
-              `gateway/sip/endpoint.py` exists (it must never raise), draining its output.
+- `endpoint`: `receive_datagram(data, addr, now)` of the endpoint in gateway/sip/endpoint.py,
+              when it exists, on whole messages, draining its output; it must never raise,
+              and an exception it catches and logs at ERROR counts as a (contained) crash.
 
 The only acceptable outcomes are a message or `ParseError` (the endpoint: no exception at all).
 Anything else is a crash; a broken invariant (round-trip, chunking) is counted separately. Each
@@ -22,6 +23,7 @@ import argparse
 import hashlib
 import importlib
 import importlib.util
+import logging
 import pathlib
 import random
 import sys
@@ -111,15 +113,32 @@ def check_stream(data: bytes, rng: random.Random, rec: Recorder) -> None:
 
 
 def endpoint_factory(spec: str | None) -> Callable[[], Any] | None:
-    """The endpoint constructor: `--endpoint-factory module:callable`, else `Endpoint()`."""
+    """The endpoint constructor: `--endpoint-factory module:callable`, else the class in
+    gateway/sip/endpoint.py (`Endpoint` or `SipEndpoint`) called without arguments."""
     if spec:
         module_name, _, attr = spec.partition(":")
         factory: Callable[[], Any] = getattr(importlib.import_module(module_name), attr)
         return factory
     if importlib.util.find_spec("gateway.sip.endpoint") is None:
         return None
-    endpoint_cls: Callable[[], Any] = importlib.import_module("gateway.sip.endpoint").Endpoint
-    return endpoint_cls
+    module = importlib.import_module("gateway.sip.endpoint")
+    for name in ("Endpoint", "SipEndpoint"):
+        if hasattr(module, name):
+            endpoint_cls: Callable[[], Any] = getattr(module, name)
+            return endpoint_cls
+    raise SystemExit("gateway/sip/endpoint.py has no Endpoint class; use --endpoint-factory")
+
+
+class _ErrorLog(logging.Handler):
+    """Collects exceptions the endpoint catches and logs (log.exception) instead of raising:
+    for a fuzzer those are crashes too, just ones that were contained."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 class EndpointTarget:
@@ -130,6 +149,10 @@ class EndpointTarget:
         self.endpoint = factory()
         self.now = 0.0
         self.inputs = 0
+        self.errors = _ErrorLog()
+        gateway_log = logging.getLogger("gateway")
+        gateway_log.addHandler(self.errors)
+        gateway_log.propagate = False  # contained errors are counted here, not printed 1e6 times
 
     def feed(self, data: bytes, rec: Recorder) -> None:
         self.now += 0.001
@@ -148,6 +171,13 @@ class EndpointTarget:
         except Exception:
             rec.failure("endpoint", "crash", data, traceback.format_exc())
             self.endpoint = self.factory()
+            return
+        if self.errors.records:
+            record = self.errors.records[0]
+            self.errors.records.clear()
+            detail = "".join(traceback.format_exception(*record.exc_info)) if record.exc_info \
+                else record.getMessage()
+            rec.failure("endpoint", "logged-error", data, detail)
             return
         rec.count("endpoint", "handled")
 

@@ -96,7 +96,14 @@ class _Message:
             if name != "Content-Length":
                 lines.append(f"{name}: {value}")
         lines.append(f"Content-Length: {len(self.body)}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + self.body
+        head = "\r\n".join(lines)
+        breaks = len(lines) - 1
+        if head.count("\n") != breaks or head.count("\r") != breaks:
+            # A line break inside a value or reason phrase (built by the application, or
+            # echoed from a hostile message) would inject header fields or a second message
+            # into what we send: it becomes a space. Serialising never raises.
+            head = "\r\n".join(line.replace("\r", " ").replace("\n", " ") for line in lines)
+        return (head + "\r\n\r\n").encode("utf-8") + self.body
 
 
 @dataclass(slots=True, eq=False)
