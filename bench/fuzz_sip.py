@@ -11,8 +11,9 @@ structure-aware generation; no hypothesis shrinking, so it runs at full speed) a
               and an exception it catches and logs at ERROR counts as a (contained) crash.
 
 The only acceptable outcomes are a message or `ParseError` (the endpoint: no exception at all).
-Anything else is a crash; a broken invariant (round-trip, chunking) is counted separately. Each
-failing input is written to `--crash-dir` with its traceback. Prints inputs/s and totals.
+Anything else is a crash; a broken invariant (round-trip, chunking) and a `slow` input (one parse
+above `--slow-ms` of CPU: hostile input must stay cheap) are counted separately. Each failing
+input is written to `--crash-dir` with its traceback. Prints inputs/s and totals.
 
     python bench/fuzz_sip.py --count 1000000 --seed 1
 """
@@ -63,7 +64,12 @@ class Recorder:
 
     def failure(self, target: str, kind: str, data: bytes, detail: str) -> None:
         self.count(target, kind)
-        signature = f"{target}/{kind}: {_signature(detail)}"
+        if kind in ("crash", "logged-error"):
+            signature = f"{target}/{kind}: {_signature(detail)}"
+        elif kind == "roundtrip":
+            signature = f"{target}/{kind}: {detail}"
+        else:  # slow, chunking: the detail differs for every input
+            signature = f"{target}/{kind}"
         self.signatures[signature] += 1
         if self.signatures[signature] > 3:  # keep a few examples of each, not thousands
             return
@@ -81,7 +87,8 @@ def _signature(detail: str) -> str:
     return f"{lines[-1].split(':')[0][:80]} at {where}" if where else lines[-1][:160]
 
 
-def check_parse(data: bytes, rec: Recorder) -> None:
+def check_parse(data: bytes, rec: Recorder, slow_s: float) -> None:
+    started = time.process_time()
     try:
         parse_message(data)
     except ParseError:
@@ -90,6 +97,10 @@ def check_parse(data: bytes, rec: Recorder) -> None:
     except Exception:
         rec.failure("parse", "crash", data, traceback.format_exc())
         return
+    finally:
+        spent = time.process_time() - started
+        if spent > slow_s:  # hostile input must not cost much more than a normal message
+            rec.failure("parse", "slow", data, f"{spent * 1000:.0f} ms CPU for {len(data)} bytes")
     rec.count("parse", "parsed")
     try:
         problem = round_trip_problem(data)
@@ -190,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crash-dir", type=pathlib.Path, default=pathlib.Path("fuzz-crashes"))
     parser.add_argument("--endpoint-factory", help="module:callable returning an Endpoint")
     parser.add_argument("--progress", type=int, default=100_000, help="print every N inputs")
+    parser.add_argument("--slow-ms", type=float, default=20.0,
+                        help="CPU ms for one parse_message call above which an input is 'slow'")
     args = parser.parse_args(argv)
 
     targets = set(args.targets.split(","))
@@ -213,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             data = mutate(rng, [generate(rng)])
         if "parse" in targets:
-            check_parse(data, rec)
+            check_parse(data, rec, args.slow_ms / 1000)
         if "stream" in targets:
             check_stream(data, rng, rec)
         if endpoint is not None:

@@ -67,8 +67,10 @@ LIST_HEADERS = frozenset(
 )
 
 _LWS = " \t"  # the only whitespace SIP has once folded lines are joined (§25.1)
-# Parsed views are cached per header text; bounded so hostile traffic only churns the cache.
+# Parsed views are cached per header text; bounded in entries and in text length (real values
+# are far shorter), so hostile traffic only churns the cache: at most ~1.5 MB for all three.
 _CACHE_SIZE = 512
+_CACHE_MAX_TEXT = 512
 
 
 def canonical_name(name: str) -> str:
@@ -214,16 +216,14 @@ class Via:
 
 # re.ASCII: with re.I alone, 'ſ' would match 's' and '\u212a' would match 'k'.
 _VIA = re.compile(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+(.*)$", re.S | re.I | re.A)
-_SENT_BY_COLON = re.compile(r"[ \t]*:[ \t]*(?=[0-9]*$)")  # the port colon, not IPv6's
 
 
 def parse_via(value: str) -> Via:
     """One via-parm (cached: the parser's check, the transaction and dialog layers and
     retransmissions all view the same text, and the result is immutable)."""
-    return _parse_via(value)
+    return _parse_via_cached(value) if len(value) <= _CACHE_MAX_TEXT else _parse_via(value)
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
 def _parse_via(value: str) -> Via:
     """One via-parm; the version and protocol names are case-insensitive (§7.1, §25.1)."""
     match = _VIA.match(value.strip(_LWS))
@@ -232,11 +232,16 @@ def _parse_via(value: str) -> Via:
     transport, rest = match.group(1).upper(), match.group(2)
     sent_by, sep, param_text = rest.partition(";")
     sent_by = sent_by.strip(_LWS)
-    if " " in sent_by or "\t" in sent_by:
-        sent_by = _SENT_BY_COLON.sub(":", sent_by)  # COLON = SWS ":" SWS
+    if " " in sent_by or "\t" in sent_by:  # COLON = SWS ":" SWS (the port's, not IPv6's)
+        host_text, colon, port_text = sent_by.rpartition(":")
+        if colon and is_digits(port_text.strip(_LWS)):
+            sent_by = host_text.rstrip(_LWS) + ":" + port_text.strip(_LWS)
     host, port = parse_host_port(sent_by)
     params = parse_header_params(param_text) if sep else ()
     return Via(transport, host, port, params)
+
+
+_parse_via_cached = functools.lru_cache(maxsize=_CACHE_SIZE)(_parse_via)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,10 +277,11 @@ class NameAddr:
 def parse_name_addr(value: str) -> NameAddr:
     """name-addr or addr-spec (cached: the parser's check, the transaction and dialog layers and
     retransmissions all view the same text, and the result is immutable)."""
+    if len(value) <= _CACHE_MAX_TEXT:
+        return _parse_name_addr_cached(value)
     return _parse_name_addr(value)
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
 def _parse_name_addr(value: str) -> NameAddr:
     """name-addr or addr-spec with header parameters (§20.10, §25.1)."""
     text = value.strip(_LWS)
@@ -318,6 +324,9 @@ def _parse_name_addr(value: str) -> NameAddr:
     return NameAddr(uri, display or None, params)
 
 
+_parse_name_addr_cached = functools.lru_cache(maxsize=_CACHE_SIZE)(_parse_name_addr)
+
+
 def _closing_quote(text: str) -> int:
     i = 1
     while i < len(text):
@@ -345,10 +354,9 @@ MAX_CSEQ = 2**31 - 1  # RFC 3261 §8.1.1.5: CSeq MUST be less than 2**31
 def parse_cseq(value: str) -> CSeq:
     """CSeq (cached: the parser's check, the transaction and dialog layers and
     retransmissions all view the same text, and the result is immutable)."""
-    return _parse_cseq(value)
+    return _parse_cseq_cached(value) if len(value) <= _CACHE_MAX_TEXT else _parse_cseq(value)
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
 def _parse_cseq(value: str) -> CSeq:
     parts = value.replace("\t", " ").split(" ")
     parts = [part for part in parts if part]
@@ -358,6 +366,9 @@ def _parse_cseq(value: str) -> CSeq:
     if len(digits) > 10 or int(digits) > MAX_CSEQ:  # length first: int() of huge text is slow
         raise ParseError(f"CSeq number out of range: {parts[0][:20]}")
     return CSeq(int(digits), parts[1])
+
+
+_parse_cseq_cached = functools.lru_cache(maxsize=_CACHE_SIZE)(_parse_cseq)
 
 
 def parse_option_tags(values: list[str]) -> list[str]:

@@ -312,6 +312,9 @@ class StreamParser:
         self._buffer = bytearray()
         self._pending: _Pending | None = None
         self._error: FramingError | None = None
+        # Where the search for the blank line resumes: tiny reads of a big header section
+        # (slow-loris) must not rescan it from the start each time.
+        self._scanned = 0
 
     @property
     def buffered(self) -> int:
@@ -320,7 +323,8 @@ class StreamParser:
     @property
     def in_message(self) -> bool:
         """True while part of a message has arrived (for header-read timeouts)."""
-        return self._pending is not None or bool(self._buffer.lstrip(b"\r\n"))
+        # Keep-alive CRLF pairs are dropped as they arrive; at most half of one ("\r") is left.
+        return self._pending is not None or (bool(self._buffer) and self._buffer != b"\r")
 
     def feed(self, data: bytes) -> list[Message]:
         """Add bytes; return the messages completed by them. Raises `FramingError` on broken
@@ -352,14 +356,17 @@ class StreamParser:
         pending.message.body = bytes(self._buffer[pending.body_start : total])
         del self._buffer[:total]
         self._pending = None
+        self._scanned = 0
         return pending.message
 
     def _next_head(self) -> _Pending | None:
         # Keep-alive CRLFs between messages are not messages (RFC 5626 §3.5.1).
         while self._buffer[:2] == b"\r\n":
             del self._buffer[:2]
+            self._scanned = 0
         limit = self._limits.max_message_bytes
-        end = self._buffer.find(b"\r\n\r\n", 0, limit + 4)
+        end = self._buffer.find(b"\r\n\r\n", max(0, self._scanned - 3), limit + 4)
+        self._scanned = len(self._buffer)
         if end < 0 or end + 4 > limit:
             # The same outcome whether the bytes came at once or one by one: only a header
             # section that cannot fit the limit is refused, and only once the limit is passed.
