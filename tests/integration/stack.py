@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import random
 import re
 import signal
@@ -163,7 +164,8 @@ class EmulatorProcess:
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "emulator", "--listen", f"{LOOPBACK}:0",
-            "--api-key", API_KEY, "--audio-gate", "--log-level", "WARNING",
+            "--api-key", API_KEY, "--audio-gate",
+            "--log-level", os.environ.get("E2E_EMULATOR_LOG", "WARNING"),
             cwd=Path(__file__).resolve().parents[2], stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE)
         assert self.proc.stdout is not None

@@ -6,6 +6,11 @@ audio both ways: RTP in and out counted on its own conversation, at least one tu
 (AI speech sent to the phone after the caller stopped), and its emulator session must have
 heard 440 Hz utterances. At the end: 20 successful calls for SIPp, 20 `caller_bye` results,
 nothing left behind. `-m "not slow"` deselects it.
+
+It needs CPU headroom: with the box saturated by other work (reproduced with five busy loops
+beside it on 2 cores) the emulator process answers ICE consent checks too late, aioice's
+consent freshness expires ("Consent to send expired", 6 misses ≈ 30 s) and one call ends as
+`orga_ended` with our BYE — the failure message then lists the results.
 """
 
 from __future__ import annotations
