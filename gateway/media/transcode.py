@@ -1,8 +1,9 @@
 """G.711 ↔ PCM and 8 kHz ↔ 48 kHz conversion: the only module in the gateway that uses PyAV.
 
 Caller → AI: PCMU/PCMA payload → s16 8 kHz (`G711Codec.decode`) → `CallerResampler` → exact
-20 ms frames of 48 kHz mono s16 `AudioFrame`s, the format aiortc's Opus encoder takes (it only
-has to duplicate the channel).
+20 ms frames of 48 kHz packed-stereo s16 `AudioFrame`s, the format aiortc's Opus encoder takes.
+Stereo on purpose: given mono, aiortc's own resampler upmixes with FFmpeg's -3 dB centre level,
+so the AI would hear the caller 3 dB quieter (measured in tests/media/test_two_peers.py).
 AI → caller: aiortc's decoded frames (48 kHz stereo s16, any layout/rate accepted) →
 `AiResampler` → mono 8 kHz → exact 20 ms (160-sample) chunks → `G711Codec.encode`.
 
@@ -136,7 +137,7 @@ def frame_to_mono_s16(frame: AudioFrame) -> Pcm:
 
 
 class CallerResampler:
-    """8 kHz mono s16 (20 ms chunks) → 48 kHz mono s16 `AudioFrame`s of exactly 20 ms."""
+    """8 kHz mono s16 (20 ms chunks) → 48 kHz stereo s16 `AudioFrame`s of exactly 20 ms."""
 
     def __init__(self) -> None:
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=AI_RATE)
@@ -145,6 +146,7 @@ class CallerResampler:
         self._out_pts = 0
         self._time_base = fractions.Fraction(1, AI_RATE)
         self._primed = False
+        self._stereo: Pcm = np.zeros(2 * AI_FRAME_SAMPLES, dtype=np.int16)
 
     def process(self, pcm: Pcm) -> AudioFrame:
         """One 20 ms phone chunk in, one 20 ms 48 kHz frame out (timestamps advance 960)."""
@@ -168,7 +170,12 @@ class CallerResampler:
         samples = self._fifo.take(n)
         if n < AI_FRAME_SAMPLES:  # cannot happen after priming; never emit a short frame
             samples = np.concatenate([samples, np.zeros(AI_FRAME_SAMPLES - n, dtype=np.int16)])
-        out_frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        # Duplicate the channel into a reused buffer (from_ndarray copies it into the frame).
+        self._stereo[0::2] = samples
+        self._stereo[1::2] = samples
+        out_frame = AudioFrame.from_ndarray(
+            self._stereo.reshape(1, -1), format="s16", layout="stereo"
+        )
         out_frame.sample_rate = AI_RATE
         out_frame.pts = self._out_pts
         out_frame.time_base = self._time_base

@@ -24,9 +24,9 @@ def round_trip(codec_name: str, pcm8k: np.ndarray) -> tuple[np.ndarray, np.ndarr
         frame = up.process(codec.decode(payload))
         assert frame.samples == 960 and frame.sample_rate == AI_RATE and frame.pts == pts
         pts += 960
-        mono = frame.to_ndarray().reshape(-1)
-        at48.append(mono)
-        down.push(make_frame(np.repeat(mono, 2), AI_RATE, frame.pts, "stereo"))
+        assert frame.layout.name == "stereo"
+        at48.append(frame_to_mono_s16(frame))
+        down.push(frame)
         while (chunk := down.pop()) is not None:
             assert chunk.shape == (PHONE_FRAME_SAMPLES,)
             back.append(codec.decode(codec.encode(chunk)))
