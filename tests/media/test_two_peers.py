@@ -16,8 +16,13 @@ from gateway.media.tracks import AiAudioPump, CallerAudioTrack
 from gateway.media.transcode import G711Codec, frame_to_mono_s16
 from gateway.sdp import Direction, MediaParams
 from tests.media.audio import dominant_hz, rms_dbfs, tone
-from tests.media.loopback import GeneratedAudioTrack, connect, loopback_only_ice, new_peer, \
-    tone_source
+from tests.media.loopback import (
+    GeneratedAudioTrack,
+    connect,
+    loopback_only_ice,
+    new_peer,
+    tone_source,
+)
 
 
 @pytest.fixture(autouse=True)
