@@ -27,7 +27,6 @@ import json
 import os
 import random
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.media.transcode import (  # noqa: E402
+from gateway.media.transcode import (
     AiResampler,
     CallerResampler,
     G711Codec,
