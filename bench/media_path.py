@@ -275,37 +275,58 @@ def cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def transcoding_floor(seconds: float = 10.0) -> float:
-    """% of one core per call for the codec work alone (both directions)."""
+def transcoding_floor(fast: bool, seconds: float = 10.0) -> float:
+    """% of one core per call for the codec work alone (both directions, no networking).
+
+    fast=True: the path the gateway uses with CallerAudioTrack(opus=True) and
+    tune_receiver(decode_on_loop=True): G.711 decode → Opus NB encode at 8 kHz; Opus decode
+    (48 kHz mono) → resample → G.711 encode.
+    fast=False: aiortc's own codec path: G.711 decode → resample to 48 kHz → aiortc's
+    OpusEncoder (stereo 96 kb/s); aiortc's OpusDecoder (48 kHz stereo) → resample → G.711.
+    """
     from aiortc.codecs.opus import OpusDecoder, OpusEncoder
+    from aiortc.jitterbuffer import JitterFrame
+
+    from gateway.media.transcode import OpusMonoDecoder, OpusPhoneEncoder
 
     codec = G711Codec("PCMU")
     speech8 = speech_like(8000, seconds, seed=5)
     speech48 = speech_like(48000, seconds, seed=6)
     payloads = [codec.encode(speech8[i : i + 160]) for i in range(0, len(speech8), 160)]
-    enc_up, enc_back, dec_back = OpusEncoder(), OpusEncoder(), OpusDecoder()
-    up, down = CallerResampler(), AiResampler()
-    from aiortc.jitterbuffer import JitterFrame
-
-    back_packets = []
-    for i in range(len(payloads)):  # AI side's packets, encoded outside the measurement
-        frame = make_frame(speech48[i * 960 : (i + 1) * 960], 48000, i * 960)
-        data, ts = enc_back.encode(frame)
-        back_packets += [(p, ts) for p in data]
+    enc_back = OpusEncoder()  # the AI side's packets, encoded outside the measurement
+    back_packets: list[bytes] = []
+    for i in range(len(payloads)):
+        frame = make_frame(np.repeat(speech48[i * 960 : (i + 1) * 960], 2), 48000, i * 960,
+                           "stereo")
+        data, _ = enc_back.encode(frame)
+        back_packets += data
+    down = AiResampler()
+    if fast:
+        enc_fast, dec_fast = OpusPhoneEncoder(), OpusMonoDecoder()
+    else:
+        enc_up, dec_back, up = OpusEncoder(), OpusDecoder(), CallerResampler()
     t0 = cpu_s()
     for i, payload in enumerate(payloads):
-        enc_up.encode(up.process(codec.decode(payload)))  # caller -> AI
+        pcm = codec.decode(payload)  # caller -> AI
+        if fast:
+            enc_fast.encode(pcm)
+        else:
+            enc_up.encode(up.process(pcm))
         if i < len(back_packets):  # AI -> caller
-            data, ts = back_packets[i]
-            for frame in dec_back.decode(JitterFrame(data, ts)):
+            if fast:
+                frames = dec_fast.decode(back_packets[i])
+            else:
+                frames = dec_back.decode(JitterFrame(back_packets[i], i * 960))
+            for frame in frames:
                 down.push(frame)
-            while (pcm := down.pop()) is not None:
-                codec.encode(pcm)
+            while (out := down.pop()) is not None:
+                codec.encode(out)
     return (cpu_s() - t0) / seconds * 100
 
 
-async def gateway_run(calls: int, loss: float, seconds: float, warmup: float) -> dict[str, Any]:
-    from aiortc import RTCSessionDescription
+async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
+                      fast: bool) -> dict[str, Any]:
+    from aiortc import RTCRtpSender, RTCSessionDescription
 
     from gateway.media.aiortc_receiver import tune_receiver
     from gateway.media.rtp_session import RtpSession
@@ -344,8 +365,11 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float) ->
             sessions.append(session)
             pc = new_peer()
             peers.append(pc)
-            tr = pc.addTransceiver(CallerAudioTrack(session), direction="sendrecv")
-            tune_receiver(tr.receiver)
+            tr = pc.addTransceiver(CallerAudioTrack(session, opus=fast), direction="sendrecv")
+            if fast:
+                caps = RTCRtpSender.getCapabilities("audio")
+                tr.setCodecPreferences([c for c in caps.codecs if c.name == "opus"])
+            tune_receiver(tr.receiver, decode_on_loop=fast)
 
             def on_track(track: Any, session: RtpSession = session) -> None:
                 pump = AiAudioPump(track, session)
@@ -412,6 +436,9 @@ def main() -> int:
     ap.add_argument("--loss", type=float, nargs="+", default=[0.0, 0.01])
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--mode", choices=["fast", "aiortc"], default="fast",
+                    help="fast: Opus encoded/decoded by the gateway on the loop; "
+                    "aiortc: aiortc's own codec path (thread pool, 48 kHz stereo)")
     args = ap.parse_args()
     if args.role == "phone":
         asyncio.run(phone_main(args.control))
@@ -419,20 +446,26 @@ def main() -> int:
     if args.role == "orga":
         asyncio.run(orga_main(args.control, args.loss[0]))
         return 0
-    floor = transcoding_floor()
-    print(f"cpus={os.cpu_count()} python={sys.version.split()[0]}  signal=speech-like")
-    print(f"transcoding floor (G.711+resample+Opus both ways, no network): "
-          f"{floor:.2f} % of one core per call")
+    fast = args.mode == "fast"
+    floor_ref = transcoding_floor(fast=False)
+    floor_fast = transcoding_floor(fast=True)
+    floor = floor_fast if fast else floor_ref
+    print(f"cpus={os.cpu_count()} python={sys.version.split()[0]} signal=speech-like "
+          f"mode={args.mode} load={os.getloadavg()[0]:.2f}")
+    print(f"transcoding floor, no network, % of one core per call: aiortc codec path "
+          f"{floor_ref:.2f}, gateway fast path {floor_fast:.2f} (ratio below uses "
+          f"{'fast' if fast else 'aiortc'})")
     print("calls loss  cpu%/call  x floor  RSS MB/call | caller->AI ms p50   p99 "
           "| AI->caller ms p50   p99 | n_up n_down underruns")
     for calls in args.calls:
         for loss in args.loss:
-            r = asyncio.run(gateway_run(calls, loss, args.seconds, args.warmup))
+            r = asyncio.run(gateway_run(calls, loss, args.seconds, args.warmup, fast))
             per_call = r["cpu_pct"] / calls
             print(f"{calls:5d} {loss * 100:3.0f}%  {per_call:9.2f}  {per_call / floor:7.2f}  "
                   f"{r['rss_per_call']:11.2f} |            {pct(r['up'], 50)} {pct(r['up'], 99)} "
                   f"|            {pct(r['down'], 50)} {pct(r['down'], 99)} "
-                  f"| {len(r['up']):4d} {len(r['down']):6d} {r['underruns_speech']:9d}",
+                  f"| {len(r['up']):4d} {len(r['down']):6d} {r['underruns_speech']:9d} "
+                  f"load={os.getloadavg()[0]:.2f}",
                   flush=True)
     return 0
 

@@ -25,7 +25,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -36,7 +36,9 @@ from gateway.media.transcode import (
     AiResampler,
     AudioFrame,
     CallerResampler,
+    EncodedPacket,
     G711Codec,
+    OpusPhoneEncoder,
     Pcm,
 )
 from gateway.sdp import MediaParams
@@ -107,6 +109,15 @@ class CallerAudioSource(Protocol):
 
 
 class CallerAudioTrack(MediaStreamTrack):
+    """Caller audio for aiortc's sender.
+
+    `opus=False`: 48 kHz stereo `AudioFrame`s; aiortc resamples and Opus-encodes them in its
+    thread pool. `opus=True`: Opus packets encoded here from the 8 kHz signal
+    (`OpusPhoneEncoder`); aiortc only packetises them. Use it only when the negotiated audio
+    codec is Opus (aiortc cannot tell a track that), e.g. after
+    `transceiver.setCodecPreferences([opus])`.
+    """
+
     kind = "audio"
 
     def __init__(
@@ -115,12 +126,15 @@ class CallerAudioTrack(MediaStreamTrack):
         *,
         vad: EnergyVad | None = None,
         meter: TurnLatencyMeter | None = None,
+        opus: bool = False,
     ) -> None:
         super().__init__()
         self._source = source
         self._vad = vad or EnergyVad()
         self._meter = meter
-        self._resampler = CallerResampler()
+        self._resampler: CallerResampler | None = None if opus else CallerResampler()
+        self._opus: OpusPhoneEncoder | None = OpusPhoneEncoder() if opus else None
+        self._opus_out: collections.deque[EncodedPacket[Any]] = collections.deque()
         self._codecs: dict[str, G711Codec] = {}
         self._pending: collections.deque[Pcm] = collections.deque()
         self._pending_samples = 0
@@ -132,7 +146,7 @@ class CallerAudioTrack(MediaStreamTrack):
         self.frames_concealed = 0
         self.frames_silent_fill = 0
 
-    async def recv(self) -> AudioFrame:
+    async def recv(self) -> AudioFrame | EncodedPacket[Any]:
         if self.readyState != "live":
             raise MediaStreamError
         loop = asyncio.get_running_loop()
@@ -151,6 +165,12 @@ class CallerAudioTrack(MediaStreamTrack):
         if self._meter is not None:
             arrival = loop.time() - self._source.jitter.depth_ms / 1000.0
             self._meter.caller_frame(arrival, voiced)
+        if self._opus is not None:
+            self._opus_out.extend(self._opus.encode(pcm))
+            while not self._opus_out:  # libopus gives one packet per 20 ms; never stall
+                self._opus_out.extend(self._opus.encode(self._next_chunk()))
+            return self._opus_out.popleft()
+        assert self._resampler is not None
         return self._resampler.process(pcm)
 
     def _codec(self) -> G711Codec:
@@ -243,7 +263,7 @@ class AiAudioPump:
         sink: RtpSink,
         *,
         max_queue_ms: int = 1000,
-        target_queue_ms: int = 60,
+        target_queue_ms: int = 20,
         keepalive: bool = True,
         vad: EnergyVad | None = None,
         meter: TurnLatencyMeter | None = None,

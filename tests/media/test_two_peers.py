@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from aiortc import RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from gateway.media.aiortc_receiver import receiver_stats, tune_receiver
@@ -47,7 +48,10 @@ async def record(track: MediaStreamTrack, into: list[np.ndarray]) -> None:
         pass
 
 
-async def test_caller_440_to_ai_peer_and_ai_1000_back_to_rtp() -> None:
+@pytest.mark.parametrize(("opus", "decode_on_loop"), [(False, False), (True, True)])
+async def test_caller_440_to_ai_peer_and_ai_1000_back_to_rtp(
+    opus: bool, decode_on_loop: bool
+) -> None:
     loop = asyncio.get_running_loop()
     phone_transport, phone = await loop.create_datagram_endpoint(
         Phone, local_addr=("127.0.0.1", 0))
@@ -56,9 +60,12 @@ async def test_caller_440_to_ai_peer_and_ai_1000_back_to_rtp() -> None:
                          Direction.SENDRECV, False)
     session = await RtpSession.open("127.0.0.1", 0, params)
     gw, ai = new_peer(), new_peer()
-    caller_track = CallerAudioTrack(session)
+    caller_track = CallerAudioTrack(session, opus=opus)
     transceiver = gw.addTransceiver(caller_track, direction="sendrecv")
-    assert tune_receiver(transceiver.receiver)
+    if opus:  # pre-encoded Opus only makes sense when Opus is what gets negotiated
+        caps = RTCRtpSender.getCapabilities("audio")
+        transceiver.setCodecPreferences([c for c in caps.codecs if c.name == "opus"])
+    assert tune_receiver(transceiver.receiver, decode_on_loop=decode_on_loop)
     heard_by_ai: list[np.ndarray] = []
     tasks: list[asyncio.Task[None]] = []
     pumps: list[AiAudioPump] = []
