@@ -208,18 +208,68 @@ def install_loss(loss: float, seed: int) -> None:
     RTCRtpReceiver._handle_rtp_packet = lossy_handle  # type: ignore[method-assign]
 
 
+def cycle_packets() -> list[bytes]:
+    """One talkspurt cycle of Opus packets as aiortc would send them (48 kHz stereo, 96 kb/s),
+    encoded once so the stand-in replays them instead of encoding per call."""
+    from aiortc.codecs.opus import OpusEncoder
+
+    source, _ = talkspurt_source(48000, seed=3)
+    enc = OpusEncoder()
+    n = int(CYCLE_S * 50)
+    packets: list[bytes] = []
+    for i in range(2 * n):  # the second cycle: the encoder is past its start-up
+        frame = make_frame(np.repeat(source(i), 2), 48000, i * 960, "stereo")
+        data, _ = enc.encode(frame)
+        packets += data
+    return packets[-n:]
+
+
+class ReplayTrack:
+    """Stand-in for Orga's outgoing audio: pre-encoded Opus packets paced at 20 ms."""
+
+    def __new__(cls, packets: list[bytes]) -> Any:
+        import fractions
+
+        import av
+        from aiortc.mediastreams import MediaStreamTrack
+
+        class _Replay(MediaStreamTrack):
+            kind = "audio"
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.i = 0
+                self.start: float | None = None
+                self.sent_at: list[float] = []
+
+            async def recv(self) -> Any:
+                loop = asyncio.get_running_loop()
+                if self.start is None:
+                    self.start = loop.time()
+                await asyncio.sleep(max(0.0, self.start + self.i * 0.02 - loop.time()))
+                packet = av.Packet(packets[self.i % len(packets)])
+                packet.pts = self.i * 960
+                packet.time_base = fractions.Fraction(1, 48000)
+                self.sent_at.append(time.monotonic())
+                self.i += 1
+                return packet
+
+        return _Replay()
+
+
 async def orga_main(port: int, loss: float) -> None:
     from aiortc import RTCSessionDescription
     from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
     from gateway.media.aiortc_receiver import tune_receiver
-    from tests.media.loopback import GeneratedAudioTrack, loopback_only_ice, new_peer
+    from tests.media.loopback import loopback_only_ice, new_peer
 
     if loss > 0:
         install_loss(loss, seed=11)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     await send_msg(writer, {"role": "orga"})
-    source, is_onset = talkspurt_source(48000, seed=3)
+    _, is_onset = talkspurt_source(48000, seed=3)
+    packets = cycle_packets()
     peers, detectors, tracks, tasks = [], [], [], []
 
     async def listen(track: MediaStreamTrack, det: OnsetDetector) -> None:
@@ -245,7 +295,7 @@ async def orga_main(port: int, loss: float) -> None:
 
             pc.on("track", on_track)
             await pc.setRemoteDescription(RTCSessionDescription(msg["offer"], "offer"))
-            track = GeneratedAudioTrack(source)
+            track = ReplayTrack(packets)
             tracks.append(track)
             pc.addTrack(track)
             for t in pc.getTransceivers():

@@ -106,3 +106,17 @@ def test_vad_feeds_turn_meter_with_arrival_time() -> None:
     assert end is not None
     # Voice ended ~0.5 s after the first frame, minus the jitter buffer's hold.
     assert 0.40 <= end - times[0] <= 0.55
+
+
+def test_opus_mode_yields_one_packet_per_20ms_with_48k_clock() -> None:
+    from gateway.media.transcode import OpusMonoDecoder
+
+    codec = G711Codec("PCMU")
+    src = tone(440, 2.0, 8000, dbfs=-12)
+    feed = {i: codec.encode(src[i * 160 : (i + 1) * 160]) for i in range(100)}
+    packets, times, _ = run(Source(), 100, feed, {"opus": True})
+    assert [p.pts for p in packets] == [i * 960 for i in range(100)]
+    assert np.allclose(np.diff(times), 0.02)
+    dec = OpusMonoDecoder()
+    pcm = np.concatenate([frame_to_mono_s16(f) for p in packets for f in dec.decode(bytes(p))])
+    assert abs(dominant_hz(pcm[9600:], 48000) - 440) <= 5
