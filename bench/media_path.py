@@ -171,11 +171,15 @@ async def phone_main(port: int) -> None:
             i += 1
 
     task = asyncio.create_task(pace())
-    await recv_msg(reader)  # "stop"
+    mark = (cpu_s(), time.monotonic())
+    while not (await recv_msg(reader)).get("stop", False):  # "mark" starts the measurement
+        mark = (cpu_s(), time.monotonic())
+    cpu_pct = (cpu_s() - mark[0]) / (time.monotonic() - mark[1]) * 100
     stop.set()
     await task
     await send_msg(writer, {
-        "sent": sent_onsets, "received": [proto.det.onsets for _, proto in endpoints]})
+        "sent": sent_onsets, "received": [proto.det.onsets for _, proto in endpoints],
+        "cpu_pct": cpu_pct})
     for tr, _ in endpoints:
         tr.close()
     writer.close()
@@ -280,11 +284,15 @@ async def orga_main(port: int, loss: float) -> None:
         except MediaStreamError:
             pass
 
+    mark = (cpu_s(), time.monotonic())
     with loopback_only_ice():
         while True:
             msg = await recv_msg(reader)
             if msg.get("stop"):
                 break
+            if msg.get("mark"):
+                mark = (cpu_s(), time.monotonic())
+                continue
             pc = new_peer()
             det = OnsetDetector()
             detectors.append(det)
@@ -304,7 +312,9 @@ async def orga_main(port: int, loss: float) -> None:
             await send_msg(writer, {"answer": pc.localDescription.sdp})
     # onset send times: the moment the onset frame left the track (before encode)
     sent = [[t for i, t in enumerate(tr.sent_at) if is_onset(i)] for tr in tracks]
-    await send_msg(writer, {"sent": sent, "received": [d.onsets for d in detectors]})
+    cpu_pct = (cpu_s() - mark[0]) / (time.monotonic() - mark[1]) * 100
+    await send_msg(writer, {"sent": sent, "received": [d.onsets for d in detectors],
+                            "cpu_pct": cpu_pct})
     for pc in peers:
         await pc.close()
     writer.close()
@@ -374,8 +384,17 @@ def transcoding_floor(fast: bool, seconds: float = 10.0) -> float:
     return (cpu_s() - t0) / seconds * 100
 
 
+async def loop_lag(samples: list[float], stop: asyncio.Event) -> None:
+    """How late a 10 ms sleep wakes up: the gateway loop's own scheduling delay."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        t = loop.time()
+        await asyncio.sleep(0.01)
+        samples.append((loop.time() - t - 0.01) * 1000)
+
+
 async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
-                      fast: bool) -> dict[str, Any]:
+                      fast: bool, tune: bool) -> dict[str, Any]:
     from aiortc import RTCRtpSender, RTCSessionDescription
 
     from gateway.media.aiortc_receiver import tune_receiver
@@ -419,7 +438,8 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
             if fast:
                 caps = RTCRtpSender.getCapabilities("audio")
                 tr.setCodecPreferences([c for c in caps.codecs if c.name == "opus"])
-            tune_receiver(tr.receiver, decode_on_loop=fast)
+            if tune:
+                tune_receiver(tr.receiver, decode_on_loop=fast)
 
             def on_track(track: Any, session: RtpSession = session) -> None:
                 pump = AiAudioPump(track, session)
@@ -433,9 +453,17 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
             await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
     await send_msg(p_w, {"gateway_ports": [s.local_address[1] for s in sessions]})
     await asyncio.sleep(warmup)
+    lags: list[float] = []
+    lag_stop = asyncio.Event()
+    lag_task = asyncio.create_task(loop_lag(lags, lag_stop))
     c0, w0 = cpu_s(), time.monotonic()
+    await send_msg(p_w, {"mark": True})
+    await send_msg(o_w, {"mark": True})
     await asyncio.sleep(seconds)
-    cpu = (cpu_s() - c0) / (time.monotonic() - w0) * 100
+    wall = time.monotonic() - w0
+    cpu = (cpu_s() - c0) / wall * 100
+    lag_stop.set()
+    await lag_task
     rss = rss_mb()
     await send_msg(p_w, {"stop": True})
     await send_msg(o_w, {"stop": True})
@@ -456,6 +484,10 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
     return {
         "calls": calls, "loss": loss, "cpu_pct": cpu, "rss_per_call": (rss - rss0) / calls,
         "up": lat_up, "down": lat_down, "underruns_speech": underruns,
+        "loop_lag_p99": float(np.percentile(lags, 99)) if lags else float("nan"),
+        # the other processes' CPU over the same window, % of one core
+        "phone_cpu": phone["cpu_pct"],
+        "orga_cpu": orga["cpu_pct"],
     }
 
 
@@ -486,6 +518,8 @@ def main() -> int:
     ap.add_argument("--loss", type=float, nargs="+", default=[0.0, 0.01])
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--receiver", choices=["tuned", "aiortc"], default="tuned",
+                    help="aiortc: leave aiortc's own receive jitter buffer (for comparison)")
     ap.add_argument("--mode", choices=["fast", "aiortc"], default="fast",
                     help="fast: Opus encoded/decoded by the gateway on the loop; "
                     "aiortc: aiortc's own codec path (thread pool, 48 kHz stereo)")
@@ -501,20 +535,23 @@ def main() -> int:
     floor_fast = transcoding_floor(fast=True)
     floor = floor_fast if fast else floor_ref
     print(f"cpus={os.cpu_count()} python={sys.version.split()[0]} signal=speech-like "
-          f"mode={args.mode} load={os.getloadavg()[0]:.2f}")
+          f"mode={args.mode} receiver={args.receiver} load={os.getloadavg()[0]:.2f}")
     print(f"transcoding floor, no network, % of one core per call: aiortc codec path "
           f"{floor_ref:.2f}, gateway fast path {floor_fast:.2f} (ratio below uses "
           f"{'fast' if fast else 'aiortc'})")
     print("calls loss  cpu%/call  x floor  RSS MB/call | caller->AI ms p50   p99 "
-          "| AI->caller ms p50   p99 | n_up n_down underruns")
+          "| AI->caller ms p50   p99 | n_up n_down underruns | loop lag p99 ms | "
+          "other processes % core: phone orga")
     for calls in args.calls:
         for loss in args.loss:
-            r = asyncio.run(gateway_run(calls, loss, args.seconds, args.warmup, fast))
+            r = asyncio.run(gateway_run(calls, loss, args.seconds, args.warmup, fast,
+                                        args.receiver == "tuned"))
             per_call = r["cpu_pct"] / calls
             print(f"{calls:5d} {loss * 100:3.0f}%  {per_call:9.2f}  {per_call / floor:7.2f}  "
                   f"{r['rss_per_call']:11.2f} |            {pct(r['up'], 50)} {pct(r['up'], 99)} "
                   f"|            {pct(r['down'], 50)} {pct(r['down'], 99)} "
                   f"| {len(r['up']):4d} {len(r['down']):6d} {r['underruns_speech']:9d} "
+                  f"| {r['loop_lag_p99']:15.1f} | {r['phone_cpu']:5.0f} {r['orga_cpu']:4.0f} "
                   f"load={os.getloadavg()[0]:.2f}",
                   flush=True)
     return 0
