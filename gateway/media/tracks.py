@@ -249,6 +249,7 @@ class PumpStats:
     underruns_idle: int = 0
     dropped_backlog: int = 0  # oldest audio dropped because the queue passed max_queue_ms
     skipped_silence: int = 0  # silent frames skipped to shrink standing delay
+    concealed: int = 0  # first missing frame in speech, filled with a faded repeat
     clock_slips: int = 0  # the loop stalled > 3 frames; we skipped ahead instead of bursting
     queue_ms: int = 0
     queue_ms_peak: int = 0
@@ -285,6 +286,7 @@ class AiAudioPump:
         self._talkspurt = False
         self._quiet_ticks = 0  # ticks since the last voiced frame, while in a talkspurt
         self._pending_underruns = 0
+        self._last_sent: Pcm | None = None
         self._stats = PumpStats()
         self._tasks: list[asyncio.Task[None]] = []
         self.first_audio_at: float | None = None
@@ -377,9 +379,17 @@ class AiAudioPump:
                 self._quiet(underrun=False)
             self._sink.send_audio(self._codec().encode(pcm), PHONE_FRAME_SAMPLES, marker)
             self._stats.sent_audio += 1
+            self._last_sent = pcm
             return
+        first_gap_in_speech = self._talkspurt and self._pending_underruns == 0
         self._quiet(underrun=True)
-        if self._keepalive:
+        if first_gap_in_speech and self._last_sent is not None:
+            # A frame missing mid-speech (lost on the AI leg, or late): repeat the last one
+            # with a fade rather than cutting to silence; longer gaps fall to silence.
+            faded = (self._last_sent.astype(np.float32) * _FADE).astype(np.int16)
+            self._sink.send_audio(self._codec().encode(faded), PHONE_FRAME_SAMPLES)
+            self._stats.concealed += 1
+        elif self._keepalive:
             self._sink.send_audio(self._codec().silence(), PHONE_FRAME_SAMPLES)
             self._stats.sent_silence += 1
         else:
