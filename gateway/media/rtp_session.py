@@ -114,6 +114,7 @@ class RtpSession:
         self._lost_before = 0  # losses of earlier SSRCs
         self._dtmf = TelephoneEventReceiver(params.clock_rate)
         self._last_activity = self._clock.now()
+        self.last_audio_arrival: float | None = None  # clock time of the latest audio packet
         # Token bucket: refills at max_packet_rate/s, holds one second's worth.
         self._rate = max_packet_rate
         self._tokens = max_packet_rate
@@ -277,6 +278,7 @@ class RtpSession:
                 self._emit_dtmf(event)
             return
         self.jitter.push(packet.sequence, packet.payload)
+        self.last_audio_arrival = now
 
     def _account(self, seq: int, ts: int, now: float) -> None:
         st = self._ssrc_state

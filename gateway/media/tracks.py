@@ -107,6 +107,14 @@ class CallerAudioSource(Protocol):
     @property
     def params(self) -> MediaParams: ...
 
+    @property
+    def last_audio_arrival(self) -> float | None:
+        """Monotonic time (the loop's clock) the latest audio packet arrived, if any."""
+        ...
+
+
+_ANCHOR_S = 0.002  # tick this long after the phone's packets arrive
+
 
 class CallerAudioTrack(MediaStreamTrack):
     """Caller audio for aiortc's sender.
@@ -141,6 +149,7 @@ class CallerAudioTrack(MediaStreamTrack):
         self._last: Pcm | None = None  # last decoded frame, for concealment
         self._losses_in_row = 0
         self._start: float | None = None
+        self._anchored = False
         self._frames = 0
         self.frames_voiced = 0
         self.frames_concealed = 0
@@ -153,6 +162,8 @@ class CallerAudioTrack(MediaStreamTrack):
         if self._start is None:
             self._start = loop.time()
         else:
+            if not self._anchored:
+                self._anchor()
             # Absolute schedule: start + n·20 ms, so waiting never accumulates drift.
             wait = self._start + self._frames * FRAME_S - loop.time()
             if wait > 0:
@@ -172,6 +183,21 @@ class CallerAudioTrack(MediaStreamTrack):
             return self._opus_out.popleft()
         assert self._resampler is not None
         return self._resampler.process(pcm)
+
+    def _anchor(self) -> None:
+        """Phase-lock our 20 ms schedule to the phone's packets, once, at the first one.
+
+        Why: with the jitter buffer holding 40 ms, a packet waits 20 ms plus the time until
+        our next tick; ticking 2 ms after the phone's packets arrive makes that 22 ms instead
+        of anything from 20 to 40. The schedule moves later by < 20 ms, once (aiortc just
+        sends that one frame a little later); timestamps stay continuous.
+        """
+        arrival = self._source.last_audio_arrival
+        if arrival is None or self._start is None:
+            return
+        self._anchored = True
+        next_tick = self._start + self._frames * FRAME_S
+        self._start += (arrival + _ANCHOR_S - next_tick) % FRAME_S
 
     def _codec(self) -> G711Codec:
         name = self._source.params.codec

@@ -19,6 +19,7 @@ class Source:
         self.jitter = JitterBuffer(max_ms=max_ms)
         self.params = MediaParams("127.0.0.1", 9, codec, pt, 8000, 20, None,
                                   Direction.SENDRECV, False)
+        self.last_audio_arrival: float | None = None
 
 
 def run(source: Source, frames: int, feed: dict[int, bytes], track_kw: dict | None = None):
@@ -120,3 +121,28 @@ def test_opus_mode_yields_one_packet_per_20ms_with_48k_clock() -> None:
     dec = OpusMonoDecoder()
     pcm = np.concatenate([frame_to_mono_s16(f) for p in packets for f in dec.decode(bytes(p))])
     assert abs(dominant_hz(pcm[9600:], 48000) - 440) <= 5
+
+
+def test_schedule_phase_locks_to_phone_packets_once() -> None:
+    loop = virtual_time_loop(start=1000.0)
+    source = Source()
+
+    async def main() -> list[float]:
+        track = CallerAudioTrack(source)
+        times = []
+        for i in range(10):
+            if i == 3:  # the first packet arrived 13 ms after our last tick (at t = 1000.053)
+                source.last_audio_arrival = loop.time() + 0.013
+            await track.recv()
+            times.append(loop.time())
+        return times
+
+    try:
+        times = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    # before: on our own phase; after the first packet: 2 ms after each arrival, 20 ms apart
+    assert [round(t - 1000.0, 4) for t in times[:3]] == [0.0, 0.02, 0.04]
+    assert round(times[3] - 1000.0, 4) == 0.075  # moved 15 ms later, once
+    assert [round((t - 1000.053) % 0.02, 4) for t in times[3:]] == [0.002] * 7
+    assert np.allclose(np.diff(times[3:]), 0.02)
