@@ -205,6 +205,7 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
         "loop_lag_p99": float(np.percentile(lags, 99)) if lags else float("nan"),
         # the other processes' CPU over the same window, % of one core
         "phone_cpu": phone["cpu_pct"],
+        "gap": (phone["gap_p99"], phone["gap_max"], phone["gaps_over_30"], phone["packets"]),
         "orga_cpu": orga["cpu_pct"],
     }
 
@@ -259,7 +260,7 @@ def main() -> int:
           f"{'fast' if fast else 'aiortc'})")
     print("calls loss  cpu%/call  x floor  RSS MB/call | caller->AI ms p50   p99 "
           "| AI->caller ms p50   p99 | n_up n_down underruns | loop lag p99 ms | "
-          "other processes % core: phone orga")
+          "other processes % core: phone orga | RTP to phone: gap p99 max ms, >30 ms of n")
     for calls in args.calls:
         for loss in args.loss:
             r = asyncio.run(gateway_run(calls, loss, args.seconds, args.warmup, fast,
@@ -270,6 +271,7 @@ def main() -> int:
                   f"|            {pct(r['down'], 50)} {pct(r['down'], 99)} "
                   f"| {len(r['up']):4d} {len(r['down']):6d} {r['underruns_speech']:9d} "
                   f"| {r['loop_lag_p99']:15.1f} | {r['phone_cpu']:5.0f} {r['orga_cpu']:4.0f} "
+                  f"| {r['gap'][0]:5.1f} {r['gap'][1]:5.1f} {r['gap'][2]} of {r['gap'][3]} "
                   f"load={os.getloadavg()[0]:.2f}",
                   flush=True)
     return 0

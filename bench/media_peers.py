@@ -38,9 +38,11 @@ async def phone_main(port: int) -> None:
     class Rx(asyncio.DatagramProtocol):
         def __init__(self) -> None:
             self.det = OnsetDetector()
+            self.arrivals: list[float] = []
 
         def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
             now = time.monotonic()
+            self.arrivals.append(now)
             self.det.feed(codec.decode(parse_rtp(data).payload), now)
 
     endpoints = []
@@ -73,11 +75,17 @@ async def phone_main(port: int) -> None:
     while not (await recv_msg(reader)).get("stop", False):  # "mark" starts the measurement
         mark = (cpu_s(), time.monotonic())
     cpu_pct = (cpu_s() - mark[0]) / (time.monotonic() - mark[1]) * 100
+    # the pump's pacing as the phone sees it: gaps between packets inside the window
+    gaps = np.concatenate([
+        np.diff([t for t in proto.arrivals if t >= mark[1]]) for _, proto in endpoints
+    ]) * 1000
     stop.set()
     await task
     await send_msg(writer, {
         "sent": sent_onsets, "received": [proto.det.onsets for _, proto in endpoints],
-        "cpu_pct": cpu_pct})
+        "cpu_pct": cpu_pct, "gap_p99": float(np.percentile(gaps, 99)),
+        "gap_max": float(gaps.max()), "gaps_over_30": int((gaps > 30).sum()),
+        "packets": int(gaps.size)})
     for tr, _ in endpoints:
         tr.close()
     writer.close()
