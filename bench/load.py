@@ -50,6 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 import numpy as np
 
+from bench.load_report import Layout, print_row, print_summary
+
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk_orga_ai_loadbench_" + os.urandom(6).hex()
 NUMBER = "800"
@@ -226,12 +228,22 @@ def proc_sample(pid: int) -> tuple[float, float]:
     return cpu, int(fields[21]) * PAGE / 1e6
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs, from /proc/stat: how saturated the machine was."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
 @dataclass
 class Samples:
     times: list[float] = field(default_factory=list)
     rows: list[dict[str, tuple[float, float]]] = field(default_factory=list)
+    machine: list[tuple[int, int]] = field(default_factory=list)
 
     def take(self, procs: dict[str, Proc]) -> None:
+        self.machine.append(machine_jiffies())
         row = {}
         for name, proc in procs.items():
             with contextlib.suppress(OSError, ValueError, IndexError):
@@ -247,6 +259,10 @@ class Samples:
         span = self.times[b] - self.times[a]
         return {n: (self.rows[b][n][0] - self.rows[a][n][0]) / span * 100 for n in names
                 if n in self.rows[a] and n in self.rows[b]}
+
+    def machine_busy_pct(self, a: int, b: int) -> float:
+        (busy0, total0), (busy1, total1) = self.machine[a], self.machine[b]
+        return (busy1 - busy0) / max(1, total1 - total0) * 100
 
     def mean_rss(self, names: list[str], a: int, b: int) -> dict[str, float]:
         return {n: float(np.mean([self.rows[i][n][1] for i in range(a, b + 1)
@@ -275,14 +291,6 @@ def pct(values: list[float], q: float) -> float:
 
 
 # ------------------------------------------------------------------------------------ one N
-
-
-@dataclass
-class Layout:
-    calls: int
-    workers: int
-    emulators: int
-    callers: int
 
 
 def layout(args: argparse.Namespace, n: int) -> Layout:
@@ -426,6 +434,8 @@ def run_one(args: argparse.Namespace, lay: Layout, logs: Path) -> tuple[dict[str
     lost = sum(r["packets_lost"] for r in connected)
     recv = sum(r["packets_received"] for r in connected)
     row["packets"] = (sent, recv, lost)
+    expected = sum(r["duration_s"] for r in connected) * 50  # 20 ms packets
+    row["delivered"] = recv / expected * 100 if expected else float("nan")
     window = None
     if connected:
         t0, t1 = max(answered_at) + args.margin, min(ended_at) - args.margin
@@ -441,93 +451,10 @@ def run_one(args: argparse.Namespace, lay: Layout, logs: Path) -> tuple[dict[str
         row["rss"] = samples.mean_rss(list(gw), a, b)
         row["emu_cpu"] = sum(samples.cpu_pct([k for k in others if k.startswith("emu")],
                                              a, b).values())
+        row["machine_busy"] = samples.machine_busy_pct(a, b)
         row["caller_cpu"] = sum(samples.cpu_pct([k for k in others if k.startswith("caller")],
                                                 a, b).values())
     return row, failures
-
-
-# ---------------------------------------------------------------------------------- report
-
-
-def ms(x: float) -> str:
-    return "-" if math.isnan(x) else f"{x * 1000:.0f}"
-
-
-def print_row(row: dict[str, Any], args: argparse.Namespace) -> None:
-    lay: Layout = row["layout"]
-    n = row["calls"]
-    m = row["metrics"]
-    print(f"\n== {n} calls: {lay.workers} gateway worker(s), {lay.emulators} emulator(s), "
-          f"{lay.callers} caller process(es); {args.seconds:.0f} s calls started at "
-          f"{args.rate:g}/s; {os.cpu_count()} CPUs ==")
-    lines: list[tuple[str, str]] = []
-    lb, ld = row["load_before"], row["load_during"]
-    lines.append(("load average 1/5/15 min", f"before {lb[0]:.2f} {lb[1]:.2f} {lb[2]:.2f}"
-                  + (f"; mid-run {ld[0]:.2f} {ld[1]:.2f} {ld[2]:.2f}" if ld else "")))
-    lines.append(("calls connected", f"{row['connected']}/{n}"))
-    lines.append(("calls with replies heard", f"{row['with_replies']}/{n} (phrases answered "
-                  f"{row['turns_answered']}/{row['turns']}; the last may be cut by the hang-up)"))
-    sp50, sp95, smax = row["setup"]
-    lines.append(("setup p50 / p95 / max", f"{ms(sp50)} / {ms(sp95)} / {ms(smax)} ms "
-                  "(probe: INVITE -> 200 OK)"))
-    tp50, tp95, tn = row["turn"]
-    lines.append(("turn latency p50 / p95", f"{ms(tp50)} / {ms(tp95)} ms over {tn} turns "
-                  "(probe: end of phrase -> first reply audio; includes the emulator's 500 ms "
-                  "end-of-utterance wait)"))
-    gcount = m.get("orga_gateway_turn_latency_seconds_count", 0)
-    if gcount:
-        mean = m["orga_gateway_turn_latency_seconds_sum"] / gcount * 1000
-        lines.append(("gateway turn latency mean", f"{mean:.0f} ms over {gcount:.0f} turns "
-                      "(gateway: caller VAD end -> first AI audio sent)"))
-    sent, recv, lost = row["packets"]
-    lines.append(("probe RTP packets", f"sent {sent}, received {recv}, lost {lost}"))
-    if "cpu" in row:
-        cpu = row["cpu"]
-        total = sum(cpu.values())
-        per = total / n
-        lines.append(("steady window", f"{row['window_s']:.1f} s with all {n} calls up"))
-        lines.append(("gateway CPU, total", f"{total:.1f} % of one core ("
-                      + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
-                      + f"; idle {sum(row['idle_cpu'].values()):.1f})"))
-        lines.append(("CPU per call", f"{per:.2f} % of one core"))
-        rss_total = sum(row["rss"].values())
-        idle = sum(row["idle_rss"].values())
-        lines.append(("RSS per call", f"{(rss_total - idle) / n:.2f} MB above idle "
-                      f"(total {rss_total:.0f} MB, idle baseline {idle:.0f} MB)"))
-        lines.append(("transcoding floor", f"{row['floor_ref']:.2f} % per call (aiortc codec "
-                      f"path, as the gateway encodes); fast path {row['floor_fast']:.2f} %"))
-        lines.append(("per-call CPU / floor", f"{per / row['floor_ref']:.1f}x aiortc-path floor "
-                      f"({per / row['floor_fast']:.1f}x fast-path floor)"))
-        lines.append(("stand-ins CPU (not measured)", f"emulators {row['emu_cpu']:.0f} %, "
-                      f"callers {row['caller_cpu']:.0f} % of one core"))
-    lines.append(("playout underruns", f"{m.get('orga_gateway_playout_underruns_total', 0):.0f}"))
-    lines.append(("dropped backlog", f"{m.get('orga_gateway_playout_dropped_seconds_total', 0):.2f}"
-                  " s"))
-    ended = {k.split(":", 1)[1]: v for k, v in m.items()
-             if k.startswith("orga_gateway_calls_ended_total:")}
-    lines.append(("gateway call results", ", ".join(f"{k} {v:.0f}" for k, v in ended.items())
-                  or "-"))
-    width = max(len(k) for k, _ in lines)
-    for k, v in lines:
-        print(f"  {k:<{width}}  {v}")
-
-
-def print_summary(rows: list[dict[str, Any]]) -> None:
-    print("\nsummary (gateway processes only; % of one core)")
-    print(" calls wrk  conn repl  cpu%/call  xfloor  RSS MB/call  setup p50/p95 ms  "
-          "turn p50/p95 ms  underruns  dropped s  load1")
-    for r in rows:
-        m = r["metrics"]
-        per = sum(r["cpu"].values()) / r["calls"] if "cpu" in r else float("nan")
-        rss = ((sum(r["rss"].values()) - sum(r["idle_rss"].values())) / r["calls"]
-               if "rss" in r else float("nan"))
-        load = (r["load_during"] or r["load_before"])[0]
-        print(f" {r['calls']:5d} {r['layout'].workers:3d} {r['connected']:5d} "
-              f"{r['with_replies']:4d}  {per:9.2f}  {per / r['floor_ref']:6.1f}  {rss:11.2f}  "
-              f"{ms(r['setup'][0]):>7} /{ms(r['setup'][1]):>6}  "
-              f"{ms(r['turn'][0]):>7} /{ms(r['turn'][1]):>5}  "
-              f"{m.get('orga_gateway_playout_underruns_total', 0):9.0f}  "
-              f"{m.get('orga_gateway_playout_dropped_seconds_total', 0):9.2f}  {load:5.2f}")
 
 
 # ------------------------------------------------------------------------------------ main
@@ -545,7 +472,7 @@ def main() -> int:
                    help="gateway processes (default 1 up to 30 calls, else ceil(N/20))")
     p.add_argument("--emulators", type=int, default=None, help="default ceil(N/20)")
     p.add_argument("--caller-procs", type=int, default=None, help="default ceil(N/30)")
-    p.add_argument("--rate", type=float, default=10.0, help="new calls per second")
+    p.add_argument("--rate", type=float, default=5.0, help="new calls per second")
     p.add_argument("--margin", type=float, default=2.0,
                    help="seconds trimmed from each end of the steady window")
     p.add_argument("--sample-interval", type=float, default=0.5)
