@@ -58,7 +58,10 @@ def print_row(row: dict[str, Any], args: argparse.Namespace) -> None:
         lines.append(("gateway CPU, total", f"{total:.1f} % of one core ("
                       + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
                       + f"; idle {sum(row['idle_cpu'].values()):.1f})"))
-        lines.append(("CPU per call", f"{per:.2f} % of one core"))
+        starved = row["delivered"] < 95
+        lines.append(("CPU per call", f"{per:.2f} % of one core" + (
+            "  (LOWER BOUND: the gateway fell behind, phones got "
+            f"{row['delivered']:.0f} % of their packets)" if starved else "")))
         rss_total = sum(row["rss"].values())
         idle = sum(row["idle_rss"].values())
         lines.append(("RSS per call", f"{(rss_total - idle) / n:.2f} MB above idle "
