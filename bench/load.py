@@ -489,6 +489,7 @@ def main() -> int:
 
     # SIGTERM ends the run like Ctrl-C does: the finally blocks stop every child.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     logs = Path(tempfile.mkdtemp(prefix="orga-load-"))
     print(f"load bench: logs and configs in {logs}; load average now "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
