@@ -219,13 +219,16 @@ match = "*"
 # ------------------------------------------------------------------------------- sampling
 
 
-def proc_sample(pid: int) -> tuple[float, float]:
-    """(CPU seconds user+system, RSS MB) of one process, all its threads."""
+def proc_sample(pid: int) -> tuple[float, float, float]:
+    """(CPU seconds user+system of all threads, RSS MB, seconds the main thread - the event
+    loop - spent runnable but waiting for a CPU) of one process."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
+    with open(f"/proc/{pid}/schedstat") as f:
+        wait = int(f.read().split()[1]) / 1e9
     # after "(comm)": fields[0] is field 3 (state); utime 14, stime 15, rss 24
     cpu = (int(fields[11]) + int(fields[12])) / TICK
-    return cpu, int(fields[21]) * PAGE / 1e6
+    return cpu, int(fields[21]) * PAGE / 1e6, wait
 
 
 def machine_jiffies() -> tuple[int, int]:
@@ -239,7 +242,7 @@ def machine_jiffies() -> tuple[int, int]:
 @dataclass
 class Samples:
     times: list[float] = field(default_factory=list)
-    rows: list[dict[str, tuple[float, float]]] = field(default_factory=list)
+    rows: list[dict[str, tuple[float, float, float]]] = field(default_factory=list)
     machine: list[tuple[int, int]] = field(default_factory=list)
 
     def take(self, procs: dict[str, Proc]) -> None:
@@ -258,6 +261,11 @@ class Samples:
     def cpu_pct(self, names: list[str], a: int, b: int) -> dict[str, float]:
         span = self.times[b] - self.times[a]
         return {n: (self.rows[b][n][0] - self.rows[a][n][0]) / span * 100 for n in names
+                if n in self.rows[a] and n in self.rows[b]}
+
+    def wait_pct(self, names: list[str], a: int, b: int) -> dict[str, float]:
+        span = self.times[b] - self.times[a]
+        return {n: (self.rows[b][n][2] - self.rows[a][n][2]) / span * 100 for n in names
                 if n in self.rows[a] and n in self.rows[b]}
 
     def machine_busy_pct(self, a: int, b: int) -> float:
@@ -452,6 +460,7 @@ def run_one(args: argparse.Namespace, lay: Layout, logs: Path) -> tuple[dict[str
         row["emu_cpu"] = sum(samples.cpu_pct([k for k in others if k.startswith("emu")],
                                              a, b).values())
         row["machine_busy"] = samples.machine_busy_pct(a, b)
+        row["wait"] = samples.wait_pct(list(gw), a, b)
         row["caller_cpu"] = sum(samples.cpu_pct([k for k in others if k.startswith("caller")],
                                                 a, b).values())
     return row, failures

@@ -72,6 +72,9 @@ def print_row(row: dict[str, Any], args: argparse.Namespace) -> None:
                       f"({per / row['floor_fast']:.1f}x fast-path floor)"))
         lines.append(("stand-ins CPU (not measured)", f"emulators {row['emu_cpu']:.0f} %, "
                       f"callers {row['caller_cpu']:.0f} % of one core"))
+        lines.append(("loop thread waiting for CPU", ", ".join(
+            f"{k} {v:.0f} %" for k, v in row["wait"].items()) + " of the window (run queue; "
+            "time the gateway was ready to run but another process had the CPU)"))
         lines.append(("machine busy (all CPUs)", f"{row['machine_busy']:.0f} % over the window "
                       "(near 100 %: the gateway competed with other processes for CPU; "
                       "its timing suffers)"))
