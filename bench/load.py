@@ -414,6 +414,7 @@ def run_one(args: argparse.Namespace, lay: Layout, logs: Path) -> tuple[dict[str
     missing = n - len(results)
     if missing:
         failures.append(f"{missing} calls have no report (caller process failed)")
+    grouped: dict[str, list[int]] = {}
     for r in results:
         why = None
         if not r.get("connected"):
@@ -423,7 +424,9 @@ def run_one(args: argparse.Namespace, lay: Layout, logs: Path) -> tuple[dict[str
         elif r.get("ended_by") != "probe":
             why = f"ended by {r.get('ended_by')} after {r.get('duration_s'):.1f} s"
         if why:
-            failures.append(f"call {r['index']} -> {r['target']}: {why.strip()}")
+            grouped.setdefault(why.strip(), []).append(r["index"])
+    for why, ids in sorted(grouped.items(), key=lambda item: -len(item[1])):
+        failures.append(f"{len(ids)} call(s) {_ids(sorted(ids))}: {why}")
     answered_at = [r["t0"] + r["setup_s"] for r in connected]
     ended_at = [r["t0"] + r["setup_s"] + r["duration_s"] for r in connected]
     row: dict[str, Any] = {"calls": n, "layout": lay, "load_before": load_before,
@@ -467,6 +470,11 @@ def run_one(args: argparse.Namespace, lay: Layout, logs: Path) -> tuple[dict[str
 
 
 # ------------------------------------------------------------------------------------ main
+
+
+def _ids(ids: list[int]) -> str:
+    shown = ",".join(map(str, ids[:12]))
+    return f"#{shown}" + (f",... ({len(ids) - 12} more)" if len(ids) > 12 else "")
 
 
 def _interrupt(signum: int, frame: object) -> None:
