@@ -27,7 +27,8 @@ def print_row(row: dict[str, Any], args: argparse.Namespace) -> None:
     m = row["metrics"]
     print(f"\n== {n} calls: {lay.workers} gateway worker(s), {lay.emulators} emulator(s), "
           f"{lay.callers} caller process(es); {args.seconds:.0f} s calls started at "
-          f"{args.rate:g}/s; {os.cpu_count()} CPUs ==")
+          f"{args.rate:g}/s; {os.cpu_count()} CPUs"
+          + (f"; stand-ins at nice {args.stand_in_nice}" if args.stand_in_nice else "") + " ==")
     lines: list[tuple[str, str]] = []
     lb, ld = row["load_before"], row["load_during"]
     lines.append(("load average 1/5/15 min", f"before {lb[0]:.2f} {lb[1]:.2f} {lb[2]:.2f}"
