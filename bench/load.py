@@ -377,7 +377,12 @@ def run_one(args: argparse.Namespace, lay: Layout, logs: Path) -> tuple[dict[str
             outputs.append(out)
         watched = {**gw, **others}
         load_during: tuple[float, ...] = ()
+        # A caller that outlives every call's schedule, answer timeout and hang-up is stuck.
+        give_up = start + n / args.rate + args.seconds + 30.0 + 60.0
         while any(others[f"caller{c}"].alive() for c in range(lay.callers)):
+            if time.monotonic() > give_up:
+                raise BenchError("caller processes still running long after their last call "
+                                 f"should have ended; see {logs}")
             samples.take(watched)
             dead = [p.name for p in gw.values() if not p.alive()]
             if dead:
