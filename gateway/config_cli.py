@@ -35,13 +35,20 @@ def summary(config: Config) -> str:
     ])
 
 
-def main(args: argparse.Namespace) -> int:
+def load_or_report(path: str, what: str = "") -> Config | None:
+    """Load a config; on problems print each as `key: problem — fix` and return None."""
     try:
-        config = load_config(args.config)
+        return load_config(path)
     except ConfigError as exc:
-        print(f"{args.config}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        print(f"{path}: {len(exc.problems)} problem(s){what}", file=sys.stderr)
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        return None
+
+
+def main(args: argparse.Namespace) -> int:
+    config = load_or_report(args.config)
+    if config is None:
         return EXIT_INVALID
     for warning in config.warnings():
         print(f"warning: {warning}", file=sys.stderr)

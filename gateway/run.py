@@ -9,12 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import sys
 
-from gateway.config import ConfigError, load_config
+from gateway.config_cli import EXIT_INVALID, load_or_report
 from gateway.logs import setup_logging
 
-EXIT_INVALID = 2
 log = logging.getLogger("gateway")
 
 
@@ -25,12 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"{args.config}: {len(exc.problems)} problem(s); not starting", file=sys.stderr)
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    config = load_or_report(args.config, "; not starting")
+    if config is None:
         return EXIT_INVALID
     redaction = setup_logging(args.log_level, secrets=config.secrets())
     for warning in config.warnings():

@@ -29,6 +29,8 @@ import numpy as np
 import numpy.typing as npt
 from aiortc import MediaStreamTrack
 
+from gateway.analysis import dominant_frequency as _dominant_frequency
+
 RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms at 48 kHz
 REPLY_TONE_A_HZ = 660.0
@@ -46,19 +48,8 @@ def level_dbfs(samples: Samples) -> float:
 
 
 def dominant_frequency(samples: Samples, rate: int = RATE) -> float:
-    """Frequency (Hz) of the strongest spectral peak above 50 Hz; 0.0 for silence."""
-    if samples.size < 64 or not np.any(samples):
-        return 0.0
-    windowed = samples.astype(np.float64) * np.hanning(samples.size)
-    spectrum = np.abs(np.fft.rfft(windowed))
-    low = int(50 * samples.size / rate) + 1
-    peak = low + int(np.argmax(spectrum[low:]))
-    offset = 0.0
-    if 0 < peak < spectrum.size - 1:  # parabolic interpolation between neighbouring bins
-        a, b, c = spectrum[peak - 1], spectrum[peak], spectrum[peak + 1]
-        denom = a - 2 * b + c
-        offset = 0.5 * (a - c) / denom if denom else 0.0
-    return float((peak + offset) * rate / samples.size)
+    """Dominant frequency of emulator-side audio (48 kHz unless told otherwise)."""
+    return _dominant_frequency(samples, rate)
 
 
 def frame_to_mono(frame: av.AudioFrame) -> Samples:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from gateway.analysis import dominant_frequency
 from gateway.media.tracks import EnergyVad, rms_dbfs
 from gateway.media.transcode import PHONE_FRAME_SAMPLES, PHONE_RATE, AiResampler, make_frame
 
@@ -164,19 +165,8 @@ def split_frames(pcm: Pcm) -> list[Pcm]:
 
 
 def dominant_hz(pcm: Pcm, rate: int = RATE) -> float:
-    """Frequency of the strongest spectral peak above 50 Hz (Hann window, parabolic peak)."""
-    if pcm.size < 64 or not np.any(pcm):
-        return 0.0
-    x = pcm.astype(np.float64) * np.hanning(pcm.size)
-    spectrum = np.abs(np.fft.rfft(x))
-    low = int(50 * pcm.size / rate) + 1
-    k = low + int(np.argmax(spectrum[low:]))
-    offset = 0.0
-    if 0 < k < spectrum.size - 1:
-        a, b, c = spectrum[k - 1], spectrum[k], spectrum[k + 1]
-        denom = a - 2 * b + c
-        offset = float(0.5 * (a - c) / denom) if denom else 0.0
-    return float((k + offset) * rate / pcm.size)
+    """Dominant frequency of phone-side audio (8 kHz unless told otherwise)."""
+    return dominant_frequency(pcm, rate)
 
 
 class HeardAudio:
