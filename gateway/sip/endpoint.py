@@ -104,6 +104,11 @@ class SipEndpoint:
     def connection_closed(self, conn_id: int) -> None:
         self._streams.pop(conn_id, None)
 
+    def stream_pending(self, conn_id: int) -> bool:
+        """True while part of a message waits on this connection (header-read timeouts)."""
+        parser = self._streams.get(conn_id)
+        return parser is not None and parser.in_message
+
     def _dispatch(self, message: Request | Response, source: Peer, now: float) -> None:
         try:
             if isinstance(message, Request):
