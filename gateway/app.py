@@ -28,10 +28,10 @@ from gateway.outcomes import EndCause
 from gateway.sdnotify import SystemdNotifier
 from gateway.security.screen import SecurityScreen
 from gateway.sip.core import EndpointConfig
-from gateway.sip.parser import DEFAULT_LIMITS
 from gateway.sip.endpoint import SipEndpoint
 from gateway.sip.errors import UsageError
 from gateway.sip.events import CallHandle, Event, InviteReceived
+from gateway.sip.parser import DEFAULT_LIMITS
 from gateway.transport.driver import SipDriver
 from gateway.transport.tcp import TcpLimits, TcpTransport
 from gateway.transport.udp import UdpTransport

@@ -10,8 +10,8 @@ the largest gap in each direction.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ipaddress
+import itertools
 import re
 import secrets
 import socket
@@ -34,6 +34,7 @@ from gateway.config import (
 )
 from gateway.emulator.agent import AgentSettings
 from gateway.emulator.server import Emulator, EmulatorConfig
+from tests.edge.digest import digest_authorization
 
 API_KEY = "sk_orga_ai_edge_key_5f3c9a7e21d04b68"
 DIGEST_PASSWORD = "pbx-secret-7d1e93b0c4"
@@ -215,25 +216,6 @@ def parse_response(data: bytes) -> SipResponse | None:
     return SipResponse(status, headers, body, data)
 
 
-def digest_authorization(challenge: str, *, method: str, uri: str, username: str,
-                         password: str, nc: int = 1, cnonce: str | None = None) -> str:
-    """Our own RFC 7616 §3.4.1 computation (not the gateway's), qop=auth."""
-    params = {k: a or b for k, a, b in re.findall(r'(\w+)=(?:"([^"]*)"|([^\s,]+))',
-                                                   challenge)}
-    algorithm = params.get("algorithm", "MD5")
-    h: Callable[[str], str] = (
-        (lambda s: hashlib.sha256(s.encode()).hexdigest()) if algorithm == "SHA-256"
-        else (lambda s: hashlib.md5(s.encode(), usedforsecurity=False).hexdigest()))
-    cnonce = cnonce or secrets.token_hex(8)
-    ncs = f"{nc:08x}"
-    ha1 = h(f"{username}:{params['realm']}:{password}")
-    ha2 = h(f"{method}:{uri}")
-    response = h(f"{ha1}:{params['nonce']}:{ncs}:{cnonce}:auth:{ha2}")
-    return (f'Digest username="{username}", realm="{params["realm"]}", '
-            f'nonce="{params["nonce"]}", uri="{uri}", response="{response}", '
-            f"algorithm={algorithm}, qop=auth, nc={ncs}, cnonce=\"{cnonce}\"")
-
-
 class Caller:
     """One SIP user agent client on a loopback address, UDP, hand-written messages."""
 
@@ -389,7 +371,7 @@ class RtpStream:
 
 def max_gap(times: list[float], since: float = 0.0, until: float = float("inf")) -> float:
     window = [t for t in times if since <= t <= until]
-    return max((b - a for a, b in zip(window, window[1:], strict=False)), default=float("inf"))
+    return max((b - a for a, b in itertools.pairwise(window)), default=float("inf"))
 
 
 @dataclass
