@@ -22,7 +22,7 @@ from gateway.security.policy import Action as PolicyAction
 from gateway.security.policy import screen_request
 from gateway.security.ratelimit import EdgeLimiter
 from gateway.sip.address import Peer
-from gateway.sip.auth import AuthResult, DigestAuthenticator
+from gateway.sip.auth import Algorithm, AuthResult, DigestAuthenticator
 from gateway.sip.core import ALLOW, DROP, Verdict
 from gateway.sip.message import Request
 
@@ -77,15 +77,17 @@ class SecurityScreen:
     def _authenticate(self, trunk: TrunkConfig, source: Peer, request: Request,
                       now: float) -> Verdict:
         assert trunk.username is not None and trunk.password is not None
+        algorithms = [Algorithm(a) for a in trunk.digest_algorithms]
         result = self._auth.verify(
             request.headers.get("Authorization"), method=request.method, source_ip=source.host,
             now=now, realm=trunk.realm, username=trunk.username,
             password=trunk.password.reveal(), request_uri=str(request.uri),
+            algorithms=algorithms,
         )
         if result is AuthResult.OK:
             return ALLOW
         challenge = self._auth.challenge(trunk.realm, source.host, now,
-                                         stale=result is AuthResult.STALE)
+                                         stale=result is AuthResult.STALE, algorithms=algorithms)
         answer = Verdict.respond(401, None, [("WWW-Authenticate", c) for c in challenge])
         if result is AuthResult.MISSING:  # the normal first leg of a digest exchange
             self._metrics.security_rejection(result.reason)

@@ -61,12 +61,13 @@ def free_port_block(count: int, start: int = 30000, stop: int = 39000) -> int:
     raise RuntimeError("no free RTP port block")
 
 
-def trunk(name: str, cidr: str, *, auth: bool = False, max_calls: int | None = None
-          ) -> TrunkConfig:
+def trunk(name: str, cidr: str, *, auth: bool = False, max_calls: int | None = None,
+          algorithms: tuple[str, ...] = ("SHA-256", "MD5")) -> TrunkConfig:
     return TrunkConfig(
         name=name, allow=(ipaddress.ip_network(cidr),),
         username=DIGEST_USER if auth else None, realm=REALM,
-        password=Secret(DIGEST_PASSWORD) if auth else None, max_calls=max_calls)
+        password=Secret(DIGEST_PASSWORD) if auth else None, max_calls=max_calls,
+        digest_algorithms=algorithms)
 
 
 def make_config(emulator: Emulator, *, trunks: tuple[TrunkConfig, ...] | None = None,
@@ -107,6 +108,14 @@ class Rig:
     def http_port(self) -> int:
         assert self.gateway.http is not None
         return self.gateway.http.port
+
+    async def idle(self, timeout: float = 5.0) -> None:
+        """Wait until every call has finished its teardown (and been recorded)."""
+        registry = self.gateway.registry
+        assert registry is not None
+        async with asyncio.timeout(timeout):
+            while registry.calls:
+                await asyncio.sleep(0.02)
 
     async def http_get(self, path: str) -> bytes:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.http_port)
