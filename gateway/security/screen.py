@@ -4,8 +4,10 @@ Order (issue 7): who is calling (trunk by source CIDR; unknown sources dropped o
 REGISTER refused) → how fast (per-source request and INVITE buckets, global new-call bucket:
 503 with Retry-After) → draining (OPTIONS gets 503) → who they are (digest authentication of
 new INVITEs for trunks with credentials: 401 with SHA-256 and MD5 challenges). Every refusal
-is counted in `security_rejections_total{reason}` and logged at a bounded rate. This object is
-the core's `PreDispatch`; it reads no clock of its own — the core passes `now`.
+is counted in `security_rejections_total{reason}` and logged at a bounded rate. Refusals of
+who and how fast (403, 405, 503) are stateless (RFC 3261 §8.2.7): a flood costs no
+transactions; 401 challenges keep a transaction so a retransmitted INVITE gets the same nonce.
+This object is the core's `PreDispatch`; it reads no clock of its own — the core passes `now`.
 """
 
 from __future__ import annotations
@@ -59,14 +61,14 @@ class SecurityScreen:
             return self._refuse(first.reason, source, method, now, None)
         if first.action is PolicyAction.REJECT:
             return self._refuse(first.reason, source, method, now,
-                                Verdict.respond(first.status))
+                                Verdict.respond(first.status, stateless=True))
         assert trunk is not None
         new_call = method == "INVITE" and request.to.tag is None
         decision = self._limiter.check(source.host, method, now, new_call=new_call)
         if not decision.accepted:
             retry = str(max(1, math.ceil(decision.retry_after_s)))
             answer = None if method == "ACK" else Verdict.respond(
-                503, "Rate Limited", [("Retry-After", retry)])
+                503, "Rate Limited", [("Retry-After", retry)], stateless=True)
             return self._refuse(decision.verdict.value, source, method, now, answer)
         if self.draining and method == "OPTIONS" and request.to.tag is None:
             return Verdict.respond(503, "Draining", [("Retry-After", "60")])

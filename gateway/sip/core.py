@@ -66,18 +66,25 @@ class Action(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """A pre-dispatch decision: pass the request on, drop it silently, or answer it."""
+    """A pre-dispatch decision: pass the request on, drop it silently, or answer it.
+
+    `stateless` answers without a server transaction (RFC 3261 §8.2.7): nothing is kept and
+    nothing retransmitted, so refusing a flood costs one datagram per request, not a
+    transaction living 64·T1 with Timer G retransmissions each.
+    """
 
     action: Action
     status: int = 0
     reason: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    stateless: bool = False
 
     @classmethod
     def respond(
-        cls, status: int, reason: str | None = None, headers: Iterable[tuple[str, str]] = ()
+        cls, status: int, reason: str | None = None, headers: Iterable[tuple[str, str]] = (),
+        *, stateless: bool = False,
     ) -> Verdict:
-        return cls(Action.RESPOND, status, reason, tuple(headers))
+        return cls(Action.RESPOND, status, reason, tuple(headers), stateless)
 
 
 ALLOW = Verdict(Action.ALLOW)

@@ -219,3 +219,28 @@ def test_only_new_invites_need_auth() -> None:
         assert s.screen(PBX, request(method), 1.0).action is Action.ALLOW
     assert s.screen(PBX, request("BYE", to_tag="t"), 1.0).action is Action.ALLOW
     assert s.screen(PBX, request("INVITE", to_tag="t"), 1.0).action is Action.ALLOW
+
+
+# --- through the endpoint: refusals keep no state ---------------------------------------------
+
+def test_refusals_are_stateless_challenges_are_not() -> None:
+    from gateway.sip.endpoint import SipEndpoint
+    from tests.sip.test_endpoint_uas import raw
+
+    s, _ = screen(unknown_source="reject", invite_rate_per_source=0.1,
+                  invite_burst_per_source=1)
+    ep = SipEndpoint(pre_dispatch=s)
+    ep.receive_datagram(raw(call_id="x1", branch="z9hG4bK-x1"), ("192.0.2.200", 5060), 1.0)
+    ep.receive_datagram(raw("REGISTER", call_id="x2", branch="z9hG4bK-x2"),
+                        ("203.0.113.9", 5060), 1.0)
+    ep.receive_datagram(raw(call_id="x3", branch="z9hG4bK-x3"), ("203.0.113.9", 5060), 1.0)
+    ep.receive_datagram(raw(call_id="x4", branch="z9hG4bK-x4"), ("203.0.113.9", 5060), 1.0)
+    out = [item.data.split(b"\r\n", 1)[0] for item in ep.datagrams_to_send()]
+    assert out == [b"SIP/2.0 403 Forbidden", b"SIP/2.0 405 Method Not Allowed",
+                   b"SIP/2.0 100 Trying", b"SIP/2.0 503 Rate Limited"]
+    # Only the admitted INVITE (x3) holds a transaction; the refusals left nothing behind.
+    assert ep.transaction_count == 1
+    ep.receive_datagram(raw(call_id="y1", branch="z9hG4bK-y1"), ("198.51.100.7", 5060), 1.0)
+    (challenge,) = ep.datagrams_to_send()
+    assert challenge.data.startswith(b"SIP/2.0 401")
+    assert ep.transaction_count == 2  # the 401 is retransmitted and absorbs the INVITE's copies
