@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
 from gateway.app import Gateway
+from gateway.call import Call as GatewayCall
 from gateway.config import (
     Config,
     HttpConfig,
@@ -338,8 +339,9 @@ class RtpStream:
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
+        # reuse_port: a test's flood process may send from this very address (a spoofer).
         _, proto = await loop.create_datagram_endpoint(lambda: _Udp(self._on), local_addr=(
-            self.host, 0))
+            self.host, 0), reuse_port=True)
         self._proto = proto
         assert proto.transport is not None
         self.port = proto.transport.get_extra_info("sockname")[1]
@@ -394,6 +396,13 @@ class Call:
     rtp: RtpStream
     final: SipResponse
     challenges: list[SipResponse] = field(default_factory=list)
+
+    def gateway_call(self, rig: Rig) -> GatewayCall:
+        """The gateway's own `Call` object for this call (to read its RTP counters)."""
+        registry = rig.gateway.registry
+        assert registry is not None
+        (call,) = [c for c in registry.calls.values() if c.call_id == self.call_id]
+        return call
 
     async def hang_up(self, timeout: float = 5.0) -> SipResponse:
         self.cseq += 1
@@ -462,3 +471,32 @@ def _ack(caller: Caller, uri: str, call_id: str, cseq: int, from_tag: str, to_ta
 
 def replace_security(config: Config, **changes: object) -> Config:
     return replace(config, security=replace(config.security, **changes))  # type: ignore[arg-type]
+
+
+class Blaster:
+    """`tests/edge/blaster.py` in its own process: start it, `go()`, then `await result()`."""
+
+    def __init__(self, *args: str) -> None:
+        self.args = args
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        import sys
+
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.edge.blaster", *self.args,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        assert self.proc.stdout is not None
+        assert (await asyncio.wait_for(self.proc.stdout.readline(), 20)).strip() == b"ready"
+
+    def go(self) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(b"go\n")
+
+    async def result(self, timeout: float = 60.0) -> dict[str, object]:
+        import json
+
+        assert self.proc is not None and self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        await self.proc.wait()
+        return dict(json.loads(line))
