@@ -209,7 +209,7 @@ class Gateway:
         tasks: set[asyncio.Task[None]] = set()
 
         def on_signal(drain: bool) -> None:
-            log.info("%s received", "SIGTERM: draining" if drain else "SIGINT: stopping")
+            log.info("%s", "SIGTERM: draining" if drain else "SIGINT: stopping")
             task = loop.create_task(self.drain() if drain else self.stop())
             tasks.add(task)
 

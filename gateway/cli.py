@@ -19,6 +19,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "emulator": ("gateway.emulator.cli", "run the built-in Orga realtime API emulator"),
     "run": ("gateway.run", "run the gateway daemon"),
     "check-config": ("gateway.config_cli", "validate a config file without starting"),
+    "probe": ("gateway.probe.cli", "place a test call: talk, listen, report setup/latency/loss"),
+    "demo": ("gateway.demo", "emulator + gateway + one test call on loopback (make demo)"),
 }
 
 

@@ -33,8 +33,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SIP_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO",
                          "UPDATE", "PRACK", "REFER", "NOTIFY", "SUBSCRIBE", "MESSAGE"})
 DIRECTIONS = frozenset({"in", "out"})
-SETUP_STEPS = frozenset({"admission", "client_secrets", "ice_config", "peer", "offer", "calls",
-                         "answer", "media"})
+# Call.setup times "media" itself; the rest are open_session's steps (gateway/orga/session.py).
+SETUP_STEPS = frozenset({"media", "client_secrets", "ice_config", "offer", "calls", "connected",
+                         "datachannel_open"})
 ORGA_ENDPOINTS = frozenset({"client_secrets", "ice_config", "calls"})
 ORGA_ERROR_KINDS = frozenset({"timeout", "network", "protocol"})
 SECURITY_REASONS = frozenset({
