@@ -120,7 +120,7 @@ class Gateway:
             observer=self.metrics.orga_request,
             on_token=self._on_token,
         )
-        endpoint = SipEndpoint(endpoint_config(cfg), pre_dispatch=self.screen)
+        endpoint = SipEndpoint(endpoint_config(cfg), pre_dispatch=self.screen, gate=self.screen)
         self.driver = SipDriver(endpoint, self._on_sip_event)
         ctx = CallContext(
             config=cfg, metrics=self.metrics, ports=self.ports, api=self.api,

@@ -7,7 +7,11 @@ new INVITEs for trunks with credentials: 401 with SHA-256 and MD5 challenges). E
 is counted in `security_rejections_total{reason}` and logged at a bounded rate. Refusals of
 who and how fast (403, 405, 503) are stateless (RFC 3261 §8.2.7): a flood costs no
 transactions; 401 challenges keep a transaction so a retransmitted INVITE gets the same nonce.
-This object is the core's `PreDispatch`; it reads no clock of its own — the core passes `now`.
+A source over its rate for all requests was told `Retry-After: N`; until those N seconds pass, its
+datagrams are dropped before they are even parsed (`admit`, the core's `DatagramGate`), as
+are datagrams from sources no trunk allows in drop mode: refusing a flood must cost less than
+serving it. This object is the core's `PreDispatch` and `DatagramGate`; it reads no clock of
+its own — the core passes `now`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections import OrderedDict
 
 from gateway.config import Config, TrunkConfig
 from gateway.logs import RateLimitedLog
@@ -23,6 +28,7 @@ from gateway.security.acl import TrunkMatcher
 from gateway.security.policy import Action as PolicyAction
 from gateway.security.policy import screen_request
 from gateway.security.ratelimit import EdgeLimiter
+from gateway.security.ratelimit import Verdict as RateVerdict
 from gateway.sip.address import Peer
 from gateway.sip.auth import Algorithm, AuthResult, DigestAuthenticator
 from gateway.sip.core import ALLOW, DROP, Verdict
@@ -31,6 +37,7 @@ from gateway.sip.message import Request
 log = logging.getLogger("gateway.security")
 
 NO_TRUNK = "-"
+_UNKNOWN = object()
 
 
 class SecurityScreen:
@@ -44,31 +51,66 @@ class SecurityScreen:
         self._auth = DigestAuthenticator(secret or os.urandom(32),
                                          nonce_ttl_s=config.security.nonce_ttl_s)
         self._log = RateLimitedLog(log)
+        self._trunks: dict[str, TrunkConfig | None] = {}  # match cache, bounded
+        # Sources told to wait (503 Retry-After): until when, and why. Bounded like the buckets.
+        self._penalty: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self.draining = False
 
     def trunk(self, host: str) -> TrunkConfig | None:
-        return self._matcher.match(host)
+        trunk = self._trunks.get(host, _UNKNOWN)
+        if trunk is _UNKNOWN:
+            if len(self._trunks) >= self._security.max_tracked_sources:
+                self._trunks.clear()
+            trunk = self._trunks[host] = self._matcher.match(host)
+        return trunk  # type: ignore[return-value]
 
     def trunk_of(self, peer: Peer) -> str:
-        trunk = self._matcher.match(peer.host)
+        trunk = self.trunk(peer.host)
         return trunk.name if trunk is not None else NO_TRUNK
+
+    @property
+    def penalized_sources(self) -> int:
+        return len(self._penalty)
+
+    def admit(self, host: str, now: float) -> bool:
+        """The core's `DatagramGate`: drop, unparsed, what `screen` would drop silently anyway —
+        sources no trunk allows (drop mode) and sources still inside the Retry-After they were
+        given. A flood then costs a dict lookup per datagram instead of a parse."""
+        if self._penalized(host, now):
+            return False
+        if self._security.unknown_source == "drop" and self.trunk(host) is None:
+            self._count("unknown_source", host, now)
+            return False
+        return True
 
     def screen(self, source: Peer, request: Request, now: float) -> Verdict:
         method = request.method
-        trunk = self._matcher.match(source.host)
+        host = source.host
+        if self._penalized(host, now):  # TCP and anything that skipped `admit`
+            return DROP
+        trunk = self.trunk(host)
         first = screen_request(trunk, method, self._security)
         if first.action is PolicyAction.DROP:
             return self._refuse(first.reason, source, method, now, None)
         if first.action is PolicyAction.REJECT:
+            if trunk is None and not self._limiter.check(host, method, now).accepted:
+                # An unknown source over the request rate gets no more 403s for a while.
+                self._penalize(host, now + 1.0, "rate_source_request")
+                return self._refuse("rate_source_request", source, method, now, None)
             return self._refuse(first.reason, source, method, now,
                                 Verdict.respond(first.status, stateless=True))
         assert trunk is not None
         new_call = method == "INVITE" and request.to.tag is None
-        decision = self._limiter.check(source.host, method, now, new_call=new_call)
+        decision = self._limiter.check(host, method, now, new_call=new_call)
         if not decision.accepted:
-            retry = str(max(1, math.ceil(decision.retry_after_s)))
+            wait = max(1, math.ceil(decision.retry_after_s))
+            if decision.verdict is RateVerdict.RATE_SOURCE_REQUEST:
+                # Over its rate for *all* requests (a flood, not a busy PBX's burst of calls,
+                # whose in-dialog requests must still pass): told to wait `wait` seconds, and
+                # until then its datagrams are dropped unparsed.
+                self._penalize(host, now + wait, decision.verdict.value)
             answer = None if method == "ACK" else Verdict.respond(
-                503, "Rate Limited", [("Retry-After", retry)], stateless=True)
+                503, "Rate Limited", [("Retry-After", str(wait))], stateless=True)
             return self._refuse(decision.verdict.value, source, method, now, answer)
         if self.draining and method == "OPTIONS" and request.to.tag is None:
             return Verdict.respond(503, "Draining", [("Retry-After", "60")])
@@ -95,6 +137,26 @@ class SecurityScreen:
             self._metrics.security_rejection(result.reason)
             return answer
         return self._refuse(result.reason, source, request.method, now, answer)
+
+    def _penalized(self, host: str, now: float) -> bool:
+        entry = self._penalty.get(host)
+        if entry is None:
+            return False
+        if now >= entry[0]:
+            del self._penalty[host]
+            return False
+        self._count(entry[1], host, now)
+        return True
+
+    def _penalize(self, host: str, until: float, reason: str) -> None:
+        self._penalty[host] = (until, reason)
+        self._penalty.move_to_end(host)
+        while len(self._penalty) > self._security.max_tracked_sources:
+            self._penalty.popitem(last=False)
+
+    def _count(self, reason: str, host: str, now: float) -> None:
+        self._metrics.security_rejection(reason)
+        self._log.log(reason, now, logging.WARNING, "dropped datagram from %s: %s", host, reason)
 
     def _refuse(self, reason: str, source: Peer, method: str, now: float,
                 answer: Verdict | None) -> Verdict:

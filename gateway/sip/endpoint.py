@@ -25,6 +25,7 @@ from gateway.sip.core import (
     Action,
     CallState,
     Core,
+    DatagramGate,
     EndpointConfig,
     PreDispatch,
     Role,
@@ -43,16 +44,19 @@ from gateway.sip.uri import Uri
 log = logging.getLogger(__name__)
 
 # The configuration and the pre-dispatch seam are part of this module's public face.
-__all__ = ["ALLOW", "DROP", "Action", "EndpointConfig", "PreDispatch", "SipEndpoint", "Verdict"]
+__all__ = ["ALLOW", "DROP", "Action", "DatagramGate", "EndpointConfig", "PreDispatch",
+           "SipEndpoint", "Verdict"]
 
 
 class SipEndpoint:
     """One SIP UA (UAS and UAC) over any number of transports."""
 
     def __init__(
-        self, config: EndpointConfig | None = None, *, pre_dispatch: PreDispatch | None = None
+        self, config: EndpointConfig | None = None, *, pre_dispatch: PreDispatch | None = None,
+        gate: DatagramGate | None = None,
     ) -> None:
         self._core = Core(config or EndpointConfig(), pre_dispatch)
+        self._gate = gate
         self._uas = Uas(self._core)
         self._uac = Uac(self._core)
         self._streams: dict[int, StreamParser] = {}
@@ -71,6 +75,8 @@ class SipEndpoint:
         conn_id: int | None = None,
     ) -> None:
         """One complete message (a UDP datagram, or a message framed elsewhere)."""
+        if self._gate is not None and conn_id is None and not self._gate.admit(addr[0], now):
+            return  # dropped unparsed: a source we would refuse silently anyway
         source = Peer(addr[0], addr[1], transport, conn_id)
         if not data.strip(b"\r\n"):
             return  # a keep-alive (RFC 5626 §4.4.1)

@@ -244,3 +244,60 @@ def test_refusals_are_stateless_challenges_are_not() -> None:
     (challenge,) = ep.datagrams_to_send()
     assert challenge.data.startswith(b"SIP/2.0 401")
     assert ep.transaction_count == 2  # the 401 is retransmitted and absorbs the INVITE's copies
+
+
+# --- before parsing: the datagram gate ---------------------------------------------------------
+
+def test_gate_drops_unknown_sources_unparsed_in_drop_mode_only() -> None:
+    s, metrics = screen()
+    assert s.admit(STRANGER.host, 1.0) is False
+    assert s.admit(OPEN.host, 1.0) is True
+    assert rejections(metrics) == {"unknown_source": 1}
+    s, _ = screen(unknown_source="reject")
+    assert s.admit(STRANGER.host, 1.0) is True  # parsed, to be answered 403
+
+
+def test_source_told_to_wait_is_dropped_unparsed_until_retry_after() -> None:
+    s, metrics = screen(request_rate_per_source=1.0, request_burst_per_source=2)
+    assert s.screen(OPEN, request("OPTIONS"), 10.0).action is Action.ALLOW
+    assert s.screen(OPEN, request("OPTIONS"), 10.0).action is Action.ALLOW
+    verdict = s.screen(OPEN, request("OPTIONS"), 10.0)
+    assert (verdict.status, header(verdict, "Retry-After")) == (503, ["1"])
+    assert s.penalized_sources == 1
+    assert [s.admit(OPEN.host, t) for t in (10.1, 10.5, 10.99)] == [False] * 3
+    assert s.screen(OPEN, request("OPTIONS"), 10.5).action is Action.DROP  # TCP path
+    assert s.admit(PBX.host, 10.5) is True  # others unaffected
+    assert s.admit(OPEN.host, 11.0) is True  # Retry-After served
+    assert s.screen(OPEN, request("OPTIONS"), 11.0).action is Action.ALLOW
+    assert s.penalized_sources == 0
+    assert rejections(metrics) == {"rate_source_request": 5}
+
+
+def test_invite_rate_alone_does_not_mute_a_source() -> None:
+    """A PBX over its INVITE rate still gets its in-dialog requests through."""
+    s, _ = screen(invite_rate_per_source=1.0, invite_burst_per_source=1)
+    assert s.screen(OPEN, request(call_id="a"), 1.0).action is Action.ALLOW
+    assert s.screen(OPEN, request(call_id="b"), 1.0).status == 503
+    assert s.admit(OPEN.host, 1.1) is True
+    assert s.screen(OPEN, request("BYE", to_tag="t"), 1.1).action is Action.ALLOW
+
+
+def test_unknown_source_flood_in_reject_mode_stops_getting_403s() -> None:
+    s, metrics = screen(unknown_source="reject", request_rate_per_source=1.0,
+                        request_burst_per_source=3)
+    statuses = [s.screen(STRANGER, request("INVITE", call_id=str(n)), 1.0).status
+                for n in range(6)]
+    assert statuses == [403, 403, 403, 0, 0, 0]  # then silence, not amplification
+    assert s.admit(STRANGER.host, 1.5) is False
+    assert rejections(metrics) == {"unknown_source": 3, "rate_source_request": 4}
+
+
+def test_penalty_box_and_match_cache_are_bounded() -> None:
+    s, _ = screen(request_rate_per_source=1.0, request_burst_per_source=1,
+                  max_tracked_sources=50)
+    for n in range(500):
+        source = Peer(f"203.0.113.{n % 250}", 5060) if n < 250 else Peer(f"10.0.{n}.1", 1)
+        s.screen(source, request("OPTIONS"), 1.0)
+        s.screen(source, request("OPTIONS"), 1.0)
+    assert s.penalized_sources <= 50
+    assert len(s._trunks) <= 50

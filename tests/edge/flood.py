@@ -1,0 +1,145 @@
+"""The INVITE flood scenario (issue 7 item 11), shared by `tests/edge/test_flood.py` (which
+asserts its functional properties) and `bench/flood.py` (which prints its figures).
+
+A real gateway serves `legit` calls from 127.0.0.1 (an unauthenticated trunk, 127.0.0.1/32)
+with RTP both ways. Then a separate process sends new INVITEs at `rate` per second for
+`seconds` from 127.0.0.9, a trunk that requires digest auth (a known peer with a wrong or no
+password: the hardest case, its INVITEs pass the ACL and reach the rate limiter and digest
+check). Halfway through, one more legitimate call is placed. We record the legitimate calls'
+largest RTP gaps during the flood (both directions), whether they stayed connected, what the
+flood got back, the gateway's memory (RSS) and tracked state before and after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import time
+from dataclasses import dataclass, field
+
+from gateway.config import Config, LimitsConfig
+from gateway.emulator.server import Emulator
+from tests.edge.harness import (
+    Blaster,
+    Call,
+    Caller,
+    make_config,
+    max_gap,
+    place_call,
+    running,
+    trunk,
+)
+
+
+def udp_receive_errors() -> int:
+    """Datagrams the kernel dropped for a full socket buffer (all sockets of this host)."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    return int(dict(zip(rows[0], rows[1], strict=True))["RcvbufErrors"])
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class FloodReport:
+    rate_asked: float
+    seconds: float
+    invites_sent: int = 0
+    send_rate: float = 0.0
+    responses: dict[str, int] = field(default_factory=dict)
+    legit_calls: int = 0
+    legit_connected_after: int = 0
+    mid_flood_call_ok: bool = False
+    max_gap_from_gateway_s: float = 0.0  # the gateway's RTP as the legitimate callers hear it
+    max_gap_to_gateway_s: float = 0.0  # the callers' own sending schedule (same loop)
+    gateway_rtp_shortfall: int = 0  # packets the callers sent that the gateway did not count
+    kernel_drops: int = 0  # RcvbufErrors during the flood (host-wide)
+    cpu_s: float = 0.0  # CPU seconds the gateway's process used during the flood
+    rss_before_kib: int = 0
+    rss_after_kib: int = 0
+    rss_peak_kib: int = 0
+    tracked_sources: int = 0
+    tables_after: dict[str, int] = field(default_factory=dict)
+    rejections: dict[str, float] = field(default_factory=dict)
+    orga_sessions: int = 0
+
+    @property
+    def unanswered(self) -> int:
+        answered = sum(self.responses.get(k, 0) for k in ("503", "401", "403"))
+        return max(0, self.invites_sent - answered)
+
+
+def config(emu: Emulator) -> Config:
+    return make_config(emu, trunks=(trunk("office", "127.0.0.1/32"),
+                                    trunk("pbx", "127.0.0.9/32", auth=True)),
+                       limits=LimitsConfig(max_calls=20))
+
+
+async def run_flood(rate: float = 2000, seconds: float = 10, legit: int = 5) -> FloodReport:
+    report = FloodReport(rate, seconds, legit_calls=legit)
+    async with running(config) as rig:
+        caller = Caller(rig.udp)
+        await caller.start()
+        calls: list[Call] = [await place_call(caller, user=f"20{n}") for n in range(legit)]
+        await asyncio.sleep(0.5)
+        blaster = Blaster("invite", "--target", f"{rig.udp[0]}:{rig.udp[1]}", "--source",
+                          "127.0.0.9", "--rate", str(rate), "--seconds", str(seconds))
+        await blaster.start()
+        report.rss_before_kib = rss_kib()
+        drops0, cpu0 = udp_receive_errors(), time.process_time()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        blaster.go()
+        await asyncio.sleep(seconds / 2)
+        try:
+            extra = await place_call(caller, user="299", timeout=5)
+            report.mid_flood_call_ok = extra.final.status == 200
+            calls.append(extra)
+        except (AssertionError, TimeoutError):
+            report.mid_flood_call_ok = False
+        result = await blaster.result(timeout=seconds + 30)
+        report.kernel_drops = udp_receive_errors() - drops0
+        report.cpu_s = time.process_time() - cpu0
+        t1 = t0 + float(result["elapsed_s"])  # type: ignore[arg-type]
+        report.invites_sent = int(result["sent"])  # type: ignore[call-overload]
+        report.send_rate = float(result["rate"])  # type: ignore[arg-type]
+        report.responses = dict(result["responses"])  # type: ignore[call-overload]
+        report.rss_after_kib = rss_kib()
+        report.rss_peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        report.tracked_sources = rig.gateway.screen._limiter.tracked_sources
+        assert rig.gateway.driver is not None
+        report.tables_after = rig.gateway.driver.endpoint.table_sizes()
+
+        gaps_in, gaps_out, shortfall = [], [], 0
+        for call in calls[:legit]:
+            gaps_in.append(max_gap(call.rtp.received_at, t0, t1))
+            gaps_out.append(max_gap(call.rtp.sent_at, t0, t1))
+            rtp = call.gateway_call(rig)._rtp
+            assert rtp is not None
+            shortfall += max(0, len(call.rtp.sent_at) - rtp.stats.received.packets)
+        report.max_gap_from_gateway_s = max(gaps_in)
+        report.max_gap_to_gateway_s = max(gaps_out)
+        report.gateway_rtp_shortfall = shortfall
+        connected = 0
+        gateway_byes = [r for r in caller.requests if r.startswith(b"BYE")]
+        for call in calls:
+            if (await call.hang_up()).status == 200:
+                connected += 1
+        report.legit_connected_after = connected - (1 if report.mid_flood_call_ok else 0)
+        if gateway_byes:
+            report.legit_connected_after = min(report.legit_connected_after,
+                                               legit - len(gateway_byes))
+        await rig.idle()
+        text = (await rig.http_get("/metrics")).decode()
+        report.rejections = {
+            line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line.startswith("orga_gateway_security_rejections_total{")}
+        report.orga_sessions = rig.emulator.stats.client_secrets_requests
+        caller.close()
+    return report
