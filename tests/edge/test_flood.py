@@ -26,7 +26,9 @@ async def test_invite_flood_leaves_legitimate_calls_alone() -> None:
     # never an Orga session.
     assert set(r.responses) <= {"401", "503"}
     assert sum(r.responses.values()) <= 0.05 * r.invites_sent
-    assert r.rejections["rate_source_request"] >= 1
+    counted = sum(r.rejections.get(k, 0) for k in
+                  ("rate_source_request", "rate_source_invite", "auth_missing"))
+    assert counted >= 0.9 * r.invites_sent  # seen and refused, not lost in a full buffer
     assert r.orga_sessions == 6  # the 5 legitimate calls and the mid-flood one
     # Bounded state: refusals keep no transaction; two sources tracked; memory barely moves.
     assert r.tables_after["server_transactions"] <= 100
