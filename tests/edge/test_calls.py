@@ -112,7 +112,7 @@ async def test_trunk_max_calls_refuses_the_next_call_with_503() -> None:
         for c in (first, second, other):
             await c.start()
         call = await place_call(first)
-        with pytest.raises(AssertionError, match="SIP/2.0 503"):
+        with pytest.raises(AssertionError, match=r"SIP/2\.0 503"):
             await place_call(second, timeout=5)
         refused = [r for r in second.responses if r.status == 503]
         assert refused and refused[0].header("Retry-After") is not None
