@@ -80,8 +80,12 @@ class _Message:
 
     @property
     def content_type(self) -> str | None:
+        """`type/subtype` in lower case, without parameters or the LWS §25.1 allows around '/'."""
         value = self.headers.get("Content-Type")
-        return None if value is None else value.split(";")[0].strip().lower()
+        if value is None:
+            return None
+        kind, _, sub = value.split(";")[0].partition("/")
+        return (kind.strip(" \t") + "/" + sub.strip(" \t")).lower()
 
     def _head_lines(self) -> list[str]:
         raise NotImplementedError
@@ -92,7 +96,14 @@ class _Message:
             if name != "Content-Length":
                 lines.append(f"{name}: {value}")
         lines.append(f"Content-Length: {len(self.body)}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + self.body
+        head = "\r\n".join(lines)
+        breaks = len(lines) - 1
+        if head.count("\n") != breaks or head.count("\r") != breaks:
+            # A line break inside a value or reason phrase (built by the application, or
+            # echoed from a hostile message) would inject header fields or a second message
+            # into what we send: it becomes a space. Serialising never raises.
+            head = "\r\n".join(line.replace("\r", " ").replace("\n", " ") for line in lines)
+        return (head + "\r\n\r\n").encode("utf-8") + self.body
 
 
 @dataclass(slots=True, eq=False)

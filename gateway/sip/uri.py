@@ -7,6 +7,7 @@ kept whole as an `AbsoluteUri`. `str()` of either gives text that parses back to
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, replace
 from urllib.parse import unquote
@@ -15,13 +16,21 @@ from gateway.sip.errors import ParseError
 
 Param = tuple[str, str | None]
 
+# Every pattern is ASCII-only on purpose: `\d`, `\s` and re.I also match non-ASCII digits,
+# spaces and letters ('١', NBSP, 'ſ'), which would let a hostile peer smuggle look-alikes into
+# values that key transactions.
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):(.*)$", re.S)
-_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9\-.]*[A-Za-z0-9.])?$|^[A-Za-z0-9]$")
-_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
-_IPV6_REF = re.compile(r"^\[[0-9A-Fa-f:.]+\]$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9\-.]*[A-Za-z0-9.])?$")
+_IPV4 = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$")
+_IPV6_CHARS = re.compile(r"^[0-9A-Fa-f:.]+$")
 # RFC 3261 §25.1 user and param characters (unreserved, escaped, user/param-unreserved).
 _USER_CHARS = re.compile(r"^([A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})*$")
 _PARAM_CHARS = re.compile(r"^([A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+$")
+# hname / hvalue: hnv-unreserved, unreserved, escaped (hvalue may be empty).
+_HEADER_CHARS = re.compile(r"^([A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})*$")
+# Other schemes (RFC 3986): printable ASCII except the delimiters that end a URI in SIP text.
+_OPAQUE_CHARS = re.compile(r'^[\x21-\x7e]+$')
+_OPAQUE_FORBIDDEN = frozenset('<>"\\')
 
 
 def get_param(params: tuple[Param, ...], name: str) -> str | None:
@@ -97,28 +106,40 @@ def parse_host_port(text: str) -> tuple[str, int | None]:
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise ParseError(f"unterminated IPv6 reference in {text!r}")
+            raise ParseError(f"unterminated IPv6 reference in {text[:60]!r}")
         host, rest = text[: end + 1], text[end + 1 :]
-        if not _IPV6_REF.match(host):
-            raise ParseError(f"bad IPv6 reference {host!r}")
+        if not is_ipv6_address(host[1:-1]):
+            raise ParseError(f"bad IPv6 reference {host[:60]!r}")
         if rest == "":
             return host, None
         if not rest.startswith(":"):
-            raise ParseError(f"junk after IPv6 reference in {text!r}")
+            raise ParseError(f"junk after IPv6 reference in {text[:60]!r}")
         return host, _parse_port(rest[1:])
     host, sep, port_text = text.partition(":")
     if not host:
-        raise ParseError(f"missing host in {text!r}")
-    if not (_HOSTNAME.match(host) or _IPV4.match(host)):
-        raise ParseError(f"bad host {host!r}")
-    if _IPV4.match(host) and any(int(part) > 255 for part in host.split(".")):
-        raise ParseError(f"bad IPv4 address {host!r}")
+        raise ParseError(f"missing host in {text[:60]!r}")
+    if _IPV4.match(host):
+        if any(int(part) > 255 for part in host.split(".")):
+            raise ParseError(f"bad IPv4 address {host!r}")
+    elif not _HOSTNAME.match(host):
+        raise ParseError(f"bad host {host[:60]!r}")
     return host, (_parse_port(port_text) if sep else None)
 
 
+def is_ipv6_address(text: str) -> bool:
+    """An IPv6 address without brackets (RFC 5118: also `received=2001:db8::1`)."""
+    if not _IPV6_CHARS.match(text) or ":" not in text:
+        return False
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _parse_port(text: str) -> int:
-    if not text.isdigit() or len(text) > 5 or int(text) > 65535:
-        raise ParseError(f"bad port {text!r}")
+    if not text.isascii() or not text.isdigit() or len(text) > 5 or int(text) > 65535:
+        raise ParseError(f"bad port {text[:20]!r}")
     return int(text)
 
 
@@ -141,36 +162,38 @@ def parse_params(
 
 def parse_uri(text: str) -> Uri:
     """Parse a URI as it appears in a Request-Line or inside `<...>`."""
-    if any(ch in text for ch in " \t\r\n<>\""):
-        raise ParseError(f"bad character in URI {text!r}")
     match = _SCHEME.match(text)
     if not match:
-        raise ParseError(f"URI without a scheme: {text!r}")
+        raise ParseError(f"URI without a scheme: {text[:60]!r}")
     scheme, rest = match.group(1).lower(), match.group(2)
     if scheme not in ("sip", "sips"):
-        if not rest:
-            raise ParseError(f"empty {scheme}: URI")
+        if not _OPAQUE_CHARS.match(rest) or not _OPAQUE_FORBIDDEN.isdisjoint(rest):
+            raise ParseError(f"bad character in {scheme}: URI {text[:60]!r}")
         return AbsoluteUri(scheme, rest)
+    # '@' can only end the userinfo: no other part of a SIP URI may hold one (§25.1), while the
+    # user part may hold ';', '?' and '/' (RFC 4475 §3.1.1.9), so userinfo is cut off first.
+    user = password = None
+    if "@" in rest:
+        userinfo, rest = rest.split("@", 1)
+        if "@" in rest:
+            raise ParseError(f"more than one '@' in URI {text[:60]!r}")
+        user, colon, pw = userinfo.partition(":")
+        password = pw if colon else None
+        if not user or not _USER_CHARS.match(user):
+            raise ParseError(f"bad user part {user[:60]!r}")
+        if password is not None and not _USER_CHARS.match(password):
+            raise ParseError("bad password part")
     headers: tuple[tuple[str, str], ...] = ()
     if "?" in rest:
         rest, header_text = rest.split("?", 1)
         pairs = []
         for item in header_text.split("&"):
             name, sep, value = item.partition("=")
-            if not name or not sep:
-                raise ParseError(f"bad URI header {item!r}")
+            if not name or not sep or not _HEADER_CHARS.match(name + value):
+                raise ParseError(f"bad URI header {item[:60]!r}")
             pairs.append((name, value))
         headers = tuple(pairs)
     hostport, _, param_text = rest.partition(";")
     params = parse_params(param_text, allow_value_chars=_PARAM_CHARS) if param_text else ()
-    user = password = None
-    if "@" in hostport:
-        userinfo, hostport = hostport.rsplit("@", 1)
-        user, colon, pw = userinfo.partition(":")
-        password = pw if colon else None
-        if not user or not _USER_CHARS.match(user):
-            raise ParseError(f"bad user part {user!r}")
-        if password is not None and not _USER_CHARS.match(password):
-            raise ParseError("bad password part")
     host, port = parse_host_port(hostport)
     return SipUri(scheme, host, user, password, port, params, headers)

@@ -1,10 +1,12 @@
 """Parser and serialiser basics; the RFC 4475 torture corpus lives in test_torture.py."""
 
+from collections.abc import Callable
+
 import pytest
 
 from gateway.sip.errors import ParseError
 from gateway.sip.headers import parse_name_addr
-from gateway.sip.message import make_response
+from gateway.sip.message import Response, make_response
 from gateway.sip.parser import Limits, StreamParser, parse_message
 from gateway.sip.uri import SipUri, parse_uri
 
@@ -95,3 +97,25 @@ def test_make_response_copies_dialog_headers_and_adds_to_tag() -> None:
     assert resp.reason == "Ringing" and resp.to.tag == "xyz"
     assert resp.headers.fields("Via") == req.headers.fields("Via")
     assert parse_message(resp.to_bytes()).cseq.method == "INVITE"
+
+
+@pytest.mark.parametrize(
+    ("edit", "header", "expected"),
+    [
+        (lambda r: r.headers.add("Subject", "hi\r\nVia: SIP/2.0/UDP evil"), "Subject",
+         "hi  Via: SIP/2.0/UDP evil"),
+        (lambda r: r.headers.add("X-Note", "bare\nline feed"), "X-Note", "bare line feed"),
+        (lambda r: setattr(r, "reason", "OK\rInjected: yes"), "Injected", None),
+    ],
+)
+def test_serialiser_neutralises_line_breaks_that_would_inject_headers(
+    edit: Callable[[Response], None], header: str, expected: str | None
+) -> None:
+    response = make_response(parse_message(INVITE), 200, to_tag="t")
+    edit(response)
+    wire = response.to_bytes()
+    again = parse_message(wire)
+    assert isinstance(again, Response)
+    assert again.headers.get(header) == expected
+    assert again.headers.fields("Via") == response.headers.fields("Via")
+    assert wire.count(b"\r\n\r\n") == 1
