@@ -7,6 +7,10 @@ Outputs (pulled):
   `datagrams_to_send()` → `[Outgoing(data, addr, transport, conn_id)]`, `next_event()`,
   `get_timer()` → the earliest deadline or None.
 
+Security seams (given by the application): `gate.admit(host, now)` sees every datagram before
+it is parsed, requests and responses alike (a source to be dropped costs no parse);
+`pre_dispatch.screen(source, request, now)` sees every new request after parsing.
+
 Nothing malformed raises out of here (RFC 3261 §8.2, §16.3 spirit): an unparseable request that
 still names where a response goes is answered 400 (or the parser's status hint: 413, 414, 416,
 505) with a Warning saying why; anything else is dropped and logged at DEBUG. Commands used in a
