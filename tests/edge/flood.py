@@ -38,6 +38,21 @@ def udp_receive_errors() -> int:
     return int(dict(zip(rows[0], rows[1], strict=True))["RcvbufErrors"])
 
 
+def runqueue_wait_s() -> float:
+    """Seconds this process's main thread spent runnable but waiting for a CPU (schedstat)."""
+    with open("/proc/self/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
+async def watch_loop(lags: list[float]) -> None:
+    """Record how late a 10 ms sleep wakes: the event loop's lag, whatever its cause."""
+    loop = asyncio.get_running_loop()
+    while True:
+        t = loop.time()
+        await asyncio.sleep(0.01)
+        lags.append(loop.time() - t - 0.01)
+
+
 def rss_kib() -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -61,6 +76,8 @@ class FloodReport:
     gateway_rtp_shortfall: int = 0  # packets the callers sent that the gateway did not count
     kernel_drops: int = 0  # RcvbufErrors during the flood (host-wide)
     cpu_s: float = 0.0  # CPU seconds the gateway's process used during the flood
+    runqueue_wait_s: float = 0.0  # seconds the loop's thread waited for a CPU (host contention)
+    max_loop_lag_s: float = 0.0  # the event loop's largest lateness during the flood
     rss_before_kib: int = 0
     rss_after_kib: int = 0
     rss_peak_kib: int = 0
@@ -92,7 +109,9 @@ async def run_flood(rate: float = 2000, seconds: float = 10, legit: int = 5) -> 
                           "127.0.0.9", "--rate", str(rate), "--seconds", str(seconds))
         await blaster.start()
         report.rss_before_kib = rss_kib()
-        drops0, cpu0 = udp_receive_errors(), time.process_time()
+        drops0, cpu0, wait0 = udp_receive_errors(), time.process_time(), runqueue_wait_s()
+        lags: list[float] = []
+        watcher = asyncio.create_task(watch_loop(lags))
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         blaster.go()
@@ -106,6 +125,9 @@ async def run_flood(rate: float = 2000, seconds: float = 10, legit: int = 5) -> 
         result = await blaster.result(timeout=seconds + 30)
         report.kernel_drops = udp_receive_errors() - drops0
         report.cpu_s = time.process_time() - cpu0
+        report.runqueue_wait_s = runqueue_wait_s() - wait0
+        watcher.cancel()
+        report.max_loop_lag_s = max(lags, default=0.0)
         t1 = t0 + float(result["elapsed_s"])  # type: ignore[arg-type]
         report.invites_sent = int(result["sent"])  # type: ignore[call-overload]
         report.send_rate = float(result["rate"])  # type: ignore[arg-type]

@@ -16,8 +16,9 @@ async def test_invite_flood_leaves_legitimate_calls_alone() -> None:
     assert r.invites_sent >= 15_000  # the sender kept (most of) its rate
     # Legitimate calls: all connected, audio both ways without a gap over 200 ms.
     assert r.legit_connected_after == 5
-    assert r.max_gap_from_gateway_s < 0.2
-    assert r.max_gap_to_gateway_s < 0.2
+    # (On failure: `runqueue_wait_s` says how long the host kept this process off a CPU.)
+    assert r.max_gap_from_gateway_s < 0.2, r
+    assert r.max_gap_to_gateway_s < 0.2, r
     assert r.gateway_rtp_shortfall <= 5 * 3  # packets in flight at the end of the window
     assert r.mid_flood_call_ok
     # The flood is throttled: a 503 (Retry-After) when a source goes over its rate, then
