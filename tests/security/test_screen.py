@@ -301,3 +301,22 @@ def test_penalty_box_and_match_cache_are_bounded() -> None:
         s.screen(source, request("OPTIONS"), 1.0)
     assert s.penalized_sources <= 50
     assert len(s._trunks) <= 50
+
+
+@pytest.mark.parametrize("kind", ["retransmissions", "garbage"])
+def test_floods_that_never_reach_screen_are_charged_at_the_gate(kind: str) -> None:
+    """Retransmissions of one INVITE (each would re-send the 401) and unparseable datagrams
+    (each would get a 400) are charged per datagram: after the burst, one 503, then silence."""
+    from gateway.sip.endpoint import SipEndpoint
+    from tests.sip.test_endpoint_uas import raw
+
+    s, metrics = screen(request_rate_per_source=1.0, request_burst_per_source=10)
+    ep = SipEndpoint(pre_dispatch=s, gate=s)
+    data = raw() if kind == "retransmissions" else raw().replace(b"CSeq: 1 INVITE", b"CSeq: x")
+    for n in range(200):
+        ep.receive_datagram(data, (PBX.host, 5060), 5.0 + n * 0.001)
+    out = [item.data.split(b"\r\n", 1)[0] for item in ep.datagrams_to_send()]
+    first = b"SIP/2.0 401 Unauthorized" if kind == "retransmissions" else b"SIP/2.0 400"
+    assert 10 <= len(out) <= 12
+    assert all(line.startswith(first) for line in out[:10])
+    assert rejections(metrics)["rate_source_request"] >= 189
