@@ -7,8 +7,9 @@ new INVITEs for trunks with credentials: 401 with SHA-256 and MD5 challenges). E
 is counted in `security_rejections_total{reason}` and logged at a bounded rate. Refusals of
 who and how fast (403, 405, 503) are stateless (RFC 3261 §8.2.7): a flood costs no
 transactions; 401 challenges keep a transaction so a retransmitted INVITE gets the same nonce.
-A source over its rate for all requests was told `Retry-After: N`; until those N seconds pass, its
-datagrams are dropped before they are even parsed (`admit`, the core's `DatagramGate`), as
+Every UDP datagram takes its source's request token before it is parsed (`admit`, the core's
+`DatagramGate`), so retransmission and garbage floods are charged too. A source over that rate
+is told `Retry-After: N` once; until the N seconds pass its datagrams are dropped unparsed, as
 are datagrams from sources no trunk allows in drop mode: refusing a flood must cost less than
 serving it. This object is the core's `PreDispatch` and `DatagramGate`; it reads no clock of
 its own — the core passes `now`.
@@ -99,7 +100,7 @@ class SecurityScreen:
         method = request.method
         host = source.host
         gated, self._gated = self._gated, None
-        if gated is not None and gated[0] == host and gated[1] == now:
+        if gated is not None and source.conn_id is None and gated[:2] == (host, now):
             decision = gated[2]  # this datagram already took its token in `admit`
         else:  # TCP, or a caller without the gate
             if self._penalized(host, now):
