@@ -33,7 +33,7 @@ def main() -> int:
     print(f"host load average before: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} "
           f"({os.cpu_count()} CPUs)")
     print(f"flood: {r.invites_sent} INVITEs in {r.invites_sent / r.send_rate:.1f} s "
-          f"= {r.send_rate:.0f}/s from one source")
+          f"= {r.send_rate:.0f}/s from one source ({r.send_errors} sendto errors)")
     print(f"flood got back: {r.responses} ({sum(r.responses.values())} responses; the rest "
           "got nothing)")
     print(f"gateway counted: {r.rejections} ({counted:.0f} of the flood's INVITEs)")

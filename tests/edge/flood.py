@@ -66,6 +66,7 @@ class FloodReport:
     rate_asked: float
     seconds: float
     invites_sent: int = 0
+    send_errors: int = 0  # sendto() failures in the flood process (its own buffer full)
     send_rate: float = 0.0
     responses: dict[str, int] = field(default_factory=dict)
     legit_calls: int = 0
@@ -117,7 +118,7 @@ async def run_flood(rate: float = 2000, seconds: float = 10, legit: int = 5) -> 
         blaster.go()
         await asyncio.sleep(seconds / 2)
         try:
-            extra = await place_call(caller, user="299", timeout=5)
+            extra = await place_call(caller, user="299", timeout=15)
             report.mid_flood_call_ok = extra.final.status == 200
             calls.append(extra)
         except (AssertionError, TimeoutError):
@@ -130,6 +131,7 @@ async def run_flood(rate: float = 2000, seconds: float = 10, legit: int = 5) -> 
         report.max_loop_lag_s = max(lags, default=0.0)
         t1 = t0 + float(result["elapsed_s"])  # type: ignore[arg-type]
         report.invites_sent = int(result["sent"])  # type: ignore[call-overload]
+        report.send_errors = int(result["send_errors"])  # type: ignore[call-overload]
         report.send_rate = float(result["rate"])  # type: ignore[arg-type]
         report.responses = dict(result["responses"])  # type: ignore[call-overload]
         report.rss_after_kib = rss_kib()

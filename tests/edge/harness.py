@@ -152,6 +152,12 @@ async def running(config_fn: Callable[[Emulator], Config],
     try:
         yield Rig(emu, gw, tokens)
     finally:
+        while _OPEN:
+            item = _OPEN.pop()
+            if isinstance(item, Caller):
+                item.close()
+            else:
+                await item.stop()
         await gw.stop()
         assert gw.driver is not None
         gw.driver.close()
@@ -161,6 +167,9 @@ async def running(config_fn: Callable[[Emulator], Config],
 # --- the caller ----------------------------------------------------------------------------------
 
 PCMU_SILENCE = b"\xff" * 160
+
+# Every caller socket and RTP stream a test opens; `running()` closes what a failed test left.
+_OPEN: list[Caller | RtpStream] = []
 
 
 def _tone_payloads() -> list[bytes]:
@@ -245,6 +254,7 @@ class Caller:
         self._sip = proto
         assert proto.transport is not None
         self.port = proto.transport.get_extra_info("sockname")[1]
+        _OPEN.append(self)
 
     def close(self) -> None:
         if self._sip is not None and self._sip.transport is not None:
@@ -345,6 +355,7 @@ class RtpStream:
         self._proto = proto
         assert proto.transport is not None
         self.port = proto.transport.get_extra_info("sockname")[1]
+        _OPEN.append(self)
 
     def _on(self, data: bytes, addr: tuple[str, int]) -> None:
         if len(data) >= 12 and data[0] >> 6 == 2:
@@ -419,6 +430,15 @@ async def place_call(caller: Caller, *, user: str = "100", credentials: tuple[st
     """INVITE (answering a 401 with our own digest if `credentials`), ACK, start RTP."""
     rtp = RtpStream(caller.host)
     await rtp.open()
+    try:
+        return await _place_call(caller, rtp, user, credentials, prefer, timeout)
+    except BaseException:
+        await rtp.stop()
+        raise
+
+
+async def _place_call(caller: Caller, rtp: RtpStream, user: str,
+                      credentials: tuple[str, str] | None, prefer: str, timeout: float) -> Call:
     uri = f"sip:{user}@{caller.gateway[0]}:{caller.gateway[1]}"
     call_id = secrets.token_hex(12) + "@edge.test"
     from_tag = secrets.token_hex(4)
@@ -431,8 +451,7 @@ async def place_call(caller: Caller, *, user: str = "100", credentials: tuple[st
     while True:
         data, branch = caller.request("INVITE", uri, call_id=call_id, cseq=cseq,
                                       from_tag=from_tag, body=offer, extra=extra)
-        caller.send(data)
-        final = await caller.wait(final_for(call_id, cseq), deadline - loop.time())
+        final = await _send_invite(caller, data, call_id, cseq, deadline)
         to_tag = (final.header("To") or "").partition(";tag=")[2].split(";")[0]
         if final.status >= 300:
             ack = _ack(caller, uri, call_id, cseq, from_tag, to_tag, branch)
@@ -447,7 +466,6 @@ async def place_call(caller: Caller, *, user: str = "100", credentials: tuple[st
             cseq += 1
             continue
         if final.status != 200:
-            await rtp.stop()
             raise AssertionError(f"call refused: {final.raw[:300]!r}")
         break
     ack, _ = caller.request("ACK", uri, call_id=call_id, cseq=cseq, from_tag=from_tag,
@@ -459,6 +477,28 @@ async def place_call(caller: Caller, *, user: str = "100", credentials: tuple[st
     assert host and port, body
     rtp.start((host.group(1), int(port.group(1))))
     return Call(caller, call_id, from_tag, to_tag, uri, cseq, rtp, final, challenges)
+
+
+async def _send_invite(caller: Caller, data: bytes, call_id: str, cseq: int,
+                       deadline: float) -> SipResponse:
+    """Send, retransmit (Timer A: 0.5 s doubling) until any response, then await the final."""
+    loop = asyncio.get_running_loop()
+    interval = 0.5
+
+    def any_response(r: SipResponse) -> bool:
+        return (r.header("Call-ID") == call_id
+                and (r.header("CSeq") or "").split(" ")[0] == str(cseq))
+
+    while True:
+        caller.send(data)
+        try:
+            await caller.wait(any_response, min(interval, max(0.0, deadline - loop.time())))
+            break
+        except TimeoutError:
+            if loop.time() >= deadline:
+                raise
+            interval *= 2
+    return await caller.wait(final_for(call_id, cseq), max(0.0, deadline - loop.time()))
 
 
 def _ack(caller: Caller, uri: str, call_id: str, cseq: int, from_tag: str, to_tag: str,
