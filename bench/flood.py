@@ -41,7 +41,7 @@ def main() -> int:
     print(f"gateway process CPU during the flood: {r.cpu_s:.2f} s "
           f"({100 * r.cpu_s / args.seconds:.0f}% of one core, gateway+emulator+callers); "
           f"waited {r.runqueue_wait_s:.2f} s for a CPU; largest loop lag "
-          f"{r.max_loop_lag_s * 1000:.0f} ms")
+          f"{r.max_loop_lag_s * 1000:.0f} ms; longest GC {r.longest_gc_s * 1000:.0f} ms")
     print(f"legitimate calls: {r.legit_connected_after}/{r.legit_calls} still connected; "
           f"call placed mid-flood: {'answered' if r.mid_flood_call_ok else 'FAILED'}")
     print("largest RTP gap during the flood: gateway->callers "

@@ -13,6 +13,7 @@ flood got back, the gateway's memory (RSS) and tracked state before and after.
 from __future__ import annotations
 
 import asyncio
+import gc
 import resource
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,26 @@ async def watch_loop(lags: list[float]) -> None:
         lags.append(loop.time() - t - 0.01)
 
 
+class GcPauses:
+    """The longest garbage collection while installed (a pause the loop cannot avoid)."""
+
+    def __init__(self) -> None:
+        self.longest_s = 0.0
+        self._start = 0.0
+        gc.collect()  # start the measured window with nothing old left to collect
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._start = now
+        else:
+            self.longest_s = max(self.longest_s, now - self._start)
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._on_gc)
+
+
 def rss_kib() -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -79,6 +100,7 @@ class FloodReport:
     cpu_s: float = 0.0  # CPU seconds the gateway's process used during the flood
     runqueue_wait_s: float = 0.0  # seconds the loop's thread waited for a CPU (host contention)
     max_loop_lag_s: float = 0.0  # the event loop's largest lateness during the flood
+    longest_gc_s: float = 0.0  # the longest garbage collection during the flood
     rss_before_kib: int = 0
     rss_after_kib: int = 0
     rss_peak_kib: int = 0
@@ -112,6 +134,7 @@ async def run_flood(rate: float = 2000, seconds: float = 10, legit: int = 5) -> 
         report.rss_before_kib = rss_kib()
         drops0, cpu0, wait0 = udp_receive_errors(), time.process_time(), runqueue_wait_s()
         lags: list[float] = []
+        pauses = GcPauses()
         watcher = asyncio.create_task(watch_loop(lags))
         loop = asyncio.get_running_loop()
         t0 = loop.time()
@@ -129,6 +152,8 @@ async def run_flood(rate: float = 2000, seconds: float = 10, legit: int = 5) -> 
         report.runqueue_wait_s = runqueue_wait_s() - wait0
         watcher.cancel()
         report.max_loop_lag_s = max(lags, default=0.0)
+        pauses.close()
+        report.longest_gc_s = pauses.longest_s
         t1 = t0 + float(result["elapsed_s"])  # type: ignore[arg-type]
         report.invites_sent = int(result["sent"])  # type: ignore[call-overload]
         report.send_errors = int(result["send_errors"])  # type: ignore[call-overload]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import SecurityConfig
-from tests.edge.flood import runqueue_wait_s, watch_loop
+from tests.edge.flood import GcPauses, runqueue_wait_s, watch_loop
 from tests.edge.harness import (
     Caller,
     SipResponse,
@@ -119,6 +119,7 @@ async def test_hostile_input_over_udp_and_tcp_during_a_live_call(
         legit = Dialog(call.call_id, call.from_tag, call.to_tag, call.uri)
         loop = asyncio.get_running_loop()
         lags: list[float] = []
+        pauses = GcPauses()
         watcher = asyncio.create_task(watch_loop(lags))
         wait0 = runqueue_wait_s()
         t0 = loop.time()
@@ -133,12 +134,14 @@ async def test_hostile_input_over_udp_and_tcp_during_a_live_call(
                                                   every[i:i + 8]))
         t1 = loop.time()
         watcher.cancel()
+        pauses.close()
         await asyncio.sleep(0.3)
 
         # The legitimate call kept its audio both ways and was not ended by any forgery.
         # (On failure: how late the loop ran, and how long the host kept us off a CPU.)
         why = (f"loop lag max {max(lags, default=0) * 1000:.0f} ms, waited "
-               f"{runqueue_wait_s() - wait0:.2f} s for a CPU in {t1 - t0:.1f} s")
+               f"{runqueue_wait_s() - wait0:.2f} s for a CPU in {t1 - t0:.1f} s, longest GC "
+               f"{pauses.longest_s * 1000:.0f} ms")
         assert max_gap(call.rtp.received_at, t0, t1) < GAP_S, why
         assert max_gap(call.rtp.sent_at, t0, t1) < GAP_S, why
         assert not [r for r in caller.requests if r.startswith(b"BYE")]
