@@ -91,12 +91,13 @@ class EndpointSignalling:
 
 class Gateway:
     def __init__(self, config: Config, *, notifier: SystemdNotifier | None = None,
-                 on_token: Callable[[str], None] | None = None) -> None:
+                 on_token: Callable[[str], None] | None = None,
+                 port_quarantine_s: float = PORT_QUARANTINE_S) -> None:
         self.config = config
         self._on_token = on_token
         self.metrics = Metrics(max_conversations=config.limits.max_calls)
         self.notifier = notifier or SystemdNotifier()
-        self.ports = PortPool(config.rtp.port_min, config.rtp.port_max, PORT_QUARANTINE_S,
+        self.ports = PortPool(config.rtp.port_min, config.rtp.port_max, port_quarantine_s,
                               MonotonicClock())
         self.api: OrgaApi | None = None
         self.driver: SipDriver | None = None
@@ -147,7 +148,7 @@ class Gateway:
         self.http = HttpServer(self.metrics, self._state, self.registry.describe,
                                host=cfg.http.host, port=cfg.http.port)
         await self.http.start()
-        self.metrics.set_free_ports(self.ports.free_count)
+        self.metrics.free_ports_from(lambda: self.ports.free_count)
         log.info("gateway ready: SIP %s:%d (%s), RTP %s:%d-%d, Orga %s", cfg.sip.bind,
                  cfg.sip.port, "+".join(cfg.sip.transports), cfg.rtp.bind, cfg.rtp.port_min,
                  cfg.rtp.port_max, orga.base_url)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.config import Config, Route
+from gateway.logs import ContextAdapter, call_logger
 from gateway.media.aiortc_receiver import tune_receiver
 from gateway.media.dtmf import DtmfReceived, DtmfRelayError, parse_dtmf_relay
 from gateway.media.ports import PortPool
@@ -104,7 +105,9 @@ class Call:
         from_uri = invite.request.from_.sip_uri
         self.caller = (from_uri.user_unescaped or "") if from_uri is not None else ""
         self.conversation_id: str | None = None
-        self.log = logging.LoggerAdapter(log, {"call_id": self.call_id})
+        # `call_logger` puts the ids in the record's `ctx`, which the daemon's formatter prints
+        # (`call_id=... conversation_id=...`); a plain LoggerAdapter's extra would be dropped.
+        self.log: ContextAdapter = call_logger(log, self.call_id)
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.started_at = loop.time()
@@ -197,7 +200,6 @@ class Call:
         async with asyncio.timeout(cfg.orga.setup_timeout_s):
             offer = parse_offer((self.invite.sdp or b"").decode("utf-8", "replace"))
             self._port = self.ctx.ports.acquire()
-            self.ctx.metrics.set_free_ports(self.ctx.ports.free_count)
             params, answer = self._negotiate(offer)
             self._rtp = await RtpSession.open(
                 cfg.rtp.bind, self._port, params,
@@ -219,9 +221,7 @@ class Call:
                 if name != "total":
                     self.ctx.metrics.setup_step(name, seconds)
             self.conversation_id = self._session.conversation_id
-            self.log = logging.LoggerAdapter(
-                log, {"call_id": self.call_id, "conversation_id": self.conversation_id}
-            )
+            self.log = self.log.bind(conversation_id=self.conversation_id)
             self._session.peer.add_event_listener(self._orga_event)
             remote = await self._session.peer.remote_audio
         self._pump = AiAudioPump(remote, self._rtp, meter=self._meter)
@@ -274,7 +274,6 @@ class Call:
         if self._port is not None:
             self.ctx.ports.release(self._port)
             self._port = None
-            self.ctx.metrics.set_free_ports(self.ctx.ports.free_count)
 
     def _record(self, outcome: Outcome | EndCause) -> None:
         m = self.ctx.metrics

@@ -279,6 +279,11 @@ class Metrics:
     def set_free_ports(self, n: int) -> None:
         self._ports_free.set(n)
 
+    def free_ports_from(self, source: Callable[[], int]) -> None:
+        """Read the free-port count at scrape time: ports come back from quarantine with no
+        event to push the gauge (a pushed value stays one short after every call)."""
+        self._ports_free.set_function(lambda: float(source()))
+
     def dtmf(self, digit: str) -> None:
         self._dtmf.labels(_label(digit.upper(), DTMF_DIGITS)).inc()
 

@@ -7,11 +7,19 @@ the call (aiortc issue #543; field notes §4). A gateway cannot afford either: t
 reaches the caller that much later on every turn.
 
 What replaces it: `LowDelayReorderBuffer` releases each packet the moment it is next in
-sequence. A gap holds later packets for at most `max_hold` packets (default 1 = 20 ms, which
-absorbs a one-packet reorder); then the missing packet is declared lost and everything held is
-released at once. So a loss costs at most `max_hold` × 20 ms for one packet and leaves no
-standing delay. Jitter absorption for this direction lives in one place instead: the
-`AiAudioPump` playout queue (bounded in ms, shrinks in silence).
+sequence. A gap holds later packets for at most `max_hold` packets; then the missing packet is
+declared lost and everything held is released at once. The default is 0: a gap is a loss at
+once. Why not wait 20 ms for a reordered packet: the pump downstream already plays a
+concealment frame for the missing slot, so waiting would only move the held frames 20 ms later
+and that 20 ms would stay until the AI's next pause (bench/media_path.py, 10 calls, 1 % loss:
+AI→caller p99 72 ms with max_hold=1, 45-50 ms with 0; separate runs on a shared machine).
+Reordering on one audio flow is rare; a reordered packet then costs one concealed frame.
+Either way, no loss leaves standing delay. Jitter absorption for this direction lives in one
+place: the `AiAudioPump` playout queue (bounded in ms, shrinks in silence).
+
+Decoding: with `decode_on_loop` (default) Opus packets are decoded right here with our own
+mono decoder and the frames are put on the receiver's track queue, skipping aiortc's decoder
+thread and its per-frame cross-thread hand-off (field notes §3: the top GIL cost).
 
 The patch, in one place: `tune_receiver(receiver)` swaps the receiver's private
 `_RTCRtpReceiver__jitter_buffer` for an adapter with the same `add(packet) -> (pli, frame)`
@@ -20,7 +28,8 @@ queued to the receiver's decoder exactly as the receiver itself does (timestamp 
 receiver's own mapper, same codec), and the last is returned to the receiver. The private
 names are checked up front; if a future aiortc renames them, `tune_receiver` logs and returns
 False, leaving aiortc's default buffer (audio still works, just with aiortc's delay), and
-tests/media/test_aiortc_receiver.py fails loudly so the upgrade is noticed.
+tests/media/test_two_peers.py (which asserts True on a real receiver) fails so the upgrade is
+noticed.
 
 Call it on the audio transceiver's receiver right after `addTransceiver("audio", ...)`, before
 media flows: `tune_receiver(transceiver.receiver)`.
@@ -36,6 +45,7 @@ from aiortc import RTCRtpReceiver
 from aiortc.jitterbuffer import JitterFrame
 
 from gateway.media.rtp import SEQ_MOD, seq_delta
+from gateway.media.transcode import OpusMonoDecoder
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +64,7 @@ class ReorderStats:
 class LowDelayReorderBuffer:
     """Pure sequencing logic: `add` returns the payloads it releases, in order."""
 
-    def __init__(self, max_hold: int = 1) -> None:
+    def __init__(self, max_hold: int = 0) -> None:
         if max_hold < 0:
             raise ValueError("max_hold must be >= 0")
         self._max_hold = max_hold
@@ -119,23 +129,42 @@ class _AiortcAdapter:
 
     capacity = 16  # read by nothing on the audio path; kept for parity with aiortc's class
 
-    def __init__(self, receiver: Any, buffer: LowDelayReorderBuffer) -> None:
+    def __init__(
+        self, receiver: Any, buffer: LowDelayReorderBuffer, decoder: OpusMonoDecoder | None
+    ) -> None:
         self._receiver = receiver
         self.buffer = buffer
+        self._decoder = decoder
+        self._pts = 0
 
     def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
         released = self.buffer.add(packet.sequence_number, packet.timestamp, packet._data)
         if not released:
             return False, None
-        if len(released) > 1:
-            r = self._receiver
-            codec = r._RTCRtpReceiver__codecs.get(packet.payload_type)
-            if codec is not None and r._RTCRtpReceiver__decoder_thread is not None:
-                mapper = r._RTCRtpReceiver__timestamp_mapper
-                for ts, data in released[:-1]:
-                    r._RTCRtpReceiver__decoder_queue.put(
-                        (codec, JitterFrame(data=data, timestamp=mapper.map(ts)))
-                    )
+        r = self._receiver
+        codec = r._RTCRtpReceiver__codecs.get(packet.payload_type)
+        track = getattr(r, "_track", None)
+        if (
+            self._decoder is not None
+            and codec is not None
+            and codec.name.lower() == "opus"
+            and track is not None
+            and track.readyState == "live"
+        ):
+            # Decode here, on the loop, and hand frames straight to the track's queue:
+            # no decoder-thread hop per frame (aiortc's thread then just idles).
+            for _, data in released:
+                for frame in self._decoder.decode(data):
+                    frame.pts = self._pts
+                    self._pts += frame.samples
+                    track._queue.put_nowait(frame)
+            return False, None
+        if len(released) > 1 and codec is not None and r._RTCRtpReceiver__decoder_thread:
+            mapper = r._RTCRtpReceiver__timestamp_mapper
+            for ts, data in released[:-1]:
+                r._RTCRtpReceiver__decoder_queue.put(
+                    (codec, JitterFrame(data=data, timestamp=mapper.map(ts)))
+                )
         ts, data = released[-1]
         return False, JitterFrame(data=data, timestamp=ts)
 
@@ -148,16 +177,23 @@ _REQUIRED = (
 )
 
 
-def tune_receiver(receiver: RTCRtpReceiver, max_hold: int = 1) -> bool:
+def tune_receiver(
+    receiver: RTCRtpReceiver, max_hold: int = 0, decode_on_loop: bool = True
+) -> bool:
     """Install the low-delay buffer on an audio receiver. Returns False (and logs) if this
     aiortc version does not have the internals we replace; the call then keeps working with
-    aiortc's own buffer."""
+    aiortc's own buffer.
+
+    `decode_on_loop`: decode Opus here (48 kHz mono frames) instead of in aiortc's decoder
+    thread, removing a thread hand-off per 20 ms; other codecs still go to aiortc's decoder.
+    """
     missing = [name for name in _REQUIRED if not hasattr(receiver, name)]
     if missing or not hasattr(receiver, "_RTCRtpReceiver__decoder_thread"):
         logger.error("aiortc receiver internals changed (%s); keeping aiortc's jitter buffer",
                      ", ".join(missing) or "decoder thread")
         return False
-    adapter = _AiortcAdapter(receiver, LowDelayReorderBuffer(max_hold))
+    decoder = OpusMonoDecoder() if decode_on_loop else None
+    adapter = _AiortcAdapter(receiver, LowDelayReorderBuffer(max_hold), decoder)
     receiver._RTCRtpReceiver__jitter_buffer = adapter  # type: ignore[attr-defined]
     return True
 

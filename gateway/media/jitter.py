@@ -197,6 +197,8 @@ class JitterBuffer:
 
     def _drop_oldest(self) -> None:
         oldest = min(self._buf)
+        if self._next is not None and oldest > self._next:
+            self.stats.lost += oldest - self._next  # a gap skipped along with it
         payload = self._buf.pop(oldest)
         if payload is not None:
             self._depth_samples -= len(payload)

@@ -25,10 +25,12 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from gateway.clock import Clock, MonotonicClock
 from gateway.media.dtmf import DtmfReceived, TelephoneEventReceiver
 from gateway.media.jitter import JitterBuffer
+from gateway.media.ports import PortPool
 from gateway.media.rtp import RtpParseError, RtpSenderState, SequenceExtender, is_rtcp, parse_rtp
 from gateway.sdp import MediaParams
 
@@ -112,6 +114,7 @@ class RtpSession:
         self._lost_before = 0  # losses of earlier SSRCs
         self._dtmf = TelephoneEventReceiver(params.clock_rate)
         self._last_activity = self._clock.now()
+        self.last_audio_arrival: float | None = None  # clock time of the latest audio packet
         # Token bucket: refills at max_packet_rate/s, holds one second's worth.
         self._rate = max_packet_rate
         self._tokens = max_packet_rate
@@ -277,6 +280,7 @@ class RtpSession:
                 self._emit_dtmf(event)
             return
         self.jitter.push(packet.sequence, packet.payload)
+        self.last_audio_arrival = now
 
     def _account(self, seq: int, ts: int, now: float) -> None:
         st = self._ssrc_state
@@ -338,3 +342,31 @@ class _Protocol(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable from a peer that is gone: the inactivity timer handles it.
         logger.debug("RTP socket error: %s", exc)
+
+
+async def open_from_pool(
+    pool: PortPool,
+    local_address: str,
+    params: MediaParams,
+    *,
+    attempts: int = 8,
+    **kwargs: Any,
+) -> RtpSession:
+    """Acquire a port from `pool` and bind a session on it.
+
+    A port the pool thinks free may still be held by another process on this host; such a
+    port is released back (it goes to quarantine) and the next one is tried. Raises
+    `PortsExhausted` when the pool is empty, or the last `OSError` after `attempts` tries.
+    The caller releases `session.local_address[1]` to the pool after `close()`.
+    """
+    error: OSError | None = None
+    for _ in range(attempts):
+        port = pool.acquire()
+        try:
+            return await RtpSession.open(local_address, port, params, **kwargs)
+        except OSError as exc:
+            logger.warning("RTP port %d not bindable (%s); trying another", port, exc)
+            pool.release(port)
+            error = exc
+    assert error is not None
+    raise error

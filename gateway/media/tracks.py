@@ -25,7 +25,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -36,7 +36,9 @@ from gateway.media.transcode import (
     AiResampler,
     AudioFrame,
     CallerResampler,
+    EncodedPacket,
     G711Codec,
+    OpusPhoneEncoder,
     Pcm,
 )
 from gateway.sdp import MediaParams
@@ -105,8 +107,25 @@ class CallerAudioSource(Protocol):
     @property
     def params(self) -> MediaParams: ...
 
+    @property
+    def last_audio_arrival(self) -> float | None:
+        """Monotonic time (the loop's clock) the latest audio packet arrived, if any."""
+        ...
+
+
+_ANCHOR_S = 0.002  # tick this long after the phone's packets arrive
+
 
 class CallerAudioTrack(MediaStreamTrack):
+    """Caller audio for aiortc's sender.
+
+    `opus=False`: 48 kHz stereo `AudioFrame`s; aiortc resamples and Opus-encodes them in its
+    thread pool. `opus=True`: Opus packets encoded here from the 8 kHz signal
+    (`OpusPhoneEncoder`); aiortc only packetises them. Use it only when the negotiated audio
+    codec is Opus (aiortc cannot tell a track that), e.g. after
+    `transceiver.setCodecPreferences([opus])`.
+    """
+
     kind = "audio"
 
     def __init__(
@@ -115,30 +134,36 @@ class CallerAudioTrack(MediaStreamTrack):
         *,
         vad: EnergyVad | None = None,
         meter: TurnLatencyMeter | None = None,
+        opus: bool = False,
     ) -> None:
         super().__init__()
         self._source = source
         self._vad = vad or EnergyVad()
         self._meter = meter
-        self._resampler = CallerResampler()
+        self._resampler: CallerResampler | None = None if opus else CallerResampler()
+        self._opus: OpusPhoneEncoder | None = OpusPhoneEncoder() if opus else None
+        self._opus_out: collections.deque[EncodedPacket[Any]] = collections.deque()
         self._codecs: dict[str, G711Codec] = {}
         self._pending: collections.deque[Pcm] = collections.deque()
         self._pending_samples = 0
         self._last: Pcm | None = None  # last decoded frame, for concealment
         self._losses_in_row = 0
         self._start: float | None = None
+        self._anchored = False
         self._frames = 0
         self.frames_voiced = 0
         self.frames_concealed = 0
         self.frames_silent_fill = 0
 
-    async def recv(self) -> AudioFrame:
+    async def recv(self) -> AudioFrame | EncodedPacket[Any]:
         if self.readyState != "live":
             raise MediaStreamError
         loop = asyncio.get_running_loop()
         if self._start is None:
             self._start = loop.time()
         else:
+            if not self._anchored:
+                self._anchor()
             # Absolute schedule: start + n·20 ms, so waiting never accumulates drift.
             wait = self._start + self._frames * FRAME_S - loop.time()
             if wait > 0:
@@ -151,7 +176,28 @@ class CallerAudioTrack(MediaStreamTrack):
         if self._meter is not None:
             arrival = loop.time() - self._source.jitter.depth_ms / 1000.0
             self._meter.caller_frame(arrival, voiced)
+        if self._opus is not None:
+            self._opus_out.extend(self._opus.encode(pcm))
+            while not self._opus_out:  # libopus gives one packet per 20 ms; never stall
+                self._opus_out.extend(self._opus.encode(self._next_chunk()))
+            return self._opus_out.popleft()
+        assert self._resampler is not None
         return self._resampler.process(pcm)
+
+    def _anchor(self) -> None:
+        """Phase-lock our 20 ms schedule to the phone's packets, once, at the first one.
+
+        Why: with the jitter buffer holding 40 ms, a packet waits 20 ms plus the time until
+        our next tick; ticking 2 ms after the phone's packets arrive makes that 22 ms instead
+        of anything from 20 to 40. The schedule moves later by < 20 ms, once (aiortc just
+        sends that one frame a little later); timestamps stay continuous.
+        """
+        arrival = self._source.last_audio_arrival
+        if arrival is None or self._start is None:
+            return
+        self._anchored = True
+        next_tick = self._start + self._frames * FRAME_S
+        self._start += (arrival + _ANCHOR_S - next_tick) % FRAME_S
 
     def _codec(self) -> G711Codec:
         name = self._source.params.codec
@@ -229,6 +275,7 @@ class PumpStats:
     underruns_idle: int = 0
     dropped_backlog: int = 0  # oldest audio dropped because the queue passed max_queue_ms
     skipped_silence: int = 0  # silent frames skipped to shrink standing delay
+    concealed: int = 0  # first missing frame in speech, filled with a faded repeat
     clock_slips: int = 0  # the loop stalled > 3 frames; we skipped ahead instead of bursting
     queue_ms: int = 0
     queue_ms_peak: int = 0
@@ -243,7 +290,7 @@ class AiAudioPump:
         sink: RtpSink,
         *,
         max_queue_ms: int = 1000,
-        target_queue_ms: int = 60,
+        target_queue_ms: int = 20,
         keepalive: bool = True,
         vad: EnergyVad | None = None,
         meter: TurnLatencyMeter | None = None,
@@ -265,6 +312,7 @@ class AiAudioPump:
         self._talkspurt = False
         self._quiet_ticks = 0  # ticks since the last voiced frame, while in a talkspurt
         self._pending_underruns = 0
+        self._last_sent: Pcm | None = None
         self._stats = PumpStats()
         self._tasks: list[asyncio.Task[None]] = []
         self.first_audio_at: float | None = None
@@ -357,9 +405,17 @@ class AiAudioPump:
                 self._quiet(underrun=False)
             self._sink.send_audio(self._codec().encode(pcm), PHONE_FRAME_SAMPLES, marker)
             self._stats.sent_audio += 1
+            self._last_sent = pcm
             return
+        first_gap_in_speech = self._talkspurt and self._pending_underruns == 0
         self._quiet(underrun=True)
-        if self._keepalive:
+        if first_gap_in_speech and self._last_sent is not None:
+            # A frame missing mid-speech (lost on the AI leg, or late): repeat the last one
+            # with a fade rather than cutting to silence; longer gaps fall to silence.
+            faded = (self._last_sent.astype(np.float32) * _FADE).astype(np.int16)
+            self._sink.send_audio(self._codec().encode(faded), PHONE_FRAME_SAMPLES)
+            self._stats.concealed += 1
+        elif self._keepalive:
             self._sink.send_audio(self._codec().silence(), PHONE_FRAME_SAMPLES)
             self._stats.sent_silence += 1
         else:

@@ -1,8 +1,9 @@
 """G.711 ↔ PCM and 8 kHz ↔ 48 kHz conversion: the only module in the gateway that uses PyAV.
 
 Caller → AI: PCMU/PCMA payload → s16 8 kHz (`G711Codec.decode`) → `CallerResampler` → exact
-20 ms frames of 48 kHz mono s16 `AudioFrame`s, the format aiortc's Opus encoder takes (it only
-has to duplicate the channel).
+20 ms frames of 48 kHz packed-stereo s16 `AudioFrame`s, the format aiortc's Opus encoder takes.
+Stereo on purpose: given mono, aiortc's own resampler upmixes with FFmpeg's -3 dB centre level,
+so the AI would hear the caller 3 dB quieter (measured in tests/media/test_two_peers.py).
 AI → caller: aiortc's decoded frames (48 kHz stereo s16, any layout/rate accepted) →
 `AiResampler` → mono 8 kHz → exact 20 ms (160-sample) chunks → `G711Codec.encode`.
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import fractions
 from functools import cache
-from typing import cast
+from typing import Any, cast
 
 import av
 import numpy as np
@@ -33,7 +34,10 @@ __all__ = [
     "AiResampler",
     "AudioFrame",
     "CallerResampler",
+    "EncodedPacket",
     "G711Codec",
+    "OpusMonoDecoder",
+    "OpusPhoneEncoder",
     "frame_to_mono_s16",
     "make_frame",
 ]
@@ -46,6 +50,7 @@ AI_FRAME_SAMPLES = AI_RATE * FRAME_MS // 1000  # 960
 _FFMPEG_CODEC = {"PCMU": "pcm_mulaw", "PCMA": "pcm_alaw"}
 
 Pcm = npt.NDArray[np.int16]
+EncodedPacket = av.Packet  # what `OpusPhoneEncoder` yields and aiortc accepts from a track
 
 
 @cache
@@ -136,7 +141,7 @@ def frame_to_mono_s16(frame: AudioFrame) -> Pcm:
 
 
 class CallerResampler:
-    """8 kHz mono s16 (20 ms chunks) → 48 kHz mono s16 `AudioFrame`s of exactly 20 ms."""
+    """8 kHz mono s16 (20 ms chunks) → 48 kHz stereo s16 `AudioFrame`s of exactly 20 ms."""
 
     def __init__(self) -> None:
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=AI_RATE)
@@ -145,6 +150,7 @@ class CallerResampler:
         self._out_pts = 0
         self._time_base = fractions.Fraction(1, AI_RATE)
         self._primed = False
+        self._stereo: Pcm = np.zeros(2 * AI_FRAME_SAMPLES, dtype=np.int16)
 
     def process(self, pcm: Pcm) -> AudioFrame:
         """One 20 ms phone chunk in, one 20 ms 48 kHz frame out (timestamps advance 960)."""
@@ -168,7 +174,12 @@ class CallerResampler:
         samples = self._fifo.take(n)
         if n < AI_FRAME_SAMPLES:  # cannot happen after priming; never emit a short frame
             samples = np.concatenate([samples, np.zeros(AI_FRAME_SAMPLES - n, dtype=np.int16)])
-        out_frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        # Duplicate the channel into a reused buffer (from_ndarray copies it into the frame).
+        self._stereo[0::2] = samples
+        self._stereo[1::2] = samples
+        out_frame = AudioFrame.from_ndarray(
+            self._stereo.reshape(1, -1), format="s16", layout="stereo"
+        )
         out_frame.sample_rate = AI_RATE
         out_frame.pts = self._out_pts
         out_frame.time_base = self._time_base
@@ -184,6 +195,11 @@ class AiResampler:
         self._fifo = _Fifo(PHONE_FRAME_SAMPLES * 16)
 
     def push(self, frame: AudioFrame) -> None:
+        if frame.sample_rate == PHONE_RATE and frame.format.name == "s16" and len(
+            frame.layout.channels
+        ) == 1:
+            self._fifo.push(_s16(frame))  # already phone format: no resampler pass
+            return
         for out in self._resampler.resample(frame):
             self._fifo.push(_s16(out))
 
@@ -195,6 +211,67 @@ class AiResampler:
         if len(self._fifo) < PHONE_FRAME_SAMPLES:
             return None
         return self._fifo.take(PHONE_FRAME_SAMPLES)
+
+
+class OpusPhoneEncoder:
+    """8 kHz mono PCM → Opus packets for aiortc's pre-encoded path (`CallerAudioTrack(opus=True)`).
+
+    Why: aiortc encodes every frame in its thread pool (a thread hop per 20 ms, the top GIL
+    cost in field notes §3) with a stereo 48 kHz 96 kb/s encoder, after resampling. The phone
+    carries nothing above 4 kHz, so we encode the 8 kHz signal as it is (Opus narrowband,
+    VoIP mode) on the event loop: no resampling, no thread hop, about half the encode time.
+    Packets carry pts in the 48 kHz RTP clock Opus uses on the wire (RFC 7587 §4.1).
+    """
+
+    def __init__(self, bitrate: int = 24000) -> None:
+        ctx = av.CodecContext.create("libopus", "w")
+        ctx.sample_rate = PHONE_RATE
+        ctx.layout = "mono"
+        ctx.format = "s16"
+        ctx.bit_rate = bitrate
+        ctx.time_base = fractions.Fraction(1, PHONE_RATE)
+        ctx.options = {"application": "voip"}
+        self._ctx = ctx
+        self._in_pts = 0
+        self._out_pts = 0
+        self._time_base = fractions.Fraction(1, AI_RATE)
+
+    def encode(self, pcm: Pcm) -> list[av.Packet[Any]]:
+        frame = AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = PHONE_RATE
+        frame.pts = self._in_pts
+        frame.time_base = fractions.Fraction(1, PHONE_RATE)
+        self._in_pts += pcm.shape[0]
+        packets = list(self._ctx.encode(frame))
+        for packet in packets:
+            # Our own continuous clock: libopus starts at -pre-skip, aiortc wants 0-based.
+            packet.pts = self._out_pts
+            packet.time_base = self._time_base
+            self._out_pts += AI_FRAME_SAMPLES
+        return packets
+
+
+class OpusMonoDecoder:
+    """Opus payloads → 48 kHz mono s16 frames, decoded on the event loop.
+
+    Used by `aiortc_receiver.tune_receiver` so the AI leg's audio skips aiortc's decoder thread
+    (and its per-frame thread hand-off) and arrives already mono for `AiResampler`.
+    """
+
+    def __init__(self) -> None:
+        ctx = av.CodecContext.create("libopus", "r")
+        ctx.sample_rate = AI_RATE
+        ctx.layout = "mono"
+        ctx.format = "s16"
+        self._ctx = ctx
+        self.errors = 0
+
+    def decode(self, payload: bytes) -> list[AudioFrame]:
+        try:
+            return self._ctx.decode(av.Packet(payload))
+        except av.FFmpegError:
+            self.errors += 1  # one corrupt packet: keep the decoder state and go on
+            return []
 
 
 def make_frame(pcm: Pcm, rate: int, pts: int, layout: str = "mono") -> AudioFrame:

@@ -19,7 +19,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -230,11 +230,26 @@ class OrgaApi:
         self._base = settings.base_url.rstrip("/")
         self._rng = rng
         self._sleep = sleep
+        self._detached: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"OrgaApi(base_url={self._base!r})"
 
+    def detach(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run work that must outlive the call that started it (ending a session the caller
+        abandoned, see `session.py`); `aclose()` waits for it, bounded."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
+
     async def aclose(self) -> None:
+        if self._detached:
+            _, pending = await asyncio.wait(set(self._detached),
+                                            timeout=self.settings.request_timeout_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
         if self._owns_client:
             await self._client.aclose()
 

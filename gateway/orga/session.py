@@ -18,7 +18,7 @@ from typing import Any
 
 from aiortc import RTCIceServer
 
-from gateway.orga.api import OrgaApi, candidates_from_sdp
+from gateway.orga.api import CallAnswer, OrgaApi, candidates_from_sdp
 from gateway.orga.errors import OrgaError, OrgaTimeoutError
 from gateway.orga.events import EndReason
 from gateway.orga.peer import OrgaPeer
@@ -76,15 +76,23 @@ async def open_session(
             ice_servers = await api.fetch_ice_servers(secret.token, deadline)
             t = step("ice_config", t)
         peer = peer_factory(list(ice_servers))
+        abandoned = False  # the peer was handed to `_end_abandoned`, which closes it
         try:
             async with asyncio.timeout_at(deadline):
                 offer = await peer.create_offer()
                 t = step("offer", t)
                 remaining = max(0.001, deadline - loop.time())
-                answer = await api.create_call(
+                request = asyncio.ensure_future(api.create_call(
                     secret.token, offer, candidates_from_sdp(offer), params,
                     timeout_s=min(api.settings.request_timeout_s, remaining),
-                )
+                ))
+                try:
+                    answer = await asyncio.shield(request)
+                except asyncio.CancelledError:
+                    if not request.done():  # the caller left (CANCEL) or setup timed out
+                        api.detach(_end_abandoned(request, peer), f"end abandoned {peer!r}")
+                        abandoned = True
+                    raise
                 t = step("calls", t)
                 peer.conversation_id = answer.conversation_id
                 await peer.accept_answer(answer.sdp)
@@ -105,10 +113,12 @@ async def open_session(
                 continue
             raise
         except TimeoutError:
-            await peer.close()
+            if not abandoned:
+                await peer.close()
             raise OrgaTimeoutError("setup", None, "setup budget exhausted") from None
         except BaseException:
-            await peer.close()
+            if not abandoned:
+                await peer.close()
             raise
         timings["total"] = loop.time() - start
         return OrgaSession(
@@ -118,6 +128,38 @@ async def open_session(
             attempts=attempt,
             token_expires_at=secret.expires_at,
         )
+
+
+ABANDONED_CONNECT_S = 5.0
+
+
+async def _end_abandoned(request: asyncio.Future[CallAnswer], peer: OrgaPeer) -> None:
+    """End the Orga session of a setup abandoned while POST /calls was in flight.
+
+    Orga creates the session when it accepts /calls, and has no end-call API: a session whose
+    client never joins stays open (and billed) until Orga's own timeout; the emulator's did for
+    more than a minute. So let the request finish, join the session, and close the peer — the
+    close is what Orga sees as a hang-up. Bounded by the request timeout plus
+    `ABANDONED_CONNECT_S`; owned by `OrgaApi`, which waits for it on shutdown.
+    """
+    try:
+        answer = await request
+    except Exception:  # no session was created (or we cannot know): nothing to end
+        await peer.close()
+        return
+    peer.conversation_id = answer.conversation_id
+    try:
+        async with asyncio.timeout(ABANDONED_CONNECT_S):
+            await peer.accept_answer(answer.sdp)
+            await _first(peer.connected, peer.ended)
+            await _first(peer.datachannel_open, peer.ended)
+    except Exception as exc:
+        log.warning("could not join abandoned orga session %s to end it: %s",
+                    answer.conversation_id, exc)
+    finally:
+        await peer.close()
+    log.info("ended orga session %s, whose call was abandoned during setup",
+             answer.conversation_id)
 
 
 async def _first(wanted: asyncio.Future[None], ended: asyncio.Future[EndReason]) -> None:

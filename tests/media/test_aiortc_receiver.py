@@ -14,7 +14,7 @@ from gateway.media.aiortc_receiver import LowDelayReorderBuffer
 FRAME_MS = 20
 
 
-def simulate(loss: float, seconds: int, seed: int, ours: bool) -> np.ndarray:
+def simulate(loss: float, seconds: int, seed: int, ours: bool, max_hold: int = 1) -> np.ndarray:
     """Packets sent every 20 ms over a link with random loss and no other delay.
 
     Returns, per frame handed to the decoder, its delay (ms) from arrival-if-on-time to
@@ -24,7 +24,7 @@ def simulate(loss: float, seconds: int, seed: int, ours: bool) -> np.ndarray:
     n = seconds * 1000 // FRAME_MS
     start_seq = 65000  # wraps during the run
     delays: list[float] = []
-    low = LowDelayReorderBuffer(max_hold=1)
+    low = LowDelayReorderBuffer(max_hold=max_hold)
     theirs = JitterBuffer(capacity=16, prefetch=4)
     for i in range(n):
         if rng.random() < loss:
@@ -70,6 +70,12 @@ def test_no_loss_is_zero_delay() -> None:
     assert simulate(0.0, 10, 1, ours=True).max() == 0
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_default_never_holds_a_frame(seed: int) -> None:
+    assert LowDelayReorderBuffer()._max_hold == 0
+    assert simulate(0.01, 120, seed, ours=True, max_hold=0).max() == 0
+
+
 def test_reorder_of_one_is_fixed_and_longer_gap_is_given_up() -> None:
     b = LowDelayReorderBuffer(max_hold=1)
     assert b.add(10, 0, b"a") == [(0, b"a")]
@@ -100,3 +106,15 @@ def test_max_hold_zero_never_waits() -> None:
     assert b.stats.lost == 1
     with pytest.raises(ValueError):
         LowDelayReorderBuffer(max_hold=-1)
+
+
+def test_tune_receiver_refuses_unknown_internals(caplog: pytest.LogCaptureFixture) -> None:
+    from gateway.media.aiortc_receiver import receiver_stats, tune_receiver
+
+    class NotAReceiver:
+        pass
+
+    fake = NotAReceiver()
+    assert tune_receiver(fake) is False  # type: ignore[arg-type]
+    assert "internals changed" in caplog.text
+    assert receiver_stats(fake) is None  # type: ignore[arg-type]

@@ -9,9 +9,9 @@ import pytest
 from gateway.clock import FakeClock
 from gateway.media.dtmf import DtmfReceived, build_telephone_event
 from gateway.media.jitter import Output
-from gateway.media.ports import PortPool
+from gateway.media.ports import PortPool, PortsExhausted
 from gateway.media.rtp import build_rtp, parse_rtp
-from gateway.media.rtp_session import RtpSession
+from gateway.media.rtp_session import RtpSession, open_from_pool
 from gateway.sdp import Direction, MediaParams
 
 
@@ -226,18 +226,33 @@ async def test_packet_rate_cap() -> None:
 async def test_session_on_pool_port_and_quarantine() -> None:
     clock = FakeClock()
     pool = PortPool(41000, 41999, quarantine_s=5.0, clock=clock)
-    for _ in range(5):
-        port = pool.acquire()
-        try:
-            session = await RtpSession.open("127.0.0.1", port, params(9), clock=clock,
-                                            watchdog_interval_s=3600)
-            break
-        except OSError:  # someone else on this machine holds it: try the next one
-            pool.release(port)
-    else:
-        raise AssertionError("no bindable port")
-    assert session.local_address[1] == port and port % 2 == 0
+    session = await open_from_pool(pool, "127.0.0.1", params(9), clock=clock,
+                                   watchdog_interval_s=3600)
+    port = session.local_address[1]
+    assert 41000 <= port <= 41999 and port % 2 == 0
     await session.close()
     await session.close()  # idempotent
     pool.release(port)
     assert port not in [pool.acquire() for _ in range(pool.free_count)]
+
+
+async def test_pool_skips_ports_held_by_someone_else() -> None:
+    clock = FakeClock()
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for candidate in range(41900, 41998, 2):
+            try:
+                taken.bind(("127.0.0.1", candidate))
+                break
+            except OSError:
+                continue
+        held = taken.getsockname()[1]
+        pool = PortPool(held, held + 2, quarantine_s=5.0, clock=clock)
+        session = await open_from_pool(pool, "127.0.0.1", params(9), clock=clock,
+                                       watchdog_interval_s=3600)
+        assert session.local_address[1] == held + 2
+        await session.close()
+        with pytest.raises(PortsExhausted):
+            await open_from_pool(pool, "127.0.0.1", params(9), clock=clock)
+    finally:
+        taken.close()

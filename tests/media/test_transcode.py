@@ -24,9 +24,9 @@ def round_trip(codec_name: str, pcm8k: np.ndarray) -> tuple[np.ndarray, np.ndarr
         frame = up.process(codec.decode(payload))
         assert frame.samples == 960 and frame.sample_rate == AI_RATE and frame.pts == pts
         pts += 960
-        mono = frame.to_ndarray().reshape(-1)
-        at48.append(mono)
-        down.push(make_frame(np.repeat(mono, 2), AI_RATE, frame.pts, "stereo"))
+        assert frame.layout.name == "stereo"
+        at48.append(frame_to_mono_s16(frame))
+        down.push(frame)
         while (chunk := down.pop()) is not None:
             assert chunk.shape == (PHONE_FRAME_SAMPLES,)
             back.append(codec.decode(codec.encode(chunk)))
@@ -76,3 +76,32 @@ def test_frame_to_mono_takes_first_channel() -> None:
     stereo = np.array([1, -1, 2, -2, 3, -3], dtype=np.int16)
     frame = make_frame(stereo, 48000, 0, "stereo")
     assert frame_to_mono_s16(frame).tolist() == [1, 2, 3]
+
+
+def test_opus_phone_encoder_and_mono_decoder_round_trip() -> None:
+    from gateway.media.transcode import OpusMonoDecoder, OpusPhoneEncoder
+
+    enc, dec = OpusPhoneEncoder(), OpusMonoDecoder()
+    src = tone(440, 2.0, 8000, dbfs=-12)
+    out, pts = [], []
+    for i in range(0, len(src), PHONE_FRAME_SAMPLES):
+        packets = enc.encode(src[i : i + PHONE_FRAME_SAMPLES])
+        assert len(packets) == 1  # one Opus packet per 20 ms, so the track never stalls
+        pts.append(packets[0].pts)
+        for frame in dec.decode(bytes(packets[0])):
+            assert frame.sample_rate == AI_RATE and len(frame.layout.channels) == 1
+            out.append(frame_to_mono_s16(frame))
+    assert pts == [i * 960 for i in range(100)]
+    pcm = np.concatenate(out)[4800:]
+    assert abs(dominant_hz(pcm, AI_RATE) - 440) <= 5
+    assert abs(rms_dbfs(pcm) - rms_dbfs(src)) <= 1.5
+    assert isinstance(dec.decode(b"\xff\xff\xff"), list)  # corrupt input never raises
+
+
+def test_ai_resampler_takes_phone_rate_frames_without_resampling() -> None:
+    down = AiResampler()
+    pcm = tone(300, 0.1, 8000)
+    down.push(make_frame(pcm, 8000, 0))
+    chunks = [down.pop() for _ in range(5)]
+    assert all(c is not None for c in chunks) and down.pop() is None
+    assert np.array_equal(np.concatenate(chunks), pcm[:800])  # type: ignore[arg-type]

@@ -1,0 +1,281 @@
+"""Media-path benchmark (issue 5 item 14): per-call CPU, RSS and added latency per direction.
+
+Three processes, all on 127.0.0.1:
+  gateway (this process, the only one measured): per call an RtpSession, a CallerAudioTrack,
+      an aiortc peer with the low-delay receiver (tune_receiver) and an AiAudioPump;
+  phone   (--role phone): per call a UDP socket sending speech-like PCMU talkspurts every 20 ms
+      and detecting talkspurt onsets in the RTP it gets back;
+  orga    (--role orga): per call an aiortc peer standing in for Orga: sends its own speech-like
+      talkspurts, detects onsets in what it hears, and drops --loss of the RTP on the WebRTC
+      leg in both directions. Its receivers also use tune_receiver, so its own buffering does
+      not count against the gateway (Orga's real server has its own).
+Latency = onset detected at the far end − onset sent at the near end (CLOCK_MONOTONIC is
+system-wide, so times from different processes compare). It includes the WebRTC leg's Opus
+encode/decode, which the gateway cannot avoid. The signal is speech-like (harmonics with a
+gliding pitch, formant-ish shaping, noise, 4 Hz syllable envelope), not a tone: Opus encodes
+tones in a cheaper mode. The transcoding floor (G.711 decode + resample + aiortc's Opus
+encoder, and back: Opus decode + resample + G.711 encode) runs first in this same process.
+
+    /work/venv/bin/python bench/media_path.py [--calls 1 10 30] [--loss 0 0.01] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from media_peers import orga_main, phone_main
+from media_signal import CYCLE_S, cpu_s, recv_msg, send_msg, speech_like
+
+from gateway.media.transcode import (
+    AiResampler,
+    CallerResampler,
+    G711Codec,
+    make_frame,
+)
+
+# ---------------------------------------------------------------------------- gateway
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def transcoding_floor(fast: bool, seconds: float = 10.0) -> float:
+    """% of one core per call for the codec work alone (both directions, no networking).
+
+    fast=True: the path the gateway uses with CallerAudioTrack(opus=True) and
+    tune_receiver(decode_on_loop=True): G.711 decode → Opus NB encode at 8 kHz; Opus decode
+    (48 kHz mono) → resample → G.711 encode.
+    fast=False: aiortc's own codec path: G.711 decode → resample to 48 kHz → aiortc's
+    OpusEncoder (stereo 96 kb/s); aiortc's OpusDecoder (48 kHz stereo) → resample → G.711.
+    """
+    from aiortc.codecs.opus import OpusDecoder, OpusEncoder
+    from aiortc.jitterbuffer import JitterFrame
+
+    from gateway.media.transcode import OpusMonoDecoder, OpusPhoneEncoder
+
+    codec = G711Codec("PCMU")
+    speech8 = speech_like(8000, seconds, seed=5)
+    speech48 = speech_like(48000, seconds, seed=6)
+    payloads = [codec.encode(speech8[i : i + 160]) for i in range(0, len(speech8), 160)]
+    enc_back = OpusEncoder()  # the AI side's packets, encoded outside the measurement
+    back_packets: list[bytes] = []
+    for i in range(len(payloads)):
+        frame = make_frame(np.repeat(speech48[i * 960 : (i + 1) * 960], 2), 48000, i * 960,
+                           "stereo")
+        data, _ = enc_back.encode(frame)
+        back_packets += data
+    down = AiResampler()
+    if fast:
+        enc_fast, dec_fast = OpusPhoneEncoder(), OpusMonoDecoder()
+    else:
+        enc_up, dec_back, up = OpusEncoder(), OpusDecoder(), CallerResampler()
+    t0 = cpu_s()
+    for i, payload in enumerate(payloads):
+        pcm = codec.decode(payload)  # caller -> AI
+        if fast:
+            enc_fast.encode(pcm)
+        else:
+            enc_up.encode(up.process(pcm))
+        if i < len(back_packets):  # AI -> caller
+            if fast:
+                frames = dec_fast.decode(back_packets[i])
+            else:
+                frames = dec_back.decode(JitterFrame(back_packets[i], i * 960))
+            for frame in frames:
+                down.push(frame)
+            while (out := down.pop()) is not None:
+                codec.encode(out)
+    return (cpu_s() - t0) / seconds * 100
+
+
+async def loop_lag(samples: list[float], stop: asyncio.Event) -> None:
+    """How late a 10 ms sleep wakes up: the gateway loop's own scheduling delay."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        t = loop.time()
+        await asyncio.sleep(0.01)
+        samples.append((loop.time() - t - 0.01) * 1000)
+
+
+async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
+                      fast: bool, tune: bool) -> dict[str, Any]:
+    from aiortc import RTCRtpSender, RTCSessionDescription
+
+    from gateway.media.aiortc_receiver import tune_receiver
+    from gateway.media.rtp_session import RtpSession
+    from gateway.media.tracks import AiAudioPump, CallerAudioTrack
+    from gateway.sdp import Direction, MediaParams
+    from tests.media.loopback import loopback_only_ice, new_peer
+
+    conns: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
+    ready = asyncio.Event()
+
+    async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        role = (await recv_msg(reader))["role"]
+        conns[role] = (reader, writer)
+        if len(conns) == 2:
+            ready.set()
+
+    server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    script = str(Path(__file__).resolve())
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, script, "--role", role, "--control", str(port), "--loss", str(loss))
+        for role in ("phone", "orga")
+    ]
+    await asyncio.wait_for(ready.wait(), 30)
+    (p_r, p_w), (o_r, o_w) = conns["phone"], conns["orga"]
+    rss0 = rss_mb()
+    await send_msg(p_w, {"calls": calls})
+    phone_ports = (await recv_msg(p_r))["ports"]
+    sessions, peers, pumps = [], [], []
+    with loopback_only_ice():
+        for c in range(calls):
+            params = MediaParams("127.0.0.1", phone_ports[c], "PCMU", 0, 8000, 20, None,
+                                 Direction.SENDRECV, False)
+            session = await RtpSession.open("127.0.0.1", 0, params)
+            sessions.append(session)
+            pc = new_peer()
+            peers.append(pc)
+            tr = pc.addTransceiver(CallerAudioTrack(session, opus=fast), direction="sendrecv")
+            if fast:
+                caps = RTCRtpSender.getCapabilities("audio")
+                tr.setCodecPreferences([c for c in caps.codecs if c.name == "opus"])
+            if tune:
+                tune_receiver(tr.receiver, decode_on_loop=fast)
+
+            def on_track(track: Any, session: RtpSession = session) -> None:
+                pump = AiAudioPump(track, session)
+                pump.start()
+                pumps.append(pump)
+
+            pc.on("track", on_track)
+            await pc.setLocalDescription(await pc.createOffer())
+            await send_msg(o_w, {"offer": pc.localDescription.sdp})
+            answer = (await recv_msg(o_r))["answer"]
+            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+    await send_msg(p_w, {"gateway_ports": [s.local_address[1] for s in sessions]})
+    await asyncio.sleep(warmup)
+    lags: list[float] = []
+    lag_stop = asyncio.Event()
+    lag_task = asyncio.create_task(loop_lag(lags, lag_stop))
+    c0, w0 = cpu_s(), time.monotonic()
+    await send_msg(p_w, {"mark": True})
+    await send_msg(o_w, {"mark": True})
+    await asyncio.sleep(seconds)
+    wall = time.monotonic() - w0
+    cpu = (cpu_s() - c0) / wall * 100
+    lag_stop.set()
+    await lag_task
+    rss = rss_mb()
+    await send_msg(p_w, {"stop": True})
+    await send_msg(o_w, {"stop": True})
+    phone = await recv_msg(p_r)
+    orga = await recv_msg(o_r)
+    underruns = sum(p.stats.underruns_speech for p in pumps)
+    for pump in pumps:
+        await pump.stop()
+    for pc in peers:
+        await pc.close()
+    for s in sessions:
+        await s.close()
+    for proc in procs:
+        await proc.wait()
+    server.close()
+    lat_up = match(phone["sent"], orga["received"], w0 + 0.5, w0 + seconds)
+    lat_down = match(orga["sent"], phone["received"], w0 + 0.5, w0 + seconds)
+    return {
+        "calls": calls, "loss": loss, "cpu_pct": cpu, "rss_per_call": (rss - rss0) / calls,
+        "up": lat_up, "down": lat_down, "underruns_speech": underruns,
+        "loop_lag_p99": float(np.percentile(lags, 99)) if lags else float("nan"),
+        # the other processes' CPU over the same window, % of one core
+        "phone_cpu": phone["cpu_pct"],
+        "gap": (phone["gap_p99"], phone["gap_max"], phone["gaps_over_30"], phone["packets"]),
+        "orga_cpu": orga["cpu_pct"],
+    }
+
+
+def match(sent: list[list[float]], received: list[list[float]], t_from: float,
+          t_to: float) -> list[float]:
+    """Latency (ms) per onset: received onset − the latest sent onset before it."""
+    out = []
+    for s_list, r_list in zip(sent, received, strict=True):
+        s_arr = np.array(s_list)
+        for r in r_list:
+            if not t_from <= r <= t_to:
+                continue
+            before = s_arr[s_arr <= r]
+            if before.size and r - before[-1] < CYCLE_S / 2:
+                out.append((r - before[-1]) * 1000)
+    return out
+
+
+def pct(values: list[float], q: float) -> str:
+    return f"{np.percentile(values, q):6.1f}" if values else "   n/a"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--role", choices=["gateway", "phone", "orga"], default="gateway")
+    ap.add_argument("--control", type=int, default=0)
+    ap.add_argument("--calls", type=int, nargs="+", default=[1, 10, 30])
+    ap.add_argument("--loss", type=float, nargs="+", default=[0.0, 0.01])
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--receiver", choices=["tuned", "aiortc"], default="tuned",
+                    help="aiortc: leave aiortc's own receive jitter buffer (for comparison)")
+    ap.add_argument("--mode", choices=["fast", "aiortc"], default="fast",
+                    help="fast: Opus encoded/decoded by the gateway on the loop; "
+                    "aiortc: aiortc's own codec path (thread pool, 48 kHz stereo)")
+    args = ap.parse_args()
+    if args.role == "phone":
+        asyncio.run(phone_main(args.control))
+        return 0
+    if args.role == "orga":
+        asyncio.run(orga_main(args.control, args.loss[0]))
+        return 0
+    fast = args.mode == "fast"
+    floor_ref = transcoding_floor(fast=False)
+    floor_fast = transcoding_floor(fast=True)
+    floor = floor_fast if fast else floor_ref
+    print(f"cpus={os.cpu_count()} python={sys.version.split()[0]} signal=speech-like "
+          f"mode={args.mode} receiver={args.receiver} load={os.getloadavg()[0]:.2f}")
+    print(f"transcoding floor, no network, % of one core per call: aiortc codec path "
+          f"{floor_ref:.2f}, gateway fast path {floor_fast:.2f} (ratio below uses "
+          f"{'fast' if fast else 'aiortc'})")
+    print("calls loss  cpu%/call  x floor  RSS MB/call | caller->AI ms p50   p99 "
+          "| AI->caller ms p50   p99 | n_up n_down underruns | loop lag p99 ms | "
+          "other processes % core: phone orga | RTP to phone: gap p99 max ms, >30 ms of n")
+    for calls in args.calls:
+        for loss in args.loss:
+            r = asyncio.run(gateway_run(calls, loss, args.seconds, args.warmup, fast,
+                                        args.receiver == "tuned"))
+            per_call = r["cpu_pct"] / calls
+            print(f"{calls:5d} {loss * 100:3.0f}%  {per_call:9.2f}  {per_call / floor:7.2f}  "
+                  f"{r['rss_per_call']:11.2f} |            {pct(r['up'], 50)} {pct(r['up'], 99)} "
+                  f"|            {pct(r['down'], 50)} {pct(r['down'], 99)} "
+                  f"| {len(r['up']):4d} {len(r['down']):6d} {r['underruns_speech']:9d} "
+                  f"| {r['loop_lag_p99']:15.1f} | {r['phone_cpu']:5.0f} {r['orga_cpu']:4.0f} "
+                  f"| {r['gap'][0]:5.1f} {r['gap'][1]:5.1f} {r['gap'][2]} of {r['gap'][3]} "
+                  f"load={os.getloadavg()[0]:.2f}",
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Phone RTP ⇄ gateway tracks ⇄ a real aiortc peer on loopback (issue 5 item 13)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from aiortc import RTCRtpSender
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from gateway.media.aiortc_receiver import receiver_stats, tune_receiver
+from gateway.media.rtp import RtpSenderState, parse_rtp
+from gateway.media.rtp_session import RtpSession
+from gateway.media.tracks import AiAudioPump, CallerAudioTrack
+from gateway.media.transcode import G711Codec, frame_to_mono_s16
+from gateway.sdp import Direction, MediaParams
+from tests.media.audio import dominant_hz, rms_dbfs, tone
+from tests.media.loopback import (
+    GeneratedAudioTrack,
+    connect,
+    loopback_only_ice,
+    new_peer,
+    tone_source,
+)
+
+
+@pytest.fixture(autouse=True)
+def _loopback() -> Iterator[None]:
+    with loopback_only_ice():
+        yield
+
+
+class Phone(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: list[bytes] = []
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.got.append(data)
+
+
+async def record(track: MediaStreamTrack, into: list[np.ndarray]) -> None:
+    try:
+        while True:
+            frame = await track.recv()
+            into.append(frame_to_mono_s16(frame))
+    except MediaStreamError:
+        pass
+
+
+@pytest.mark.parametrize(("opus", "decode_on_loop"), [(False, False), (True, True)])
+async def test_caller_440_to_ai_peer_and_ai_1000_back_to_rtp(
+    opus: bool, decode_on_loop: bool
+) -> None:
+    loop = asyncio.get_running_loop()
+    phone_transport, phone = await loop.create_datagram_endpoint(
+        Phone, local_addr=("127.0.0.1", 0))
+    phone_port = phone_transport.get_extra_info("sockname")[1]
+    params = MediaParams("127.0.0.1", phone_port, "PCMU", 0, 8000, 20, 101,
+                         Direction.SENDRECV, False)
+    session = await RtpSession.open("127.0.0.1", 0, params)
+    gw, ai = new_peer(), new_peer()
+    caller_track = CallerAudioTrack(session, opus=opus)
+    transceiver = gw.addTransceiver(caller_track, direction="sendrecv")
+    if opus:  # pre-encoded Opus only makes sense when Opus is what gets negotiated
+        caps = RTCRtpSender.getCapabilities("audio")
+        transceiver.setCodecPreferences([c for c in caps.codecs if c.name == "opus"])
+    assert tune_receiver(transceiver.receiver, decode_on_loop=decode_on_loop)
+    heard_by_ai: list[np.ndarray] = []
+    tasks: list[asyncio.Task[None]] = []
+    pumps: list[AiAudioPump] = []
+
+    @ai.on("track")
+    def on_ai_track(track: MediaStreamTrack) -> None:
+        tasks.append(asyncio.ensure_future(record(track, heard_by_ai)))
+
+    @gw.on("track")
+    def on_gw_track(track: MediaStreamTrack) -> None:
+        pump = AiAudioPump(track, session)
+        pump.start()
+        pumps.append(pump)
+
+    await connect(gw, ai, before_answer=lambda: ai.addTrack(
+        GeneratedAudioTrack(tone_source(1000))))
+
+    # The phone: PCMU 440 Hz, one packet per 20 ms, for 3 s.
+    codec = G711Codec("PCMU")
+    sender = RtpSenderState(0, 0xCAFE, 1, 1)
+    src = tone(440, 3.0, 8000, dbfs=-12)
+    t0 = loop.time()
+    for i in range(150):
+        payload = codec.encode(src[i * 160 : (i + 1) * 160])
+        phone_transport.sendto(sender.next_packet(payload, 160), session.local_address)
+        await asyncio.sleep(max(0.0, t0 + (i + 1) * 0.02 - loop.time()))
+    await asyncio.sleep(0.3)
+
+    for pump in pumps:
+        await pump.stop()
+    await gw.close()
+    await ai.close()
+    for task in tasks:
+        task.cancel()
+    await session.close()
+    phone_transport.close()
+
+    # What the AI peer heard: 440 Hz at about the level we sent.
+    assert len(heard_by_ai) > 100
+    ai_audio = np.concatenate(heard_by_ai[-100:-10])
+    assert abs(dominant_hz(ai_audio, 48000) - 440) <= 5
+    assert abs(rms_dbfs(ai_audio) - rms_dbfs(src)) <= 3  # Opus is lossy; G.711 ±1 dB is
+    # checked exactly in test_transcode
+    # What the phone heard back: 1000 Hz G.711 RTP, paced by the pump.
+    pkts = [parse_rtp(d) for d in phone.got]
+    assert len(pkts) >= 130 and {p.payload_type for p in pkts} == {0}
+    pcm = np.concatenate([codec.decode(p.payload) for p in pkts[-100:-5]])
+    assert abs(dominant_hz(pcm, 8000) - 1000) <= 5
+    assert session.stats.received.packets == 150
+    assert pumps and pumps[0].stats.dropped_backlog == 0
+    stats = receiver_stats(transceiver.receiver)
+    assert stats is not None and stats.released > 100
