@@ -27,7 +27,7 @@ from gateway.logs import ContextAdapter, call_logger
 from gateway.media.aiortc_receiver import tune_receiver
 from gateway.media.dtmf import DtmfReceived, DtmfRelayError, parse_dtmf_relay
 from gateway.media.ports import PortPool
-from gateway.media.rtp_session import RtpSession
+from gateway.media.rtp_session import RtpSession, open_from_pool
 from gateway.media.tracks import AiAudioPump, CallerAudioTrack, TurnLatencyMeter
 from gateway.metrics import ConversationStats, Metrics
 from gateway.orga.api import OrgaApi
@@ -199,16 +199,10 @@ class Call:
         step = _Steps(self._loop, self.ctx.metrics)
         async with asyncio.timeout(cfg.orga.setup_timeout_s):
             offer = parse_offer((self.invite.sdp or b"").decode("utf-8", "replace"))
-            self._port = self.ctx.ports.acquire()
-            params, answer = self._negotiate(offer)
-            self._rtp = await RtpSession.open(
-                cfg.rtp.bind, self._port, params,
-                inactivity_timeout_s=cfg.rtp.inactivity_timeout_s,
-                max_packet_rate=cfg.security.rtp_max_packets_per_second,
-                on_dtmf=self._dtmf,
-                on_timeout=lambda: self._end(EndCause.RTP_TIMEOUT),
-            )
-            self._track = CallerAudioTrack(self._rtp, meter=self._meter)
+            rtp, answer = await self._open_media(offer)
+            # Opus encoded here, on the loop (the Orga peer offers Opus only): half the CPU
+            # of aiortc's resample-and-encode thread hand-off per 20 ms (bench/media_path.py).
+            self._track = CallerAudioTrack(rtp, meter=self._meter, opus=True)
             step.done("media")
             track = self._track
 
@@ -224,7 +218,7 @@ class Call:
             self.log = self.log.bind(conversation_id=self.conversation_id)
             self._session.peer.add_event_listener(self._orga_event)
             remote = await self._session.peer.remote_audio
-        self._pump = AiAudioPump(remote, self._rtp, meter=self._meter)
+        self._pump = AiAudioPump(remote, rtp, meter=self._meter)
         self.ctx.signalling.answer(self.handle, answer.encode())
         self._answered = True
         self.answered_at = self._loop.time()
@@ -300,6 +294,27 @@ class Call:
             self.log.info("call ended: %s after %.1f s", result, duration)
 
     # --- helpers ------------------------------------------------------------------------------
+    async def _open_media(self, offer: Any) -> tuple[RtpSession, str]:
+        """Bind an RTP port from the pool for the negotiated media; return it and our answer.
+
+        The negotiated `MediaParams` do not depend on our port, only the answer SDP does, so
+        the answer is built once the port is bound (`open_from_pool` skips ports another
+        process holds).
+        """
+        cfg = self.ctx.config
+        params, _ = negotiate(offer, cfg.rtp.codecs, self.ctx.advertised_address, 0,
+                              self._session_id, self._sdp_version)
+        rtp = await open_from_pool(
+            self.ctx.ports, cfg.rtp.bind, params,
+            inactivity_timeout_s=cfg.rtp.inactivity_timeout_s,
+            max_packet_rate=cfg.security.rtp_max_packets_per_second,
+            on_dtmf=self._dtmf,
+            on_timeout=lambda: self._end(EndCause.RTP_TIMEOUT),
+        )
+        self._rtp, self._port = rtp, rtp.local_address[1]
+        _, answer = self._negotiate(offer)
+        return rtp, answer
+
     def _negotiate(self, offer: Any) -> tuple[MediaParams, str]:
         assert self._port is not None
         self._sdp_version += 1

@@ -1,8 +1,8 @@
 """One aiortc RTCPeerConnection per call, laid out as the official Orga SDK lays it out.
 
 Owns the WebRTC side of an Orga session (reference §6-§8):
-- m-line 0: audio transceiver `sendrecv` carrying the caller's track (a receiver tuner, e.g. a
-  low-latency jitter buffer, is applied to its receiver at once);
+- m-line 0: audio transceiver `sendrecv`, Opus only, carrying the caller's track (a receiver
+  tuner, e.g. a low-latency jitter buffer, is applied to its receiver at once);
 - m-line 1: video transceiver `sendonly` with no track (config switch to leave it out);
 - m-line 2: the data channel `orga-realtime-client-events` (ordered, reliable).
 The offer is created after full ICE gathering (aiortc gathers inside setLocalDescription) on
@@ -25,6 +25,7 @@ from aiortc import (
     RTCIceServer,
     RTCPeerConnection,
     RTCRtpReceiver,
+    RTCRtpSender,
     RTCSessionDescription,
 )
 
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 MAX_QUEUED_EVENTS = 256  # events are rare (a few per turn); a full queue means nobody reads
 
 ReceiverTuner = Callable[[RTCRtpReceiver], object]
+OPUS_ONLY = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.name == "opus"]
 
 
 def _quiet(future: asyncio.Future[Any]) -> None:
@@ -87,6 +89,10 @@ class OrgaPeer:
 
         self._pc = RTCPeerConnection(make_configuration(ice_servers))
         self._audio = self._pc.addTransceiver(caller_track, direction="sendrecv")
+        # Opus only: Orga's own clients are browsers whose offers lead with Opus, and the
+        # caller track may hand aiortc Opus packets it encoded itself (media/tracks.py), which
+        # is only right when Opus is certain to be the negotiated codec.
+        self._audio.setCodecPreferences(OPUS_ONLY)
         if receiver_tuner is not None:
             receiver_tuner(self._audio.receiver)
         if settings.video_mline:

@@ -31,6 +31,7 @@ class _PhoneLeg:
     def __init__(self) -> None:
         self.jitter = JitterBuffer()
         self.params = PARAMS
+        self.last_audio_arrival: float | None = None  # the track then runs on its own clock
 
 
 async def test_emulator_hears_the_phrase_as_one_utterance_and_replies(
