@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from gateway.call import CallContext
 from gateway.calls import CallRegistry
@@ -30,13 +31,22 @@ from gateway.sip.core import EndpointConfig
 from gateway.sip.endpoint import SipEndpoint
 from gateway.sip.errors import UsageError
 from gateway.sip.events import CallHandle, Event, InviteReceived
+from gateway.sip.parser import DEFAULT_LIMITS
 from gateway.transport.driver import SipDriver
-from gateway.transport.tcp import TcpTransport
+from gateway.transport.tcp import TcpLimits, TcpTransport
 from gateway.transport.udp import UdpTransport
 
 log = logging.getLogger(__name__)
 
 PORT_QUARANTINE_S = 5.0  # a late packet of the last call must not reach the next one
+
+
+def endpoint_config(config: Config) -> EndpointConfig:
+    """The SIP core's settings from the config: message size bound by `security`."""
+    size = config.security.max_message_size
+    limits = replace(DEFAULT_LIMITS, max_message_bytes=size,
+                     max_body_bytes=min(DEFAULT_LIMITS.max_body_bytes, size))
+    return EndpointConfig(limits=limits)
 
 
 class EndpointSignalling:
@@ -111,7 +121,7 @@ class Gateway:
             observer=self.metrics.orga_request,
             on_token=self._on_token,
         )
-        endpoint = SipEndpoint(EndpointConfig(), pre_dispatch=self.screen)
+        endpoint = SipEndpoint(endpoint_config(cfg), pre_dispatch=self.screen, gate=self.screen)
         self.driver = SipDriver(endpoint, self._on_sip_event)
         ctx = CallContext(
             config=cfg, metrics=self.metrics, ports=self.ports, api=self.api,
@@ -127,9 +137,14 @@ class Gateway:
             self._udp = await UdpTransport.start(self.driver, cfg.sip.bind, cfg.sip.port,
                                                  advertise=advertise)
         if "tcp" in cfg.sip.transports:
+            sec = cfg.security
             self._tcp = await TcpTransport.start(
-                self.driver, cfg.sip.bind, cfg.sip.port,
-                idle_timeout=cfg.security.tcp_idle_timeout_s, advertise=advertise)
+                self.driver, cfg.sip.bind, cfg.sip.port, advertise=advertise,
+                limits=TcpLimits(idle_timeout=sec.tcp_idle_timeout_s,
+                                 header_timeout=sec.tcp_header_timeout_s,
+                                 max_per_source=sec.tcp_max_connections_per_source,
+                                 max_total=sec.tcp_max_connections),
+                on_reject=self.metrics.security_rejection)
         self.http = HttpServer(self.metrics, self._state, self.registry.describe,
                                host=cfg.http.host, port=cfg.http.port)
         await self.http.start()

@@ -282,6 +282,8 @@ class Call:
                   stats.received.late)
             m.rtp("out", stats.sent.packets, stats.sent.bytes)
             m.rtp_jitter(stats.received.jitter_ms / 1000.0)
+            m.security_rejection("rtp_foreign_source", stats.received.foreign_dropped)
+            m.security_rejection("rtp_rate", stats.received.rate_dropped)
         if self._pump is not None:
             pump = self._pump.stats
             if pump.underruns_speech:

@@ -28,6 +28,7 @@ API_KEY_ENV = "ORGA_API_KEY"
 API_KEY_FILE_ENV = "ORGA_API_KEY_FILE"
 TRANSPORTS = ("udp", "tcp")
 CODECS = ("PCMU", "PCMA")
+DIGEST_ALGORITHMS = ("SHA-256", "MD5")
 PLACEHOLDERS = ("caller", "callee", "call_id")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -152,6 +153,9 @@ class TrunkConfig:
     realm: str = "orga-sip-gateway"
     password: Secret | None = field(default=None, repr=False, compare=False)
     max_calls: int | None = None
+    # Offered in this order (RFC 8760 §2.4). Some UACs (SIPp 3.6, old PBXs) answer only the
+    # first challenge and know only MD5: such a trunk lists ["MD5"].
+    digest_algorithms: tuple[str, ...] = DIGEST_ALGORITHMS
 
     @property
     def requires_auth(self) -> bool:

@@ -26,6 +26,7 @@ from gateway.config import (
     CODECS,
     DEFAULT_ROUTES,
     DEFAULT_TRUNKS,
+    DIGEST_ALGORITHMS,
     PLACEHOLDER_RE,
     PLACEHOLDERS,
     TRANSPORTS,
@@ -49,7 +50,8 @@ SECTIONS: dict[str, type] = {
     "sip": SipConfig, "rtp": RtpConfig, "orga": OrgaConfig, "http": HttpConfig,
     "limits": LimitsConfig, "security": SecurityConfig,
 }
-TRUNK_KEYS = ("name", "allow", "username", "realm", "password_env", "password_file", "max_calls")
+TRUNK_KEYS = ("name", "allow", "username", "realm", "password_env", "password_file", "max_calls",
+              "digest_algorithms")
 _MISSING = object()
 _SECRET_NAME = re.compile(r"(?i)(^key$|api_?key$|password$|secret$|token$)")
 
@@ -319,6 +321,14 @@ def _trunks(raw: Any, env: Mapping[str, str], allow_public: bool, p: Problems
             p.add(f"{pre}.max_calls", f"{max_calls!r} is not a positive integer",
                   "use a whole number ≥ 1, or remove it for limits.max_calls")
             bad = True
+        algorithms = table.get("digest_algorithms", list(DIGEST_ALGORITHMS))
+        if (not isinstance(algorithms, list) or not algorithms
+                or any(a not in DIGEST_ALGORITHMS for a in algorithms)
+                or len(set(algorithms)) != len(algorithms)):
+            p.add(f"{pre}.digest_algorithms", f"{algorithms!r} is not a list of distinct "
+                  f"{' / '.join(DIGEST_ALGORITHMS)}", 'use ["SHA-256", "MD5"] (the default) or '
+                  '["MD5"] for clients that answer only the first challenge')
+            bad = True
         password = _password(p, pre, strs, env)
         if strs["username"] is None and (strs["password_env"] or strs["password_file"]):
             p.add(f"{pre}.username", "a password is configured without a username",
@@ -328,7 +338,8 @@ def _trunks(raw: Any, env: Mapping[str, str], allow_public: bool, p: Problems
             continue
         trunk = TrunkConfig(name=str(name), allow=allow, username=strs["username"],
                             realm=strs["realm"] or "orga-sip-gateway",
-                            password=typing.cast("Secret | None", password), max_calls=max_calls)
+                            password=typing.cast("Secret | None", password), max_calls=max_calls,
+                            digest_algorithms=tuple(algorithms))
         if is_open_public(trunk) and not allow_public:
             p.add(f"{pre}.allow", "admits a wide public range without authentication: anyone "
                   "could open paid Orga sessions", "add username and password_env, narrow allow, "

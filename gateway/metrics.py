@@ -298,8 +298,9 @@ class Metrics:
     def set_draining(self, draining: bool) -> None:
         self._draining.set(1 if draining else 0)
 
-    def security_rejection(self, reason: str | Enum) -> None:
-        self._security.labels(_label(reason, SECURITY_REASONS)).inc()
+    def security_rejection(self, reason: str | Enum, n: int = 1) -> None:
+        if n > 0:
+            self._security.labels(_label(reason, SECURITY_REASONS)).inc(n)
 
     # --- per conversation ---------------------------------------------------------------------
     def add_conversation(self, conversation_id: str, route: str, stats: StatsSource) -> bool:

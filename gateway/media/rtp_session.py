@@ -233,12 +233,14 @@ class RtpSession:
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         now = self._clock.now()
-        if not self._take_token(now):
-            self._recv.rate_dropped += 1
-            return
         addr = (addr[0], addr[1])
+        # Foreign packets are dropped before the rate cap: a flood from another address must
+        # not spend the latched caller's tokens (that would starve the call it attacks).
         if self._latched is not None and addr != self._latched:
             self._recv.foreign_dropped += 1
+            return
+        if not self._take_token(now):
+            self._recv.rate_dropped += 1
             return
         if is_rtcp(data):
             return  # rtcp-mux RTCP: we send none and need none of its reports

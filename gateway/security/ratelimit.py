@@ -134,6 +134,9 @@ class Decision:
         return self.verdict is Verdict.ACCEPT
 
 
+ACCEPTED = Decision(Verdict.ACCEPT)
+
+
 class EdgeLimiter:
     """Per-source request and INVITE buckets plus the global new-call bucket."""
 
@@ -148,16 +151,25 @@ class EdgeLimiter:
               ) -> Decision:
         """Every request passes the per-source bucket; a dialog-creating INVITE (`new_call`)
         also the per-source INVITE bucket and the global calls-per-second bucket."""
+        decision = self.request(source_ip, now)
+        if decision.accepted and new_call and method == "INVITE":
+            return self.new_call(source_ip, now)
+        return decision
+
+    def request(self, source_ip: str, now: float) -> Decision:
+        """The per-source bucket every message (request, or datagram before parsing) takes."""
         if not self._requests.take(source_ip, now):
             return Decision(Verdict.RATE_SOURCE_REQUEST,
                             self._requests.retry_after(source_ip, now))
-        if new_call and method == "INVITE":
-            if not self._invites.take(source_ip, now):
-                return Decision(Verdict.RATE_SOURCE_INVITE,
-                                self._invites.retry_after(source_ip, now))
-            if not self._calls.take(now):
-                return Decision(Verdict.RATE_GLOBAL, self._calls.retry_after(now))
-        return Decision(Verdict.ACCEPT)
+        return ACCEPTED
+
+    def new_call(self, source_ip: str, now: float) -> Decision:
+        """The per-source INVITE bucket, then the global calls-per-second bucket."""
+        if not self._invites.take(source_ip, now):
+            return Decision(Verdict.RATE_SOURCE_INVITE, self._invites.retry_after(source_ip, now))
+        if not self._calls.take(now):
+            return Decision(Verdict.RATE_GLOBAL, self._calls.retry_after(now))
+        return ACCEPTED
 
     @property
     def tracked_sources(self) -> int:

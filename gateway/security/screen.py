@@ -4,8 +4,15 @@ Order (issue 7): who is calling (trunk by source CIDR; unknown sources dropped o
 REGISTER refused) → how fast (per-source request and INVITE buckets, global new-call bucket:
 503 with Retry-After) → draining (OPTIONS gets 503) → who they are (digest authentication of
 new INVITEs for trunks with credentials: 401 with SHA-256 and MD5 challenges). Every refusal
-is counted in `security_rejections_total{reason}` and logged at a bounded rate. This object is
-the core's `PreDispatch`; it reads no clock of its own — the core passes `now`.
+is counted in `security_rejections_total{reason}` and logged at a bounded rate. Refusals of
+who and how fast (403, 405, 503) are stateless (RFC 3261 §8.2.7): a flood costs no
+transactions; 401 challenges keep a transaction so a retransmitted INVITE gets the same nonce.
+Every UDP datagram takes its source's request token before it is parsed (`admit`, the core's
+`DatagramGate`), so retransmission and garbage floods are charged too. A source over that rate
+is told `Retry-After: N` once; until the N seconds pass its datagrams are dropped unparsed, as
+are datagrams from sources no trunk allows in drop mode: refusing a flood must cost less than
+serving it. This object is the core's `PreDispatch` and `DatagramGate`; it reads no clock of
+its own — the core passes `now`.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections import OrderedDict
 
 from gateway.config import Config, TrunkConfig
 from gateway.logs import RateLimitedLog
@@ -20,15 +28,22 @@ from gateway.metrics import Metrics
 from gateway.security.acl import TrunkMatcher
 from gateway.security.policy import Action as PolicyAction
 from gateway.security.policy import screen_request
-from gateway.security.ratelimit import EdgeLimiter
+from gateway.security.ratelimit import Decision, EdgeLimiter
+from gateway.security.ratelimit import Verdict as RateVerdict
 from gateway.sip.address import Peer
-from gateway.sip.auth import AuthResult, DigestAuthenticator
+from gateway.sip.auth import Algorithm, AuthResult, DigestAuthenticator
 from gateway.sip.core import ALLOW, DROP, Verdict
 from gateway.sip.message import Request
 
 log = logging.getLogger("gateway.security")
 
 NO_TRUNK = "-"
+_UNKNOWN = object()
+
+
+def _wait(decision: Decision) -> int:
+    """Whole seconds for Retry-After (at least 1) and for the penalty that goes with it."""
+    return max(1, math.ceil(decision.retry_after_s))
 
 
 class SecurityScreen:
@@ -42,31 +57,75 @@ class SecurityScreen:
         self._auth = DigestAuthenticator(secret or os.urandom(32),
                                          nonce_ttl_s=config.security.nonce_ttl_s)
         self._log = RateLimitedLog(log)
+        self._trunks: dict[str, TrunkConfig | None] = {}  # match cache, bounded
+        # Sources told to wait (503 Retry-After): until when, and why. Bounded like the buckets.
+        self._penalty: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._gated: tuple[str, float, Decision] | None = None  # admit() → screen() handoff
         self.draining = False
 
     def trunk(self, host: str) -> TrunkConfig | None:
-        return self._matcher.match(host)
+        trunk = self._trunks.get(host, _UNKNOWN)
+        if trunk is _UNKNOWN:
+            if len(self._trunks) >= self._security.max_tracked_sources:
+                self._trunks.clear()
+            trunk = self._trunks[host] = self._matcher.match(host)
+        return trunk  # type: ignore[return-value]
 
     def trunk_of(self, peer: Peer) -> str:
-        trunk = self._matcher.match(peer.host)
+        trunk = self.trunk(peer.host)
         return trunk.name if trunk is not None else NO_TRUNK
+
+    @property
+    def penalized_sources(self) -> int:
+        return len(self._penalty)
+
+    def admit(self, host: str, now: float) -> bool:
+        """The core's `DatagramGate`: every datagram takes the source's request token here,
+        before parsing — retransmissions and garbage included, which never reach `screen`.
+        Dropped unparsed: sources no trunk allows (drop mode) and sources still inside the
+        Retry-After they were given. The datagram that first goes over the rate is let through
+        so `screen` can answer it 503 with that Retry-After; the source waits from then on."""
+        if self._penalized(host, now):
+            return False
+        if self._security.unknown_source == "drop" and self.trunk(host) is None:
+            self._count("unknown_source", host, now)
+            return False
+        decision = self._limiter.request(host, now)
+        self._gated = (host, now, decision)
+        if not decision.accepted:
+            self._penalize(host, now + _wait(decision), RateVerdict.RATE_SOURCE_REQUEST.value)
+        return True
 
     def screen(self, source: Peer, request: Request, now: float) -> Verdict:
         method = request.method
-        trunk = self._matcher.match(source.host)
+        host = source.host
+        gated, self._gated = self._gated, None
+        if gated is not None and source.conn_id is None and gated[:2] == (host, now):
+            decision = gated[2]  # this datagram already took its token in `admit`
+        else:  # TCP, or a caller without the gate
+            if self._penalized(host, now):
+                return DROP
+            decision = self._limiter.request(host, now)
+            if not decision.accepted:
+                self._penalize(host, now + _wait(decision), decision.verdict.value)
+        trunk = self.trunk(host)
         first = screen_request(trunk, method, self._security)
         if first.action is PolicyAction.DROP:
             return self._refuse(first.reason, source, method, now, None)
         if first.action is PolicyAction.REJECT:
+            if trunk is None and not decision.accepted:
+                # An unknown source over the request rate gets no more 403s for a while.
+                return self._refuse(decision.verdict.value, source, method, now, None)
             return self._refuse(first.reason, source, method, now,
-                                Verdict.respond(first.status))
+                                Verdict.respond(first.status, stateless=True))
         assert trunk is not None
         new_call = method == "INVITE" and request.to.tag is None
-        decision = self._limiter.check(source.host, method, now, new_call=new_call)
+        if decision.accepted and new_call:
+            # A busy PBX over its INVITE rate is not muted: its in-dialog requests still pass.
+            decision = self._limiter.new_call(host, now)
         if not decision.accepted:
-            retry = str(max(1, math.ceil(decision.retry_after_s)))
             answer = None if method == "ACK" else Verdict.respond(
-                503, "Rate Limited", [("Retry-After", retry)])
+                503, "Rate Limited", [("Retry-After", str(_wait(decision)))], stateless=True)
             return self._refuse(decision.verdict.value, source, method, now, answer)
         if self.draining and method == "OPTIONS" and request.to.tag is None:
             return Verdict.respond(503, "Draining", [("Retry-After", "60")])
@@ -77,20 +136,42 @@ class SecurityScreen:
     def _authenticate(self, trunk: TrunkConfig, source: Peer, request: Request,
                       now: float) -> Verdict:
         assert trunk.username is not None and trunk.password is not None
+        algorithms = [Algorithm(a) for a in trunk.digest_algorithms]
         result = self._auth.verify(
             request.headers.get("Authorization"), method=request.method, source_ip=source.host,
             now=now, realm=trunk.realm, username=trunk.username,
             password=trunk.password.reveal(), request_uri=str(request.uri),
+            algorithms=algorithms,
         )
         if result is AuthResult.OK:
             return ALLOW
         challenge = self._auth.challenge(trunk.realm, source.host, now,
-                                         stale=result is AuthResult.STALE)
+                                         stale=result is AuthResult.STALE, algorithms=algorithms)
         answer = Verdict.respond(401, None, [("WWW-Authenticate", c) for c in challenge])
         if result is AuthResult.MISSING:  # the normal first leg of a digest exchange
             self._metrics.security_rejection(result.reason)
             return answer
         return self._refuse(result.reason, source, request.method, now, answer)
+
+    def _penalized(self, host: str, now: float) -> bool:
+        entry = self._penalty.get(host)
+        if entry is None:
+            return False
+        if now >= entry[0]:
+            del self._penalty[host]
+            return False
+        self._count(entry[1], host, now)
+        return True
+
+    def _penalize(self, host: str, until: float, reason: str) -> None:
+        self._penalty[host] = (until, reason)
+        self._penalty.move_to_end(host)
+        while len(self._penalty) > self._security.max_tracked_sources:
+            self._penalty.popitem(last=False)
+
+    def _count(self, reason: str, host: str, now: float) -> None:
+        self._metrics.security_rejection(reason)
+        self._log.log(reason, now, logging.WARNING, "dropped datagram from %s: %s", host, reason)
 
     def _refuse(self, reason: str, source: Peer, method: str, now: float,
                 answer: Verdict | None) -> Verdict:

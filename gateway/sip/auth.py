@@ -177,17 +177,19 @@ class DigestAuthenticator:
             return None
 
     # --- the two operations -----------------------------------------------------------------
-    def challenge(self, realm: str, source_ip: str, now: float, *, stale: bool = False
-                  ) -> list[str]:
-        """`WWW-Authenticate` values for a 401, strongest algorithm first, one shared nonce."""
+    def challenge(self, realm: str, source_ip: str, now: float, *, stale: bool = False,
+                  algorithms: Sequence[Algorithm] | None = None) -> list[str]:
+        """`WWW-Authenticate` values for a 401, strongest algorithm first, one shared nonce.
+        `algorithms` (a subset, e.g. one trunk's) overrides the authenticator's list."""
         nonce = self.make_nonce(source_ip, now)
         tail = ", stale=true" if stale else ""
         return [f"Digest realm={_quote(realm)}, nonce={_quote(nonce)}, algorithm={a.value}, "
-                f'qop="auth"{tail}' for a in self._algorithms]
+                f'qop="auth"{tail}' for a in (algorithms or self._algorithms)]
 
     def verify(self, authorization: str | None, *, method: str, source_ip: str, now: float,
                realm: str, username: str, password: str,
-               request_uri: str | None = None) -> AuthResult:
+               request_uri: str | None = None,
+               algorithms: Sequence[Algorithm] | None = None) -> AuthResult:
         """Check an `Authorization` value against one trunk's credentials.
 
         `request_uri`, when given, must equal the digest `uri` (RFC 7616 §3.4.6). Any result
@@ -199,7 +201,8 @@ class DigestAuthenticator:
         if creds is None:
             return AuthResult.MALFORMED
         algorithm = _ALGORITHMS.get(creds.algorithm.lower())
-        if algorithm is None or algorithm not in self._algorithms or creds.qop != "auth":
+        offered = algorithms or self._algorithms
+        if algorithm is None or algorithm not in offered or creds.qop != "auth":
             return AuthResult.UNSUPPORTED
         if creds.nc is None or not _HEX8.match(creds.nc) or not creds.cnonce:
             return AuthResult.MALFORMED

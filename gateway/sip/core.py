@@ -66,18 +66,25 @@ class Action(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """A pre-dispatch decision: pass the request on, drop it silently, or answer it."""
+    """A pre-dispatch decision: pass the request on, drop it silently, or answer it.
+
+    `stateless` answers without a server transaction (RFC 3261 §8.2.7): nothing is kept and
+    nothing retransmitted, so refusing a flood costs one datagram per request, not a
+    transaction living 64·T1 with Timer G retransmissions each.
+    """
 
     action: Action
     status: int = 0
     reason: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    stateless: bool = False
 
     @classmethod
     def respond(
-        cls, status: int, reason: str | None = None, headers: Iterable[tuple[str, str]] = ()
+        cls, status: int, reason: str | None = None, headers: Iterable[tuple[str, str]] = (),
+        *, stateless: bool = False,
     ) -> Verdict:
-        return cls(Action.RESPOND, status, reason, tuple(headers))
+        return cls(Action.RESPOND, status, reason, tuple(headers), stateless)
 
 
 ALLOW = Verdict(Action.ALLOW)
@@ -88,6 +95,16 @@ class PreDispatch(Protocol):
     """Security seam: screens every new request (not retransmissions) before any event exists."""
 
     def screen(self, source: Peer, request: Request, now: float) -> Verdict: ...
+
+
+class DatagramGate(Protocol):
+    """Security seam before parsing: may a datagram from `host` be parsed at all?
+
+    Parsing is the costly part of refusing a request (about a millisecond in CPython), so a
+    source that is to be dropped anyway (not allowed, or flooding) is dropped here, unparsed.
+    """
+
+    def admit(self, host: str, now: float) -> bool: ...
 
 
 class Role(enum.Enum):

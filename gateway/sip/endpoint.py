@@ -7,6 +7,10 @@ Outputs (pulled):
   `datagrams_to_send()` → `[Outgoing(data, addr, transport, conn_id)]`, `next_event()`,
   `get_timer()` → the earliest deadline or None.
 
+Security seams (given by the application): `gate.admit(host, now)` sees every datagram before
+it is parsed, requests and responses alike (a source to be dropped costs no parse);
+`pre_dispatch.screen(source, request, now)` sees every new request after parsing.
+
 Nothing malformed raises out of here (RFC 3261 §8.2, §16.3 spirit): an unparseable request that
 still names where a response goes is answered 400 (or the parser's status hint: 413, 414, 416,
 505) with a Warning saying why; anything else is dropped and logged at DEBUG. Commands used in a
@@ -25,6 +29,7 @@ from gateway.sip.core import (
     Action,
     CallState,
     Core,
+    DatagramGate,
     EndpointConfig,
     PreDispatch,
     Role,
@@ -43,16 +48,19 @@ from gateway.sip.uri import Uri
 log = logging.getLogger(__name__)
 
 # The configuration and the pre-dispatch seam are part of this module's public face.
-__all__ = ["ALLOW", "DROP", "Action", "EndpointConfig", "PreDispatch", "SipEndpoint", "Verdict"]
+__all__ = ["ALLOW", "DROP", "Action", "DatagramGate", "EndpointConfig", "PreDispatch",
+           "SipEndpoint", "Verdict"]
 
 
 class SipEndpoint:
     """One SIP UA (UAS and UAC) over any number of transports."""
 
     def __init__(
-        self, config: EndpointConfig | None = None, *, pre_dispatch: PreDispatch | None = None
+        self, config: EndpointConfig | None = None, *, pre_dispatch: PreDispatch | None = None,
+        gate: DatagramGate | None = None,
     ) -> None:
         self._core = Core(config or EndpointConfig(), pre_dispatch)
+        self._gate = gate
         self._uas = Uas(self._core)
         self._uac = Uac(self._core)
         self._streams: dict[int, StreamParser] = {}
@@ -71,6 +79,8 @@ class SipEndpoint:
         conn_id: int | None = None,
     ) -> None:
         """One complete message (a UDP datagram, or a message framed elsewhere)."""
+        if self._gate is not None and conn_id is None and not self._gate.admit(addr[0], now):
+            return  # dropped unparsed: a source we would refuse silently anyway
         source = Peer(addr[0], addr[1], transport, conn_id)
         if not data.strip(b"\r\n"):
             return  # a keep-alive (RFC 5626 §4.4.1)
@@ -103,6 +113,11 @@ class SipEndpoint:
 
     def connection_closed(self, conn_id: int) -> None:
         self._streams.pop(conn_id, None)
+
+    def stream_pending(self, conn_id: int) -> bool:
+        """True while part of a message waits on this connection (header-read timeouts)."""
+        parser = self._streams.get(conn_id)
+        return parser is not None and parser.in_message
 
     def _dispatch(self, message: Request | Response, source: Peer, now: float) -> None:
         try:

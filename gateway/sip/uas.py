@@ -63,9 +63,14 @@ class Uas:
             if verdict.action is Action.DROP:
                 return
             if verdict.action is Action.RESPOND:
-                core.respond_new(
-                    request, reply, verdict.status, now, verdict.reason, verdict.headers
-                )
+                if verdict.stateless:
+                    if request.method != "ACK":
+                        core.send(core.response(request, verdict.status, verdict.reason,
+                                                headers=verdict.headers), reply)
+                else:
+                    core.respond_new(
+                        request, reply, verdict.status, now, verdict.reason, verdict.headers
+                    )
                 return
         if request.method not in core.config.allow:
             core.respond_new(request, reply, 405, now, headers=[("Allow", _allow(core))])

@@ -72,6 +72,9 @@ class SipDriver:
     def connection_closed(self, conn_id: int) -> None:
         self.endpoint.connection_closed(conn_id)
 
+    def stream_pending(self, conn_id: int) -> bool:
+        return self.endpoint.stream_pending(conn_id)
+
     # --- application commands ------------------------------------------------------------------
     def run(self, command: Callable[[float], T]) -> T:
         """Run an endpoint command at loop time and flush what it produced."""

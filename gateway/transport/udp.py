@@ -3,18 +3,25 @@
 The protocol object only moves bytes: datagrams in go to the driver with their source address,
 the driver's output goes out with `sendto`. ICMP errors are logged and otherwise ignored; the
 transaction layer retransmits or times out on its own.
+
+The socket asks for a large receive buffer (`RECEIVE_BUFFER`, clamped by the kernel to
+net.core.rmem_max): under a flood the kernel queue is shared by every sender, so a loop that
+falls behind for a moment must not make the kernel drop a legitimate BYE with the flood.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import cast
 
 from gateway.sip.address import Addr, Outgoing, Transport
 from gateway.transport.driver import SipDriver
 
 log = logging.getLogger(__name__)
+
+RECEIVE_BUFFER = 4 << 20
 
 
 class UdpTransport(asyncio.DatagramProtocol):
@@ -32,6 +39,12 @@ class UdpTransport(asyncio.DatagramProtocol):
         _, protocol = await loop.create_datagram_endpoint(
             lambda: cls(driver), local_addr=(host, port)
         )
+        sock = protocol._transport.get_extra_info("socket") if protocol._transport else None
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            except OSError as exc:  # not fatal: the default buffer still works
+                log.info("cannot enlarge the SIP receive buffer: %s", exc)
         bound = protocol.local_addr
         driver.register(Transport.UDP, protocol, advertise or bound[0], bound[1])
         return protocol
