@@ -129,8 +129,8 @@ class LimitsConfig:
 class SecurityConfig:
     unknown_source: str = "drop"  # "drop" | "reject"
     allow_unauthenticated_public: bool = False
-    invite_rate_per_source: float = 1.0
-    invite_burst_per_source: int = 5
+    invite_rate_per_source: float = 5.0
+    invite_burst_per_source: int = 10
     request_rate_per_source: float = 20.0
     request_burst_per_source: int = 50
     calls_per_second: float = 10.0
