@@ -29,7 +29,6 @@ from gateway.sdnotify import SystemdNotifier
 from gateway.security.screen import SecurityScreen
 from gateway.sip.core import EndpointConfig
 from gateway.sip.endpoint import SipEndpoint
-from gateway.sip.errors import UsageError
 from gateway.sip.events import CallHandle, Event, InviteReceived
 from gateway.sip.parser import DEFAULT_LIMITS
 from gateway.transport.driver import SipDriver
@@ -52,41 +51,35 @@ def endpoint_config(config: Config) -> EndpointConfig:
 class EndpointSignalling:
     """`CallSignalling` bound to the SIP driver: commands run at loop time and flush at once.
 
-    A call whose dialog the core has already ended (a race with the caller's BYE, or a missing
-    ACK) makes the endpoint raise `UsageError`; that is no failure of the call's teardown.
+    A command for a call whose dialog already ended (a race with the caller's BYE or CANCEL)
+    is a no-op in the endpoint itself; misuse (answering twice) raises, as it should.
     """
 
     def __init__(self, driver: SipDriver) -> None:
         self._driver = driver
         self._ep = driver.endpoint
 
-    def _run(self, what: str, command: object) -> None:
-        try:
-            self._driver.run(command)  # type: ignore[arg-type]
-        except UsageError as exc:
-            log.debug("%s skipped: %s", what, exc)
-
     def ring(self, call: CallHandle) -> None:
-        self._run("ring", lambda now: self._ep.ring(call, now))
+        self._driver.run(lambda now: self._ep.ring(call, now))
 
     def answer(self, call: CallHandle, sdp: bytes) -> None:
-        self._run("answer", lambda now: self._ep.answer(call, sdp, now))
+        self._driver.run(lambda now: self._ep.answer(call, sdp, now))
 
     def reject(self, call: CallHandle, status: int, *, reason: str | None = None,
                headers: Iterable[tuple[str, str]] = ()) -> None:
-        self._run("reject", lambda now: self._ep.reject(call, status, now, reason=reason,
-                                                         headers=headers))
+        self._driver.run(lambda now: self._ep.reject(call, status, now, reason=reason,
+                                                     headers=headers))
 
     def hang_up(self, call: CallHandle) -> None:
-        self._run("hang_up", lambda now: self._ep.hang_up(call, now))
+        self._driver.run(lambda now: self._ep.hang_up(call, now))
 
     def answer_offer(self, call: CallHandle, sdp: bytes) -> None:
-        self._run("answer_offer", lambda now: self._ep.answer_offer(call, sdp, now))
+        self._driver.run(lambda now: self._ep.answer_offer(call, sdp, now))
 
     def reject_offer(self, call: CallHandle, status: int, *,
                      headers: Iterable[tuple[str, str]] = ()) -> None:
-        self._run("reject_offer", lambda now: self._ep.reject_offer(call, status, now,
-                                                                     headers=headers))
+        self._driver.run(lambda now: self._ep.reject_offer(call, status, now,
+                                                           headers=headers))
 
 
 class Gateway:
