@@ -399,7 +399,7 @@ class Call:
             "trunk": self.trunk,
             "state": "answered" if self._answered else "setup",
             "age_seconds": round(self._loop.time() - self.started_at, 3),
-            **{k: v for k, v in _asdict(self.stats()).items()},
+            **_asdict(self.stats()),
         }
 
 
