@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo peers clean
+.PHONY: test test-slow lint demo peers clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -25,8 +25,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check gateway tests bench
 	$(VENV)/bin/mypy gateway
 
+# Load runs (marked `slow`) depend on how busy the machine is: they are not part of `make test`.
 test: $(STAMP) peers lint
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
+
+test-slow: $(STAMP) peers
+	$(PY) -m pytest -q -p no:cacheprovider -m slow
 
 demo: $(STAMP)
 	$(PY) -m gateway demo

@@ -7,7 +7,12 @@ stays bounded (one tracked source, no transaction per refused INVITE, RSS growth
 
 from __future__ import annotations
 
+import pytest
+
 from tests.edge.flood import run_flood
+
+# A load run, not a unit check: `make test-slow` runs it, `make test` does not (issue 10 item 8).
+pytestmark = pytest.mark.slow
 
 
 async def test_invite_flood_leaves_legitimate_calls_alone() -> None:
