@@ -24,7 +24,7 @@ from gateway.media.ports import PortPool
 from gateway.metrics import Metrics
 from gateway.orga.api import OrgaApi
 from gateway.orga.settings import OrgaClientSettings, PeerSettings
-from gateway.outcomes import EndCause
+from gateway.outcomes import Outcome
 from gateway.sdnotify import SystemdNotifier
 from gateway.security.screen import SecurityScreen
 from gateway.sip.core import EndpointConfig
@@ -179,7 +179,7 @@ class Gateway:
             return
         self.notifier.stopping()
         if self.registry is not None:
-            await self.registry.hang_up_all(EndCause.SHUTDOWN)
+            await self.registry.hang_up_all(Outcome.SHUTDOWN)
         # Give BYEs a moment on the wire before the sockets close.
         await asyncio.sleep(0.05)
         if self._udp is not None:

@@ -8,8 +8,9 @@ timed into the setup histograms.
 Teardown happens once, in one place and one order, whatever ended the call (caller BYE or
 CANCEL, Orga ending the session, RTP inactivity, max duration, a missing ACK, drain or
 shutdown): stop media → close the peer → BYE or final response → release the port → record.
-Failures before the answer are classified by `outcomes.py` into the SIP response and the metric
-result. The call owns every task it starts; nothing of it outlives `run()`.
+Every way the call ends is an `Outcome` (`outcomes.py`): failures before the answer classify
+themselves into the final response and the metric result, and every refusal's headers come from
+`outcomes.response_headers`. The call owns every task it starts; nothing of it outlives `run()`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,13 @@ from gateway.orga.events import InputTranscript, ResponseDone, ServerEvent
 from gateway.orga.peer import OrgaPeer
 from gateway.orga.session import OrgaSession, open_session
 from gateway.orga.settings import PeerSettings, SessionParams, session_params
-from gateway.outcomes import EndCause, Outcome, classify_setup_error
+from gateway.outcomes import (
+    OfferRefusal,
+    Outcome,
+    classify,
+    response_headers,
+    sip_warning,
+)
 from gateway.sdp import MediaParams, SdpNegotiationError, negotiate, parse_offer
 from gateway.sip.events import (
     AckReceived,
@@ -79,11 +86,11 @@ class CallContext:
     advertised_address: str  # the address our SDP answer names (public_address or RTP bind)
 
 
-_SIP_END_CAUSES = {
-    SipEndReason.REMOTE_BYE: EndCause.CALLER_BYE,
-    SipEndReason.ACK_TIMEOUT: EndCause.NO_ACK,
-    SipEndReason.SESSION_EXPIRED: EndCause.SESSION_EXPIRED,
-    SipEndReason.REMOTE_ERROR: EndCause.SIP_ERROR,
+_SIP_END_OUTCOMES = {
+    SipEndReason.REMOTE_BYE: Outcome.CALLER_BYE,
+    SipEndReason.ACK_TIMEOUT: Outcome.NO_ACK,
+    SipEndReason.SESSION_EXPIRED: Outcome.SESSION_EXPIRED,
+    SipEndReason.REMOTE_ERROR: Outcome.SIP_ERROR,
 }
 
 
@@ -112,7 +119,7 @@ class Call:
         self._loop = loop
         self.started_at = loop.time()
         self.answered_at: float | None = None
-        self._stop: asyncio.Future[EndCause] = loop.create_future()
+        self._stop: asyncio.Future[Outcome] = loop.create_future()
         self._sip_done = False  # the dialog is over on the SIP side (no BYE/final owed)
         self._answered = False
         self._port: int | None = None
@@ -122,7 +129,8 @@ class Call:
         self._pump: AiAudioPump | None = None
         self._meter = TurnLatencyMeter(on_turn=ctx.metrics.turn_latency)
         self._sdp_version = 0
-        self._rejection: tuple[Outcome, BaseException | None] | None = None
+        # Set when setup failed: the final response owed (its outcome and Warning, if any).
+        self._refusal: tuple[Outcome, tuple[int, str] | None] | None = None
         self._session_id = random.randrange(1, 2**31)
 
     # --- inputs -------------------------------------------------------------------------------
@@ -130,10 +138,10 @@ class Call:
         """Events of this call's dialog, dispatched by the registry."""
         if isinstance(event, CallCancelled | ByeReceived):
             self._sip_done = True
-            self._end(EndCause.CALLER_BYE)
+            self._end(Outcome.CALLER_BYE)
         elif isinstance(event, DialogEnded):
             self._sip_done = True
-            self._end(_SIP_END_CAUSES.get(event.reason, EndCause.SIP_ERROR))
+            self._end(_SIP_END_OUTCOMES.get(event.reason, Outcome.SIP_ERROR))
         elif isinstance(event, ReinviteReceived):
             self._reinvite(event)
         elif isinstance(event, InfoReceived):
@@ -141,25 +149,25 @@ class Call:
         elif isinstance(event, AckReceived):
             self.log.debug("ACK received")
 
-    def hang_up(self, cause: EndCause) -> None:
+    def hang_up(self, outcome: Outcome) -> None:
         """End the call from our side (drain, shutdown)."""
-        self._end(cause)
+        self._end(outcome)
 
-    def _end(self, cause: EndCause) -> None:
+    def _end(self, outcome: Outcome) -> None:
         if not self._stop.done():
-            self._stop.set_result(cause)
+            self._stop.set_result(outcome)
 
     # --- the call -----------------------------------------------------------------------------
     async def run(self) -> None:
-        outcome: Outcome | EndCause
+        outcome: Outcome
         try:
             failed = await self._setup_phase()
             outcome = failed if failed is not None else await self._talk_phase()
-        except Exception as exc:
+        except Exception:
             self.log.exception("call failed unexpectedly")
-            outcome = EndCause.INTERNAL if self._answered else Outcome.INTERNAL
+            outcome = Outcome.INTERNAL
             if not self._answered:
-                self._rejection = (Outcome.INTERNAL, exc)
+                self._refusal = (Outcome.INTERNAL, None)
         finally:
             # Teardown must complete even if the run task is being cancelled (shutdown).
             teardown = asyncio.ensure_future(self._teardown())
@@ -183,15 +191,15 @@ class Call:
             if self._sip_done:
                 self.log.info("caller cancelled during setup")
                 return Outcome.CANCELLED
-            self._rejection = (Outcome.DRAINING, None)
+            self._refusal = (Outcome.DRAINING, None)
             return Outcome.DRAINING
         failure = setup.exception()
         if failure is None:
             return None
-        outcome = classify_setup_error(failure)
-        self.log.log(outcome.rejection.log_level, "call rejected with %d (%s): %s",
-                     outcome.rejection.status, outcome.rejection.result, failure)
-        self._rejection = (outcome, failure)
+        outcome = classify(failure)
+        d = outcome.disposition
+        self.log.log(d.log_level, "call rejected with %d (%s): %s", d.status, d.result, failure)
+        self._refusal = (outcome, sip_warning(failure))
         return outcome
 
     async def _setup(self) -> None:
@@ -230,22 +238,22 @@ class Call:
             self.callee, (self.answered_at - self.started_at) * 1000, self.route_label, self.trunk
         )
 
-    async def _talk_phase(self) -> EndCause:
+    async def _talk_phase(self) -> Outcome:
         assert self._session is not None and self._rtp is not None and self._pump is not None
         max_s = self.ctx.config.limits.max_call_duration_s
-        waiters: dict[asyncio.Future[Any], Callable[[], EndCause]] = {
+        waiters: dict[asyncio.Future[Any], Callable[[], Outcome]] = {
             self._stop: self._stop.result,
-            self._session.peer.ended: lambda: EndCause.ORGA_ENDED,
-            self._pump.track_ended: lambda: EndCause.ORGA_ENDED,
+            self._session.peer.ended: lambda: Outcome.ORGA_ENDED,
+            self._pump.track_ended: lambda: Outcome.ORGA_ENDED,
         }
         done, _ = await asyncio.wait(waiters, timeout=max_s, return_when=asyncio.FIRST_COMPLETED)
         if not done:
-            return EndCause.MAX_DURATION
+            return Outcome.MAX_DURATION
         first = next(f for f in waiters if f in done)
-        cause = waiters[first]()
-        if cause is EndCause.ORGA_ENDED:
+        outcome = waiters[first]()
+        if outcome is Outcome.ORGA_ENDED:
             self.log.info("Orga session ended (%s)", _describe(first))
-        return cause
+        return outcome
 
     async def _teardown(self) -> None:
         # 1. stop media
@@ -260,8 +268,8 @@ class Call:
         if not self._sip_done:
             if self._answered:
                 self.ctx.signalling.hang_up(self.handle)
-            elif self._rejection is not None:
-                self._reject(*self._rejection)
+            elif self._refusal is not None:
+                self._refuse(*self._refusal)
         # 4. release the port
         if self._rtp is not None:
             await _quietly(self._rtp.close())
@@ -269,11 +277,11 @@ class Call:
             self.ctx.ports.release(self._port)
             self._port = None
 
-    def _record(self, outcome: Outcome | EndCause) -> None:
+    def _record(self, outcome: Outcome) -> None:
         m = self.ctx.metrics
         if self.conversation_id is not None:
             m.remove_conversation(self.conversation_id)
-        result = outcome.rejection.result if isinstance(outcome, Outcome) else outcome.value
+        result = outcome.result
         duration = None if self.answered_at is None else self._loop.time() - self.answered_at
         m.call_ended(result, self.route_label, self.trunk, duration)
         if self._rtp is not None:
@@ -309,7 +317,7 @@ class Call:
             inactivity_timeout_s=cfg.rtp.inactivity_timeout_s,
             max_packet_rate=cfg.security.rtp_max_packets_per_second,
             on_dtmf=self._dtmf,
-            on_timeout=lambda: self._end(EndCause.RTP_TIMEOUT),
+            on_timeout=lambda: self._end(Outcome.RTP_TIMEOUT),
         )
         self._rtp, self._port = rtp, rtp.local_address[1]
         _, answer = self._negotiate(offer)
@@ -325,36 +333,36 @@ class Call:
         return session_params(self.ctx.config.orga, self.route, caller=self.caller,
                               callee=self.callee, call_id=self.call_id)
 
-    def _reject(self, outcome: Outcome, failure: BaseException | None) -> None:
-        rejection = outcome.rejection
-        headers: list[tuple[str, str]] = []
-        if rejection.retry_after_s is not None:
-            headers.append(("Retry-After", str(rejection.retry_after_s)))
-        if isinstance(failure, SdpNegotiationError):
-            agent = self.ctx.advertised_address
-            headers.append(("Warning", f'{failure.warn_code} {agent} "{failure.warning}"'))
-        self.ctx.signalling.reject(self.handle, rejection.status, reason=rejection.reason,
-                                   headers=headers)
+    def _refuse(self, outcome: Outcome, warning: tuple[int, str] | None) -> None:
+        """The final response of a call that failed before the answer."""
+        d = outcome.disposition
+        assert d.status is not None, outcome
+        self.ctx.signalling.reject(self.handle, d.status, reason=d.reason, headers=response_headers(
+            d, agent=self.ctx.advertised_address, warning=warning))
+
+    def _refuse_offer(self, refusal: OfferRefusal, warning: tuple[int, str] | None = None
+                      ) -> None:
+        d = refusal.disposition
+        assert d.status is not None, refusal
+        self.ctx.signalling.reject_offer(self.handle, d.status, headers=response_headers(
+            d, agent=self.ctx.advertised_address, warning=warning))
 
     def _reinvite(self, event: ReinviteReceived) -> None:
-        sig = self.ctx.signalling
         if self._rtp is None or self._port is None:
-            sig.reject_offer(self.handle, 491)  # RFC 3261 §14.2: offer while one is pending
+            self._refuse_offer(OfferRefusal.PENDING)
             return
         if event.sdp is None:
-            sig.reject_offer(self.handle, 488, headers=[("Warning", '399 - "offer required"')])
+            self._refuse_offer(OfferRefusal.REQUIRED)
             return
         try:
             params, answer = self._negotiate(parse_offer(event.sdp.decode("utf-8", "replace")))
         except SdpNegotiationError as exc:
-            sig.reject_offer(self.handle, 488, headers=[
-                ("Warning", f'{exc.warn_code} {self.ctx.advertised_address} "{exc.warning}"')
-            ])
+            self._refuse_offer(OfferRefusal.NOT_ACCEPTABLE, exc.sip_warning)
             return
         self._rtp.update(params)
         self.log.info("media updated by %s: %s:%d %s%s", event.method, params.remote_address,
                       params.remote_port, params.codec, " (on hold)" if params.on_hold else "")
-        sig.answer_offer(self.handle, answer.encode())
+        self.ctx.signalling.answer_offer(self.handle, answer.encode())
 
     def _info(self, event: InfoReceived) -> None:
         if (event.content_type or "").lower() != "application/dtmf-relay":

@@ -14,7 +14,7 @@ import logging
 from collections import Counter
 
 from gateway.call import Call, CallContext
-from gateway.outcomes import EndCause, Outcome
+from gateway.outcomes import Outcome, response_headers
 from gateway.routes import match_route
 from gateway.sip.events import CallHandle, DialogEnded, InviteReceived
 from gateway.sip.uri import SipUri
@@ -67,15 +67,13 @@ class CallRegistry:
         self._tasks[event.call] = asyncio.create_task(self._run(call), name=f"call {call.call_id}")
 
     def _refuse(self, event: InviteReceived, outcome: Outcome, trunk: str) -> None:
-        rejection = outcome.rejection
-        headers = []
-        if rejection.retry_after_s is not None:
-            headers.append(("Retry-After", str(rejection.retry_after_s)))
-        self.ctx.signalling.reject(event.call, rejection.status, reason=rejection.reason,
-                                   headers=headers)
-        self.ctx.metrics.call_ended(rejection.result, UNROUTED, trunk)
-        log.log(rejection.log_level, "refused call %s with %d (%s)", event.request.call_id,
-                rejection.status, rejection.result)
+        d = outcome.disposition
+        assert d.status is not None, outcome
+        self.ctx.signalling.reject(event.call, d.status, reason=d.reason,
+                                   headers=response_headers(d))
+        self.ctx.metrics.call_ended(d.result, UNROUTED, trunk)
+        log.log(d.log_level, "refused call %s with %d (%s)", event.request.call_id, d.status,
+                d.result)
 
     async def _run(self, call: Call) -> None:
         try:
@@ -108,11 +106,11 @@ class CallRegistry:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
         except TimeoutError:
             log.warning("drain timeout: hanging up %d calls", len(self.calls))
-            await self.hang_up_all(EndCause.DRAINED)
+            await self.hang_up_all(Outcome.DRAINED)
 
-    async def hang_up_all(self, cause: EndCause = EndCause.SHUTDOWN) -> None:
+    async def hang_up_all(self, outcome: Outcome = Outcome.SHUTDOWN) -> None:
         for call in list(self.calls.values()):
-            call.hang_up(cause)
+            call.hang_up(outcome)
         tasks = list(self._tasks.values())
         if tasks:
             await asyncio.wait(tasks, timeout=10.0)

@@ -23,7 +23,7 @@ from gateway.orga.errors import (
     ValidationIssue,
 )
 from gateway.orga.settings import OrgaClientSettings, PeerSettings
-from gateway.outcomes import Outcome, classify_setup_error
+from gateway.outcomes import Outcome, classify
 from gateway.sdp import NoCommonCodec, UnusableOffer
 from gateway.sip.address import Peer
 from gateway.sip.events import CallHandle, InviteReceived
@@ -141,5 +141,5 @@ async def test_capacity_and_trunk_capacity() -> None:
     ],
 )
 def test_failure_table(error: BaseException, outcome: Outcome, status: int) -> None:
-    assert classify_setup_error(error) is outcome
-    assert outcome.rejection.status == status
+    assert classify(error) is outcome
+    assert outcome.disposition.status == status
