@@ -14,6 +14,7 @@ import logging
 from collections import Counter
 
 from gateway.call import Call, CallContext
+from gateway.drain import Draining
 from gateway.outcomes import Outcome, response_headers
 from gateway.routes import match_route
 from gateway.sip.events import CallHandle, DialogEnded, InviteReceived
@@ -25,13 +26,13 @@ UNROUTED = "-"  # route label for calls rejected before a route was chosen
 
 
 class CallRegistry:
-    def __init__(self, ctx: CallContext) -> None:
+    def __init__(self, ctx: CallContext, draining: Draining | None = None) -> None:
         self.ctx = ctx
         self.calls: dict[CallHandle, Call] = {}
         self._tasks: dict[CallHandle, asyncio.Task[None]] = {}
         self._per_trunk: Counter[str] = Counter()
         self._trunk_limits = {t.name: t.max_calls for t in ctx.config.trunks}
-        self.draining = False
+        self.draining = draining if draining is not None else Draining()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -99,7 +100,7 @@ class CallRegistry:
     # --- drain and shutdown -------------------------------------------------------------------
     async def drain(self, timeout_s: float) -> None:
         """Refuse new calls; let active ones finish for up to `timeout_s`, then hang up."""
-        self.draining = True
+        self.draining.begin()
         self.ctx.metrics.set_draining(True)
         log.info("draining: %d active calls, waiting up to %.0f s", len(self.calls), timeout_s)
         try:

@@ -99,7 +99,7 @@ async def test_no_route_is_404_and_counted() -> None:
 
 async def test_draining_is_503_with_retry_after() -> None:
     registry, sig, metrics = _registry({})
-    registry.draining = True
+    registry.draining.begin()
     registry.on_invite(_invite(2), "loopback")
     kind, _, status, reason, headers = sig.sent[0]
     assert (kind, status, reason) == ("reject", 503, "Draining")
