@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -129,8 +129,11 @@ class Call:
         self._pump: AiAudioPump | None = None
         self._meter = TurnLatencyMeter(on_turn=ctx.metrics.turn_latency)
         self._sdp_version = 0
-        # Set when setup failed: the final response owed (its outcome and Warning, if any).
-        self._refusal: tuple[Outcome, tuple[int, str] | None] | None = None
+        self._tasks: asyncio.TaskGroup  # set by run(): owns every task of this call
+        # How the call ended, once known; before the answer it is also the final response owed,
+        # with the Warning of the failure that caused it (an SDP error's).
+        self._outcome: Outcome | None = None
+        self._warning: tuple[int, str] | None = None
         self._session_id = random.randrange(1, 2**31)
 
     # --- inputs -------------------------------------------------------------------------------
@@ -159,48 +162,63 @@ class Call:
 
     # --- the call -----------------------------------------------------------------------------
     async def run(self) -> None:
-        outcome: Outcome
+        """The whole call. Every task it starts (setup, RTP watchdog, AI audio pump) is a child
+        of one `asyncio.TaskGroup`, so when `run()` returns none of them is left; a child that
+        crashes ends the call as `internal_error` (500 before the answer, BYE after it)."""
         try:
-            failed = await self._setup_phase()
-            outcome = failed if failed is not None else await self._talk_phase()
-        except Exception:
-            self.log.exception("call failed unexpectedly")
-            outcome = Outcome.INTERNAL
-            if not self._answered:
-                self._refusal = (Outcome.INTERNAL, None)
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                try:
+                    failed = await self._setup_phase()
+                    self._outcome = failed if failed is not None else await self._talk_phase()
+                except Exception:
+                    self.log.exception("call failed unexpectedly")
+                    self._outcome = Outcome.INTERNAL
+                except asyncio.CancelledError:
+                    # Our task cancelled (shutdown; no response is sent then), or the group
+                    # cancelling us because a child failed (its error is raised at the exit).
+                    self._outcome = self._outcome or Outcome.SHUTDOWN
+                    raise
+                finally:
+                    await _unstoppable(self._teardown())  # stops every child it started
+        except* Exception:
+            self.log.exception("a task of the call failed")
+            self._outcome = Outcome.INTERNAL
+            self._end_dialog()  # a 500 if the teardown (seeing a cancel) owed no response yet
         finally:
-            # Teardown must complete even if the run task is being cancelled (shutdown).
-            teardown = asyncio.ensure_future(self._teardown())
-            try:
-                await asyncio.shield(teardown)
-            except asyncio.CancelledError:
-                await teardown
-                raise
-        self._record(outcome)
+            self._record(self._outcome or Outcome.INTERNAL)
 
     async def _setup_phase(self) -> Outcome | None:
         """Run the setup; return None once answered, else the outcome (response is queued)."""
         self.ctx.signalling.ring(self.handle)
-        setup = asyncio.create_task(self._setup(), name=f"setup {self.call_id}")
+        setup = self._tasks.create_task(self._setup_failure(), name=f"setup {self.call_id}")
         waiting: set[asyncio.Future[Any]] = {setup, self._stop}
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if not setup.done():  # CANCEL, BYE or shutdown while setting up: abort all of it
             setup.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            with contextlib.suppress(asyncio.CancelledError):
                 await setup
             if self._sip_done:
                 self.log.info("caller cancelled during setup")
                 return Outcome.CANCELLED
-            self._refusal = (Outcome.DRAINING, None)
             return Outcome.DRAINING
-        failure = setup.exception()
+        failure = setup.result()
         if failure is None:
             return None
         outcome = classify(failure)
         d = outcome.disposition
         self.log.log(d.log_level, "call rejected with %d (%s): %s", d.status, d.result, failure)
-        self._refusal = (outcome, sip_warning(failure))
+        self._warning = sip_warning(failure)
         return outcome
+
+    async def _setup_failure(self) -> Exception | None:
+        """The setup as a task of the call's group. Its failure is a call outcome (a 503 for
+        Orga being down), not a crash of the group, so it is returned, not raised."""
+        try:
+            await self._setup()
+        except Exception as exc:
+            return exc
+        return None
 
     async def _setup(self) -> None:
         cfg = self.ctx.config
@@ -231,7 +249,7 @@ class Call:
         self._answered = True
         self.answered_at = self._loop.time()
         self.ctx.metrics.call_setup(self.answered_at - self.started_at)
-        self._pump.start()
+        self._pump.start(self._tasks)
         self.ctx.metrics.add_conversation(self.conversation_id or "", self.route_label, self.stats)
         self.log.info(
             "call answered from %s to %s in %.0f ms (route %s, trunk %s)", self.caller,
@@ -265,17 +283,26 @@ class Call:
         if self._session is not None:
             await _quietly(self._session.peer.close())
         # 3. BYE for an answered call, the final response for one that failed in setup
-        if not self._sip_done:
-            if self._answered:
-                self.ctx.signalling.hang_up(self.handle)
-            elif self._refusal is not None:
-                self._refuse(*self._refusal)
+        self._end_dialog()
         # 4. release the port
         if self._rtp is not None:
             await _quietly(self._rtp.close())
         if self._port is not None:
             self.ctx.ports.release(self._port)
             self._port = None
+
+    def _end_dialog(self) -> None:
+        """BYE for an answered call, the final response for one that ended in setup; nothing
+        when the dialog is already over, or at shutdown (an outcome without a status)."""
+        if self._sip_done:
+            return
+        if self._answered:
+            self.ctx.signalling.hang_up(self.handle)
+        elif self._outcome is not None and self._outcome.disposition.status is not None:
+            self._refuse(self._outcome, self._warning)
+        else:
+            return
+        self._sip_done = True
 
     def _record(self, outcome: Outcome) -> None:
         m = self.ctx.metrics
@@ -318,6 +345,7 @@ class Call:
             max_packet_rate=cfg.security.rtp_max_packets_per_second,
             on_dtmf=self._dtmf,
             on_timeout=lambda: self._end(Outcome.RTP_TIMEOUT),
+            tasks=self._tasks,
         )
         self._rtp, self._port = rtp, rtp.local_address[1]
         _, answer = self._negotiate(offer)
@@ -432,6 +460,17 @@ def _describe(future: asyncio.Future[Any]) -> str:
 
 def _asdict(stats: ConversationStats) -> dict[str, object]:
     return {name: getattr(stats, name) for name in stats.__slots__}
+
+
+async def _unstoppable(coro: Coroutine[Any, Any, None]) -> None:
+    """Run `coro` to its end even if our task is cancelled meanwhile (teardown at shutdown);
+    the cancellation is passed on afterwards."""
+    task = asyncio.ensure_future(coro)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:
