@@ -27,7 +27,7 @@ from gateway.orga.api import OrgaApi
 from gateway.orga.settings import OrgaClientSettings, PeerSettings
 from gateway.outcomes import Outcome
 from gateway.sdnotify import SystemdNotifier
-from gateway.security.screen import SecurityScreen
+from gateway.security.screen import NO_TRUNK, SecurityScreen
 from gateway.sip.core import EndpointConfig
 from gateway.sip.endpoint import SipEndpoint
 from gateway.sip.events import CallHandle, Event, InviteReceived
@@ -164,7 +164,7 @@ class Gateway:
     def _on_sip_event(self, event: Event) -> None:
         assert self.registry is not None
         if isinstance(event, InviteReceived):
-            self.registry.on_invite(event, self.screen.trunk_of(event.source))
+            self.registry.on_invite(event, event.trunk or NO_TRUNK)
         else:
             self.registry.on_event(event)
 

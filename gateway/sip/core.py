@@ -70,7 +70,9 @@ class Verdict:
 
     `stateless` answers without a server transaction (RFC 3261 §8.2.7): nothing is kept and
     nothing retransmitted, so refusing a flood costs one datagram per request, not a
-    transaction living 64·T1 with Timer G retransmissions each.
+    transaction living 64·T1 with Timer G retransmissions each. An ALLOW may name the trunk
+    the screen identified the source as; a new call's `InviteReceived` carries it, so the
+    application never identifies the source a second time.
     """
 
     action: Action
@@ -78,6 +80,11 @@ class Verdict:
     reason: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
     stateless: bool = False
+    trunk: str | None = None
+
+    @classmethod
+    def allow(cls, trunk: str | None = None) -> Verdict:
+        return cls(Action.ALLOW, trunk=trunk)
 
     @classmethod
     def respond(
@@ -92,19 +99,26 @@ DROP = Verdict(Action.DROP)
 
 
 class PreDispatch(Protocol):
-    """Security seam: screens every new request (not retransmissions) before any event exists."""
+    """Security seam: screens every new request (not retransmissions) before any event exists.
 
-    def screen(self, source: Peer, request: Request, now: float) -> Verdict: ...
+    `admitted` is what `DatagramGate.admit` returned for the datagram the request came in
+    (None for stream transports, or without a gate): the gate's decision, passed in so the
+    screen does not decide again."""
+
+    def screen(self, source: Peer, request: Request, now: float,
+               admitted: object | None = None) -> Verdict: ...
 
 
 class DatagramGate(Protocol):
     """Security seam before parsing: may a datagram from `host` be parsed at all?
 
     Parsing is the costly part of refusing a request (about a millisecond in CPython), so a
-    source that is to be dropped anyway (not allowed, or flooding) is dropped here, unparsed.
+    source that is to be dropped anyway (not allowed, or flooding) is dropped here, unparsed:
+    `admit` returns None. Anything else admits the datagram and is handed, opaque, to
+    `PreDispatch.screen` with the request parsed from it.
     """
 
-    def admit(self, host: str, now: float) -> bool: ...
+    def admit(self, host: str, now: float) -> object | None: ...
 
 
 class Role(enum.Enum):

@@ -38,6 +38,7 @@ class InviteReceived:
     request: Request
     source: Peer
     sdp: bytes | None
+    trunk: str | None = None  # as the pre-dispatch screen identified the source (Verdict.trunk)
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,8 @@ class Uas:
         self.core = core
 
     # --- incoming requests -------------------------------------------------------------
-    def receive_request(self, request: Request, source: Peer, now: float) -> None:
+    def receive_request(self, request: Request, source: Peer, now: float,
+                        admitted: object | None = None) -> None:
         core = self.core
         stamp_received(request, source)
         reply = response_peer(request.top_via, source)
@@ -58,8 +59,10 @@ class Uas:
                 return
             if txn.receive_request(request, now):
                 return  # the ACK for our non-2xx final response
+        trunk: str | None = None
         if core.pre_dispatch is not None:
-            verdict = core.pre_dispatch.screen(source, request, now)
+            verdict = core.pre_dispatch.screen(source, request, now, admitted)
+            trunk = verdict.trunk
             if verdict.action is Action.DROP:
                 return
             if verdict.action is Action.RESPOND:
@@ -88,13 +91,14 @@ class Uas:
         elif request.to.tag is not None:
             self._in_dialog(request, source, reply, now)
         elif request.method == "INVITE":
-            self._on_invite(request, source, reply, now)
+            self._on_invite(request, source, reply, now, trunk)
         elif request.method == "OPTIONS":
             core.respond_new(request, reply, 200, now, headers=core.capability_headers())
         elif request.method != "ACK":
             core.respond_new(request, reply, 481, now)  # BYE/INFO/UPDATE outside a dialog
 
-    def _on_invite(self, request: Request, source: Peer, reply: Peer, now: float) -> None:
+    def _on_invite(self, request: Request, source: Peer, reply: Peer, now: float,
+                   trunk: str | None) -> None:
         core = self.core
         merge_key = (request.call_id, request.from_.tag or "", request.cseq.number)
         earlier = core.calls.get(core.merged.get(merge_key, CallHandle(0)))
@@ -118,7 +122,7 @@ class Uas:
         core.register_dialog(call, dialog)
         core.invite_calls[txn.key] = handle
         core.merged[merge_key] = handle
-        core.emit(InviteReceived(handle, request, source, _sdp(request)))
+        core.emit(InviteReceived(handle, request, source, _sdp(request), trunk))
 
     def _session_too_small(self, request: Request) -> list[tuple[str, str]] | None:
         """RFC 4028 §8.1: an interval below our Min-SE is refused with 422 and our Min-SE."""
