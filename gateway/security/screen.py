@@ -31,10 +31,8 @@ from gateway.logs import RateLimitedLog
 from gateway.metrics import Metrics
 from gateway.outcomes import Outcome, response_headers
 from gateway.security.acl import TrunkMatcher
-from gateway.security.policy import Action as PolicyAction
-from gateway.security.policy import screen_request
-from gateway.security.ratelimit import Decision, EdgeLimiter
-from gateway.security.ratelimit import Verdict as RateVerdict
+from gateway.security.policy import PolicyAction, screen_request
+from gateway.security.ratelimit import Decision, EdgeLimiter, RateVerdict
 from gateway.sip.address import Peer
 from gateway.sip.auth import Algorithm, AuthResult, DigestAuthenticator
 from gateway.sip.core import DROP, Verdict
