@@ -53,8 +53,8 @@ from gateway.sip.events import (
     InfoReceived,
     InviteReceived,
     ReinviteReceived,
+    SipEndReason,
 )
-from gateway.sip.events import EndReason as SipEndReason
 from gateway.sip.uri import SipUri
 
 log = logging.getLogger(__name__)

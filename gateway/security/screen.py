@@ -35,8 +35,8 @@ from gateway.security.policy import PolicyAction, screen_request
 from gateway.security.ratelimit import Decision, EdgeLimiter, RateVerdict
 from gateway.sip.address import Peer
 from gateway.sip.auth import Algorithm, AuthResult, DigestAuthenticator
-from gateway.sip.core import DROP, Verdict
-from gateway.sip.message import Request
+from gateway.sip.core import DROP, SipVerdict
+from gateway.sip.message import SipRequest
 
 log = logging.getLogger("gateway.security")
 
@@ -94,8 +94,8 @@ class SecurityScreen:
             self._penalize(host, now + _wait(decision), RateVerdict.RATE_SOURCE_REQUEST.value)
         return decision
 
-    def screen(self, source: Peer, request: Request, now: float,
-               admitted: object | None = None) -> Verdict:
+    def screen(self, source: Peer, request: SipRequest, now: float,
+               admitted: object | None = None) -> SipVerdict:
         method = request.method
         host = source.host
         if isinstance(admitted, Decision):
@@ -115,26 +115,26 @@ class SecurityScreen:
                 # An unknown source over the request rate gets no more 403s for a while.
                 return self._refuse(decision.verdict.value, source, method, now, None)
             return self._refuse(first.reason, source, method, now,
-                                Verdict.respond(first.status, stateless=True))
+                                SipVerdict.respond(first.status, stateless=True))
         assert trunk is not None
         new_call = method == "INVITE" and request.to.tag is None
         if decision.accepted and new_call:
             # A busy PBX over its INVITE rate is not muted: its in-dialog requests still pass.
             decision = self._limiter.new_call(host, now)
         if not decision.accepted:
-            answer = None if method == "ACK" else Verdict.respond(
+            answer = None if method == "ACK" else SipVerdict.respond(
                 503, "Rate Limited", [("Retry-After", str(_wait(decision)))], stateless=True)
             return self._refuse(decision.verdict.value, source, method, now, answer)
         if self.draining and method == "OPTIONS" and request.to.tag is None:
             d = Outcome.DRAINING.disposition
             assert d.status is not None
-            return Verdict.respond(d.status, d.reason, response_headers(d))
+            return SipVerdict.respond(d.status, d.reason, response_headers(d))
         if new_call and trunk.requires_auth:
             return self._authenticate(trunk, source, request, now)
-        return Verdict.allow(trunk.name)
+        return SipVerdict.allow(trunk.name)
 
-    def _authenticate(self, trunk: TrunkConfig, source: Peer, request: Request,
-                      now: float) -> Verdict:
+    def _authenticate(self, trunk: TrunkConfig, source: Peer, request: SipRequest,
+                      now: float) -> SipVerdict:
         assert trunk.username is not None and trunk.password is not None
         algorithms = [Algorithm(a) for a in trunk.digest_algorithms]
         result = self._auth.verify(
@@ -144,10 +144,10 @@ class SecurityScreen:
             algorithms=algorithms,
         )
         if result is AuthResult.OK:
-            return Verdict.allow(trunk.name)
+            return SipVerdict.allow(trunk.name)
         challenge = self._auth.challenge(trunk.realm, source.host, now,
                                          stale=result is AuthResult.STALE, algorithms=algorithms)
-        answer = Verdict.respond(401, None, [("WWW-Authenticate", c) for c in challenge])
+        answer = SipVerdict.respond(401, None, [("WWW-Authenticate", c) for c in challenge])
         if result is AuthResult.MISSING:  # the normal first leg of a digest exchange
             self._metrics.security_rejection(result.reason)
             return answer
@@ -174,7 +174,7 @@ class SecurityScreen:
         self._log.log(reason, now, logging.WARNING, "dropped datagram from %s: %s", host, reason)
 
     def _refuse(self, reason: str, source: Peer, method: str, now: float,
-                answer: Verdict | None) -> Verdict:
+                answer: SipVerdict | None) -> SipVerdict:
         self._metrics.security_rejection(reason)
         self._log.log(reason, now, logging.WARNING, "refused %s from %s: %s", method,
                       source.host, reason)

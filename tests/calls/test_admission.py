@@ -26,7 +26,7 @@ from gateway.outcomes import Outcome, classify
 from gateway.sdp import NoCommonCodec, UnusableOffer
 from gateway.sip.address import Peer
 from gateway.sip.events import CallHandle, InviteReceived
-from gateway.sip.message import Request
+from gateway.sip.message import SipRequest
 from gateway.sip.parser import parse_message
 from tests.calls.fakes import RecordingSignalling
 
@@ -39,7 +39,7 @@ def _invite(handle: int, callee: str = "800") -> InviteReceived:
         f"Call-ID: c{handle}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
     ).encode()
     request = parse_message(raw)
-    assert isinstance(request, Request)
+    assert isinstance(request, SipRequest)
     return InviteReceived(CallHandle(handle), request, Peer("127.0.0.1", 5999), None)
 
 
