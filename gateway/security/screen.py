@@ -23,6 +23,7 @@ import os
 from collections import OrderedDict
 
 from gateway.config import Config, TrunkConfig
+from gateway.drain import Draining
 from gateway.logs import RateLimitedLog
 from gateway.metrics import Metrics
 from gateway.security.acl import TrunkMatcher
@@ -48,7 +49,7 @@ def _wait(decision: Decision) -> int:
 
 class SecurityScreen:
     def __init__(self, config: Config, metrics: Metrics, *, now: float = 0.0,
-                 secret: bytes | None = None) -> None:
+                 secret: bytes | None = None, draining: Draining | None = None) -> None:
         self._config = config
         self._security = config.security
         self._metrics = metrics
@@ -61,7 +62,7 @@ class SecurityScreen:
         # Sources told to wait (503 Retry-After): until when, and why. Bounded like the buckets.
         self._penalty: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._gated: tuple[str, float, Decision] | None = None  # admit() → screen() handoff
-        self.draining = False
+        self.draining = draining if draining is not None else Draining()
 
     def trunk(self, host: str) -> TrunkConfig | None:
         trunk = self._trunks.get(host, _UNKNOWN)

@@ -143,7 +143,7 @@ def test_global_calls_per_second_cap_across_sources() -> None:
 
 def test_draining_options_503_but_calls_pass_to_the_registry() -> None:
     s, _ = screen()
-    s.draining = True
+    s.draining.begin()
     verdict = s.screen(OPEN, request("OPTIONS"), 1.0)
     assert (verdict.status, header(verdict, "Retry-After")) == (503, ["60"])
     # The registry answers INVITEs while draining (503 + its own metric), not the screen.
