@@ -142,6 +142,7 @@ class Gateway:
                                host=cfg.http.host, port=cfg.http.port)
         await self.http.start()
         self.metrics.free_ports_from(lambda: self.ports.free_count)
+        self.metrics.loop_tasks_from(asyncio.get_running_loop())
         log.info("gateway ready: SIP %s:%d (%s), RTP %s:%d-%d, Orga %s", cfg.sip.bind,
                  cfg.sip.port, "+".join(cfg.sip.transports), cfg.rtp.bind, cfg.rtp.port_min,
                  cfg.rtp.port_max, orga.base_url)

@@ -155,6 +155,14 @@ class CallerAudioTrack(MediaStreamTrack):
         self.frames_concealed = 0
         self.frames_silent_fill = 0
 
+    def stop(self) -> None:
+        """End the track and release its encoder or resampler (native threads) at once."""
+        super().stop()
+        if self._opus is not None:
+            self._opus.close()
+        if self._resampler is not None:
+            self._resampler.close()
+
     async def recv(self) -> AudioFrame | EncodedPacket[Any]:
         if self.readyState != "live":
             raise MediaStreamError
@@ -168,6 +176,8 @@ class CallerAudioTrack(MediaStreamTrack):
             wait = self._start + self._frames * FRAME_S - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
+                if self.readyState != "live":  # stopped (codec released) while we waited
+                    raise MediaStreamError
         self._frames += 1
         pcm = self._next_chunk()
         voiced = self._vad.voiced(pcm)
@@ -335,6 +345,7 @@ class AiAudioPump:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        self._resampler.close()  # its filter graph's native threads end with the call
 
     # ---------------------------------------------------------------- input
 

@@ -11,6 +11,11 @@ Why G.711 goes through lookup tables: FFmpeg's `pcm_mulaw`/`pcm_alaw` codecs are
 first use, over every code (256 for decode, 65,536 s16 values for encode) to fill numpy tables;
 per frame we then index a table instead of building AVFrames and AVPackets, so the codec is
 bit-exact with FFmpeg's but costs no per-frame allocation beyond the output itself.
+Native threads: every FFmpeg filter graph (a PyAV `AudioResampler`, and the one PyAV builds
+inside each audio encoder to cut frames to the codec's size) runs a pool of native threads,
+about one per core. Each class here that owns a graph or codec has `close()`, which drops it at
+once; the owners call it when their call ends, so the threads go with the call rather than
+with the next full garbage collection (a call's objects sit in reference cycles, issue 11).
 Framing: each direction owns one resampler (its filter state must persist across frames) and a
 preallocated sample FIFO that carries the remainder from one frame to the next, so no sample
 is ever dropped or duplicated; only at stream start is the resampler's delay filled with zeros.
@@ -144,7 +149,9 @@ class CallerResampler:
     """8 kHz mono s16 (20 ms chunks) → 48 kHz stereo s16 `AudioFrame`s of exactly 20 ms."""
 
     def __init__(self) -> None:
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=AI_RATE)
+        self._resampler: av.AudioResampler | None = av.AudioResampler(
+            format="s16", layout="mono", rate=AI_RATE
+        )
         self._fifo = _Fifo(AI_FRAME_SAMPLES * 4)
         self._in_pts = 0
         self._out_pts = 0
@@ -159,6 +166,8 @@ class CallerResampler:
         frame.pts = self._in_pts
         frame.time_base = fractions.Fraction(1, PHONE_RATE)
         self._in_pts += pcm.shape[0]
+        if self._resampler is None:
+            raise RuntimeError("CallerResampler is closed")
         for out in self._resampler.resample(frame):
             self._fifo.push(_s16(out))
         if not self._primed:
@@ -186,12 +195,18 @@ class CallerResampler:
         self._out_pts += AI_FRAME_SAMPLES
         return out_frame
 
+    def close(self) -> None:
+        """Release the filter graph (and its native threads) now; `process` fails after."""
+        self._resampler = None
+
 
 class AiResampler:
     """aiortc frames (any rate/layout) → mono 8 kHz, handed out in exact 160-sample chunks."""
 
     def __init__(self) -> None:
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=PHONE_RATE)
+        self._resampler: av.AudioResampler | None = av.AudioResampler(
+            format="s16", layout="mono", rate=PHONE_RATE
+        )
         self._fifo = _Fifo(PHONE_FRAME_SAMPLES * 16)
 
     def push(self, frame: AudioFrame) -> None:
@@ -200,8 +215,14 @@ class AiResampler:
         ) == 1:
             self._fifo.push(_s16(frame))  # already phone format: no resampler pass
             return
+        if self._resampler is None:
+            raise RuntimeError("AiResampler is closed")
         for out in self._resampler.resample(frame):
             self._fifo.push(_s16(out))
+
+    def close(self) -> None:
+        """Release the filter graph (and its native threads) now; `push` fails after this."""
+        self._resampler = None
 
     @property
     def buffered_samples(self) -> int:
@@ -231,7 +252,7 @@ class OpusPhoneEncoder:
         ctx.bit_rate = bitrate
         ctx.time_base = fractions.Fraction(1, PHONE_RATE)
         ctx.options = {"application": "voip"}
-        self._ctx = ctx
+        self._ctx: av.AudioCodecContext | None = ctx
         self._in_pts = 0
         self._out_pts = 0
         self._time_base = fractions.Fraction(1, AI_RATE)
@@ -242,6 +263,8 @@ class OpusPhoneEncoder:
         frame.pts = self._in_pts
         frame.time_base = fractions.Fraction(1, PHONE_RATE)
         self._in_pts += pcm.shape[0]
+        if self._ctx is None:
+            raise RuntimeError("OpusPhoneEncoder is closed")
         packets = list(self._ctx.encode(frame))
         for packet in packets:
             # Our own continuous clock: libopus starts at -pre-skip, aiortc wants 0-based.
@@ -249,6 +272,10 @@ class OpusPhoneEncoder:
             packet.time_base = self._time_base
             self._out_pts += AI_FRAME_SAMPLES
         return packets
+
+    def close(self) -> None:
+        """Release the codec and the filter graph PyAV keeps inside it (native threads)."""
+        self._ctx = None
 
 
 class OpusMonoDecoder:
