@@ -121,8 +121,8 @@ def run(args: argparse.Namespace, logs: Path) -> int:
         sip, http = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
         base = 31000 + (os.getpid() % 500) * 40
         cfg = logs / "gateway.toml"
-        cfg.write_text(worker_config(sip, http, base, base + 4 * args.concurrency + 60,
-                                     emu_port, args.concurrency + 2))
+        cfg.write_text(worker_config(sip, http, base, base + 8 * args.concurrency + 60,
+                                     emu_port, 2 * args.concurrency + 4))
         gateway = spawn("gateway", [*py, "-m", "gateway", "run", "--config", str(cfg)], logs)
         procs.append(gateway)
         wait_http(f"http://127.0.0.1:{http}/ready", gateway)
