@@ -57,7 +57,7 @@ def transcoding_floor(fast: bool, seconds: float = 10.0) -> float:
     """% of one core per call for the codec work alone (both directions, no networking).
 
     fast=True: the path the gateway uses with CallerAudioTrack(opus=True) and
-    tune_receiver(decode_on_loop=True): G.711 decode → Opus NB encode at 8 kHz; Opus decode
+    aiortc_patches.tune_receiver: G.711 decode → Opus NB encode at 8 kHz; Opus decode
     (48 kHz mono) → resample → G.711 encode.
     fast=False: aiortc's own codec path: G.711 decode → resample to 48 kHz → aiortc's
     OpusEncoder (stereo 96 kb/s); aiortc's OpusDecoder (48 kHz stereo) → resample → G.711.
@@ -115,9 +115,10 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
                       fast: bool, tune: bool) -> dict[str, Any]:
     from aiortc import RTCRtpSender, RTCSessionDescription
 
-    from gateway.media.aiortc_receiver import tune_receiver
+    from gateway.aiortc_patches import tune_receiver
+    from gateway.media.downlink import AiAudioPump
     from gateway.media.rtp_session import RtpSession
-    from gateway.media.tracks import AiAudioPump, CallerAudioTrack
+    from gateway.media.uplink import CallerAudioTrack
     from gateway.sdp import Direction, MediaParams
     from tests.media.loopback import loopback_only_ice, new_peer
 
@@ -156,13 +157,13 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
             if fast:
                 caps = RTCRtpSender.getCapabilities("audio")
                 tr.setCodecPreferences([c for c in caps.codecs if c.name == "opus"])
-            if tune:
-                tune_receiver(tr.receiver, decode_on_loop=fast)
+            pump = AiAudioPump(session)
+            pumps.append(pump)
+            if tune:  # AI audio straight from the receiver into the pump
+                tune_receiver(tr.receiver, deliver=pump.feed)
 
-            def on_track(track: Any, session: RtpSession = session) -> None:
-                pump = AiAudioPump(track, session)
-                pump.start()
-                pumps.append(pump)
+            def on_track(track: Any, pump: AiAudioPump = pump) -> None:
+                pump.start(track)
 
             pc.on("track", on_track)
             await pc.setLocalDescription(await pc.createOffer())

@@ -15,6 +15,7 @@ import signal
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
+from gateway.aiortc_patches import check_versions
 from gateway.call import CallContext
 from gateway.calls import CallRegistry
 from gateway.clock import MonotonicClock
@@ -104,6 +105,7 @@ class Gateway:
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
+        check_versions()  # the aiortc/aioice internals we patch: refuse an untested version
         cfg = self.config
         orga = cfg.orga
         self.api = OrgaApi(

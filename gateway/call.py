@@ -22,13 +22,16 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway.aiortc_patches import tune_receiver
 from gateway.config import Config, Route
 from gateway.logs import ContextAdapter, call_logger
-from gateway.media.aiortc_receiver import tune_receiver
+from gateway.media.downlink import AiAudioPump
 from gateway.media.dtmf import DtmfReceived, DtmfRelayError, parse_dtmf_relay
 from gateway.media.ports import PortPool
 from gateway.media.rtp_session import RtpSession, open_from_pool
-from gateway.media.tracks import AiAudioPump, CallerAudioTrack, TurnLatencyMeter
+from gateway.media.transcode import PHONE_RATE
+from gateway.media.uplink import CallerAudioTrack
+from gateway.media.voice import TurnLatencyMeter
 from gateway.metrics import ConversationStats, Metrics
 from gateway.orga.api import OrgaApi
 from gateway.orga.events import InputTranscript, ResponseDone, ServerEvent
@@ -203,12 +206,15 @@ class Call:
             # Opus encoded here, on the loop (the Orga peer offers Opus only): half the CPU
             # of aiortc's resample-and-encode thread hand-off per 20 ms (bench/media_path.py).
             self._track = CallerAudioTrack(rtp, meter=self._meter, opus=True)
+            # The AI's audio goes from the receiver straight into the pump (aiortc_patches).
+            self._pump = pump = AiAudioPump(rtp, meter=self._meter)
             step.done("media")
             track = self._track
 
             def peer_factory(ice_servers: list[Any]) -> OrgaPeer:
                 return OrgaPeer(track, self.ctx.peer_settings, self._session_params(),
-                                ice_servers, receiver_tuner=tune_receiver)
+                                ice_servers,
+                                receiver_tuner=lambda r: tune_receiver(r, deliver=pump.feed))
 
             self._session = await open_session(self.ctx.api, peer_factory, self._session_params())
             for name, seconds in self._session.timings.items():
@@ -218,12 +224,11 @@ class Call:
             self.log = self.log.bind(conversation_id=self.conversation_id)
             self._session.peer.add_event_listener(self._orga_event)
             remote = await self._session.peer.remote_audio
-        self._pump = AiAudioPump(remote, rtp, meter=self._meter)
         self.ctx.signalling.answer(self.handle, answer.encode())
         self._answered = True
         self.answered_at = self._loop.time()
         self.ctx.metrics.call_setup(self.answered_at - self.started_at)
-        self._pump.start()
+        pump.start(remote)
         self.ctx.metrics.add_conversation(self.conversation_id or "", self.route_label, self.stats)
         self.log.info(
             "call answered from %s to %s in %.0f ms (route %s, trunk %s)", self.caller,
@@ -289,7 +294,7 @@ class Call:
             if pump.underruns_speech:
                 m.playout_underrun(pump.underruns_speech)
             if pump.dropped_backlog:
-                m.playout_dropped(pump.dropped_backlog * 0.02)
+                m.playout_dropped(pump.dropped_backlog_ms / 1000.0)
         if duration is not None:
             self.log.info("call ended: %s after %.1f s", result, duration)
 
@@ -380,8 +385,8 @@ class Call:
         rtp = self._rtp.stats if self._rtp is not None else None
         pump = self._pump.stats if self._pump is not None else None
         return ConversationStats(
-            audio_in_seconds=(rtp.received.packets * 0.02) if rtp else 0.0,
-            audio_out_seconds=(pump.sent_audio * 0.02) if pump else 0.0,
+            audio_in_seconds=(rtp.received.audio_seconds) if rtp else 0.0,
+            audio_out_seconds=(pump.samples_sent_audio / PHONE_RATE) if pump else 0.0,
             packets_in=rtp.received.packets if rtp else 0,
             packets_out=rtp.sent.packets if rtp else 0,
             packets_lost=rtp.received.lost if rtp else 0,

@@ -53,6 +53,7 @@ class ReceiveStats:
     unknown_payload_type: int = 0
     dtmf_packets: int = 0
     ssrc_changes: int = 0
+    audio_seconds: float = 0.0  # caller audio received (payload samples / clock rate)
 
 
 @dataclass(slots=True)
@@ -124,6 +125,7 @@ class RtpSession:
             random.getrandbits(32),
         )
         self._recv = ReceiveStats()
+        self._audio_samples = 0
         self._sent = SendStats()
         self._watchdog: asyncio.Task[None] | None = None
         self.timed_out: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -187,6 +189,7 @@ class RtpSession:
             jitter_ms=self._ssrc_state.jitter * 1000.0 / self._params.clock_rate,
             late=self.jitter.stats.late,
             duplicates=self.jitter.stats.duplicates,
+            audio_seconds=self._audio_samples / self._params.clock_rate,
         )
         return RtpStats(received, replace(self._sent))
 
@@ -280,6 +283,7 @@ class RtpSession:
                 self._emit_dtmf(event)
             return
         self.jitter.push(packet.sequence, packet.payload)
+        self._audio_samples += len(packet.payload)  # G.711: one octet per sample
         self.last_audio_arrival = now
 
     def _account(self, seq: int, ts: int, now: float) -> None:

@@ -5,7 +5,7 @@ Caller → AI: PCMU/PCMA payload → s16 8 kHz (`G711Codec.decode`) → `CallerR
 Stereo on purpose: given mono, aiortc's own resampler upmixes with FFmpeg's -3 dB centre level,
 so the AI would hear the caller 3 dB quieter (measured in tests/media/test_two_peers.py).
 AI → caller: aiortc's decoded frames (48 kHz stereo s16, any layout/rate accepted) →
-`AiResampler` → mono 8 kHz → exact 20 ms (160-sample) chunks → `G711Codec.encode`.
+`AiResampler` → mono 8 kHz → exact packet-sized chunks (the SDP's ptime) → `G711Codec.encode`.
 
 Why G.711 goes through lookup tables: FFmpeg's `pcm_mulaw`/`pcm_alaw` codecs are run once, at
 first use, over every code (256 for decode, 65,536 s16 values for encode) to fill numpy tables;
@@ -44,13 +44,16 @@ __all__ = [
     "OpusMonoDecoder",
     "OpusPhoneEncoder",
     "frame_to_mono_s16",
+    "g711",
     "make_frame",
 ]
 
 PHONE_RATE = 8000
 AI_RATE = 48000
+# The AI leg's frame: aiortc packetises Opus in 20 ms frames. The phone leg's packet time is
+# not this: it comes from the SDP (`MediaParams.ptime_ms`, 10 to 40 ms).
 FRAME_MS = 20
-PHONE_FRAME_SAMPLES = PHONE_RATE * FRAME_MS // 1000  # 160
+PHONE_FRAME_SAMPLES = PHONE_RATE * FRAME_MS // 1000  # 160: one AI-leg frame at 8 kHz
 AI_FRAME_SAMPLES = AI_RATE * FRAME_MS // 1000  # 960
 _FFMPEG_CODEC = {"PCMU": "pcm_mulaw", "PCMA": "pcm_alaw"}
 
@@ -81,8 +84,14 @@ def _tables(codec: str) -> tuple[Pcm, npt.NDArray[np.uint8]]:
     return decode, encode
 
 
+@cache
+def g711(codec: str) -> G711Codec:
+    """The shared codec for "PCMU" or "PCMA" (codecs are stateless; one of each suffices)."""
+    return G711Codec(codec)
+
+
 class G711Codec:
-    """PCMU or PCMA for one call direction (stateless apart from the shared tables)."""
+    """PCMU or PCMA (stateless apart from the shared tables: use `g711(name)`)."""
 
     def __init__(self, codec: str) -> None:
         if codec not in _FFMPEG_CODEC:
@@ -201,7 +210,7 @@ class CallerResampler:
 
 
 class AiResampler:
-    """aiortc frames (any rate/layout) → mono 8 kHz, handed out in exact 160-sample chunks."""
+    """aiortc frames (any rate/layout) → mono 8 kHz, handed out in exact packet-sized chunks."""
 
     def __init__(self) -> None:
         self._resampler: av.AudioResampler | None = av.AudioResampler(
@@ -228,10 +237,11 @@ class AiResampler:
     def buffered_samples(self) -> int:
         return len(self._fifo)
 
-    def pop(self) -> Pcm | None:
-        if len(self._fifo) < PHONE_FRAME_SAMPLES:
+    def pop(self, samples: int = PHONE_FRAME_SAMPLES) -> Pcm | None:
+        """The next `samples` (one phone packet's worth), or None until that many are here."""
+        if len(self._fifo) < samples:
             return None
-        return self._fifo.take(PHONE_FRAME_SAMPLES)
+        return self._fifo.take(samples)
 
 
 class OpusPhoneEncoder:
@@ -281,7 +291,7 @@ class OpusPhoneEncoder:
 class OpusMonoDecoder:
     """Opus payloads → 48 kHz mono s16 frames, decoded on the event loop.
 
-    Used by `aiortc_receiver.tune_receiver` so the AI leg's audio skips aiortc's decoder thread
+    Used by `aiortc_patches.tune_receiver` so the AI leg's audio skips aiortc's decoder thread
     (and its per-frame thread hand-off) and arrives already mono for `AiResampler`.
     """
 

@@ -27,8 +27,8 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.analysis import dominant_frequency
-from gateway.media.tracks import EnergyVad, rms_dbfs
 from gateway.media.transcode import PHONE_FRAME_SAMPLES, PHONE_RATE, AiResampler, make_frame
+from gateway.media.voice import EnergyVad, rms_dbfs
 
 Pcm = npt.NDArray[np.int16]
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.media.rtp_session import RtpSession
-from gateway.media.tracks import EnergyVad
+from gateway.media.voice import EnergyVad
 from gateway.probe.audio import Pcm, WavError, read_wav, split_frames, spoken_phrase, write_wav
 from gateway.probe.media import ProbeMedia
 from gateway.probe.report import ProbeReport, Provisional

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from gateway.media.jitter import JitterBuffer
-from gateway.media.tracks import CallerAudioTrack, EnergyVad, TurnLatencyMeter
 from gateway.media.transcode import G711Codec, frame_to_mono_s16
+from gateway.media.uplink import CallerAudioTrack
+from gateway.media.voice import EnergyVad, TurnLatencyMeter
 from gateway.sdp import Direction, MediaParams
 from tests.media.audio import dominant_hz, rms_dbfs, tone
 from tests.media.vclock import virtual_time_loop

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from gateway.media.downlink import AiAudioPump
 from gateway.media.rtp import parse_rtp, ts_delta
 from gateway.media.rtp_session import RtpSession
-from gateway.media.tracks import AiAudioPump, TurnLatencyMeter
 from gateway.media.transcode import AudioFrame, make_frame
+from gateway.media.voice import TurnLatencyMeter
 from gateway.sdp import Direction, MediaParams
 from tests.media.audio import dominant_hz, tone
 from tests.media.vclock import virtual_time_loop
@@ -73,8 +74,8 @@ def run_pump(schedule: list[tuple[float, np.ndarray]], seconds: float, **pump_kw
         params = MediaParams("127.0.0.1", port, "PCMU", 0, 8000, 20, None,
                              Direction.SENDRECV, False)
         session = await RtpSession.open("127.0.0.1", 0, params, watchdog_interval_s=3600)
-        pump = AiAudioPump(ScriptedTrack(schedule), session, **pump_kw)  # type: ignore[arg-type]
-        pump.start()
+        pump = AiAudioPump(session, **pump_kw)  # type: ignore[arg-type]
+        pump.start(ScriptedTrack(schedule))
         await asyncio.sleep(seconds)
         await pump.stop()
         await session.close()
@@ -185,7 +186,7 @@ def test_turn_latency_and_speech_start_hook() -> None:
     schedule += [(0.5 + 0.02 * i, speech[i]) for i in range(10)]
     meter = TurnLatencyMeter()
     starts: list[float] = []
-    meter.caller_frame(arrival=1000.0 + 0.1, voiced=True)  # caller's speech ended at +0.12
+    meter.caller_frame(arrival=1000.0 + 0.1, voiced=True, seconds=0.02)  # speech ended +0.12
     _, pump = run_pump(schedule, 1.0, meter=meter, on_speech_start=starts.append)
     assert len(starts) == 1 and pump.first_audio_at == starts[0]
     assert meter.turns == 1 and meter.last_turn_s is not None
@@ -197,10 +198,10 @@ def test_turn_meter_rules() -> None:
     turns: list[float] = []
     m = TurnLatencyMeter(on_turn=turns.append)
     assert m.ai_audio_started(5.0) is None  # nobody spoke yet
-    m.caller_frame(10.0, True)
-    m.caller_frame(10.02, False)
+    m.caller_frame(10.0, True, 0.02)
+    m.caller_frame(10.02, False, 0.02)
     assert m.ai_audio_started(10.01) is None  # AI overlapping the caller: not a turn
-    m.caller_frame(11.0, True)
+    m.caller_frame(11.0, True, 0.02)
     assert m.ai_audio_started(11.52) == pytest.approx(0.5)
     assert m.ai_audio_started(12.0) is None  # one utterance, one turn
     assert turns == [pytest.approx(0.5)]

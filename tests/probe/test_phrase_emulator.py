@@ -11,8 +11,8 @@ import pytest
 
 from gateway.emulator.server import Emulator
 from gateway.media.jitter import JitterBuffer
-from gateway.media.tracks import CallerAudioTrack
 from gateway.media.transcode import G711Codec
+from gateway.media.uplink import CallerAudioTrack
 from gateway.orga.api import OrgaApi
 from gateway.orga.events import ResponseDone, ServerEvent
 from gateway.orga.peer import OrgaPeer
