@@ -116,6 +116,7 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
     from aiortc import RTCRtpSender, RTCSessionDescription
 
     from gateway.aiortc_patches import tune_receiver
+    from gateway.clock import LoopClock
     from gateway.media.downlink import AiAudioPump
     from gateway.media.rtp_session import RtpSession
     from gateway.media.uplink import CallerAudioTrack
@@ -145,19 +146,21 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
     await send_msg(p_w, {"calls": calls})
     phone_ports = (await recv_msg(p_r))["ports"]
     sessions, peers, pumps = [], [], []
+    clock = LoopClock()
     with loopback_only_ice():
         for c in range(calls):
             params = MediaParams("127.0.0.1", phone_ports[c], "PCMU", 0, 8000, 20, None,
                                  Direction.SENDRECV, False)
-            session = await RtpSession.open("127.0.0.1", 0, params)
+            session = await RtpSession.open("127.0.0.1", 0, params, clock=clock)
             sessions.append(session)
             pc = new_peer()
             peers.append(pc)
-            tr = pc.addTransceiver(CallerAudioTrack(session, opus=fast), direction="sendrecv")
+            tr = pc.addTransceiver(CallerAudioTrack(session, clock, opus=fast),
+                                   direction="sendrecv")
             if fast:
                 caps = RTCRtpSender.getCapabilities("audio")
                 tr.setCodecPreferences([c for c in caps.codecs if c.name == "opus"])
-            pump = AiAudioPump(session)
+            pump = AiAudioPump(session, clock)
             pumps.append(pump)
             if tune:  # AI audio straight from the receiver into the pump
                 tune_receiver(tr.receiver, deliver=pump.feed)

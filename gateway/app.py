@@ -18,7 +18,7 @@ from dataclasses import replace
 from gateway.aiortc_patches import check_versions
 from gateway.call import CallContext
 from gateway.calls import CallRegistry
-from gateway.clock import MonotonicClock
+from gateway.clock import LoopClock
 from gateway.config import Config
 from gateway.http import GatewayState, HttpServer
 from gateway.media.ports import PortPool
@@ -91,13 +91,15 @@ class Gateway:
         self._on_token = on_token
         self.metrics = Metrics(max_conversations=config.limits.max_calls)
         self.notifier = notifier or SystemdNotifier()
+        self.clock = LoopClock()  # the one clock of the process (gateway/clock.py)
         self.ports = PortPool(config.rtp.port_min, config.rtp.port_max, port_quarantine_s,
-                              MonotonicClock())
+                              self.clock)
         self.api: OrgaApi | None = None
         self.driver: SipDriver | None = None
         self.registry: CallRegistry | None = None
         self.http: HttpServer | None = None
-        self.screen = SecurityScreen(config, self.metrics, now=MonotonicClock().now())
+        # Its buckets start full; the first `now` it is given (loop time) only refills them.
+        self.screen = SecurityScreen(config, self.metrics)
         self._udp: UdpTransport | None = None
         self._tcp: TcpTransport | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -125,6 +127,7 @@ class Gateway:
                 video_mline=orga.video_mline, ice_addresses=orga.ice_addresses or None,
             ),
             advertised_address=cfg.sip.public_address or cfg.rtp.bind,
+            clock=self.clock,
         )
         self.registry = CallRegistry(ctx)
         advertise = cfg.sip.public_address

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.aiortc_patches import tune_receiver
+from gateway.clock import Clock
 from gateway.config import Config, Route
 from gateway.logs import ContextAdapter, call_logger
 from gateway.media.downlink import AiAudioPump
@@ -80,6 +81,7 @@ class CallContext:
     signalling: CallSignalling
     peer_settings: PeerSettings
     advertised_address: str  # the address our SDP answer names (public_address or RTP bind)
+    clock: Clock  # the loop clock (gateway/clock.py): every time a call reads comes from it
 
 
 _SIP_END_CAUSES = {
@@ -112,8 +114,8 @@ class Call:
         # (`call_id=... conversation_id=...`); a plain LoggerAdapter's extra would be dropped.
         self.log: ContextAdapter = call_logger(log, self.call_id)
         loop = asyncio.get_running_loop()
-        self._loop = loop
-        self.started_at = loop.time()
+        self._clock = ctx.clock
+        self.started_at = self._clock.now()
         self.answered_at: float | None = None
         self._stop: asyncio.Future[EndCause] = loop.create_future()
         self._sip_done = False  # the dialog is over on the SIP side (no BYE/final owed)
@@ -199,15 +201,15 @@ class Call:
 
     async def _setup(self) -> None:
         cfg = self.ctx.config
-        step = _Steps(self._loop, self.ctx.metrics)
+        step = _Steps(self._clock, self.ctx.metrics)
         async with asyncio.timeout(cfg.orga.setup_timeout_s):
             offer = parse_offer((self.invite.sdp or b"").decode("utf-8", "replace"))
             rtp, answer = await self._open_media(offer)
             # Opus encoded here, on the loop (the Orga peer offers Opus only): half the CPU
             # of aiortc's resample-and-encode thread hand-off per 20 ms (bench/media_path.py).
-            self._track = CallerAudioTrack(rtp, meter=self._meter, opus=True)
+            self._track = CallerAudioTrack(rtp, self._clock, meter=self._meter, opus=True)
             # The AI's audio goes from the receiver straight into the pump (aiortc_patches).
-            self._pump = pump = AiAudioPump(rtp, meter=self._meter)
+            self._pump = pump = AiAudioPump(rtp, self._clock, meter=self._meter)
             step.done("media")
             track = self._track
 
@@ -226,7 +228,7 @@ class Call:
             remote = await self._session.peer.remote_audio
         self.ctx.signalling.answer(self.handle, answer.encode())
         self._answered = True
-        self.answered_at = self._loop.time()
+        self.answered_at = self._clock.now()
         self.ctx.metrics.call_setup(self.answered_at - self.started_at)
         pump.start(remote)
         self.ctx.metrics.add_conversation(self.conversation_id or "", self.route_label, self.stats)
@@ -279,7 +281,7 @@ class Call:
         if self.conversation_id is not None:
             m.remove_conversation(self.conversation_id)
         result = outcome.rejection.result if isinstance(outcome, Outcome) else outcome.value
-        duration = None if self.answered_at is None else self._loop.time() - self.answered_at
+        duration = None if self.answered_at is None else self._clock.now() - self.answered_at
         m.call_ended(result, self.route_label, self.trunk, duration)
         if self._rtp is not None:
             stats = self._rtp.stats
@@ -313,6 +315,7 @@ class Call:
             self.ctx.ports, cfg.rtp.bind, params,
             inactivity_timeout_s=cfg.rtp.inactivity_timeout_s,
             max_packet_rate=cfg.security.rtp_max_packets_per_second,
+            clock=self._clock,
             on_dtmf=self._dtmf,
             on_timeout=lambda: self._end(EndCause.RTP_TIMEOUT),
         )
@@ -403,7 +406,7 @@ class Call:
             "route": self.route_label,
             "trunk": self.trunk,
             "state": "answered" if self._answered else "setup",
-            "age_seconds": round(self._loop.time() - self.started_at, 3),
+            "age_seconds": round(self._clock.now() - self.started_at, 3),
             **_asdict(self.stats()),
         }
 
@@ -411,11 +414,11 @@ class Call:
 class _Steps:
     """Times consecutive setup steps into the per-step histogram."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> None:
-        self._loop, self._metrics, self._at = loop, metrics, loop.time()
+    def __init__(self, clock: Clock, metrics: Metrics) -> None:
+        self._clock, self._metrics, self._at = clock, metrics, clock.now()
 
     def done(self, name: str) -> None:
-        now = self._loop.time()
+        now = self._clock.now()
         self._metrics.setup_step(name, now - self._at)
         self._at = now
 

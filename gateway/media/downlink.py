@@ -32,6 +32,7 @@ from typing import Protocol
 
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from gateway.clock import Clock
 from gateway.media.transcode import PHONE_RATE, AiResampler, AudioFrame, Pcm, g711
 from gateway.media.voice import EnergyVad, TurnLatencyMeter, conceal
 from gateway.sdp import MediaParams
@@ -73,6 +74,7 @@ class AiAudioPump:
     def __init__(
         self,
         sink: RtpSink,
+        clock: Clock,
         *,
         max_queue_ms: int = 1000,
         target_queue_ms: int = 20,
@@ -83,6 +85,7 @@ class AiAudioPump:
         talkspurt_hangover_ms: int = 200,
     ) -> None:
         self._sink = sink
+        self._clock = clock
         self._max_queue_ms = max_queue_ms
         self._target_queue_ms = target_queue_ms
         self._hangover_ms = talkspurt_hangover_ms
@@ -166,13 +169,13 @@ class AiAudioPump:
     # --------------------------------------------------------------- output
 
     async def _send(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_t = loop.time()
+        clock = self._clock
+        next_t = clock.now()
         while True:
-            self.tick(loop.time())
+            self.tick(clock.now())
             frame_s = self._frame_ms / 1000
             next_t += frame_s
-            delay = next_t - loop.time()
+            delay = next_t - clock.now()
             if delay < -3 * frame_s:
                 # The loop stalled: skip the missed ticks (timestamps jump, the phone's
                 # jitter buffer conceals) instead of bursting packets at the phone.
@@ -180,7 +183,7 @@ class AiAudioPump:
                 next_t += missed * frame_s
                 self._sink.skip_samples(missed * self._frame_samples)
                 self._stats.clock_slips += 1
-                delay = next_t - loop.time()
+                delay = next_t - clock.now()
             await asyncio.sleep(max(0.0, delay))
 
     def tick(self, now: float) -> None:

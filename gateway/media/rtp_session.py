@@ -14,7 +14,8 @@ Owns (RFC 3550 §6.4.1 / A.1 / A.8, RFC 4961 symmetric RTP, RFC 4733 routing):
 - an inactivity timeout (no RTP for `inactivity_timeout_s`, suspended while on hold) that sets
   `timed_out` and calls `on_timeout`, which the call turns into a BYE.
 
-Time comes from a `Clock` so tests step it; the watchdog task only polls `check_inactivity`.
+Time comes from the injected `Clock` (the loop clock; tests step a fake one); the watchdog task
+only polls `check_inactivity`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gateway.clock import Clock, MonotonicClock
+from gateway.clock import Clock
 from gateway.media.dtmf import DtmfReceived, TelephoneEventReceiver
 from gateway.media.jitter import JitterBuffer
 from gateway.media.ports import PortPool
@@ -93,7 +94,7 @@ class RtpSession:
         self,
         params: MediaParams,
         *,
-        clock: Clock | None = None,
+        clock: Clock,
         jitter: JitterBuffer | None = None,
         inactivity_timeout_s: float = 30.0,
         max_packet_rate: float = 200.0,
@@ -102,7 +103,7 @@ class RtpSession:
         watchdog_interval_s: float = 1.0,
     ) -> None:
         self._params = params
-        self._clock = clock or MonotonicClock()
+        self._clock = clock
         self.jitter = jitter or JitterBuffer(clock_rate=params.clock_rate)
         self._inactivity_timeout_s = inactivity_timeout_s
         self._on_dtmf = on_dtmf
@@ -140,7 +141,7 @@ class RtpSession:
         local_port: int,
         params: MediaParams,
         *,
-        clock: Clock | None = None,
+        clock: Clock,
         jitter: JitterBuffer | None = None,
         inactivity_timeout_s: float = 30.0,
         max_packet_rate: float = 200.0,

@@ -1,7 +1,7 @@
 """Phone → AI: the caller's audio as the aiortc track Orga's peer sends.
 
 `CallerAudioTrack` is an aiortc `MediaStreamTrack` that aiortc's sender pulls. It paces itself
-on the AI leg's 20 ms Opus frame (the loop's clock, an absolute schedule phase-locked once to
+on the AI leg's 20 ms Opus frame (the injected loop clock, an absolute schedule phase-locked once to
 the phone's packets), and on each tick pulls the caller's jitter buffer (packets of any ptime),
 decodes G.711 (or conceals a loss: one faded repeat, then silence), tells the turn meter
 whether the frame was voiced, and hands aiortc one Opus packet (or one 48 kHz frame). It never
@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from gateway.clock import Clock
 from gateway.media.jitter import JitterBuffer, Output
 from gateway.media.transcode import (
     FRAME_MS,
@@ -67,6 +68,7 @@ class CallerAudioTrack(MediaStreamTrack):
     def __init__(
         self,
         source: CallerAudioSource,
+        clock: Clock,
         *,
         vad: EnergyVad | None = None,
         meter: TurnLatencyMeter | None = None,
@@ -74,6 +76,7 @@ class CallerAudioTrack(MediaStreamTrack):
     ) -> None:
         super().__init__()
         self._source = source
+        self._clock = clock
         self._vad = vad or EnergyVad()
         self._meter = meter
         self._resampler: CallerResampler | None = None if opus else CallerResampler()
@@ -101,14 +104,14 @@ class CallerAudioTrack(MediaStreamTrack):
     async def recv(self) -> AudioFrame | EncodedPacket[Any]:
         if self.readyState != "live":
             raise MediaStreamError
-        loop = asyncio.get_running_loop()
+        clock = self._clock
         if self._start is None:
-            self._start = loop.time()
+            self._start = clock.now()
         else:
             if not self._anchored:
                 self._anchor()
             # Absolute schedule: start + n·20 ms, so waiting never accumulates drift.
-            wait = self._start + self._frames * FRAME_S - loop.time()
+            wait = self._start + self._frames * FRAME_S - clock.now()
             if wait > 0:
                 await asyncio.sleep(wait)
                 if self.readyState != "live":  # stopped (codec released) while we waited
@@ -119,7 +122,7 @@ class CallerAudioTrack(MediaStreamTrack):
         if voiced:
             self.frames_voiced += 1
         if self._meter is not None:
-            arrival = loop.time() - self._source.jitter.depth_ms / 1000.0
+            arrival = clock.now() - self._source.jitter.depth_ms / 1000.0
             self._meter.caller_frame(arrival, voiced, FRAME_S)
         if self._opus is not None:
             self._opus_out.extend(self._opus.encode(pcm))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from gateway.clock import LoopClock
 from gateway.media.downlink import AiAudioPump
 from gateway.media.rtp import parse_rtp, ts_delta
 from gateway.media.rtp_session import RtpSession
@@ -73,8 +74,9 @@ def run_pump(schedule: list[tuple[float, np.ndarray]], seconds: float, **pump_kw
         port = transport.get_extra_info("sockname")[1]
         params = MediaParams("127.0.0.1", port, "PCMU", 0, 8000, 20, None,
                              Direction.SENDRECV, False)
-        session = await RtpSession.open("127.0.0.1", 0, params, watchdog_interval_s=3600)
-        pump = AiAudioPump(session, **pump_kw)  # type: ignore[arg-type]
+        session = await RtpSession.open("127.0.0.1", 0, params, clock=LoopClock(),
+                                     watchdog_interval_s=3600)
+        pump = AiAudioPump(session, LoopClock(), **pump_kw)  # type: ignore[arg-type]
         pump.start(ScriptedTrack(schedule))
         await asyncio.sleep(seconds)
         await pump.stop()

@@ -11,6 +11,7 @@ from aiortc import RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from gateway.aiortc_patches import receiver_stats, tune_receiver
+from gateway.clock import LoopClock
 from gateway.media.downlink import AiAudioPump
 from gateway.media.rtp import RtpSenderState, parse_rtp
 from gateway.media.rtp_session import RtpSession
@@ -57,15 +58,15 @@ async def test_caller_440_to_ai_peer_and_ai_1000_back_to_rtp(opus: bool) -> None
     phone_port = phone_transport.get_extra_info("sockname")[1]
     params = MediaParams("127.0.0.1", phone_port, "PCMU", 0, 8000, 20, 101,
                          Direction.SENDRECV, False)
-    session = await RtpSession.open("127.0.0.1", 0, params)
+    session = await RtpSession.open("127.0.0.1", 0, params, clock=LoopClock())
     gw, ai = new_peer(), new_peer()
-    caller_track = CallerAudioTrack(session, opus=opus)
+    caller_track = CallerAudioTrack(session, LoopClock(), opus=opus)
     transceiver = gw.addTransceiver(caller_track, direction="sendrecv")
     if opus:  # pre-encoded Opus only makes sense when Opus is what gets negotiated
         caps = RTCRtpSender.getCapabilities("audio")
         transceiver.setCodecPreferences([c for c in caps.codecs if c.name == "opus"])
     # The AI's audio goes from the receiver straight into the pump, as in a call.
-    pump = AiAudioPump(session)
+    pump = AiAudioPump(session, LoopClock())
     tune_receiver(transceiver.receiver, deliver=pump.feed)
     heard_by_ai: list[np.ndarray] = []
     tasks: list[asyncio.Task[None]] = []
