@@ -104,7 +104,8 @@ class RtpSession:
     ) -> None:
         self._params = params
         self._clock = clock
-        self.jitter = jitter or JitterBuffer(clock_rate=params.clock_rate)
+        self.jitter = jitter or JitterBuffer(clock_rate=params.clock_rate,
+                                             frame_ms=params.ptime_ms)
         self._inactivity_timeout_s = inactivity_timeout_s
         self._on_dtmf = on_dtmf
         self._on_timeout = on_timeout

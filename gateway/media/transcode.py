@@ -217,6 +217,7 @@ class AiResampler:
             format="s16", layout="mono", rate=PHONE_RATE
         )
         self._fifo = _Fifo(PHONE_FRAME_SAMPLES * 16)
+        self._primed = False
 
     def push(self, frame: AudioFrame) -> None:
         if frame.sample_rate == PHONE_RATE and frame.format.name == "s16" and len(
@@ -226,8 +227,16 @@ class AiResampler:
             return
         if self._resampler is None:
             raise RuntimeError("AiResampler is closed")
-        for out in self._resampler.resample(frame):
-            self._fifo.push(_s16(out))
+        outs = [_s16(out) for out in self._resampler.resample(frame)]
+        if not self._primed:
+            # The resampler holds back its filter delay (~2 ms) at the start; pad once with
+            # zeros so the first frame yields its full length and packets of any ptime are
+            # whole from the first tick (as CallerResampler does the other way).
+            self._primed = True
+            got = sum(o.shape[0] for o in outs)
+            self._fifo.push_zeros(max(0, frame.samples * PHONE_RATE // frame.sample_rate - got))
+        for out in outs:
+            self._fifo.push(out)
 
     def close(self) -> None:
         """Release the filter graph (and its native threads) now; `push` fails after this."""

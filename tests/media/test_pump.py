@@ -65,14 +65,15 @@ class Receiver(asyncio.DatagramProtocol):
         self.got.append((self._clock(), data))
 
 
-def run_pump(schedule: list[tuple[float, np.ndarray]], seconds: float, **pump_kw: object):
+def run_pump(schedule: list[tuple[float, np.ndarray]], seconds: float, ptime: int = 20,
+             **pump_kw: object):
     loop = virtual_time_loop()
 
     async def main() -> tuple[list[tuple[float, bytes]], AiAudioPump]:
         transport, rx = await loop.create_datagram_endpoint(
             lambda: Receiver(loop.time), local_addr=("127.0.0.1", 0))
         port = transport.get_extra_info("sockname")[1]
-        params = MediaParams("127.0.0.1", port, "PCMU", 0, 8000, 20, None,
+        params = MediaParams("127.0.0.1", port, "PCMU", 0, 8000, ptime, None,
                              Direction.SENDRECV, False)
         session = await RtpSession.open("127.0.0.1", 0, params, clock=LoopClock(),
                                      watchdog_interval_s=3600)
@@ -125,6 +126,23 @@ def test_paced_20ms_through_a_2s_burst_without_gaps_or_drift() -> None:
     voiced = [p for p in pkts if p.payload != b"\xff" * 160]
     assert 495 <= len(voiced) <= 502
     assert st.underruns_speech == 0
+
+
+@pytest.mark.parametrize("ptime", [10, 30, 40])
+def test_packets_follow_the_sdp_packet_time(ptime: int) -> None:
+    schedule, _ = burst_schedule()
+    got, pump = run_pump(schedule, 10.0, ptime=ptime, max_queue_ms=2500)
+    times = np.array([t for t, _ in got])
+    assert np.abs(np.diff(times) - ptime / 1000).max() < 0.002  # one packet per ptime
+    pkts = [parse_rtp(d) for _, d in got]
+    assert {len(p.payload) for p in pkts} == {8 * ptime}
+    assert all(ts_delta(b.timestamp, a.timestamp) == 8 * ptime
+               for a, b in itertools.pairwise(pkts))
+    from gateway.media.transcode import G711Codec
+
+    pcm = np.concatenate([G711Codec("PCMU").decode(p.payload) for p in pkts])
+    assert abs(dominant_hz(pcm[:40000], 8000) - 1000) <= 5
+    assert pump.stats.underruns_speech == 0 and pump.stats.dropped_backlog == 0
 
 
 def test_backlog_beyond_bound_drops_oldest_and_counts() -> None:
