@@ -118,18 +118,22 @@ class AiAudioPump:
     def stats(self) -> PumpStats:
         return replace(self._stats, queue_ms=len(self._queue) * self._frame_ms)
 
-    def start(self, track: MediaStreamTrack | None = None) -> None:
-        """Start sending; with `track`, also follow aiortc's remote track (its end, and any
-        frames aiortc's own decoder delivers)."""
-        self._tasks = [asyncio.create_task(self._send(), name="ai-pump-send")]
+    def start(self, track: MediaStreamTrack | None = None,
+              tasks: asyncio.TaskGroup | None = None) -> None:
+        """Start sending (in `tasks`, the owning call's task group, when given); with `track`,
+        also follow aiortc's remote track (its end, and any frames aiortc's own decoder
+        delivers)."""
+        spawn = tasks.create_task if tasks is not None else asyncio.create_task
+        self._tasks = [spawn(self._send(), name="ai-pump-send")]
         if track is not None:
-            self._tasks.append(asyncio.create_task(self._read(track), name="ai-pump-track"))
+            self._tasks.append(spawn(self._read(track), name="ai-pump-read"))
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            # A task that crashed was reported by the task group that owns it.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
         self._stopped = True  # the AI leg may deliver a few more frames until it is closed
