@@ -25,6 +25,7 @@ from typing import Any
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from gateway.aiortc_patches import restrict_host_addresses
 from gateway.emulator.audio import (
     AgentAudioTrack,
     Samples,
@@ -35,7 +36,7 @@ from gateway.emulator.audio import (
     two_tone_phrase,
 )
 from gateway.orga.events import DATA_CHANNEL_LABEL
-from gateway.orga.ice import make_configuration, restrict_host_addresses
+from gateway.orga.ice import make_configuration
 from gateway.orga.settings import SessionParams
 
 log = logging.getLogger(__name__)

@@ -29,6 +29,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 
+from gateway.aiortc_patches import restrict_host_addresses
 from gateway.orga.api import candidates_from_sdp
 from gateway.orga.errors import OrgaError, OrgaProtocolError
 from gateway.orga.events import (
@@ -39,7 +40,7 @@ from gateway.orga.events import (
     SessionEndTracker,
     session_update_message,
 )
-from gateway.orga.ice import make_configuration, restrict_host_addresses
+from gateway.orga.ice import make_configuration
 from gateway.orga.settings import PeerSettings, SessionParams
 
 __all__ = ["OrgaEndReason", "OrgaPeer", "candidates_from_sdp"]
@@ -90,7 +91,7 @@ class OrgaPeer:
         self._pc = RTCPeerConnection(make_configuration(ice_servers))
         self._audio = self._pc.addTransceiver(caller_track, direction="sendrecv")
         # Opus only: Orga's own clients are browsers whose offers lead with Opus, and the
-        # caller track may hand aiortc Opus packets it encoded itself (media/tracks.py), which
+        # caller track may hand aiortc Opus packets it encoded itself (media/uplink.py), which
         # is only right when Opus is certain to be the negotiated codec.
         self._audio.setCodecPreferences(OPUS_ONLY)
         if receiver_tuner is not None:

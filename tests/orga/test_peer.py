@@ -12,8 +12,9 @@ import pytest
 from aiortc import RTCIceServer, RTCRtpReceiver
 from aiortc.mediastreams import AudioStreamTrack
 
+from gateway.aiortc_patches import stun_and_turn_servers
 from gateway.orga.events import OrgaEndReason
-from gateway.orga.ice import make_configuration, stun_and_turn_servers
+from gateway.orga.ice import make_configuration
 from gateway.orga.peer import OrgaPeer, candidates_from_sdp
 from gateway.orga.settings import PeerSettings, SessionParams
 
