@@ -207,8 +207,11 @@ class Call:
             track = self._track
 
             def peer_factory(ice_servers: list[Any]) -> OrgaPeer:
-                return OrgaPeer(track, self.ctx.peer_settings, self._session_params(),
+                peer = OrgaPeer(track, self.ctx.peer_settings, self._session_params(),
                                 ice_servers, receiver_tuner=tune_receiver)
+                # Before the offer: events sent on data-channel open (a greeting) are not lost.
+                peer.add_event_listener(self._orga_event)
+                return peer
 
             self._session = await open_session(self.ctx.api, peer_factory, self._session_params())
             for name, seconds in self._session.timings.items():
@@ -216,7 +219,6 @@ class Call:
                     self.ctx.metrics.setup_step(name, seconds)
             self.conversation_id = self._session.conversation_id
             self.log = self.log.bind(conversation_id=self.conversation_id)
-            self._session.peer.add_event_listener(self._orga_event)
             remote = await self._session.peer.remote_audio
         self._pump = AiAudioPump(remote, rtp, meter=self._meter)
         self.ctx.signalling.answer(self.handle, answer.encode())

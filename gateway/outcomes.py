@@ -16,6 +16,7 @@ from gateway.media.ports import PortsExhausted
 from gateway.orga.errors import (
     OrgaAuthError,
     OrgaError,
+    OrgaRequestError,
     OrgaTimeoutError,
     OrgaUnavailableError,
     OrgaValidationError,
@@ -82,7 +83,9 @@ def classify_setup_error(exc: BaseException) -> Outcome:
         return Outcome.NO_PORT
     if isinstance(exc, OrgaAuthError):
         return Outcome.ORGA_AUTH
-    if isinstance(exc, OrgaValidationError):
+    if isinstance(exc, OrgaValidationError | OrgaRequestError):
+        # Orga refused the request itself (422, 400, other 4xx): asking again fails again,
+        # so no Retry-After that would invite the PBX to retry.
         return Outcome.ORGA_INVALID
     if isinstance(exc, OrgaTimeoutError | TimeoutError):
         return Outcome.SETUP_TIMEOUT

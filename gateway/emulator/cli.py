@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
+import re
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +32,19 @@ def _listen(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _loopback_ice_url(value: str) -> str:
+    """ice-config URLs are for rehearsing on this machine: loopback hosts only."""
+    match = re.match(r"[A-Za-z]+:(\[[^\]]+\]|[^:?]+)", value.strip())
+    host = match.group(1).strip("[]") if match else ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise argparse.ArgumentTypeError(f"{value!r}: the emulator serves loopback hosts only")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", type=_listen, default=("127.0.0.1", 8089),
                         metavar="HOST:PORT", help="address to serve on (default 127.0.0.1:8089)")
@@ -43,7 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ice-all-addresses", action="store_true",
                         help="gather on every non-loopback address instead")
     parser.add_argument("--ice-server", action="append", default=[], metavar="URL",
-                        help="STUN/TURN URL that ice-config returns (default: none)")
+                        type=_loopback_ice_url,
+                        help="STUN/TURN URL on a loopback host that ice-config returns, in any "
+                        "form providers use, e.g. stun:127.0.0.1:3478?transport=udp "
+                        "(default: none)")
+    parser.add_argument("--stun-server", action="store_true",
+                        help="run a loopback STUN server and list it first in ice-config")
     agent = parser.add_argument_group("agent")
     agent.add_argument("--reply-wav", type=Path, help="16-bit PCM WAV played as every reply")
     agent.add_argument("--reply-seconds", type=float, default=1.5,
@@ -94,6 +114,7 @@ def build(args: argparse.Namespace) -> tuple[EmulatorConfig, Faults]:
         api_keys=keys,
         token_ttl_s=args.token_ttl,
         ice_servers=tuple({"urls": url} for url in args.ice_server),
+        stun_server=args.stun_server,
         params_required=not args.lenient_params,
         email_required=args.email_required,
         accept_legacy_voices=args.accept_legacy_voices,

@@ -26,6 +26,7 @@ from typing import Any
 
 from gateway.emulator.agent import AgentSettings, EmulatedSession
 from gateway.emulator.httpserver import HttpServer, Request, Response
+from gateway.emulator.stun import LoopbackStunServer
 from gateway.emulator.tokens import TokenIssuer
 from gateway.emulator.validation import json_invalid, missing, validate_call
 from gateway.orga.settings import VOICES
@@ -51,7 +52,9 @@ class Faults:
 
     fail_calls: int = 0  # fail the next N /calls ...
     fail_status: int = 503  # ... with this status
+    retry_after_s: int | None = None  # ... and this Retry-After header
     delay_s: float = 0.0  # delay every API response
+    calls_delay_s: float = 0.0  # delay /calls answers after the session exists (slow Orga)
     omit_conversation_id: bool = False
     malformed_calls: bool = False  # answer /calls 200 with a body that is not JSON
     end_after_s: float | None = None  # end each session after this long
@@ -59,7 +62,8 @@ class Faults:
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply a JSON object of changes; all or nothing, each value type-checked."""
-        kinds = {"fail_calls": int, "fail_status": int, "delay_s": float,
+        kinds = {"fail_calls": int, "fail_status": int, "delay_s": float, "calls_delay_s": float,
+                 "retry_after_s": int,
                  "omit_conversation_id": bool, "malformed_calls": bool, "end_after_s": float,
                  "reject_tokens": bool}
         checked: dict[str, Any] = {}
@@ -67,7 +71,7 @@ class Faults:
             kind = kinds.get(key)
             if kind is None:
                 raise ValueError(f"unknown fault {key!r}")
-            if key == "end_after_s" and value is None:
+            if key in ("end_after_s", "retry_after_s") and value is None:
                 checked[key] = None
             elif kind is float and isinstance(value, int | float) and not isinstance(value, bool):
                 checked[key] = float(value)
@@ -87,6 +91,7 @@ class EmulatorConfig:
     api_keys: tuple[str, ...] = field(repr=False, default=())
     token_ttl_s: float = 900.0  # the docs' example token
     ice_servers: tuple[dict[str, Any], ...] = ()  # what ice-config returns (loopback: none)
+    stun_server: bool = False  # run a loopback STUN server and list it first in ice-config
     bare_ice_list: bool = False  # v11-guide shape: a bare list
     params_required: bool = True  # 422 "Missing params" (strict)
     email_required: bool = False  # legacy strict mode for client-secrets
@@ -127,6 +132,8 @@ class Emulator:
         self.ended_sessions: list[EmulatedSession] = []
         self._reply = config.agent.reply_samples()
         self._voices = VOICES + (LEGACY_VOICES if config.accept_legacy_voices else ())
+        self.stun: LoopbackStunServer | None = None
+        self._ice_servers: list[dict[str, Any]] = list(config.ice_servers)
 
     @property
     def port(self) -> int:
@@ -137,10 +144,16 @@ class Emulator:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
+        if self.config.stun_server:
+            self.stun = LoopbackStunServer()
+            await self.stun.start()
+            self._ice_servers.insert(0, {"urls": self.stun.url})
         await self._http.start()
 
     async def stop(self) -> None:
         await self._http.close()
+        if self.stun is not None:
+            self.stun.close()
         for session in list(self.sessions.values()):
             await session.close()
 
@@ -229,7 +242,7 @@ class Emulator:
             return self._not_authenticated()
         if self._token_claims(token) is None:
             return Response.json(401, INVALID_TOKEN_BODY)
-        servers = list(self.config.ice_servers)
+        servers = list(self._ice_servers)
         return Response.json(200, servers if self.config.bare_ice_list else {"iceServers": servers})
 
     async def _calls(self, request: Request) -> Response:
@@ -252,7 +265,11 @@ class Emulator:
         if self.faults.fail_calls > 0:
             self.faults.fail_calls -= 1
             status = self.faults.fail_status
-            return Response.json(status, error_body(f"Injected failure ({status})", "api_error"))
+            response = Response.json(status, error_body(f"Injected failure ({status})",
+                                                        "api_error"))
+            if self.faults.retry_after_s is not None:
+                response.headers["Retry-After"] = str(self.faults.retry_after_s)
+            return response
 
         conversation_id = secrets.token_hex(12)
         session = EmulatedSession(
@@ -269,8 +286,9 @@ class Emulator:
         if self.faults.end_after_s is not None:
             session.end_after(self.faults.end_after_s)
         answer = {"sdp": answer_sdp, "type": "answer"}
-        if self.faults.omit_conversation_id:
-            await session.close("answer_without_conversation_id")
+        if self.faults.calls_delay_s > 0:
+            await asyncio.sleep(self.faults.calls_delay_s)
+        if self.faults.omit_conversation_id:  # the session stays up: the client must end it
             return Response.json(200, {"answer": answer})
         if self.faults.malformed_calls:
             await session.close("malformed_answer")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiortc import (
@@ -45,8 +45,6 @@ from gateway.orga.settings import PeerSettings, SessionParams
 __all__ = ["EndReason", "OrgaPeer", "candidates_from_sdp"]
 
 log = logging.getLogger(__name__)
-
-MAX_QUEUED_EVENTS = 256  # events are rare (a few per turn); a full queue means nobody reads
 
 ReceiverTuner = Callable[[RTCRtpReceiver], object]
 OPUS_ONLY = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.name == "opus"]
@@ -80,8 +78,6 @@ class OrgaPeer:
         for future in (self.remote_audio, self.connected, self.datachannel_open):
             future.add_done_callback(_quiet)
         self.decoder = ServerEventDecoder()
-        self.dropped_events = 0
-        self._events: asyncio.Queue[ServerEvent] = asyncio.Queue(MAX_QUEUED_EVENTS)
         self._listeners: list[Callable[[ServerEvent], None]] = []
         self._tracker = SessionEndTracker(settings.disconnected_grace_s)
         self._timer: asyncio.TimerHandle | None = None
@@ -135,26 +131,12 @@ class OrgaPeer:
     # -- events ----------------------------------------------------------------------------
 
     def add_event_listener(self, listener: Callable[[ServerEvent], None]) -> None:
-        """Call `listener` for every decoded server event (in addition to `events()`)."""
-        self._listeners.append(listener)
+        """Call `listener` for every decoded server event, as it arrives.
 
-    async def events(self) -> AsyncIterator[ServerEvent]:
-        """Decoded server events in arrival order; ends after the session has ended."""
-        while True:
-            if not self._events.empty():
-                yield self._events.get_nowait()
-                continue
-            if self.ended.done():
-                return
-            getter = asyncio.ensure_future(self._events.get())
-            waiting: set[asyncio.Future[Any]] = {getter, self.ended}
-            try:
-                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                if not getter.done():
-                    getter.cancel()
-            if getter.done() and not getter.cancelled():
-                yield getter.result()
+        Events are delivered, never stored: register before `create_offer` (in the peer
+        factory) to see the ones sent on data-channel open.
+        """
+        self._listeners.append(listener)
 
     def send_session_update(self, params: SessionParams | None = None) -> None:
         if self._channel.readyState == "open":
@@ -220,10 +202,6 @@ class OrgaPeer:
             self._finish(self._tracker.on_datachannel_closed())
 
     def _deliver(self, event: ServerEvent) -> None:
-        if self._events.full():  # bounded: drop the oldest, count it
-            self._events.get_nowait()
-            self.dropped_events += 1
-        self._events.put_nowait(event)
         for listener in self._listeners:
             try:
                 listener(event)

@@ -122,6 +122,8 @@ async def test_orga_ending_the_session_hangs_up_the_caller(stack: Stack, tmp_pat
         (401, 1, 503, "orga_auth", "60", 1),
         # Orga refused our session parameters: our fault, 500.
         (422, 1, 500, "orga_invalid", None, 1),
+        # A 400 is permanent too: 500 without Retry-After (it was 503 Retry-After 10).
+        (400, 1, 500, "orga_invalid", None, 1),
     ],
 )
 async def test_orga_calls_failure_maps_to_sip_status(
