@@ -136,10 +136,10 @@ async def test_slow_calls_answer_is_ended_and_retried_with_a_new_token(
     emulator: Emulator,
 ) -> None:
     # Regression: a /calls that timed out dropped a session the server went on to create.
-    emulator.faults.calls_delay_s = 0.45  # later than we wait, within the late allowance
-    api, peers = make_api(emulator, request_timeout_s=0.3), Peers()
+    emulator.faults.calls_delay_s = 0.5  # later than we wait (0.4 s), within twice that
+    api, peers = make_api(emulator, request_timeout_s=0.4), Peers()
     with pytest.raises(OrgaTimeoutError):
-        await open_session(api, peers, SessionParams(), setup_timeout_s=1.0)
+        await open_session(api, peers, SessionParams(), setup_timeout_s=1.2)
     assert emulator.stats.calls_requests >= 2  # retried with a fresh token
     await api.aclose()
     await wait_all_ended(emulator, 3.0)
