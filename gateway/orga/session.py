@@ -91,8 +91,8 @@ async def open_session(
             async with asyncio.timeout_at(deadline):
                 offer = await peer.create_offer()
                 t = step("offer", t)
-                # The request may run up to twice the request timeout, past our wait for it: an answer
-                # that comes late still tells us which session to end (`_end_abandoned`).
+                # The request may run up to twice the request timeout, past our wait for it:
+                # an answer that comes late still tells us which session to end.
                 wait_s = min(api.settings.request_timeout_s, max(0.001, deadline - loop.time()))
                 request = asyncio.ensure_future(api.create_call(
                     secret.token, offer, candidates_from_sdp(offer), params,
