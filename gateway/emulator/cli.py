@@ -50,8 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="HOST:PORT", help="address to serve on (default 127.0.0.1:8089)")
     parser.add_argument("--api-key", action="append", default=[], metavar="KEY",
                         help="accepted API key (repeatable; default: $ORGA_API_KEY)")
-    parser.add_argument("--token-ttl", type=float, default=900.0, metavar="S",
-                        help="ephemeral token lifetime in seconds (default 900)")
+    parser.add_argument("--token-ttl", type=float, default=120.0, metavar="S",
+                        help="ephemeral token lifetime in seconds (default 120, within the "
+                        "documented 60-120 s)")
     parser.add_argument("--ice-address", action="append", default=None, metavar="ADDR",
                         help="local address for the answerer's ICE candidates (repeatable; "
                         "default 127.0.0.1)")
@@ -75,8 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     agent.add_argument("--vad-threshold-dbfs", type=float, default=-40.0)
     agent.add_argument("--legacy-events", action="store_true",
                        help="send `event`/`message` keys like mid-2025 servers")
-    agent.add_argument("--audio-gate", action="store_true",
-                       help="ignore caller audio until a session.update with audio arrives")
+    agent.add_argument("--no-audio-gate", action="store_true",
+                       help="process caller audio before any session.update with audio "
+                       "(default: ignored until then, as the real service is believed to)")
+    agent.add_argument("--barge-in", action="store_true",
+                       help="stop the reply as soon as the caller speaks")
     strict = parser.add_argument_group("validation")
     strict.add_argument("--lenient-params", action="store_true",
                         help="accept /calls without params (default: 422 Missing params)")
@@ -89,14 +93,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--fail-calls", type=int, default=0, metavar="N",
                         help="fail the next N /calls")
     faults.add_argument("--fail-status", type=int, default=503, help="status for --fail-calls")
+    faults.add_argument("--retry-after", type=int, default=None, metavar="S",
+                        help="Retry-After header on --fail-calls responses")
     faults.add_argument("--delay", type=float, default=0.0, metavar="S",
                         help="delay every API response")
+    faults.add_argument("--calls-delay", type=float, default=0.0, metavar="S",
+                        help="delay /calls answers after the session exists")
     faults.add_argument("--omit-conversation-id", action="store_true",
                         help="answer /calls without conversation_id")
     faults.add_argument("--malformed-calls", action="store_true",
                         help="answer /calls 200 with a body that is not JSON")
     faults.add_argument("--end-after", type=float, default=None, metavar="S",
                         help="end every session after S seconds")
+    faults.add_argument("--media-stop-after", type=float, default=None, metavar="S",
+                        help="stop each session's audio after S seconds, ICE/DTLS still up "
+                        "(a dead leg)")
     faults.add_argument("--reject-tokens", action="store_true",
                         help="answer 401 Invalid ephemeral token to every token")
     parser.add_argument("--log-level", default="INFO")
@@ -126,17 +137,21 @@ def build(args: argparse.Namespace) -> tuple[EmulatorConfig, Faults]:
             greeting=args.greeting,
             vad_threshold_dbfs=args.vad_threshold_dbfs,
             legacy_events=args.legacy_events,
-            audio_gate=args.audio_gate,
+            audio_gate=not args.no_audio_gate,
+            barge_in=args.barge_in,
             ice_addresses=addresses,
         ),
     )
     faults = Faults(
         fail_calls=args.fail_calls,
         fail_status=args.fail_status,
+        retry_after_s=args.retry_after,
         delay_s=args.delay,
+        calls_delay_s=args.calls_delay,
         omit_conversation_id=args.omit_conversation_id,
         malformed_calls=args.malformed_calls,
         end_after_s=args.end_after,
+        media_stop_after_s=args.media_stop_after,
         reject_tokens=args.reject_tokens,
     )
     return config, faults

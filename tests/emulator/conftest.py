@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.emulator.agent import AgentSettings
 from gateway.emulator.server import Emulator, EmulatorConfig
 from gateway.orga.events import ServerEvent
 
@@ -20,7 +19,7 @@ API_KEY = "sk_orga_ai_test_key_0123456789"
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[Emulator]:
-    emu = Emulator(EmulatorConfig(api_keys=(API_KEY,), agent=AgentSettings(audio_gate=True)))
+    emu = Emulator(EmulatorConfig(api_keys=(API_KEY,)))  # audio gate on: the default
     await emu.start()
     try:
         yield emu
