@@ -237,7 +237,9 @@ class Call:
         max_s = self.ctx.config.limits.max_call_duration_s
         waiters: dict[asyncio.Future[Any], Callable[[], EndCause]] = {
             self._stop: self._stop.result,
-            self._session.peer.ended: lambda: EndCause.ORGA_ENDED,
+            self._session.peer.ended: lambda: (
+                EndCause.ORGA_LOST if self._session is not None
+                and self._session.peer.ended.result().lost else EndCause.ORGA_ENDED),
             self._pump.track_ended: lambda: EndCause.ORGA_ENDED,
         }
         done, _ = await asyncio.wait(waiters, timeout=max_s, return_when=asyncio.FIRST_COMPLETED)
@@ -247,6 +249,8 @@ class Call:
         cause = waiters[first]()
         if cause is EndCause.ORGA_ENDED:
             self.log.info("Orga session ended (%s)", _describe(first))
+        elif cause is EndCause.ORGA_LOST:
+            self.log.warning("Orga session lost (%s)", _describe(first))
         return cause
 
     async def _teardown(self) -> None:

@@ -63,6 +63,7 @@ class EndCause(enum.Enum):
 
     CALLER_BYE = "caller_bye"
     ORGA_ENDED = "orga_ended"
+    ORGA_LOST = "orga_lost"  # the Orga leg broke (no media, ICE failed), not closed in order
     RTP_TIMEOUT = "rtp_timeout"
     MAX_DURATION = "max_duration"
     NO_ACK = "no_ack"

@@ -10,6 +10,14 @@ the configured local addresses only (`ice.py`), with an explicit ICE server list
 channel open it sends `session.update`; server events are decoded into typed values
 (`events.py`). The session end is reported once on `ended`; `close()` is idempotent.
 aiortc exceptions are mapped to `OrgaProtocolError` here.
+
+A dead leg is found by its media: once connected, the audio receiver's last-packet time
+(`getSynchronizationSources`, public aiortc API) is checked every `MEDIA_CHECK_S`; no new RTP
+for `media_timeout_s` ends the session as MEDIA_TIMEOUT. Why media: when Orga's side dies
+without closing, aiortc reports nothing until ICE consent expires (~30 s; it never reports
+`disconnected`), while a live session sends audio continuously (20 ms frames, silence
+included; the SDKs' browsers and aiortc alike). Worst-case detection is the timeout plus one
+check interval.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ log = logging.getLogger(__name__)
 
 ReceiverTuner = Callable[[RTCRtpReceiver], object]
 OPUS_ONLY = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.name == "opus"]
+MEDIA_CHECK_S = 0.25
 
 
 def _quiet(future: asyncio.Future[Any]) -> None:
@@ -81,6 +90,9 @@ class OrgaPeer:
         self._listeners: list[Callable[[ServerEvent], None]] = []
         self._tracker = SessionEndTracker(settings.disconnected_grace_s)
         self._timer: asyncio.TimerHandle | None = None
+        self._media_timer: asyncio.TimerHandle | None = None
+        self._media_mark: object = None  # the receiver's newest last-packet timestamp seen
+        self._media_seen_at = 0.0  # loop time when that mark last changed
         self._close_task: asyncio.Task[None] | None = None
 
         self._pc = RTCPeerConnection(make_configuration(ice_servers))
@@ -157,6 +169,9 @@ class OrgaPeer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._media_timer is not None:
+            self._media_timer.cancel()
+            self._media_timer = None
         try:
             await self._pc.close()
         except Exception:  # a half-built pc can fail to close; nothing else to release
@@ -182,6 +197,7 @@ class OrgaPeer:
             log.debug("orga peer %s connection %s", self.conversation_id, state)
             if state == "connected" and not self.connected.done():
                 self.connected.set_result(None)
+                self._watch_media()
             self._finish(self._tracker.on_connection_state(state, self._loop.time()))
             self._arm_timer()
 
@@ -215,6 +231,28 @@ class OrgaPeer:
         deadline = self._tracker.deadline()
         if deadline is not None:
             self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _watch_media(self) -> None:
+        if self.settings.media_timeout_s <= 0 or self._media_timer is not None:
+            return
+        self._media_seen_at = self._loop.time()
+        self._media_timer = self._loop.call_later(MEDIA_CHECK_S, self._check_media)
+
+    def _check_media(self) -> None:
+        self._media_timer = None
+        if self.ended.done():
+            return
+        sources = self._audio.receiver.getSynchronizationSources()
+        mark = max((source.timestamp for source in sources), default=None)
+        now = self._loop.time()
+        if mark is not None and mark != self._media_mark:
+            self._media_mark, self._media_seen_at = mark, now
+        elif now - self._media_seen_at >= self.settings.media_timeout_s:
+            log.warning("orga session %s: no audio for %.1f s, the leg is lost",
+                        self.conversation_id, now - self._media_seen_at)
+            self._finish(self._tracker.on_media_timeout())
+            return
+        self._media_timer = self._loop.call_later(MEDIA_CHECK_S, self._check_media)
 
     def _on_timer(self) -> None:
         self._timer = None
