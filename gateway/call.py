@@ -240,9 +240,12 @@ class Call:
             track = self._track
 
             def peer_factory(ice_servers: list[Any]) -> OrgaPeer:
-                return OrgaPeer(track, self.ctx.peer_settings, self._session_params(),
+                peer = OrgaPeer(track, self.ctx.peer_settings, self._session_params(),
                                 ice_servers,
                                 receiver_tuner=lambda r: tune_receiver(r, deliver=pump.feed))
+                # Before the offer: events sent on data-channel open (a greeting) are not lost.
+                peer.add_event_listener(self._orga_event)
+                return peer
 
             self._session = await open_session(self.ctx.api, peer_factory, self._session_params())
             for name, seconds in self._session.timings.items():
@@ -250,7 +253,6 @@ class Call:
                     self.ctx.metrics.setup_step(name, seconds)
             self.conversation_id = self._session.conversation_id
             self.log = self.log.bind(conversation_id=self.conversation_id)
-            self._session.peer.add_event_listener(self._orga_event)
             remote = await self._session.peer.remote_audio
         self.ctx.signalling.answer(self.handle, answer.encode())
         self._answered = True
@@ -268,7 +270,9 @@ class Call:
         max_s = self.ctx.config.limits.max_call_duration_s
         waiters: dict[asyncio.Future[Any], Callable[[], Outcome]] = {
             self._stop: self._stop.result,
-            self._session.peer.ended: lambda: Outcome.ORGA_ENDED,
+            self._session.peer.ended: lambda: (
+                Outcome.ORGA_LOST if self._session is not None
+                and self._session.peer.ended.result().lost else Outcome.ORGA_ENDED),
             self._pump.track_ended: lambda: Outcome.ORGA_ENDED,
         }
         done, _ = await asyncio.wait(waiters, timeout=max_s, return_when=asyncio.FIRST_COMPLETED)
@@ -278,6 +282,8 @@ class Call:
         outcome = waiters[first]()
         if outcome is Outcome.ORGA_ENDED:
             self.log.info("Orga session ended (%s)", _describe(first))
+        elif outcome is Outcome.ORGA_LOST:
+            self.log.warning("Orga session lost (%s)", _describe(first))
         return outcome
 
     async def _teardown(self) -> None:

@@ -16,6 +16,7 @@ from gateway.orga.api import OrgaApi
 from gateway.orga.errors import (
     OrgaAuthError,
     OrgaProtocolError,
+    OrgaRequestError,
     OrgaTimeoutError,
     OrgaUnavailableError,
     OrgaValidationError,
@@ -108,6 +109,7 @@ async def test_capacity_and_trunk_capacity() -> None:
         (OrgaAuthError("calls", 401, "Invalid ephemeral token"), Outcome.ORGA_AUTH, 503),
         (OrgaValidationError("calls", 422, [ValidationIssue(("body", "params"), "Field required")]),
          Outcome.ORGA_INVALID, 500),
+        (OrgaRequestError("calls", 400, "Invalid SDP offer"), Outcome.ORGA_INVALID, 500),
         (OrgaUnavailableError("calls", 502, "bad gateway"), Outcome.ORGA_UNAVAILABLE, 503),
         (OrgaProtocolError("calls", 200, "no conversation_id"), Outcome.ORGA_UNAVAILABLE, 503),
         (OrgaTimeoutError("setup", None, "budget"), Outcome.SETUP_TIMEOUT, 504),
