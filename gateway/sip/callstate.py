@@ -11,8 +11,9 @@ A call has two independent lines of state, in the manner of h11's client and ser
 the offer line by `OFFER_TRANSITIONS`. A pair missing from a table raises `StateError`, a
 `UsageError` (a local error, h11's `LocalProtocolError`): application commands reach `step`
 directly, so answering twice or sending an offer over a pending one is refused by the table
-itself. Peer input never raises: the UAS/UAC code asks `allows()` first and answers the peer
-(481, 491, 500) or ignores the message when the table has no row for it.
+itself. Peer input never raises: the UAS/UAC handlers look at the state before they step (a
+duplicate ACK is dropped, a re-INVITE outside CONFIRMED is answered 491, a BYE for a dialog we
+no longer know 481), so a StateError out of peer input is a bug of ours, logged by the endpoint.
 
 The INVITE line (UAS states, then UAC states, then the shared ones; "ended" states are those
 in which the application has had its `DialogEnded`):
@@ -227,9 +228,6 @@ class SipCall:
     extra: dict[str, str] = field(default_factory=dict)
 
     # --- the INVITE line ------------------------------------------------------------------
-    def allows(self, event: CallInput) -> bool:
-        return event in INVITE_TRANSITIONS[self.state]
-
     def require(self, event: CallInput) -> None:
         """StateError unless the table has a row for `event` (checked before sending)."""
         if event not in INVITE_TRANSITIONS[self.state]:
@@ -254,9 +252,6 @@ class SipCall:
         return self.retransmitter is not None and self.retransmitter.next_at is not None
 
     # --- the offer line -------------------------------------------------------------------
-    def offer_allows(self, event: OfferInput) -> bool:
-        return event in OFFER_TRANSITIONS[self.offer]
-
     def offer_step(self, event: OfferInput) -> OfferState:
         try:
             self.offer = OFFER_TRANSITIONS[self.offer][event]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+import gateway.sip.callstate as callstate
 from gateway.sip.callstate import (
     ENDED_STATES,
     INVITE_TRANSITIONS,
@@ -156,3 +157,35 @@ def test_hang_up_before_a_provisional_is_a_state_not_a_flag() -> None:
     link.run_until(100.0)
     assert link.uac.idle and link.uas.idle
     assert CallInput.HANG_UP in INVITE_TRANSITIONS[InviteState.CALLING]
+
+
+
+def _documented_rows(title: str) -> tuple[set[tuple[str, str, str]], set[str]]:
+    """(state, input, next) rows of the table under `title` in callstate.py's docstring, and
+    the states it marks with `*` (ended)."""
+    block = (callstate.__doc__ or "").split(title, 1)[1].split("\n\n", 2)[1]
+    rows: set[tuple[str, str, str]] = set()
+    starred: set[str] = set()
+    state = ""
+    for line in block.splitlines()[1:]:  # the first line is the column heading
+        words = line.split()
+        if line[4] != " ":  # a new state in the first column
+            state = words[0].rstrip("*")
+            if words[0].endswith("*"):
+                starred.add(state)
+            words = words[1:]
+        if len(words) >= 2 and words[0].isupper() and words[1].isupper():
+            rows.add((state, words[0], words[1]))
+    return rows, starred
+
+
+def test_the_docstring_tables_are_the_code_tables() -> None:
+    """The prose in callstate.py shows exactly the rows of INVITE_/OFFER_TRANSITIONS."""
+    invite = {(s.name, i.name, n.name) for s, row in INVITE_TRANSITIONS.items()
+              for i, n in row.items()}
+    offer = {(s.name, i.name, n.name) for s, row in OFFER_TRANSITIONS.items()
+             for i, n in row.items()}
+    documented, starred = _documented_rows("The INVITE line")
+    assert documented == invite and len(invite) == 44
+    assert starred == {s.name for s in ENDED_STATES}
+    assert _documented_rows("The offer line")[0] == offer
