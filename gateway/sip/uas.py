@@ -153,6 +153,13 @@ class Uas:
         if call is not None:
             core.end_call(call, CallInput.CANCEL_RECEIVED, SipEndReason.CANCELLED, 487,
                           notice=CallCancelled(call.handle))
+            return
+        # A cancelled re-INVITE: its offer is withdrawn, the session stays as it was.
+        call = core.call_by_dialog(
+            (request.call_id, request.to.tag or "", request.from_.tag or "")
+        )
+        if call is not None and call.their_offer is invite_txn:
+            self._take_their_offer(call, OfferInput.OFFER_WITHDRAWN)
 
     def _in_dialog(self, request: SipRequest, reply: Peer, now: float) -> None:
         """A request with a To tag: find its dialog, check CSeq order, hand it to its method."""

@@ -25,7 +25,9 @@ from gateway.sip.events import (
     ReinviteReceived,
     SipEndReason,
 )
-from tests.sip.helpers import HOLD, SDP, UAS_ADDR, Link
+from gateway.sip.message import SipRequest
+from gateway.sip.parser import parse_message
+from tests.sip.helpers import HOLD, SDP, UAC_ADDR, UAS_ADDR, Link
 
 TARGET = f"sip:agent@{UAS_ADDR[0]}:{UAS_ADDR[1]}"
 FROM = "<sip:+4930111@127.0.0.1>"
@@ -189,3 +191,47 @@ def test_the_docstring_tables_are_the_code_tables() -> None:
     assert documented == invite and len(invite) == 44
     assert starred == {s.name for s in ENDED_STATES}
     assert _documented_rows("The offer line")[0] == offer
+
+
+def test_a_cancelled_reinvite_closes_the_offer_and_the_call_stays_up() -> None:
+    """§9.2 on a re-INVITE: 487 for it, the session stays as it was. The app's late answer is a
+    no-op (no 2xx nobody asked for, no retransmissions of it, no BYE 64·T1 later)."""
+    link = Link()
+    uac_call = link.uac.invite(TARGET, link.now, sdp=SDP, from_uri=FROM)
+    link.pump()
+    (invite,) = link.take("uas")
+    assert isinstance(invite, InviteReceived)
+    link.uas.answer(invite.call, SDP, link.now)
+    link.pump()
+    link.take("uac")
+    link.take("uas")
+    link.uac.send_request(uac_call, "INVITE", link.now, body=HOLD,
+                          content_type="application/sdp")
+    sent = link.uac.datagrams_to_send()
+    (reinvite_bytes,) = [o.data for o in sent]
+    reinvite = parse_message(reinvite_bytes)
+    assert isinstance(reinvite, SipRequest)
+    link.uas.receive_datagram(reinvite_bytes, UAC_ADDR, link.now)
+    assert [type(e) for e in link.uas_events()] == [ReinviteReceived]
+    assert [o.data[:18] for o in link.uas.datagrams_to_send()] == [b"SIP/2.0 100 Trying"]
+    cancel = "\r\n".join([
+        f"CANCEL {reinvite.uri} SIP/2.0",
+        f"Via: {reinvite.headers.fields('Via')[0]}",
+        f"From: {reinvite.headers.get('From')}",
+        f"To: {reinvite.headers.get('To')}",
+        f"Call-ID: {reinvite.call_id}",
+        f"CSeq: {reinvite.cseq.number} CANCEL",
+        "Max-Forwards: 70",
+        "Content-Length: 0",
+        "", "",
+    ]).encode()
+    link.uas.receive_datagram(cancel, UAC_ADDR, link.now)
+    answers = [o.data.split(b"\r\n", 1)[0] for o in link.uas.datagrams_to_send()]
+    assert answers == [b"SIP/2.0 200 OK", b"SIP/2.0 487 Request Terminated"]
+    assert not link.uas.answer_offer(invite.call, HOLD, link.now)  # the offer is gone
+    link.run_until(100.0)
+    assert link.sent("uas", "SIP/2.0 200") == [0.0]  # only the first call's 2xx, ever
+    assert link.sent("uas", "BYE") == [] and link.sent("uac", "BYE") == []
+    assert link.uas.live_calls() == [invite.call]
+    assert link.uas.send_request(invite.call, "UPDATE", link.now, body=SDP,
+                                 content_type="application/sdp")
