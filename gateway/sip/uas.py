@@ -17,7 +17,6 @@ from gateway.sip.callstate import CallInput, InviteState, OfferInput, OfferState
 from gateway.sip.core import Core, SipAction
 from gateway.sip.dialog import (
     Dialog,
-    DialogState,
     TwoXXRetransmitter,
     new_tag,
     parse_session_expires,
@@ -270,8 +269,6 @@ class Uas:
     ) -> None:
         call.step(CallInput.ANSWER)
         self._answer(call, self._invite(call), sdp, now, headers)
-        assert call.dialog is not None
-        call.dialog.state = DialogState.CONFIRMED
 
     def _answer(
         self, call: SipCall, txn: ServerTransaction, sdp: bytes | None, now: float,
