@@ -76,7 +76,7 @@ The offer line:
     THEIRS  ANSWER_OFFER     IDLE   answer_offer(): 200 (a re-INVITE's also moves the INVITE
                                     line to REANSWERED)
             REJECT_OFFER     IDLE   reject_offer(): 3xx-6xx, the session stays as it was
-            OFFER_WITHDRAWN  IDLE   CANCEL or BYE arrived first: 487 sent for it
+            OFFER_WITHDRAWN  IDLE   their CANCEL, or the call ended first: 487 for it
     OURS    OFFER_DONE       IDLE   the final response (or Timer B/F) to our offer
 
 While the offer line is THEIRS a new offer from the peer is answered 500 with Retry-After
@@ -191,7 +191,7 @@ class OfferInput(enum.Enum):
     OUR_OFFER = "our-offer"
     ANSWER_OFFER = "answer-offer"
     REJECT_OFFER = "reject-offer"
-    OFFER_WITHDRAWN = "offer-withdrawn"  # CANCEL (re-INVITE) or BYE before the app answered
+    OFFER_WITHDRAWN = "offer-withdrawn"  # CANCEL, or the call ended before the app answered
     OFFER_DONE = "offer-done"  # the final response or timeout of our offer
 
 

@@ -150,10 +150,10 @@ class Uac:
             # CANCEL_PENDING and the CANCEL goes with the first provisional.
             if call.state is InviteState.EARLY:
                 self._send_cancel(call, now)
-            core.end_call(call, CallInput.HANG_UP, SipEndReason.CANCELLED, 487)
+            core.end_call(call, CallInput.HANG_UP, SipEndReason.CANCELLED, 487, now=now)
         else:
             core.send_bye(call, now)
-            core.end_call(call, CallInput.HANG_UP, SipEndReason.LOCAL_BYE)
+            core.end_call(call, CallInput.HANG_UP, SipEndReason.LOCAL_BYE, now=now)
 
     def _send_cancel(self, call: SipCall, now: float) -> None:
         core = self.core
@@ -224,7 +224,7 @@ class Uac:
         if status == 422 and not call.ended and self._retry_with_min_se(call, response, now):
             return
         self.core.end_call(call, CallInput.FAILED, SipEndReason.FAILED, status,
-                           notice=CallFailed(call.handle, status, response.reason))
+                           now=now, notice=CallFailed(call.handle, status, response.reason))
 
     def _invite_answered(self, call: SipCall, response: SipResponse, now: float) -> None:
         """The first 2xx confirms the dialog (§13.2.2.4) and gets our ACK."""
@@ -349,7 +349,7 @@ class Uac:
     ) -> None:
         if bye:
             self.core.send_bye(call, now)
-        self.core.end_call(call, event, reason, status)
+        self.core.end_call(call, event, reason, status, now=now)
 
     def on_timeout(self, key: tuple[str, ...], now: float) -> None:
         """Timer B or F fired: the same as a 408 from the peer (§8.1.3.1)."""
@@ -366,7 +366,7 @@ class Uac:
             call.offer_step(OfferInput.OFFER_DONE)  # our re-INVITE/UPDATE is over: it timed out
         if ctx.kind is RequestKind.INVITE and call is not None:
             core.end_call(call, CallInput.FAILED, SipEndReason.TIMEOUT, 408,
-                          notice=CallFailed(call.handle, 408, "Request Timeout"))
+                          now=now, notice=CallFailed(call.handle, 408, "Request Timeout"))
         elif ctx.kind is RequestKind.REFRESH and call is not None and not call.ended:
             self._end_dialog(call, CallInput.SESSION_EXPIRED, SipEndReason.SESSION_EXPIRED, 408,
                              now, bye=True)

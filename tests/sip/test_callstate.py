@@ -23,6 +23,7 @@ from gateway.sip.events import (
     InviteReceived,
     ProvisionalReceived,
     ReinviteReceived,
+    RequestCompleted,
     SipEndReason,
 )
 from gateway.sip.message import SipRequest
@@ -235,3 +236,31 @@ def test_a_cancelled_reinvite_closes_the_offer_and_the_call_stays_up() -> None:
     assert link.uas.live_calls() == [invite.call]
     assert link.uas.send_request(invite.call, "UPDATE", link.now, body=SDP,
                                  content_type="application/sdp")
+
+
+def test_an_offer_left_open_when_the_call_ends_is_answered_487() -> None:
+    """RFC 3261 §15: pending requests of a dialog still get a response (487). Before, a
+    re-INVITE/UPDATE the app had not answered when the call ended some other way than its own
+    hang_up() as UAS was never answered: the peer waited for Timer F and our server
+    transaction stayed in the table for good."""
+    link = Link()
+    uac_call = link.uac.invite(TARGET, link.now, sdp=SDP, from_uri=FROM)
+    link.pump()
+    (invite,) = link.take("uas")
+    assert isinstance(invite, InviteReceived)
+    link.uas.answer(invite.call, SDP, link.now)
+    link.pump()
+    link.take("uac")
+    link.take("uas")
+    update = link.uas.send_request(invite.call, "UPDATE", link.now, body=HOLD,
+                                   content_type="application/sdp")
+    link.pump()
+    assert [type(e) for e in link.take("uac")] == [ReinviteReceived]
+    link.uac.hang_up(uac_call, link.now)  # the caller hangs up with the callee's offer open
+    link.pump()
+    assert link.sent("uac", "SIP/2.0 487") == [0.0] and link.sent("uac", "BYE") == [0.0]
+    done = [e for e in link.take("uas") if isinstance(e, RequestCompleted)]
+    assert [(e.handle, e.status) for e in done] == [(update, 487)]
+    link.run_until(100.0)
+    for endpoint in (link.uac, link.uas):
+        assert set(endpoint.table_sizes().values()) == {0}, endpoint.table_sizes()
