@@ -71,7 +71,9 @@ class SipVerdict:
 
     `stateless` answers without a server transaction (RFC 3261 §8.2.7): nothing is kept and
     nothing retransmitted, so refusing a flood costs one datagram per request, not a
-    transaction living 64·T1 with Timer G retransmissions each.
+    transaction living 64·T1 with Timer G retransmissions each. An ALLOW may name the trunk
+    the screen identified the source as; a new call's `InviteReceived` carries it, so the
+    application never identifies the source a second time.
     """
 
     action: SipAction
@@ -79,6 +81,11 @@ class SipVerdict:
     reason: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
     stateless: bool = False
+    trunk: str | None = None
+
+    @classmethod
+    def allow(cls, trunk: str | None = None) -> SipVerdict:
+        return cls(SipAction.ALLOW, trunk=trunk)
 
     @classmethod
     def respond(
@@ -93,19 +100,26 @@ DROP = SipVerdict(SipAction.DROP)
 
 
 class PreDispatch(Protocol):
-    """Security seam: screens every new request (not retransmissions) before any event exists."""
+    """Security seam: screens every new request (not retransmissions) before any event exists.
 
-    def screen(self, source: Peer, request: SipRequest, now: float) -> SipVerdict: ...
+    `admitted` is what `DatagramGate.admit` returned for the datagram the request came in
+    (None for stream transports, or without a gate): the gate's decision, passed in so the
+    screen does not decide again."""
+
+    def screen(self, source: Peer, request: SipRequest, now: float,
+               admitted: object | None = None) -> SipVerdict: ...
 
 
 class DatagramGate(Protocol):
     """Security seam before parsing: may a datagram from `host` be parsed at all?
 
     Parsing is the costly part of refusing a request (about a millisecond in CPython), so a
-    source that is to be dropped anyway (not allowed, or flooding) is dropped here, unparsed.
+    source that is to be dropped anyway (not allowed, or flooding) is dropped here, unparsed:
+    `admit` returns None. Anything else admits the datagram and is handed, opaque, to
+    `PreDispatch.screen` with the request parsed from it.
     """
 
-    def admit(self, host: str, now: float) -> bool: ...
+    def admit(self, host: str, now: float) -> object | None: ...
 
 
 class RequestKind(enum.Enum):

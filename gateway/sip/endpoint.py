@@ -9,7 +9,8 @@ Outputs (pulled):
 
 Security seams (given by the application): `gate.admit(host, now)` sees every datagram before
 it is parsed, requests and responses alike (a source to be dropped costs no parse);
-`pre_dispatch.screen(source, request, now)` sees every new request after parsing.
+`pre_dispatch.screen(source, request, now, admitted)` sees every new request after parsing,
+with what the gate returned for its datagram.
 
 Nothing malformed raises out of here (RFC 3261 §8.2, §16.3 spirit): an unparseable request that
 still names where a response goes is answered 400 (or the parser's status hint: 413, 414, 416,
@@ -86,8 +87,11 @@ class SipEndpoint:
         conn_id: int | None = None,
     ) -> None:
         """One complete message (a UDP datagram, or a message framed elsewhere)."""
-        if self._gate is not None and conn_id is None and not self._gate.admit(addr[0], now):
-            return  # dropped unparsed: a source we would refuse silently anyway
+        admitted: object | None = None
+        if self._gate is not None and conn_id is None:
+            admitted = self._gate.admit(addr[0], now)
+            if admitted is None:
+                return  # dropped unparsed: a source we would refuse silently anyway
         source = Peer(addr[0], addr[1], transport, conn_id)
         if not data.strip(b"\r\n"):
             return  # a keep-alive (RFC 5626 §4.4.1)
@@ -100,7 +104,7 @@ class SipEndpoint:
                 # It was never stamped with received/rport: answer where it came from.
                 self._core.send(response, source)
             return
-        self._dispatch(message, source, now)
+        self._dispatch(message, source, now, admitted)
 
     def receive_stream(self, data: bytes, conn_id: int, addr: Addr, now: float) -> bool:
         """Bytes read from a stream connection. False: framing broke, close this connection."""
@@ -126,10 +130,11 @@ class SipEndpoint:
         parser = self._streams.get(conn_id)
         return parser is not None and parser.in_message
 
-    def _dispatch(self, message: SipRequest | SipResponse, source: Peer, now: float) -> None:
+    def _dispatch(self, message: SipRequest | SipResponse, source: Peer, now: float,
+                  admitted: object | None = None) -> None:
         try:
             if isinstance(message, SipRequest):
-                self._uas.receive_request(message, source, now)
+                self._uas.receive_request(message, source, now, admitted)
             else:
                 self._uac.receive_response(message, now)
         except ParseError as exc:
@@ -151,7 +156,7 @@ class SipEndpoint:
             status = exc.status if 400 <= exc.status < 600 else 400
             warning = clean_reason(exc.reason)
             response = core.response(
-                request, status, f"Bad Request ({warning})" if status == 400 else None,
+                request, status, f"Bad SipRequest ({warning})" if status == 400 else None,
                 headers=[("Warning", f'399 - "{warning}"')],
             )
             if key_txn is not None:

@@ -50,10 +50,14 @@ class Uas:
         self.core = core
 
     # --- incoming requests -------------------------------------------------------------
-    def receive_request(self, request: SipRequest, source: Peer, now: float) -> None:
+    def receive_request(self, request: SipRequest, source: Peer, now: float,
+                        admitted: object | None = None) -> None:
         stamp_received(request, source)
         reply = response_peer(request.top_via, source)
-        if self._absorbed(request, now) or self._screened_out(request, source, reply, now):
+        if self._absorbed(request, now):
+            return
+        screened_in, trunk = self._screen(request, source, reply, now, admitted)
+        if not screened_in:
             return
         refusal = self._refusal(request)
         if refusal is not None:
@@ -64,7 +68,7 @@ class Uas:
         elif request.to.tag is not None:
             self._in_dialog(request, reply, now)
         elif request.method == "INVITE":
-            self._on_invite(request, source, reply, now)
+            self._on_invite(request, source, reply, now, trunk)
         elif request.method == "OPTIONS":
             self.core.respond_new(request, reply, 200, now, headers=self.core.capability_headers())
         else:
@@ -78,14 +82,16 @@ class Uas:
         absorbed = txn.receive_request(request, now)
         return request.method != "ACK" or absorbed
 
-    def _screened_out(self, request: SipRequest, source: Peer, reply: Peer, now: float) -> bool:
-        """The pre-dispatch seam dropped or answered the request."""
+    def _screen(self, request: SipRequest, source: Peer, reply: Peer, now: float,
+                admitted: object | None) -> tuple[bool, str | None]:
+        """The pre-dispatch seam: (False, None) when it dropped or answered the request, else
+        (True, the trunk it matched)."""
         core = self.core
         if core.pre_dispatch is None:
-            return False
-        verdict = core.pre_dispatch.screen(source, request, now)
+            return True, None
+        verdict = core.pre_dispatch.screen(source, request, now, admitted)
         if verdict.action is SipAction.ALLOW:
-            return False
+            return True, verdict.trunk
         if verdict.action is SipAction.RESPOND:
             if not verdict.stateless:
                 core.respond_new(request, reply, verdict.status, now, verdict.reason,
@@ -93,7 +99,7 @@ class Uas:
             elif request.method != "ACK":
                 core.send(core.response(request, verdict.status, verdict.reason,
                                         headers=verdict.headers), reply)
-        return True
+        return False, None
 
     def _refusal(self, request: SipRequest) -> tuple[int, list[tuple[str, str]]] | None:
         """405 for a method we do not allow, 420 for a Require we do not support (§8.2.2)."""
@@ -106,7 +112,8 @@ class Uas:
         unknown = [t for t in required if t.lower() not in config.supported]
         return (420, [("Unsupported", ", ".join(unknown))]) if unknown else None
 
-    def _on_invite(self, request: SipRequest, source: Peer, reply: Peer, now: float) -> None:
+    def _on_invite(self, request: SipRequest, source: Peer, reply: Peer, now: float,
+                   trunk: str | None) -> None:
         core = self.core
         merge_key = (request.call_id, request.from_.tag or "", request.cseq.number)
         earlier = core.call_by_merge_key(merge_key)
@@ -127,7 +134,7 @@ class Uas:
         core.register_dialog(call, Dialog.from_invite_as_uas(
             request, new_tag(), source, core.contact(source.transport)
         ))
-        core.emit(InviteReceived(call.handle, request, source, _sdp(request)))
+        core.emit(InviteReceived(call.handle, request, source, _sdp(request), trunk))
 
     def _session_too_small(self, request: SipRequest) -> list[tuple[str, str]] | None:
         """RFC 4028 §8.1: an interval below our Min-SE is refused with 422 and our Min-SE."""
