@@ -20,7 +20,7 @@ from gateway.sip.address import Outgoing, Transport
 from gateway.sip.endpoint import SipEndpoint
 from gateway.sip.events import CallAnswered, InviteReceived, ReinviteReceived
 from gateway.sip.headers import parse_name_addr
-from gateway.sip.message import Request, Response
+from gateway.sip.message import SipRequest, SipResponse
 from gateway.sip.parser import parse_message
 from tests.sip.helpers import SDP
 
@@ -88,11 +88,11 @@ def ack(to_tag: str | None) -> bytes:
     ).encode()
 
 
-def sent(ep: SipEndpoint) -> list[tuple[Request | Response, Outgoing]]:
-    out: list[tuple[Request | Response, Outgoing]] = []
+def sent(ep: SipEndpoint) -> list[tuple[SipRequest | SipResponse, Outgoing]]:
+    out: list[tuple[SipRequest | SipResponse, Outgoing]] = []
     for item in ep.datagrams_to_send():
         message = parse_message(item.data)
-        assert isinstance(message, Request | Response)
+        assert isinstance(message, SipRequest | SipResponse)
         out.append((message, item))
     return out
 
@@ -106,7 +106,7 @@ def test_uas_copies_record_route_and_routes_its_bye(case: Case) -> None:
     assert isinstance(event, InviteReceived)
     ep.ring(event.call, 0.0)
     ep.answer(event.call, SDP, 0.1)
-    responses = [(m, out) for m, out in sent(ep) if isinstance(m, Response)]
+    responses = [(m, out) for m, out in sent(ep) if isinstance(m, SipResponse)]
     assert [m.status for m, _ in responses] == [100, 180, 200]
     for message, out in responses:
         # Along the Via path: back to the proxy that sent the INVITE.
@@ -116,7 +116,7 @@ def test_uas_copies_record_route_and_routes_its_bye(case: Case) -> None:
 
     ep.receive_datagram(ack(responses[-1][0].to.tag), PROXY, 0.2)
     ep.hang_up(event.call, 1.0)
-    (bye, out), = [(m, o) for m, o in sent(ep) if isinstance(m, Request)]
+    (bye, out), = [(m, o) for m, o in sent(ep) if isinstance(m, SipRequest)]
     assert bye.method == "BYE"
     assert str(bye.uri) == case.bye_uri
     assert tuple(bye.headers.get_all("Route")) == case.bye_routes
@@ -132,7 +132,7 @@ def test_reinvite_answer_keeps_the_dialog_route_set() -> None:
     event = ep.next_event()
     assert isinstance(event, InviteReceived)
     ep.answer(event.call, SDP, 0.0)
-    (ok, _), = [(m, o) for m, o in sent(ep) if isinstance(m, Response) and m.status == 200]
+    (ok, _), = [(m, o) for m, o in sent(ep) if isinstance(m, SipResponse) and m.status == 200]
     ep.receive_datagram(ack(ok.to.tag), PROXY, 0.05)
     reinvite = (
         "INVITE sip:800@127.0.0.1:5072 SIP/2.0\r\n"
@@ -148,10 +148,10 @@ def test_reinvite_answer_keeps_the_dialog_route_set() -> None:
     events = list(iter(ep.next_event, None))
     (refresh,) = [e for e in events if isinstance(e, ReinviteReceived)]
     ep.answer_offer(refresh.call, SDP, 1.0)
-    (ok2, _), = [(m, o) for m, o in sent(ep) if isinstance(m, Response) and m.status == 200]
+    (ok2, _), = [(m, o) for m, o in sent(ep) if isinstance(m, SipResponse) and m.status == 200]
     assert ok2.headers.fields("Record-Route") == ["<sip:127.0.0.1;lr;mid=2>"]
     ep.hang_up(event.call, 2.0)
-    (bye, out), = [(m, o) for m, o in sent(ep) if isinstance(m, Request) and m.method == "BYE"]
+    (bye, out), = [(m, o) for m, o in sent(ep) if isinstance(m, SipRequest) and m.method == "BYE"]
     assert bye.headers.get_all("Route") == ["<sip:127.0.0.1;lr>"] and out.addr == PROXY
 
 
@@ -161,7 +161,7 @@ def test_uac_route_set_from_the_200_reversed() -> None:
     uac.bind(Transport.UDP, "127.0.0.1", 5090)
     handle = uac.invite("sip:800@127.0.0.1:5060", 0.0, sdp=SDP, from_uri="<sip:probe@127.0.0.1>")
     (inv, _), = sent(uac)
-    assert isinstance(inv, Request)
+    assert isinstance(inv, SipRequest)
     # The 200 as it comes back through two proxies: the one next to the callee on top.
     rr = ("<sip:10.0.0.2;lr>", "<sip:127.0.0.1:5060;lr>")
     head = "".join(f"Via: {v}\r\n" for v in inv.headers.fields("Via"))
@@ -176,12 +176,12 @@ def test_uac_route_set_from_the_200_reversed() -> None:
     uac.receive_datagram(ok, ("127.0.0.1", 5060), 0.1)
     assert any(isinstance(e, CallAnswered) for e in iter(uac.next_event, None))
     (ack, ack_out), = sent(uac)
-    assert isinstance(ack, Request) and ack.method == "ACK"
+    assert isinstance(ack, SipRequest) and ack.method == "ACK"
     assert ack.headers.get_all("Route") == list(reversed(rr))
     assert str(ack.uri) == "sip:800@10.0.0.3:5072" and ack_out.addr == ("127.0.0.1", 5060)
     uac.hang_up(handle, 1.0)
     (bye, bye_out), = sent(uac)
-    assert isinstance(bye, Request) and bye.method == "BYE"
+    assert isinstance(bye, SipRequest) and bye.method == "BYE"
     assert bye.headers.get_all("Route") == list(reversed(rr))
     assert bye_out.addr == ("127.0.0.1", 5060)
     assert parse_name_addr(bye.headers.get_all("Route")[0]).uri.host == "127.0.0.1"  # type: ignore[union-attr]
