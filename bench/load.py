@@ -203,6 +203,10 @@ listen = "127.0.0.1:{http}"
 max_calls = {max_calls}
 max_call_duration_s = 600.0
 drain_timeout_s = 5.0
+# Overload protection off: the bench measures where quality fails (and the loop lag there),
+# which is what sets the protection's defaults.
+overload_loop_lag_ms = 1000.0
+overload_cpu_percent = 0.0
 
 [security]
 invite_rate_per_source = 1000.0

@@ -6,7 +6,8 @@ refuses new INVITEs (503 with Retry-After, `calls_ended_total{result="overloaded
 
 - the event loop's lag — how late a 50 ms ticker wakes up — has its `quantile` over the last
   `window_s` above `loop_lag_s` (a quantile, not the maximum: one garbage collection or one
-  DTLS handshake must not refuse calls), or
+  DTLS handshake must not refuse calls; and only over a whole window, so the worker's first
+  seconds, when imports and caches warm up, are not judged), or
 - the process used more than `cpu_fraction` of one core over the window (all threads: PyAV's
   and aiortc's included; 0 disables this check).
 
@@ -47,6 +48,7 @@ class OverloadDetector:
         self._lags: deque[tuple[float, float]] = deque()  # (now, lag)
         self._cpu: deque[tuple[float, float]] = deque()  # (now, process CPU seconds)
         self.reason: str | None = None  # "loop_lag" or "cpu" while overloaded
+        self._since: float | None = None  # first sample
 
     @property
     def overloaded(self) -> bool:
@@ -56,6 +58,8 @@ class OverloadDetector:
         """Add one tick's samples; returns the new reason when the state changed, else None
         ("" when overload just ended)."""
         window = self.thresholds.window_s
+        if self._since is None:
+            self._since = now
         self._lags.append((now, lag_s))
         self._cpu.append((now, cpu_s))
         while self._lags and self._lags[0][0] < now - window:
@@ -83,6 +87,8 @@ class OverloadDetector:
 
     def _reason(self, now: float) -> str | None:
         t = self.thresholds
+        if self._since is None or now - self._since < t.window_s:
+            return None  # not judged on part of a window (the first seconds after start)
         if self.lag_quantile() > t.loop_lag_s:
             return "loop_lag"
         cpu = self.cpu_fraction()

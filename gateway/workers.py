@@ -8,34 +8,36 @@ workers behind a SIP load balancer (deploy/kamailio/). They share one config fil
 - HTTP: the port of `http.listen` + N - 1 (each worker its own /metrics and /ready);
 - RTP:  the N-th of `count` equal, even-aligned slices of `rtp.port_min`-`rtp.port_max`.
 
-`problems(config, count)` is what `check-config` reports for a layout that cannot work: slices
-too small for `limits.max_calls`, ports past 65535, and any overlap between one worker's SIP or
-HTTP port and another's (or any RTP slice). Everything else in the config is shared as is.
+`layout_problems` is what the config loader (and so `check-config` and `run`) reports for a
+layout that cannot work: slices too small for `limits.max_calls`, ports past 65535, and any
+overlap between the workers' SIP ports, HTTP ports and RTP slices. The rest of the file is
+shared as is. `workers.count` is the number of workers; `run --worker N` picks one.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from gateway.config import Config
+from gateway.config import Config, HttpConfig, LimitsConfig, RtpConfig, SipConfig
 
 
-def rtp_slice(config: Config, index: int, count: int) -> tuple[int, int]:
+def rtp_slice(rtp: RtpConfig, index: int, count: int) -> tuple[int, int]:
     """(port_min, port_max) of worker `index` (1-based) of `count`: even-aligned equal slices."""
-    first = config.rtp.port_min + (config.rtp.port_min % 2)
-    per_worker = ((config.rtp.port_max - first + 1) // count) & ~1
+    first = rtp.port_min + (rtp.port_min % 2)
+    per_worker = ((rtp.port_max - first + 1) // count) & ~1
     low = first + (index - 1) * per_worker
     return low, low + per_worker - 1
 
 
-def worker_config(config: Config, index: int, count: int) -> Config:
-    """The config worker `index` (1-based) of `count` runs with."""
+def worker_config(config: Config, index: int) -> Config:
+    """The config worker `index` (1-based) of `workers.count` runs with."""
+    count = config.workers.count
     if not 1 <= index <= count:
-        raise ValueError(f"worker {index} is not in 1..{count}")
+        raise ValueError(f"worker {index} is not in 1..{count} (workers.count)")
     offset = index - 1
     host, port = config.http.host, config.http.port
     listen = config.http.listen if port == 0 else _hostport(host, port + offset)
-    low, high = rtp_slice(config, index, count)
+    low, high = rtp_slice(config.rtp, index, count)
     return replace(
         config,
         sip=replace(config.sip, port=config.sip.port + offset),
@@ -44,35 +46,36 @@ def worker_config(config: Config, index: int, count: int) -> Config:
     )
 
 
-def problems(config: Config, count: int) -> list[str]:
-    """`key: problem — fix` for a worker layout that cannot run (empty when it can)."""
+def layout_problems(sip: SipConfig, rtp: RtpConfig, http: HttpConfig, limits: LimitsConfig,
+                    count: int) -> list[tuple[str, str, str]]:
+    """(key, problem, fix) for a worker layout that cannot run (empty when it can)."""
     if count <= 1:
         return []
-    out: list[str] = []
-    sip_ports = range(config.sip.port, config.sip.port + count)
-    http_port = config.http.port
-    http_ports = range(http_port, http_port + count) if http_port else range(0)
+    out: list[tuple[str, str, str]] = []
+    sip_ports = range(sip.port, sip.port + count)
+    http_ports = range(http.port, http.port + count) if http.port else range(0)
     if sip_ports[-1] > 65535:
-        out.append(f"sip.port: {count} workers need ports {sip_ports[0]}-{sip_ports[-1]}, past "
-                   "65535 — use a lower sip.port")
+        out.append(("sip.port", f"{count} workers need ports {sip_ports[0]}-{sip_ports[-1]}, "
+                    "past 65535", "use a lower sip.port"))
     if http_ports and http_ports[-1] > 65535:
-        out.append(f"http.listen: {count} workers need ports {http_ports[0]}-{http_ports[-1]}, "
-                   "past 65535 — use a lower port")
-    low, high = rtp_slice(config, 1, count)
+        out.append(("http.listen", f"{count} workers need ports {http_ports[0]}-"
+                    f"{http_ports[-1]}, past 65535", "use a lower port"))
+    low, high = rtp_slice(rtp, 1, count)
     calls = (high - low + 1) // 2
-    if calls < config.limits.max_calls:
-        out.append(f"rtp.port_min/port_max: split over {count} workers each gets {high - low + 1} "
-                   f"ports ({calls} calls), fewer than limits.max_calls = "
-                   f"{config.limits.max_calls} — widen the range to at least "
-                   f"{2 * config.limits.max_calls * count} ports or lower limits.max_calls")
-    rtp_low, rtp_high = rtp_slice(config, 1, count)[0], rtp_slice(config, count, count)[1]
+    if calls < limits.max_calls:
+        out.append(("workers.count", f"{count} workers split the RTP range into "
+                    f"{high - low + 1} ports each ({calls} calls), fewer than limits.max_calls "
+                    f"= {limits.max_calls}", f"widen rtp.port_min-port_max to at least "
+                    f"{2 * limits.max_calls * count} ports or lower limits.max_calls"))
+    rtp_low, rtp_high = low, rtp_slice(rtp, count, count)[1]
     if set(sip_ports) & set(http_ports):
-        out.append(f"http.listen: worker HTTP ports {http_ports[0]}-{http_ports[-1]} overlap the "
-                   f"SIP ports {sip_ports[0]}-{sip_ports[-1]} — move one of them")
+        out.append(("http.listen", f"the workers' HTTP ports {http_ports[0]}-{http_ports[-1]} "
+                    f"overlap their SIP ports {sip_ports[0]}-{sip_ports[-1]}",
+                    "move one of them"))
     for key, ports in (("sip.port", sip_ports), ("http.listen", http_ports)):
         if ports and ports[0] <= rtp_high and rtp_low <= ports[-1]:
-            out.append(f"{key}: ports {ports[0]}-{ports[-1]} of {count} workers overlap the RTP "
-                       f"range {rtp_low}-{rtp_high} — move them outside it")
+            out.append((key, f"ports {ports[0]}-{ports[-1]} of {count} workers overlap the RTP "
+                        f"range {rtp_low}-{rtp_high}", "move them outside it"))
     return out
 
 

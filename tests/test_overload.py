@@ -81,3 +81,12 @@ async def test_monitor_sees_a_blocked_loop_and_records_every_lag() -> None:
     assert monitor.overloaded and max(lags) >= 0.05
     await monitor.stop()
     assert monitor._task is None
+
+
+def test_first_partial_window_is_not_judged() -> None:
+    """A worker's first seconds (imports, warm caches) run late; that is not overload."""
+    d = OverloadDetector(T)
+    _, _, changes = feed(d, 0.0, 1.5, lag=0.040, cpu_share=0.3)
+    assert changes == [] and not d.overloaded
+    _, _, changes = feed(d, 1.5, 1.0, lag=0.040, cpu_share=0.3)
+    assert changes == ["loop_lag"]  # still late once a whole window is seen: overloaded

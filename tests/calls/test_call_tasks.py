@@ -29,7 +29,7 @@ from gateway.orga.settings import OrgaClientSettings, PeerSettings
 from gateway.routes import match_route
 from gateway.sip.address import Peer
 from gateway.sip.events import ByeReceived, CallCancelled, CallHandle, InviteReceived
-from gateway.sip.message import Request
+from gateway.sip.message import SipRequest
 from gateway.sip.parser import parse_message
 from tests.calls.fakes import RecordingSignalling
 
@@ -48,7 +48,7 @@ def _invite(sdp: bytes | None) -> InviteReceived:
         b"Call-ID: tasks-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
     )
     request = parse_message(raw)
-    assert isinstance(request, Request)
+    assert isinstance(request, SipRequest)
     return InviteReceived(CallHandle(1), request, Peer("127.0.0.1", 5999), sdp)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from tests.integration.stack import (
     API_KEY,
     LOOPBACK,
+    NO_OVERLOAD_TOML,
     Sample,
     free_sip_port,
     free_udp_range,
@@ -60,7 +61,7 @@ listen = "127.0.0.1:0"
 max_calls = {max_calls}
 max_call_duration_s = 120.0
 drain_timeout_s = 60.0
-
+{no_overload}
 [[trunks]]
 name = "balancer"
 allow = ["127.0.0.0/8"]
@@ -80,7 +81,7 @@ class Worker:
         self.config = workdir / f"{name}.toml"
         self.config.write_text(WORKER_CONFIG.format(
             sip_port=self.sip_port, rtp_min=rtp_min, rtp_max=rtp_max, orga_url=orga_url,
-            max_calls=max_calls))
+            max_calls=max_calls, no_overload=NO_OVERLOAD_TOML))
         self.process: Process | None = None
         self.http_port = 0
 

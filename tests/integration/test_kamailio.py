@@ -89,8 +89,12 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         yield await running.start()
     finally:
         lines = running.balancer.lines if running.balancer else []
+        for worker in running.workers:  # overload changes, as the workers logged them
+            if worker.process is not None:
+                lines += [f"{worker.name}: {line}" for line in worker.proc.lines
+                          if "overloaded" in line]
         await running.stop()
-        print("\n".join(lines[-40:]))  # shown by pytest only when the test failed
+        print("\n".join(lines[-60:]))  # shown by pytest only when the test failed
 
 
 async def test_calls_spread_over_two_workers_with_audio_and_route_set(cluster: Cluster) -> None:
