@@ -413,3 +413,23 @@ def test_options_503_while_the_worker_takes_no_calls(busy: str) -> None:
     assert s.screen(OPEN, request("OPTIONS", to_tag="t"), 1.0).action is SipAction.ALLOW
     state[0] = None
     assert s.screen(OPEN, request("OPTIONS"), 2.0).action is SipAction.ALLOW
+
+
+def test_example_config_lets_a_trunk_place_20_calls_in_one_second() -> None:
+    """Issue 12: with config/gateway.example.toml, 20 INVITEs in one second from the configured
+    trunk (datagram gate and screen both) all pass; so does a 30-call burst."""
+    from pathlib import Path
+
+    from gateway.config import load_config
+
+    example = Path(__file__).resolve().parents[2] / "config" / "gateway.example.toml"
+    config = load_config(example, {"ORGA_API_KEY": "sk_orga_ai_test"})
+    s = SecurityScreen(config, Metrics(), now=0.0, secret=b"k" * 32)
+    source = Peer("127.0.0.1", 5060)
+    for n in range(30):
+        now = 1.0 + n / 30
+        assert s.admit(source.host, now), n
+        assert s.screen(source, request(call_id=f"burst{n}"), now).action is SipAction.ALLOW, n
+        assert s.admit(source.host, now + 0.01)  # its ACK
+        assert s.screen(source, request("ACK", to_tag="t", call_id=f"burst{n}"),
+                        now + 0.01).action is SipAction.ALLOW
