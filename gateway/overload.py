@@ -80,6 +80,8 @@ class OverloadDetector:
 
     def cpu_fraction(self) -> float | None:
         """Share of one core used over the window; None until a full window is sampled."""
+        if not self._cpu:
+            return None
         (t0, c0), (t1, c1) = self._cpu[0], self._cpu[-1]
         if t1 - t0 < self.thresholds.window_s * 0.9:
             return None
