@@ -27,7 +27,10 @@ Every UDP datagram takes its source's request token before it is parsed (`admit`
 is told `Retry-After: N` once; until the N seconds pass its datagrams are dropped unparsed, as
 are datagrams from sources no trunk allows in drop mode: refusing a flood must cost less than
 serving it. This object is the core's `PreDispatch` and `DatagramGate`; it reads no clock of
-its own — the core passes `now`.
+its own — the core passes `now` — and keeps nothing between the two hooks: the rate decision
+`admit` made for a datagram comes back to `screen` through the core (`admitted`). An allowed
+request's verdict names its trunk, which the core puts on `InviteReceived`: a call's source is
+identified once. Draining is the process's one `Draining` flag.
 """
 
 from __future__ import annotations
@@ -42,15 +45,20 @@ from gateway.config import Config, TrunkConfig
 from gateway.drain import Draining
 from gateway.logs import RateLimitedLog
 from gateway.metrics import Metrics
+from gateway.outcomes import Outcome, response_headers
 from gateway.security.acl import TrunkMatcher
 from gateway.security.penalty import PenaltyBox
-from gateway.security.policy import Action as PolicyAction
-from gateway.security.policy import screen_request
-from gateway.security.ratelimit import Decision, EdgeLimiter, TrunkLimiter, TrunkRate
-from gateway.security.ratelimit import Verdict as RateVerdict
+from gateway.security.policy import PolicyAction, screen_request
+from gateway.security.ratelimit import (
+    Decision,
+    EdgeLimiter,
+    RateVerdict,
+    TrunkLimiter,
+    TrunkRate,
+)
 from gateway.sip.address import Peer
 from gateway.sip.auth import Algorithm, AuthResult, DigestAuthenticator
-from gateway.sip.core import ALLOW, DROP, SipVerdict
+from gateway.sip.core import DROP, SipVerdict
 from gateway.sip.message import SipRequest
 
 log = logging.getLogger("gateway.security")
@@ -60,6 +68,9 @@ log = logging.getLogger("gateway.security")
 Availability = Callable[[], str | None]
 
 NO_TRUNK = "-"
+# availability() reasons → what an OPTIONS gets (the same disposition an INVITE would get).
+_BUSY = {"draining": Outcome.DRAINING, "at capacity": Outcome.CAPACITY,
+         "overloaded": Outcome.OVERLOADED}
 _UNKNOWN = object()
 
 
@@ -91,7 +102,6 @@ class SecurityScreen:
         self._trunks: dict[str, TrunkConfig | None] = {}  # match cache, bounded
         # Sources told to wait (503 Retry-After): until when, and why. Bounded like the buckets.
         self._penalty: OrderedDict[str, tuple[float, str]] = OrderedDict()
-        self._gated: tuple[str, float, Decision] | None = None  # admit() → screen() handoff
         self.draining = draining if draining is not None else Draining()
         self._availability = availability
 
@@ -103,38 +113,34 @@ class SecurityScreen:
             trunk = self._trunks[host] = self._matcher.match(host)
         return trunk  # type: ignore[return-value]
 
-    def trunk_of(self, peer: Peer) -> str:
-        trunk = self.trunk(peer.host)
-        return trunk.name if trunk is not None else NO_TRUNK
-
     @property
     def penalized_sources(self) -> int:
         return len(self._penalty)
 
-    def admit(self, host: str, now: float) -> bool:
+    def admit(self, host: str, now: float) -> Decision | None:
         """The core's `DatagramGate`: every datagram takes the source's request token here,
         before parsing — retransmissions and garbage included, which never reach `screen`.
-        Dropped unparsed: sources no trunk allows (drop mode) and sources still inside the
-        Retry-After they were given. The datagram that first goes over the rate is let through
-        so `screen` can answer it 503 with that Retry-After; the source waits from then on."""
+        Dropped unparsed (None): sources no trunk allows (drop mode) and sources still inside
+        the Retry-After they were given. The datagram that first goes over the rate is let
+        through so `screen` can answer it 503 with that Retry-After; the source waits from
+        then on. The decision returned comes back to `screen` with the parsed request."""
         if self._penalized(host, now):
-            return False
+            return None
         trunk = self.trunk(host)
         if self._security.unknown_source == "drop" and trunk is None:
             self._count("unknown_source", host, now)
-            return False
+            return None
         decision = self._request_token(trunk, host, now)
-        self._gated = (host, now, decision)
         if not decision.accepted:
             self._penalize(host, now + _wait(decision), RateVerdict.RATE_SOURCE_REQUEST.value)
-        return True
+        return decision
 
-    def screen(self, source: Peer, request: SipRequest, now: float) -> SipVerdict:
+    def screen(self, source: Peer, request: SipRequest, now: float,
+               admitted: object | None = None) -> SipVerdict:
         method = request.method
         host = source.host
-        gated, self._gated = self._gated, None
-        if gated is not None and source.conn_id is None and gated[:2] == (host, now):
-            decision = gated[2]  # this datagram already took its token in `admit`
+        if isinstance(admitted, Decision):
+            decision = admitted  # this datagram already took its token in `admit`
         else:  # TCP, or a caller without the gate
             if self._penalized(host, now):
                 return DROP
@@ -154,19 +160,26 @@ class SecurityScreen:
         assert trunk is not None
         new_call = method == "INVITE" and request.to.tag is None
         if decision.accepted and new_call and not trunk.requires_auth:
-            # A busy PBX over its INVITE rate is not muted: its in-dialog requests still pass.
+            # A busy PBX over its call rate is not muted: its in-dialog requests still pass.
             decision = self._trunk_limiter.new_call(trunk.name, now)
         if not decision.accepted:
             return self._rate_limited(decision, source, method, now)
         if method == "OPTIONS" and request.to.tag is None:
-            busy = "draining" if self.draining else (
-                self._availability() if self._availability is not None else None)
+            # The balancer's health probe gets what an INVITE would get now.
+            busy = self._busy()
             if busy is not None:
-                return SipVerdict.respond(503, busy.title(), [("Retry-After", str(
-                    60 if busy == "draining" else 5))])
+                d = busy.disposition
+                assert d.status is not None
+                return SipVerdict.respond(d.status, d.reason, response_headers(d))
         if new_call and trunk.requires_auth:
             return self._authenticate(trunk, source, request, now)
-        return ALLOW
+        return SipVerdict.allow(trunk.name)
+
+    def _busy(self) -> Outcome | None:
+        if self.draining:
+            return Outcome.DRAINING
+        reason = self._availability() if self._availability is not None else None
+        return None if reason is None else _BUSY.get(reason, Outcome.CAPACITY)
 
     def _request_token(self, trunk: TrunkConfig | None, host: str, now: float) -> Decision:
         """The per-source request token: sized for the trunk when the source is trusted by it
@@ -211,7 +224,7 @@ class SecurityScreen:
             decision = self._trunk_limiter.new_call(trunk.name, now)
             if not decision.accepted:
                 return self._rate_limited(decision, source, request.method, now)
-            return ALLOW
+            return SipVerdict.allow(trunk.name)
         if result not in (AuthResult.MISSING, AuthResult.STALE) and self._guessers.failed(
                 host, now):
             sec = self._security

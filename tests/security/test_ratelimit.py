@@ -5,8 +5,8 @@ from gateway.security.ratelimit import (
     ConcurrencyLimiter,
     EdgeLimiter,
     KeyedBuckets,
+    RateVerdict,
     TokenBucket,
-    Verdict,
 )
 
 
@@ -61,17 +61,17 @@ def test_edge_limiter_orders_the_checks() -> None:
                          calls_per_second=1, calls_burst=3)
     edge = EdgeLimiter(cfg, now=0.0)
     ok = [edge.check("192.0.2.1", "INVITE", 0.0, new_call=True).verdict for _ in range(3)]
-    assert ok == [Verdict.ACCEPT, Verdict.ACCEPT, Verdict.RATE_SOURCE_INVITE]
+    assert ok == [RateVerdict.ACCEPT, RateVerdict.ACCEPT, RateVerdict.RATE_SOURCE_INVITE]
     # In-dialog requests from the same source are not INVITE-limited.
     assert edge.check("192.0.2.1", "BYE", 0.0).accepted
     # Another source gets its own INVITE bucket but shares the global call budget.
     assert edge.check("192.0.2.2", "INVITE", 0.0, new_call=True).accepted
     d = edge.check("192.0.2.3", "INVITE", 0.0, new_call=True)
-    assert d.verdict is Verdict.RATE_GLOBAL and d.retry_after_s == pytest.approx(1.0)
+    assert d.verdict is RateVerdict.RATE_GLOBAL and d.retry_after_s == pytest.approx(1.0)
     assert edge.check("192.0.2.1", "OPTIONS", 0.0).accepted  # its 5th request: burst is 5
     d = edge.check("192.0.2.1", "OPTIONS", 0.0)
-    assert d.verdict is Verdict.RATE_SOURCE_REQUEST and d.retry_after_s > 0
-    assert Verdict.RATE_GLOBAL.value == "rate_global"
+    assert d.verdict is RateVerdict.RATE_SOURCE_REQUEST and d.retry_after_s > 0
+    assert RateVerdict.RATE_GLOBAL.value == "rate_global"
     assert edge.tracked_sources == 3
 
 
@@ -88,7 +88,7 @@ def test_trunk_bucket_lets_a_carrier_burst_through_and_is_per_trunk() -> None:
     burst = [limiter.new_call("carrier", 1.0).accepted for _ in range(70)]
     assert burst.count(True) == 60 and burst[-1] is False  # refilled to cps_burst, no more
     refused = limiter.new_call("carrier", 1.0)
-    assert refused.verdict is Verdict.RATE_TRUNK and 0 < refused.retry_after_s <= 1 / 30 + 1e-9
+    assert refused.verdict is RateVerdict.RATE_TRUNK and 0 < refused.retry_after_s <= 1 / 30 + 1e-9
     assert [limiter.new_call("pbx", 1.0).accepted for _ in range(5)] == [True] * 4 + [False]
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from gateway.config import Config, Secret, SecurityConfig, TrunkConfig
 from gateway.metrics import Metrics
-from gateway.security.screen import NO_TRUNK, SecurityScreen
+from gateway.outcomes import Outcome
+from gateway.security.screen import SecurityScreen
 from gateway.sip.address import Peer
 from gateway.sip.core import SipAction, SipVerdict
 from gateway.sip.message import SipRequest
@@ -95,11 +96,12 @@ def test_register_from_a_trunk_405_or_dropped() -> None:
     assert rejections(metrics) == {"register": 1}
 
 
-def test_trunk_name_for_calls_and_unknown() -> None:
+def test_an_allowed_request_names_its_trunk() -> None:
+    """The verdict carries the trunk (onto InviteReceived): the app never looks it up again."""
     s, _ = screen()
-    assert s.trunk_of(PBX) == "pbx"
-    assert s.trunk_of(OPEN) == "carrier"
-    assert s.trunk_of(STRANGER) == NO_TRUNK
+    assert s.screen(OPEN, request(), 1.0).trunk == "carrier"
+    assert s.screen(OPEN, request("BYE", to_tag="t"), 1.0).trunk == "carrier"
+    assert s.screen(STRANGER, request(), 1.0).trunk is None
 
 
 def test_trunk_without_credentials_passes() -> None:
@@ -284,11 +286,11 @@ def test_refusals_are_stateless_challenges_are_not() -> None:
 
 def test_gate_drops_unknown_sources_unparsed_in_drop_mode_only() -> None:
     s, metrics = screen()
-    assert s.admit(STRANGER.host, 1.0) is False
-    assert s.admit(OPEN.host, 1.0) is True
+    assert s.admit(STRANGER.host, 1.0) is None
+    assert s.admit(OPEN.host, 1.0) is not None
     assert rejections(metrics) == {"unknown_source": 1}
     s, _ = screen(unknown_source="reject")
-    assert s.admit(STRANGER.host, 1.0) is True  # parsed, to be answered 403
+    assert s.admit(STRANGER.host, 1.0) is not None  # parsed, to be answered 403
 
 
 def test_source_told_to_wait_is_dropped_unparsed_until_retry_after() -> None:
@@ -298,11 +300,12 @@ def test_source_told_to_wait_is_dropped_unparsed_until_retry_after() -> None:
     verdict = s.screen(PBX, request("OPTIONS"), 10.0)
     assert (verdict.status, header(verdict, "Retry-After")) == (503, ["1"])
     assert s.penalized_sources == 1
-    assert [s.admit(PBX.host, t) for t in (10.1, 10.5, 10.99)] == [False] * 3
+    assert [s.admit(PBX.host, t) for t in (10.1, 10.5, 10.99)] == [None] * 3
     assert s.screen(PBX, request("OPTIONS"), 10.5).action is SipAction.DROP  # TCP path
-    assert s.admit(OPEN.host, 10.5) is True  # others unaffected
-    assert s.admit(PBX.host, 11.0) is True  # Retry-After served
-    assert s.screen(PBX, request("OPTIONS"), 11.0).action is SipAction.ALLOW
+    assert s.admit(OPEN.host, 10.5) is not None  # others unaffected
+    admitted = s.admit(PBX.host, 11.0)  # Retry-After served
+    assert admitted is not None
+    assert s.screen(PBX, request("OPTIONS"), 11.0, admitted).action is SipAction.ALLOW
     assert s.penalized_sources == 0
     assert rejections(metrics) == {"rate_source_request": 5}
 
@@ -312,8 +315,9 @@ def test_call_rate_alone_does_not_mute_a_source() -> None:
     s, _ = screen(carrier_cps=(1.0, 1))
     assert s.screen(OPEN, request(call_id="a"), 1.0).action is SipAction.ALLOW
     assert s.screen(OPEN, request(call_id="b"), 1.0).status == 503
-    assert s.admit(OPEN.host, 1.1) is True
-    assert s.screen(OPEN, request("BYE", to_tag="t"), 1.1).action is SipAction.ALLOW
+    admitted = s.admit(OPEN.host, 1.1)
+    assert admitted is not None
+    assert s.screen(OPEN, request("BYE", to_tag="t"), 1.1, admitted).action is SipAction.ALLOW
 
 
 def test_unknown_source_flood_in_reject_mode_stops_getting_403s() -> None:
@@ -322,7 +326,7 @@ def test_unknown_source_flood_in_reject_mode_stops_getting_403s() -> None:
     statuses = [s.screen(STRANGER, request("INVITE", call_id=str(n)), 1.0).status
                 for n in range(6)]
     assert statuses == [403, 403, 403, 0, 0, 0]  # then silence, not amplification
-    assert s.admit(STRANGER.host, 1.5) is False
+    assert s.admit(STRANGER.host, 1.5) is None
     assert rejections(metrics) == {"unknown_source": 3, "rate_source_request": 4}
 
 
@@ -356,6 +360,20 @@ def test_floods_that_never_reach_screen_are_charged_at_the_gate(kind: str) -> No
     assert rejections(metrics)["rate_source_request"] >= 189
 
 
+def test_the_gate_decision_is_passed_in_not_taken_twice() -> None:
+    """A datagram takes one request token in `admit`; `screen` uses that decision."""
+    s, _ = screen(request_rate_per_source=1.0, request_burst_per_source=2)
+    for call_id in ("a", "b"):
+        admitted = s.admit(PBX.host, 5.0)
+        assert admitted is not None
+        assert s.screen(PBX, request("OPTIONS", call_id=call_id), 5.0,
+                        admitted).action is SipAction.ALLOW
+    admitted = s.admit(PBX.host, 5.0)  # the third within the burst of 2: over the rate
+    assert admitted is not None
+    verdict = s.screen(PBX, request("OPTIONS", call_id="c"), 5.0, admitted)
+    assert (verdict.status, header(verdict, "Retry-After")) == (503, ["1"])
+
+
 # --- issue 12: guessers, authenticated PBXs, a worker that takes no calls -----------------------
 
 def wrong_guess(s: SecurityScreen, now: float, source: Peer = PBX) -> SipVerdict:
@@ -371,10 +389,10 @@ def test_password_guesser_goes_to_the_penalty_box(caplog: pytest.LogCaptureFixtu
     s, metrics = screen(auth_failures_max=5, auth_failures_window_s=60.0, auth_ban_s=600.0)
     assert [wrong_guess(s, 1.0 + n).status for n in range(4)] == [401] * 4
     assert wrong_guess(s, 5.0).action is SipAction.DROP  # the 5th: banned, no answer
-    assert [s.admit(PBX.host, t) for t in (5.1, 60.0, 604.9)] == [False] * 3
+    assert [s.admit(PBX.host, t) for t in (5.1, 60.0, 604.9)] == [None] * 3
     assert s.screen(PBX, request(), 300.0).action is SipAction.DROP  # TCP path too
-    assert s.admit(Peer("198.51.100.8", 5060).host, 6.0)  # only that source
-    assert s.admit(PBX.host, 605.0)  # served its time
+    assert s.admit(Peer("198.51.100.8", 5060).host, 6.0) is not None  # only that source
+    assert s.admit(PBX.host, 605.0) is not None  # served its time
     counts = rejections(metrics)
     assert counts["auth_failed"] == 5 and counts["auth_banned"] == 4
     assert len([r for r in caplog.records if "penalty box" in r.getMessage()]) == 1
@@ -407,8 +425,9 @@ def test_options_503_while_the_worker_takes_no_calls(busy: str) -> None:
     state: list[str | None] = [busy]
     s, _ = screen(availability=lambda: state[0])
     verdict = s.screen(OPEN, request("OPTIONS"), 1.0)
-    assert verdict.status == 503 and header(verdict, "Retry-After") == ["5"]
-    assert verdict.reason == busy.title()
+    d = (Outcome.OVERLOADED if busy == "overloaded" else Outcome.CAPACITY).disposition
+    assert (verdict.status, verdict.reason) == (503, d.reason)
+    assert header(verdict, "Retry-After") == [str(d.retry_after_s)]
     # In-dialog OPTIONS (a keepalive of a call in progress) is the call's, not the balancer's.
     assert s.screen(OPEN, request("OPTIONS", to_tag="t"), 1.0).action is SipAction.ALLOW
     state[0] = None
@@ -428,8 +447,11 @@ def test_example_config_lets_a_trunk_place_20_calls_in_one_second() -> None:
     source = Peer("127.0.0.1", 5060)
     for n in range(30):
         now = 1.0 + n / 30
-        assert s.admit(source.host, now), n
-        assert s.screen(source, request(call_id=f"burst{n}"), now).action is SipAction.ALLOW, n
-        assert s.admit(source.host, now + 0.01)  # its ACK
-        assert s.screen(source, request("ACK", to_tag="t", call_id=f"burst{n}"),
-                        now + 0.01).action is SipAction.ALLOW
+        admitted = s.admit(source.host, now)
+        assert admitted is not None and admitted.accepted, n
+        assert s.screen(source, request(call_id=f"burst{n}"), now,
+                        admitted).action is SipAction.ALLOW, n
+        admitted = s.admit(source.host, now + 0.01)  # its ACK
+        assert admitted is not None and admitted.accepted, n
+        assert s.screen(source, request("ACK", to_tag="t", call_id=f"burst{n}"), now + 0.01,
+                        admitted).action is SipAction.ALLOW
