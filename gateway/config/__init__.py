@@ -42,6 +42,7 @@ from gateway.config.schema import (
     SecurityConfig,
     SipConfig,
     TrunkConfig,
+    WorkersConfig,
     is_open_public,
     split_hostport,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "API_KEY_ENV", "API_KEY_FILE_ENV", "CODECS", "DEFAULT_ROUTES", "DEFAULT_TRUNKS",
     "DIGEST_ALGORITHMS", "PLACEHOLDERS", "TRANSPORTS", "Config", "ConfigError", "HttpConfig",
     "IPNetwork", "LimitsConfig", "OrgaConfig", "Route", "RtpConfig", "Secret", "SecurityConfig",
-    "SipConfig", "TrunkConfig", "is_open_public", "load_config", "parse_config",
+    "SipConfig", "TrunkConfig",
+    "WorkersConfig", "is_open_public", "load_config", "parse_config",
     "read_secret_file", "split_hostport",
 ]

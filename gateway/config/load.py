@@ -334,6 +334,21 @@ def _limits_vs_rtp(p: Problems, built: dict[str, Any]) -> None:
               f"{first + 2 * max_calls - 1} or lower limits.max_calls")
 
 
+def _workers(p: Problems, built: dict[str, Any]) -> None:
+    """Several workers from this file must not clash (gateway/workers.py)."""
+    from gateway.workers import layout_problems
+
+    if not (_rtp_ports_in_range(built["rtp"]) and _in_range(built["workers"], "count")):
+        return
+    try:
+        split_hostport(built["http"].listen)
+    except ValueError:
+        return  # reported under http.listen
+    for key, problem, fix in layout_problems(built["sip"], built["rtp"], built["http"],
+                                             built["limits"], built["workers"].count):
+        p.add(key, problem, fix)
+
+
 def _unknown_source(p: Problems, built: dict[str, Any]) -> None:
     value = built["security"].unknown_source
     if value not in ("drop", "reject"):
@@ -353,6 +368,7 @@ RULES: dict[str, Rule] = {
     "http.listen": _http_listen,
     "limits": _limits_vs_rtp,
     "security.unknown_source": _unknown_source,
+    "workers": _workers,
 }
 
 

@@ -26,6 +26,10 @@ PLACEHOLDERS = ("caller", "callee", "call_id")
 PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Overload defaults, measured with bench/capacity.py (README "Capacity"): the loop lag p90 at
+# which phone-side pacing gaps appear, and a CPU share that leaves the loop room to breathe.
+OVERLOAD_LAG_MS = 10.0
+OVERLOAD_CPU_PERCENT = 90.0
 
 T = TypeVar("T")
 
@@ -153,6 +157,12 @@ class LimitsConfig:
     max_calls: int = setting(50, lo=1, hi=10000)
     max_call_duration_s: float = setting(3600.0, lo=10, hi=86400, unit=" s")
     drain_timeout_s: float = setting(300.0, lo=0, hi=86400, unit=" s")
+    # Overload (gateway/overload.py): new calls get 503 while the event loop's lag p90 over
+    # the window is above overload_loop_lag_ms, or the process used more than
+    # overload_cpu_percent of one core over it (0 = not checked).
+    overload_loop_lag_ms: float = setting(OVERLOAD_LAG_MS, lo=1, hi=1000, unit=" ms")
+    overload_cpu_percent: float = setting(OVERLOAD_CPU_PERCENT, lo=0, hi=800, unit=" %")
+    overload_window_s: float = setting(2.0, lo=0.5, hi=60, unit=" s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +183,19 @@ class SecurityConfig:
     max_message_size: int = setting(65535, lo=1500, hi=1_048_576)
     rtp_max_packets_per_second: int = setting(200, lo=50, hi=100000)
     nonce_ttl_s: float = setting(300.0, lo=10, hi=86400)
+    # Penalty box: this many failed digest answers from one source within the window drop
+    # everything from it for auth_ban_s (gateway/security/penalty.py).
+    auth_failures_max: int = setting(5, lo=1, hi=1000)
+    auth_failures_window_s: float = setting(60.0, lo=1, hi=86400, unit=" s")
+    auth_ban_s: float = setting(600.0, lo=1, hi=604800, unit=" s")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkersConfig:
+    """Worker processes on this host sharing this file; worker N derives its SIP port, HTTP
+    port and RTP slice from it (gateway/workers.py, systemd orga-sip-gateway@N)."""
+
+    count: int = setting(1, lo=1, hi=64)
 
 
 # --- [[trunks]] and [[routes]] ----------------------------------------------------------------
@@ -192,6 +215,10 @@ class TrunkConfig:
     # Offered in this order (RFC 8760 §2.4). Some UACs (SIPp 3.6, old PBXs) answer only the
     # first challenge and know only MD5: such a trunk lists ["MD5"].
     digest_algorithms: tuple[str, ...] = DIGEST_ALGORITHMS
+    # New calls per second this trunk may place, and its burst (issue 12: carriers sell
+    # 10-100 CPS, and behind a balancer the whole cluster's calls come from one address).
+    max_cps: float = setting(30.0, lo=0.01, hi=10000)
+    cps_burst: int = setting(60, lo=1, hi=100000)
 
     @property
     def requires_auth(self) -> bool:
@@ -235,6 +262,7 @@ class Config:
     http: HttpConfig = HttpConfig()
     limits: LimitsConfig = LimitsConfig()
     security: SecurityConfig = SecurityConfig()
+    workers: WorkersConfig = WorkersConfig()
     trunks: tuple[TrunkConfig, ...] = DEFAULT_TRUNKS
     routes: tuple[Route, ...] = DEFAULT_ROUTES
     api_key: Secret = field(default=Secret(""), repr=False, compare=False)

@@ -83,6 +83,22 @@ async def test_draining_is_503_with_retry_after() -> None:
     assert _sample(metrics, "draining") == 1
 
 
+async def test_overloaded_worker_is_503_and_says_so_to_the_balancer() -> None:
+    registry, sig, metrics = _registry({})
+    load = [True]
+    registry._overloaded = lambda: load[0]
+    assert registry.availability() == "overloaded"
+    registry.on_invite(_invite(5), "loopback")
+    kind, _, status, reason, headers = sig.sent[0]
+    assert (kind, status, reason) == ("reject", 503, "Overloaded")
+    assert ("Retry-After", "5") in headers
+    assert _sample(metrics, "overloaded") == 1 and not registry.calls
+    load[0] = False
+    assert registry.availability() is None
+    registry.draining.begin()
+    assert registry.availability() == "draining"  # draining says so first
+
+
 async def test_capacity_and_trunk_capacity() -> None:
     registry, sig, metrics = _registry({
         "limits": {"max_calls": 1},

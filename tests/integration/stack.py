@@ -40,6 +40,10 @@ from gateway.emulator.agent import AgentSettings
 from gateway.emulator.server import Emulator, EmulatorConfig
 
 API_KEY = "sk_orga_ai_e2e_key_0123456789"
+# Overload protection refuses calls when this machine is busy, which a test cannot control:
+# off in test configs (tests/integration/test_overload.py turns it on on purpose).
+NO_OVERLOAD = {"overload_loop_lag_ms": 1000.0, "overload_cpu_percent": 0.0}
+NO_OVERLOAD_TOML = "overload_loop_lag_ms = 1000.0\noverload_cpu_percent = 0.0\n"
 LOOPBACK = "127.0.0.1"
 
 
@@ -94,6 +98,7 @@ def e2e_config(orga_url: str, *, max_calls: int = 4, sip_port: int | None = None
                            **(orga or {})}),
         http=HttpConfig(listen=f"{LOOPBACK}:0"),
         limits=LimitsConfig(**{"max_calls": max_calls, "max_call_duration_s": 60.0,
+                               **NO_OVERLOAD,
                                "drain_timeout_s": 5.0, **(limits or {})}),
         # One source (SIPp on 127.0.0.1) places every call: lift the per-source INVITE limits.
         security=SecurityConfig(invite_rate_per_source=100.0, invite_burst_per_source=100,
