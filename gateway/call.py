@@ -36,6 +36,7 @@ from gateway.orga.peer import OrgaPeer
 from gateway.orga.session import OrgaSession, open_session
 from gateway.orga.settings import PeerSettings, SessionParams
 from gateway.outcomes import EndCause, Outcome, classify_setup_error
+from gateway.records.record import NULL_SINK, CallRecord, RecordSink
 from gateway.sdp import MediaParams, SdpNegotiationError, negotiate, parse_offer
 from gateway.sip.events import (
     AckReceived,
@@ -77,6 +78,7 @@ class CallContext:
     signalling: CallSignalling
     peer_settings: PeerSettings
     advertised_address: str  # the address our SDP answer names (public_address or RTP bind)
+    records: RecordSink = NULL_SINK  # the webhook sender when [webhooks] is configured
 
 
 _SIP_END_CAUSES = {
@@ -120,7 +122,10 @@ class Call:
         self._track: CallerAudioTrack | None = None
         self._session: OrgaSession | None = None
         self._pump: AiAudioPump | None = None
-        self._meter = TurnLatencyMeter(on_turn=ctx.metrics.turn_latency)
+        self.record = CallRecord(ctx.records, sip_call_id=self.call_id, direction="inbound",
+                                 trunk=trunk, route=self.route_label, caller=self.caller,
+                                 callee=self.callee, now=self.started_at)
+        self._meter = TurnLatencyMeter(on_turn=self._turn)
         self._sdp_version = 0
         self._rejection: tuple[Outcome, BaseException | None] | None = None
         self._session_id = random.randrange(1, 2**31)
@@ -173,6 +178,7 @@ class Call:
     async def _setup_phase(self) -> Outcome | None:
         """Run the setup; return None once answered, else the outcome (response is queued)."""
         self.ctx.signalling.ring(self.handle)
+        self.record.ringing(self._loop.time())
         setup = asyncio.create_task(self._setup(), name=f"setup {self.call_id}")
         waiting: set[asyncio.Future[Any]] = {setup, self._stop}
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -196,7 +202,7 @@ class Call:
 
     async def _setup(self) -> None:
         cfg = self.ctx.config
-        step = _Steps(self._loop, self.ctx.metrics)
+        step = _Steps(self._loop, self.ctx.metrics, self.record)
         async with asyncio.timeout(cfg.orga.setup_timeout_s):
             offer = parse_offer((self.invite.sdp or b"").decode("utf-8", "replace"))
             rtp, answer = await self._open_media(offer)
@@ -214,6 +220,7 @@ class Call:
             for name, seconds in self._session.timings.items():
                 if name != "total":
                     self.ctx.metrics.setup_step(name, seconds)
+                    self.record.step(name, seconds)
             self.conversation_id = self._session.conversation_id
             self.log = self.log.bind(conversation_id=self.conversation_id)
             self._session.peer.add_event_listener(self._orga_event)
@@ -223,6 +230,7 @@ class Call:
         self._answered = True
         self.answered_at = self._loop.time()
         self.ctx.metrics.call_setup(self.answered_at - self.started_at)
+        self.record.answered(self.answered_at, self.conversation_id)
         self._pump.start()
         self.ctx.metrics.add_conversation(self.conversation_id or "", self.route_label, self.stats)
         self.log.info(
@@ -274,6 +282,7 @@ class Call:
         if self.conversation_id is not None:
             m.remove_conversation(self.conversation_id)
         result = outcome.rejection.result if isinstance(outcome, Outcome) else outcome.value
+        status = outcome.rejection.status if isinstance(outcome, Outcome) else 200
         duration = None if self.answered_at is None else self._loop.time() - self.answered_at
         m.call_ended(result, self.route_label, self.trunk, duration)
         if self._rtp is not None:
@@ -284,12 +293,19 @@ class Call:
             m.rtp_jitter(stats.received.jitter_ms / 1000.0)
             m.security_rejection("rtp_foreign_source", stats.received.foreign_dropped)
             m.security_rejection("rtp_rate", stats.received.rate_dropped)
+            got = stats.received
+            self.record.media("in", packets=got.packets, lost=got.lost, late=got.late,
+                              jitter_ms=round(got.jitter_ms, 2))
+            self.record.media("out", packets=stats.sent.packets)
         if self._pump is not None:
             pump = self._pump.stats
             if pump.underruns_speech:
                 m.playout_underrun(pump.underruns_speech)
             if pump.dropped_backlog:
                 m.playout_dropped(pump.dropped_backlog * 0.02)
+            self.record.media("out", underruns=pump.underruns_speech,
+                              dropped_ms=pump.dropped_backlog * 20)
+        self.record.ended(self._loop.time(), result, status)
         if duration is not None:
             self.log.info("call ended: %s after %.1f s", result, duration)
 
@@ -366,15 +382,22 @@ class Call:
 
     def _dtmf(self, event: DtmfReceived) -> None:
         self.ctx.metrics.dtmf(event.digit)
+        self.record.dtmf(event.digit, self._loop.time(), event.source.value)
         self.log.info("DTMF %s (%d ms, %s)", event.digit, event.duration_ms, event.source.value)
 
     def _orga_event(self, event: ServerEvent) -> None:
         if isinstance(event, InputTranscript):
             self.ctx.metrics.text_event("transcript")
+            self.record.utterance("caller", event.text, self._loop.time())
             self.log.info("caller said: %s", event.text)
         elif isinstance(event, ResponseDone):
             self.ctx.metrics.text_event("assistant")
+            self.record.utterance("assistant", event.clean_text, self._loop.time())
             self.log.info("assistant said: %s", event.clean_text)
+
+    def _turn(self, seconds: float) -> None:
+        self.ctx.metrics.turn_latency(seconds)
+        self.record.turn(seconds)
 
     def stats(self) -> ConversationStats:
         rtp = self._rtp.stats if self._rtp is not None else None
@@ -406,12 +429,14 @@ class Call:
 class _Steps:
     """Times consecutive setup steps into the per-step histogram."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> None:
-        self._loop, self._metrics, self._at = loop, metrics, loop.time()
+    def __init__(self, loop: asyncio.AbstractEventLoop, metrics: Metrics, record: CallRecord
+                 ) -> None:
+        self._loop, self._metrics, self._record, self._at = loop, metrics, record, loop.time()
 
     def done(self, name: str) -> None:
         now = self._loop.time()
         self._metrics.setup_step(name, now - self._at)
+        self._record.step(name, now - self._at)
         self._at = now
 
 
