@@ -383,17 +383,18 @@ class Call:
     def _dtmf(self, event: DtmfReceived) -> None:
         self.ctx.metrics.dtmf(event.digit)
         self.record.dtmf(event.digit, self._loop.time(), event.source.value)
-        self.log.info("DTMF %s (%d ms, %s)", event.digit, event.duration_ms, event.source.value)
+        # Digits are personal data (PINs, account numbers): the call record carries them.
+        self.log.debug("DTMF %s (%d ms, %s)", event.digit, event.duration_ms, event.source.value)
 
     def _orga_event(self, event: ServerEvent) -> None:
         if isinstance(event, InputTranscript):
             self.ctx.metrics.text_event("transcript")
             self.record.utterance("caller", event.text, self._loop.time())
-            self.log.info("caller said: %s", event.text)
+            self.log.debug("caller said: %s", event.text)
         elif isinstance(event, ResponseDone):
             self.ctx.metrics.text_event("assistant")
             self.record.utterance("assistant", event.clean_text, self._loop.time())
-            self.log.info("assistant said: %s", event.clean_text)
+            self.log.debug("assistant said: %s", event.clean_text)
 
     def _turn(self, seconds: float) -> None:
         self.ctx.metrics.turn_latency(seconds)
