@@ -1,12 +1,14 @@
 """Call recordings: one stereo file per call (caller left, agent right), written off the loop.
 
-What a call does on the event loop is cheap: its media taps hand 20 ms of 8 kHz PCM with the
-loop time the audio crossed the gateway's phone side (`caller`: when it arrived from the phone;
-`agent`: when it was sent to the phone). `CallRecording` batches the chunks and every ~0.5 s
-hands a batch to the app's one recording thread (`Recorder`), which places each chunk at its
-time on a common sample clock (`StereoAligner`: gaps become silence, tick jitter within
-`SNAP_S` is absorbed so speech stays continuous), and encodes with PyAV: Opus in Ogg (small)
-or 16-bit PCM WAV. The media path only appends to a list; its pacing does not change.
+The recording taps the phone leg's RTP (`media.rtp_session.RtpTap`): every G.711 packet
+received from the phone (caller) and sent to it (agent), with its RTP timestamp and the loop
+time it crossed our socket. On the event loop that is one list append per packet;
+`CallRecording` hands batches (~0.5 s) to the app's one recording thread (`Recorder`), which
+decodes G.711, places each packet on a common sample clock from the answer — by its RTP
+timestamp while that agrees with its arrival/send time within `RESYNC_S`, so network jitter
+does not chop speech, and by its arrival time after a jump (hold, SSRC change, clock drift) —
+lets `StereoAligner` fill the gaps with silence, and encodes with PyAV: Opus in Ogg (small) or
+16-bit PCM WAV. The media path's pacing does not change (bench/media_path.py --record).
 
 Files are created 0600 as `<name>.part` and renamed when complete, so a sync job or the
 retention sweep never sees half a recording. `Recorder.sweep()` deletes recordings older than
@@ -31,12 +33,14 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from gateway.media.transcode import G711Codec
 from gateway.records.settings import RecordingConfig
 
 log = logging.getLogger(__name__)
 
 RATE = 8000
 SNAP_S = 0.010  # a chunk this close to where its channel's audio ended continues it seamlessly
+RESYNC_S = 0.040  # RTP time may stray this far from arrival time before it is re-anchored
 MAX_LAG_S = 1.0  # a channel that stays silent this long is filled with silence
 BATCH = 50  # chunks (both channels) per hand-off to the recording thread: ~0.5 s of audio
 SUFFIXES = (".ogg", ".wav")
@@ -44,6 +48,7 @@ _CODECS = {"ogg": ("libopus", 32000), "wav": ("pcm_s16le", 0)}
 
 Pcm = npt.NDArray[np.int16]
 CALLER, AGENT = 0, 1
+_Packet = tuple[int, bytes, str, int, int]  # channel, payload, codec, RTP timestamp, position
 
 
 class StereoAligner:
@@ -95,6 +100,26 @@ class StereoAligner:
         return out
 
 
+class _Placement:
+    """Sample position of a channel's packets: RTP time anchored to the arrival time."""
+
+    def __init__(self) -> None:
+        self._anchor: tuple[int, int] | None = None  # (rtp timestamp, sample position)
+        self._resync = int(RESYNC_S * RATE)
+
+    def position(self, timestamp: int, arrival: int) -> int:
+        if self._anchor is not None:
+            ts0, pos0 = self._anchor
+            delta = (timestamp - ts0) % (1 << 32)
+            if delta >= 1 << 31:
+                delta -= 1 << 32  # reordered: before the anchor
+            position = pos0 + delta
+            if abs(position - arrival) <= self._resync:
+                return position
+        self._anchor = (timestamp, arrival)
+        return arrival
+
+
 class _FileWriter:
     """One recording file: PyAV container and encoder; used only on the recording thread."""
 
@@ -110,11 +135,17 @@ class _FileWriter:
             stream.bit_rate = bit_rate
         self._stream = stream
         self._aligner = StereoAligner()
+        self._places = (_Placement(), _Placement())
+        self._codecs: dict[str, G711Codec] = {}
         self._pts = 0
 
-    def add(self, chunks: list[tuple[int, int, Pcm]]) -> None:
-        for channel, position, pcm in chunks:
-            self._aligner.add(channel, position, pcm)
+    def add(self, packets: list[_Packet]) -> None:
+        for channel, payload, codec, timestamp, arrival in packets:
+            g711 = self._codecs.get(codec)
+            if g711 is None:
+                g711 = self._codecs[codec] = G711Codec(codec)
+            position = self._places[channel].position(timestamp, arrival)
+            self._aligner.add(channel, position, g711.decode(payload))
         self._encode(self._aligner.ready())
 
     def close(self) -> float:
@@ -154,23 +185,25 @@ class CallRecording:
         self.path = path
         self._recorder = recorder
         self._start = start
-        self._batch: list[tuple[int, int, Pcm]] = []
+        self._batch: list[_Packet] = []
         self._writer: concurrent.futures.Future[_FileWriter] = recorder.submit(
             _FileWriter, path, recorder.config.format)
         self._closed = False
 
-    def caller(self, pcm: Pcm, at: float) -> None:
-        """Caller audio that arrived from the phone at loop time `at`."""
-        self._add(CALLER, pcm, at)
+    # RtpTap: called by the RTP session for each G.711 packet, on the loop; cheap.
+    def received(self, payload: bytes, codec: str, timestamp: int, now: float) -> None:
+        """A caller packet that arrived from the phone at loop time `now`."""
+        self._add(CALLER, payload, codec, timestamp, now)
 
-    def agent(self, pcm: Pcm, at: float) -> None:
-        """Agent audio sent to the phone at loop time `at`."""
-        self._add(AGENT, pcm, at)
+    def sent(self, payload: bytes, codec: str, timestamp: int, now: float) -> None:
+        """An agent packet sent to the phone at loop time `now`."""
+        self._add(AGENT, payload, codec, timestamp, now)
 
-    def _add(self, channel: int, pcm: Pcm, at: float) -> None:
+    def _add(self, channel: int, payload: bytes, codec: str, timestamp: int, now: float) -> None:
         if self._closed:
             return
-        self._batch.append((channel, round((at - self._start) * RATE), pcm))
+        self._batch.append((channel, payload, codec, timestamp,
+                            round((now - self._start) * RATE)))
         if len(self._batch) >= BATCH:
             self._flush()
 
@@ -196,8 +229,7 @@ class CallRecording:
         return str(self.path)
 
 
-def _add_batch(writer: concurrent.futures.Future[_FileWriter],
-               batch: list[tuple[int, int, Pcm]]) -> None:
+def _add_batch(writer: concurrent.futures.Future[_FileWriter], batch: list[_Packet]) -> None:
     if writer.exception() is None:
         writer.result().add(batch)
 
