@@ -34,7 +34,7 @@ from gateway.orga.api import OrgaApi
 from gateway.orga.events import InputTranscript, ResponseDone, ServerEvent
 from gateway.orga.peer import OrgaPeer
 from gateway.orga.session import OrgaSession, open_session
-from gateway.orga.settings import PeerSettings, SessionParams
+from gateway.orga.settings import PeerSettings, SessionParams, session_params
 from gateway.outcomes import EndCause, Outcome, classify_setup_error
 from gateway.records.record import NULL_SINK, CallRecord, RecordSink
 from gateway.sdp import MediaParams, SdpNegotiationError, negotiate, parse_offer
@@ -338,8 +338,8 @@ class Call:
                          self._port, self._session_id, self._sdp_version)
 
     def _session_params(self) -> SessionParams:
-        return self.route.session_params(self.ctx.config.orga, caller=self.caller,
-                                         callee=self.callee, call_id=self.call_id)
+        return session_params(self.ctx.config.orga, self.route, caller=self.caller,
+                              callee=self.callee, call_id=self.call_id)
 
     def _reject(self, outcome: Outcome, failure: BaseException | None) -> None:
         rejection = outcome.rejection

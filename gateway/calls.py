@@ -14,8 +14,8 @@ import logging
 from collections import Counter
 
 from gateway.call import Call, CallContext
-from gateway.config import match_route
 from gateway.outcomes import EndCause, Outcome
+from gateway.routes import match_route
 from gateway.sip.events import CallHandle, DialogEnded, InviteReceived
 from gateway.sip.uri import SipUri
 
