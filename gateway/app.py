@@ -25,6 +25,7 @@ from gateway.metrics import Metrics
 from gateway.orga.api import OrgaApi
 from gateway.orga.settings import OrgaClientSettings, PeerSettings
 from gateway.outcomes import EndCause
+from gateway.records.service import RecordsService
 from gateway.sdnotify import SystemdNotifier
 from gateway.security.screen import SecurityScreen
 from gateway.sip.core import EndpointConfig
@@ -97,6 +98,7 @@ class Gateway:
         self.registry: CallRegistry | None = None
         self.http: HttpServer | None = None
         self.screen = SecurityScreen(config, self.metrics, now=MonotonicClock().now())
+        self.records = RecordsService(config, self.metrics)
         self._udp: UdpTransport | None = None
         self._tcp: TcpTransport | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -114,6 +116,7 @@ class Gateway:
             observer=self.metrics.orga_request,
             on_token=self._on_token,
         )
+        await self.records.start()
         endpoint = SipEndpoint(endpoint_config(cfg), pre_dispatch=self.screen, gate=self.screen)
         self.driver = SipDriver(endpoint, self._on_sip_event)
         ctx = CallContext(
@@ -123,6 +126,7 @@ class Gateway:
                 video_mline=orga.video_mline, ice_addresses=orga.ice_addresses or None,
             ),
             advertised_address=cfg.sip.public_address or cfg.rtp.bind,
+            records=self.records.sink, recorder=self.records.recorder,
         )
         self.registry = CallRegistry(ctx)
         advertise = cfg.sip.public_address
@@ -188,6 +192,7 @@ class Gateway:
             await self._tcp.close()
         if self.http is not None:
             await self.http.close()
+        await self.records.stop()  # after the calls: their records are spooled, files closed
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -37,6 +37,7 @@ from gateway.orga.session import OrgaSession, open_session
 from gateway.orga.settings import PeerSettings, SessionParams, session_params
 from gateway.outcomes import EndCause, Outcome, classify_setup_error
 from gateway.records.record import NULL_SINK, CallRecord, RecordSink
+from gateway.records.recording import CallRecording, Recorder
 from gateway.sdp import MediaParams, SdpNegotiationError, negotiate, parse_offer
 from gateway.sip.events import (
     AckReceived,
@@ -79,6 +80,7 @@ class CallContext:
     peer_settings: PeerSettings
     advertised_address: str  # the address our SDP answer names (public_address or RTP bind)
     records: RecordSink = NULL_SINK  # the webhook sender when [webhooks] is configured
+    recorder: Recorder | None = None  # when a route has record = true
 
 
 _SIP_END_CAUSES = {
@@ -122,6 +124,7 @@ class Call:
         self._track: CallerAudioTrack | None = None
         self._session: OrgaSession | None = None
         self._pump: AiAudioPump | None = None
+        self._recording: CallRecording | None = None
         self.record = CallRecord(ctx.records, sip_call_id=self.call_id, direction="inbound",
                                  trunk=trunk, route=self.route_label, caller=self.caller,
                                  callee=self.callee, now=self.started_at)
@@ -231,6 +234,9 @@ class Call:
         self.answered_at = self._loop.time()
         self.ctx.metrics.call_setup(self.answered_at - self.started_at)
         self.record.answered(self.answered_at, self.conversation_id)
+        if self.route.record and self.ctx.recorder is not None:
+            rtp.tap = self._recording = self.ctx.recorder.open(self.record.call_id,
+                                                               self.answered_at)
         self._pump.start()
         self.ctx.metrics.add_conversation(self.conversation_id or "", self.route_label, self.stats)
         self.log.info(
@@ -276,6 +282,9 @@ class Call:
         if self._port is not None:
             self.ctx.ports.release(self._port)
             self._port = None
+        # 5. finish the recording (encoded off the loop) so the record can name it
+        if self._recording is not None:
+            self.record.recording(await self._recording.close())
 
     def _record(self, outcome: Outcome | EndCause) -> None:
         m = self.ctx.metrics

@@ -120,7 +120,8 @@ class CallRecord:
         """Per-direction media figures: direction "in" (caller → us) or "out" (us → caller)."""
         self._media.setdefault(direction, {}).update(figures)
 
-    def recording(self, path: str) -> None:
+    def recording(self, path: str | None) -> None:
+        """The recording's file (None: recording failed, see the log)."""
         self._recording = path
 
     def ended(self, now: float, result: str, sip_status: int | None) -> dict[str, Any]:

@@ -33,8 +33,8 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from gateway.config import RecordingConfig
 from gateway.media.transcode import G711Codec
-from gateway.records.settings import RecordingConfig
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from gateway.analysis import dominant_frequency
+from gateway.config import RecordingConfig
 from gateway.media.transcode import G711Codec
 from gateway.records.recording import AGENT, CALLER, Recorder, StereoAligner
-from gateway.records.settings import RecordingConfig
 
 
 def _tone(freq: float, n: int = 160, start: int = 0, level: float = 8000.0) -> np.ndarray:
@@ -75,7 +75,8 @@ def test_recording_has_caller_left_agent_right_aligned(tmp_path: Path, fmt: str)
         recording = rec.open("abc", start)
         rng = np.random.default_rng(1)
         for i in range(150):  # 3 s: caller tone 0-1 s, agent tone 1.5-2.5 s
-            # The caller's packets suffer up to 30 ms of network jitter; ours leave on a jittery tick.
+            # The caller's packets suffer up to 30 ms of network jitter; ours leave on a
+            # jittery tick.
             caller = _tone(440, start=i * 160) if i < 50 else np.zeros(160, np.int16)
             recording.received(codec.encode(caller), "PCMU", 5000 + i * 160,
                                start + i * 0.02 + float(rng.uniform(0.0, 0.030)))
