@@ -13,11 +13,12 @@ import asyncio
 import logging
 from collections import Counter
 
-from gateway.call import Call, CallContext
-from gateway.outcomes import EndCause, Outcome
+from gateway.call import Call, CallContext, callee_of, caller_of
+from gateway.drain import Draining
+from gateway.outcomes import Outcome, response_headers
+from gateway.records.record import CallRecord
 from gateway.routes import match_route
 from gateway.sip.events import CallHandle, DialogEnded, InviteReceived
-from gateway.sip.uri import SipUri
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +26,13 @@ UNROUTED = "-"  # route label for calls rejected before a route was chosen
 
 
 class CallRegistry:
-    def __init__(self, ctx: CallContext) -> None:
+    def __init__(self, ctx: CallContext, draining: Draining | None = None) -> None:
         self.ctx = ctx
         self.calls: dict[CallHandle, Call] = {}
         self._tasks: dict[CallHandle, asyncio.Task[None]] = {}
         self._per_trunk: Counter[str] = Counter()
         self._trunk_limits = {t.name: t.max_calls for t in ctx.config.trunks}
-        self.draining = False
+        self.draining = draining if draining is not None else Draining()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -41,8 +42,7 @@ class CallRegistry:
 
     def on_invite(self, event: InviteReceived, trunk: str) -> None:
         metrics = self.ctx.metrics
-        uri = event.request.uri
-        callee = (uri.user_unescaped or "") if isinstance(uri, SipUri) else ""
+        callee = callee_of(event)
         if self.draining:
             self._refuse(event, Outcome.DRAINING, trunk)
             return
@@ -67,15 +67,17 @@ class CallRegistry:
         self._tasks[event.call] = asyncio.create_task(self._run(call), name=f"call {call.call_id}")
 
     def _refuse(self, event: InviteReceived, outcome: Outcome, trunk: str) -> None:
-        rejection = outcome.rejection
-        headers = []
-        if rejection.retry_after_s is not None:
-            headers.append(("Retry-After", str(rejection.retry_after_s)))
-        self.ctx.signalling.reject(event.call, rejection.status, reason=rejection.reason,
-                                   headers=headers)
-        self.ctx.metrics.call_ended(rejection.result, UNROUTED, trunk)
-        log.log(rejection.log_level, "refused call %s with %d (%s)", event.request.call_id,
-                rejection.status, rejection.result)
+        d = outcome.disposition
+        assert d.status is not None, outcome
+        self.ctx.signalling.reject(event.call, d.status, reason=d.reason,
+                                   headers=response_headers(d))
+        self.ctx.metrics.call_ended(d.result, UNROUTED, trunk)
+        CallRecord.refused(self.ctx.records, sip_call_id=event.request.call_id, trunk=trunk,
+                           route=UNROUTED, caller=caller_of(event), callee=callee_of(event),
+                           result=d.result, sip_status=d.status,
+                           now=asyncio.get_running_loop().time())
+        log.log(d.log_level, "refused call %s with %d (%s)", event.request.call_id, d.status,
+                d.result)
 
     async def _run(self, call: Call) -> None:
         try:
@@ -101,18 +103,18 @@ class CallRegistry:
     # --- drain and shutdown -------------------------------------------------------------------
     async def drain(self, timeout_s: float) -> None:
         """Refuse new calls; let active ones finish for up to `timeout_s`, then hang up."""
-        self.draining = True
+        self.draining.begin()
         self.ctx.metrics.set_draining(True)
         log.info("draining: %d active calls, waiting up to %.0f s", len(self.calls), timeout_s)
         try:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
         except TimeoutError:
             log.warning("drain timeout: hanging up %d calls", len(self.calls))
-            await self.hang_up_all(EndCause.DRAINED)
+            await self.hang_up_all(Outcome.DRAINED)
 
-    async def hang_up_all(self, cause: EndCause = EndCause.SHUTDOWN) -> None:
+    async def hang_up_all(self, outcome: Outcome = Outcome.SHUTDOWN) -> None:
         for call in list(self.calls.values()):
-            call.hang_up(cause)
+            call.hang_up(outcome)
         tasks = list(self._tasks.values())
         if tasks:
             await asyncio.wait(tasks, timeout=10.0)

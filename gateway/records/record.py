@@ -131,6 +131,14 @@ class CallRecord:
         self._sink.emit("call.ended", record)
         return record
 
+    @classmethod
+    def refused(cls, sink: RecordSink, *, sip_call_id: str, trunk: str, route: str, caller: str,
+                callee: str, result: str, sip_status: int, now: float) -> None:
+        """A call refused at admission (capacity, draining, no route) still gets its record."""
+        record = cls(sink, sip_call_id=sip_call_id, direction="inbound", trunk=trunk,
+                     route=route, caller=caller, callee=callee, now=now)
+        record.ended(now, result, sip_status)
+
     # --- output ---------------------------------------------------------------------------------
     @property
     def call_id(self) -> str:

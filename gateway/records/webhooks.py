@@ -184,10 +184,13 @@ class WebhookSender:
     async def _deliver(self, receiver: _Receiver) -> None:
         failures = 0
         while True:
+            # Cleared before looking, so an entry spooled while we look sets it again and the
+            # wait below returns at once (no lost wake-up).
+            receiver.wake.clear()
             entry = await asyncio.to_thread(receiver.spool.oldest)
             if entry is None:
-                receiver.idle.set()
-                receiver.wake.clear()
+                if not receiver.wake.is_set():
+                    receiver.idle.set()
                 await receiver.wake.wait()
                 continue
             name, body = entry
