@@ -48,6 +48,7 @@ from gateway.config.schema import (
     sections,
     split_hostport,
 )
+from gateway.records.announcement import wav_problem
 
 API_KEY_ENV = "ORGA_API_KEY"
 API_KEY_FILE_ENV = "ORGA_API_KEY_FILE"
@@ -373,9 +374,10 @@ def _recording_format(p: Problems, built: dict[str, Any]) -> None:
 
 def _recording_announcement(p: Problems, built: dict[str, Any]) -> None:
     path = built["recording"].announcement
-    if path is not None and not os.access(path, os.R_OK):
-        p.add("recording.announcement", f"cannot read {path}",
-              "name a WAV file readable by the gateway's user, or remove the key")
+    problem = wav_problem(path) if path is not None else None
+    if problem is not None:
+        p.add("recording.announcement", problem,
+              "name a 16-bit PCM WAV file the gateway's user can read, or remove the key")
 
 
 # Rules a field's `setting` cannot express. "section.field": run right after that field's own

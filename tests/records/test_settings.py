@@ -3,6 +3,7 @@ every problem as `key: problem — fix`."""
 
 from __future__ import annotations
 
+import wave
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,11 @@ def test_urls_secret_from_file_events_and_recording(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("from-file\n")
     wav = tmp_path / "a.wav"
-    wav.write_bytes(b"RIFF")
+    with wave.open(str(wav), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(b"\0\0" * 800)
     cfg = _parse({
         "webhooks": {"urls": ["http://127.0.0.1:1/a", "http://127.0.0.1:2/b"],
                      "secret_file": str(secret), "events": ["call.ended", "transcript"]},
