@@ -273,6 +273,7 @@ class Call:
         if self.route.record and self.ctx.recorder is not None:
             rtp.tap = self._recording = self.ctx.recorder.open(self.record.call_id,
                                                                self.answered_at)
+            self._pump.play_first(self.ctx.recorder.announcement)  # "this call is recorded"
         self._pump.start(self._tasks)
         self.ctx.metrics.add_conversation(self.conversation_id or "", self.route_label, self.stats)
         self.log.info(

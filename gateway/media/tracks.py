@@ -23,7 +23,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -308,6 +308,8 @@ class AiAudioPump:
         self._hangover_ticks = max(1, talkspurt_hangover_ms // 20)
         self._resampler = AiResampler()
         self._queue: collections.deque[tuple[Pcm, bool]] = collections.deque()
+        self._bound = self._max_frames
+        self._first: collections.deque[Pcm] = collections.deque()  # see play_first
         self._codecs: dict[str, G711Codec] = {}
         self._talkspurt = False
         self._quiet_ticks = 0  # ticks since the last voiced frame, while in a talkspurt
@@ -321,6 +323,14 @@ class AiAudioPump:
     @property
     def stats(self) -> PumpStats:
         return replace(self._stats, queue_ms=len(self._queue) * 20)
+
+    def play_first(self, frames: Iterable[Pcm]) -> None:
+        """Send `frames` (phone-rate PCM, one packet each) before any AI audio: the recording
+        announcement. AI audio arriving meanwhile waits behind it, not dropped: the queue's
+        bound grows by the announcement until the backlog is back under the usual bound
+        (silence between AI turns is skipped, so the added delay ends at the first pause)."""
+        self._first.extend(frames)
+        self._max_frames = self._bound + len(self._first)
 
     def start(self, tasks: asyncio.TaskGroup | None = None) -> None:
         """Start reading and sending (in `tasks`, the owning call's task group, when given)."""
@@ -385,6 +395,11 @@ class AiAudioPump:
     def tick(self, now: float) -> None:
         """One 20 ms slot: send the next queued frame, or silence, or nothing."""
         q = self._queue
+        if self._first:
+            self._sink.send_audio(self._codec().encode(self._first.popleft()), PHONE_FRAME_SAMPLES)
+            return
+        if self._max_frames > self._bound and len(q) <= self._bound:
+            self._max_frames = self._bound  # the announcement's backlog has drained
         # Shrink standing delay: drop silence while we hold more than the target (not inside a
         # talkspurt, where short pauses are part of speech).
         while len(q) > self._target_frames and not q[0][1] and not self._talkspurt:

@@ -4,14 +4,16 @@
   SIPp call, with the transcript the emulator produced (its "I spoke for ... 440 hertz" text).
 - A receiver that is down: the records wait in the spool, survive a gateway restart, and
   arrive in order, none lost, once it is up.
-- A recorded call: the file the record names has the caller's 440 Hz on the left and the
-  agent's reply on the right, their gap matching the turn latency the gateway measured.
+- A recorded call (WAV; Ogg/Opus with an announcement): the file the record names has the
+  caller's 440 Hz on the left and the agent's reply on the right (after the announcement, when
+  there is one), their gap matching the turn latency the gateway measured.
 """
 
 from __future__ import annotations
 
 import re
 import socket
+import wave
 from pathlib import Path
 from typing import Any
 
@@ -123,11 +125,38 @@ async def test_receiver_down_records_survive_a_restart_and_arrive_in_order(tmp_p
     assert not list((tmp_path / "spool").rglob("*.json"))
 
 
-async def test_recording_left_caller_right_agent_aligned(tmp_path: Path) -> None:
+def _write_wav(path: Path, freq: float, seconds: float, rate: int = 16000) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes((np.sin(2 * np.pi * freq * t) * 8000).astype("<i2").tobytes())
+    return path
+
+
+def _stereo(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """Left and right channel of a recording (WAV: packed int16; Ogg/Opus: planar float)."""
+    container = av.open(str(path))
+    rate = container.streams.audio[0].rate
+    frames = [f.to_ndarray() for f in container.decode(audio=0)]
+    container.close()
+    if frames[0].shape[0] == 2:
+        left, right = np.concatenate(frames, axis=1).astype(np.float64)
+    else:
+        left, right = np.concatenate(frames, axis=1).reshape(-1, 2).T.astype(np.float64)
+    return left, right, rate
+
+
+@pytest.mark.parametrize("fmt, announce", [("wav", False), ("ogg", True)])
+async def test_recording_left_caller_right_agent_aligned(tmp_path: Path, fmt: str,
+                                                         announce: bool) -> None:
+    announcement = _write_wav(tmp_path / "recorded.wav", 300.0, 0.5) if announce else None
     with Receiver(SECRET.encode()) as rx:
         stack = await Stack(
             **_webhooks(rx.url, tmp_path / "spool", events=("call.ended",)),
-            recording=RecordingConfig(directory=str(tmp_path / "rec"), format="wav"),
+            recording=RecordingConfig(directory=str(tmp_path / "rec"), format=fmt,
+                                      announcement=str(announcement) if announcement else None),
             routes=(Route(match="*", record=True),)).start()
         try:
             await _sipp_call(stack, tmp_path / "sipp")
@@ -137,25 +166,28 @@ async def test_recording_left_caller_right_agent_aligned(tmp_path: Path) -> None
             await stack.stop()
     record = rx.events[0]["call"]
     path = Path(record["recording"])
-    assert path.parent == tmp_path / "rec" and path.stat().st_mode & 0o777 == 0o600
-    container = av.open(str(path))
-    rate = container.streams.audio[0].rate
-    pcm = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=1)
-    container.close()
-    left, right = pcm.reshape(-1, 2).T.astype(np.float64)
-    # Digital silence decodes to 0: anything above 1 % of the peak is the signal (the reply
-    # fades in, so a higher threshold would find its onset late).
+    assert path.parent == tmp_path / "rec" and path.suffix == f".{fmt}"
+    assert path.stat().st_mode & 0o777 == 0o600
+    left, right, rate = _stereo(path)
+    # Digital silence decodes to (almost) 0: anything above 1 % of the peak is signal (the
+    # reply fades in, so a higher threshold would find its onset late).
     loud_l = np.abs(left) > 0.01 * np.abs(left).max()
     loud_r = np.abs(right) > 0.01 * np.abs(right).max()
     caller_start = int(np.argmax(loud_l))
     caller_end = len(loud_l) - int(np.argmax(loud_l[::-1]))
-    agent_start = int(np.argmax(loud_r))
+    agent_start = caller_end + int(np.argmax(loud_r[caller_end:]))
     assert (caller_end - caller_start) / rate == pytest.approx(1.0, abs=0.05)
     assert abs(dominant_frequency(left[caller_start:caller_end], rate) - 440) < 5
     reply = right[agent_start: agent_start + rate // 5]
     assert abs(dominant_frequency(reply, rate) - REPLY_DOMINANT_HZ) < 10
-    assert not loud_r[:caller_end].any()  # the agent spoke only after the caller
+    if announce:  # the caller heard it first, from the answer on
+        heard = int(np.argmax(loud_r))
+        assert heard / rate < 0.1
+        assert abs(dominant_frequency(right[heard: heard + rate * 2 // 5], rate) - 300) < 5
+        assert not loud_r[heard + int(0.55 * rate): caller_end].any()
+    else:
+        assert not loud_r[:caller_end].any()  # the agent spoke only after the caller
     # Aligned: the gap in the file is the turn latency the gateway measured on the wire.
     (turn,) = record["turn_latencies_s"]
     assert abs((agent_start - caller_end) / rate - turn) < 0.040
-    assert pcm.reshape(-1, 2).shape[0] / rate == pytest.approx(record["duration_s"], abs=0.3)
+    assert left.size / rate == pytest.approx(record["duration_s"], abs=0.3)

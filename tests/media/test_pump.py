@@ -63,7 +63,8 @@ class Receiver(asyncio.DatagramProtocol):
         self.got.append((self._clock(), data))
 
 
-def run_pump(schedule: list[tuple[float, np.ndarray]], seconds: float, **pump_kw: object):
+def run_pump(schedule: list[tuple[float, np.ndarray]], seconds: float,
+             first: list[np.ndarray] | None = None, **pump_kw: object):
     loop = virtual_time_loop()
 
     async def main() -> tuple[list[tuple[float, bytes]], AiAudioPump]:
@@ -74,6 +75,8 @@ def run_pump(schedule: list[tuple[float, np.ndarray]], seconds: float, **pump_kw
                              Direction.SENDRECV, False)
         session = await RtpSession.open("127.0.0.1", 0, params, watchdog_interval_s=3600)
         pump = AiAudioPump(ScriptedTrack(schedule), session, **pump_kw)  # type: ignore[arg-type]
+        if first:
+            pump.play_first(first)
         pump.start()
         await asyncio.sleep(seconds)
         await pump.stop()
@@ -221,3 +224,27 @@ def test_receiver_socket_is_loopback_only() -> None:
     s.bind(("127.0.0.1", 0))
     assert s.getsockname()[0] == "127.0.0.1"
     s.close()
+
+
+def test_announcement_plays_first_and_the_ai_waits_behind_it_without_loss() -> None:
+    from gateway.media.transcode import G711Codec
+
+    announcement = tone(500, 2.0, 8000, dbfs=-12)
+    first = [announcement[i:i + 160] for i in range(0, 16000, 160)]  # 2 s, 100 packets
+    speech = frames_of(tone(1000, 1.5, 48000, dbfs=-12))
+    silence = np.zeros(AI_FRAME, dtype=np.int16)
+    # The AI greets at once (1.5 s), then is quiet: its greeting arrives during the announcement.
+    schedule = [(0.02 * i, speech[i]) for i in range(75)]
+    schedule += [(1.5 + 0.02 * i, silence) for i in range(200)]
+    got, pump = run_pump(schedule, 6.0, first=first, max_queue_ms=1000)
+    codec = G711Codec("PCMU")
+    pcm = np.concatenate([codec.decode(parse_rtp(d).payload) for _, d in got])
+    assert abs(dominant_hz(pcm[800:15200], 8000) - 500) <= 5  # the announcement, first
+    assert abs(dominant_hz(pcm[16800:27200], 8000) - 1000) <= 5  # then the greeting
+    peaks = np.abs(pcm[16000:].astype(np.int32)).reshape(-1, 160).max(axis=1)
+    assert 74 <= (peaks > 5000).sum() <= 76  # all 75 frames: nothing dropped behind the bound
+    assert pump.stats.dropped_backlog == 0
+    times = np.array([t for t, _ in got])
+    assert np.diff(times).max() <= 0.030  # paced throughout
+    # After the greeting the stale silence is skipped: the queue is back under its bound.
+    assert pump.stats.skipped_silence >= 50 and pump.stats.queue_ms <= 1000
