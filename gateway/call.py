@@ -23,13 +23,17 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway.aiortc_patches import tune_receiver
+from gateway.clock import Clock
 from gateway.config import Config, Route
 from gateway.logs import ContextAdapter, call_logger
-from gateway.media.aiortc_receiver import tune_receiver
+from gateway.media.downlink import AiAudioPump
 from gateway.media.dtmf import DtmfReceived, DtmfRelayError, parse_dtmf_relay
 from gateway.media.ports import PortPool
 from gateway.media.rtp_session import RtpSession, open_from_pool
-from gateway.media.tracks import AiAudioPump, CallerAudioTrack, TurnLatencyMeter
+from gateway.media.transcode import PHONE_RATE
+from gateway.media.uplink import CallerAudioTrack
+from gateway.media.voice import TurnLatencyMeter
 from gateway.metrics import ConversationStats, Metrics
 from gateway.orga.api import OrgaApi
 from gateway.orga.events import InputTranscript, ResponseDone, ServerEvent
@@ -86,6 +90,7 @@ class CallContext:
     signalling: CallSignalling
     peer_settings: PeerSettings
     advertised_address: str  # the address our SDP answer names (public_address or RTP bind)
+    clock: Clock  # the loop clock (gateway/clock.py): every time a call reads comes from it
     records: RecordSink = NULL_SINK  # the webhook sender when [webhooks] is configured
     recorder: Recorder | None = None  # when a route has record = true
 
@@ -130,8 +135,8 @@ class Call:
         # (`call_id=... conversation_id=...`); a plain LoggerAdapter's extra would be dropped.
         self.log: ContextAdapter = call_logger(log, self.call_id)
         loop = asyncio.get_running_loop()
-        self._loop = loop
-        self.started_at = loop.time()
+        self._clock = ctx.clock
+        self.started_at = self._clock.now()
         self.answered_at: float | None = None
         self._stop: asyncio.Future[Outcome] = loop.create_future()
         self._sip_done = False  # the dialog is over on the SIP side (no BYE/final owed)
@@ -209,7 +214,7 @@ class Call:
     async def _setup_phase(self) -> Outcome | None:
         """Run the setup; return None once answered, else the outcome (response is queued)."""
         self.ctx.signalling.ring(self.handle)
-        self.record.ringing(self._loop.time())
+        self.record.ringing(self._clock.now())
         setup = self._tasks.create_task(self._setup_failure(), name=f"setup {self.call_id}")
         waiting: set[asyncio.Future[Any]] = {setup, self._stop}
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -241,19 +246,22 @@ class Call:
 
     async def _setup(self) -> None:
         cfg = self.ctx.config
-        step = _Steps(self._loop, self.ctx.metrics, self.record)
+        step = _Steps(self._clock, self.ctx.metrics, self.record)
         async with asyncio.timeout(cfg.orga.setup_timeout_s):
             offer = parse_offer((self.invite.sdp or b"").decode("utf-8", "replace"))
             rtp, answer = await self._open_media(offer)
             # Opus encoded here, on the loop (the Orga peer offers Opus only): half the CPU
             # of aiortc's resample-and-encode thread hand-off per 20 ms (bench/media_path.py).
-            self._track = CallerAudioTrack(rtp, meter=self._meter, opus=True)
+            self._track = CallerAudioTrack(rtp, self._clock, meter=self._meter, opus=True)
+            # The AI's audio goes from the receiver straight into the pump (aiortc_patches).
+            self._pump = pump = AiAudioPump(rtp, self._clock, meter=self._meter)
             step.done("media")
             track = self._track
 
             def peer_factory(ice_servers: list[Any]) -> OrgaPeer:
                 return OrgaPeer(track, self.ctx.peer_settings, self._session_params(),
-                                ice_servers, receiver_tuner=tune_receiver)
+                                ice_servers,
+                                receiver_tuner=lambda r: tune_receiver(r, deliver=pump.feed))
 
             self._session = await open_session(self.ctx.api, peer_factory, self._session_params())
             for name, seconds in self._session.timings.items():
@@ -264,17 +272,16 @@ class Call:
             self.log = self.log.bind(conversation_id=self.conversation_id)
             self._session.peer.add_event_listener(self._orga_event)
             remote = await self._session.peer.remote_audio
-        self._pump = AiAudioPump(remote, rtp, meter=self._meter)
         self.ctx.signalling.answer(self.handle, answer.encode())
         self._answered = True
-        self.answered_at = self._loop.time()
+        self.answered_at = self._clock.now()
         self.ctx.metrics.call_setup(self.answered_at - self.started_at)
         self.record.answered(self.answered_at, self.conversation_id)
         if self.route.record and self.ctx.recorder is not None:
             rtp.tap = self._recording = self.ctx.recorder.open(self.record.call_id,
                                                                self.answered_at)
-            self._pump.play_first(self.ctx.recorder.announcement)  # "this call is recorded"
-        self._pump.start(self._tasks)
+            pump.play_first(self.ctx.recorder.announcement)  # "this call is recorded"
+        pump.start(remote, self._tasks)
         self.ctx.metrics.add_conversation(self.conversation_id or "", self.route_label, self.stats)
         self.log.info(
             "call answered from %s to %s in %.0f ms (route %s, trunk %s)", self.caller,
@@ -338,7 +345,7 @@ class Call:
             m.remove_conversation(self.conversation_id)
         result = outcome.result
         status = 200 if self._answered else outcome.disposition.status
-        duration = None if self.answered_at is None else self._loop.time() - self.answered_at
+        duration = None if self.answered_at is None else self._clock.now() - self.answered_at
         m.call_ended(result, self.route_label, self.trunk, duration)
         if self._rtp is not None:
             stats = self._rtp.stats
@@ -357,10 +364,10 @@ class Call:
             if pump.underruns_speech:
                 m.playout_underrun(pump.underruns_speech)
             if pump.dropped_backlog:
-                m.playout_dropped(pump.dropped_backlog * 0.02)
+                m.playout_dropped(pump.dropped_backlog_ms / 1000.0)
             self.record.media("out", underruns=pump.underruns_speech,
-                              dropped_ms=pump.dropped_backlog * 20)
-        self.record.ended(self._loop.time(), result, status)
+                              dropped_ms=pump.dropped_backlog_ms)
+        self.record.ended(self._clock.now(), result, status)
         if duration is not None:
             self.log.info("call ended: %s after %.1f s", result, duration)
 
@@ -379,6 +386,7 @@ class Call:
             self.ctx.ports, cfg.rtp.bind, params,
             inactivity_timeout_s=cfg.rtp.inactivity_timeout_s,
             max_packet_rate=cfg.security.rtp_max_packets_per_second,
+            clock=self._clock,
             on_dtmf=self._dtmf,
             on_timeout=lambda: self._end(Outcome.RTP_TIMEOUT),
             tasks=self._tasks,
@@ -438,18 +446,18 @@ class Call:
 
     def _dtmf(self, event: DtmfReceived) -> None:
         self.ctx.metrics.dtmf(event.digit)
-        self.record.dtmf(event.digit, self._loop.time(), event.source.value)
+        self.record.dtmf(event.digit, self._clock.now(), event.source.value)
         # Digits are personal data (PINs, account numbers): the call record carries them.
         self.log.debug("DTMF %s (%d ms, %s)", event.digit, event.duration_ms, event.source.value)
 
     def _orga_event(self, event: ServerEvent) -> None:
         if isinstance(event, InputTranscript):
             self.ctx.metrics.text_event("transcript")
-            self.record.utterance("caller", event.text, self._loop.time())
+            self.record.utterance("caller", event.text, self._clock.now())
             self.log.debug("caller said: %s", event.text)
         elif isinstance(event, ResponseDone):
             self.ctx.metrics.text_event("assistant")
-            self.record.utterance("assistant", event.clean_text, self._loop.time())
+            self.record.utterance("assistant", event.clean_text, self._clock.now())
             self.log.debug("assistant said: %s", event.clean_text)
 
     def _turn(self, seconds: float) -> None:
@@ -460,8 +468,8 @@ class Call:
         rtp = self._rtp.stats if self._rtp is not None else None
         pump = self._pump.stats if self._pump is not None else None
         return ConversationStats(
-            audio_in_seconds=(rtp.received.packets * 0.02) if rtp else 0.0,
-            audio_out_seconds=(pump.sent_audio * 0.02) if pump else 0.0,
+            audio_in_seconds=(rtp.received.audio_seconds) if rtp else 0.0,
+            audio_out_seconds=(pump.samples_sent_audio / PHONE_RATE) if pump else 0.0,
             packets_in=rtp.received.packets if rtp else 0,
             packets_out=rtp.sent.packets if rtp else 0,
             packets_lost=rtp.received.lost if rtp else 0,
@@ -478,7 +486,7 @@ class Call:
             "route": self.route_label,
             "trunk": self.trunk,
             "state": "answered" if self._answered else "setup",
-            "age_seconds": round(self._loop.time() - self.started_at, 3),
+            "age_seconds": round(self._clock.now() - self.started_at, 3),
             **_asdict(self.stats()),
         }
 
@@ -486,12 +494,11 @@ class Call:
 class _Steps:
     """Times consecutive setup steps into the per-step histogram."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, metrics: Metrics, record: CallRecord
-                 ) -> None:
-        self._loop, self._metrics, self._record, self._at = loop, metrics, record, loop.time()
+    def __init__(self, clock: Clock, metrics: Metrics, record: CallRecord) -> None:
+        self._clock, self._metrics, self._record, self._at = clock, metrics, record, clock.now()
 
     def done(self, name: str) -> None:
-        now = self._loop.time()
+        now = self._clock.now()
         self._metrics.setup_step(name, now - self._at)
         self._record.step(name, now - self._at)
         self._at = now

@@ -1,9 +1,9 @@
 """The recording announcement: a WAV file played to the caller before the agent's audio.
 
 `wav_problem` is the config check (stdlib `wave` only: PCM WAV, readable, not empty, at most
-`MAX_SECONDS`); `announcement_frames` decodes it once at start into 8 kHz mono 16-bit frames of
-one packet each, resampled with PyAV (a proper low-pass, unlike sample dropping). The audio
-path plays the frames ahead of any agent audio.
+`MAX_SECONDS`); `announcement_pcm` decodes it once at start into 8 kHz mono 16-bit PCM,
+resampled with PyAV (a proper low-pass, unlike sample dropping). The AI → phone pump plays it
+ahead of any agent audio (`AiAudioPump.play_first`).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ def wav_problem(path: str) -> str | None:
     return None
 
 
-def announcement_frames(path: str, frame_samples: int = 160) -> list[Pcm]:
-    """The WAV as frames of `frame_samples` at 8 kHz mono int16; the last padded with silence.
+def announcement_pcm(path: str) -> Pcm:
+    """The WAV as 8 kHz mono int16 (the pump cuts it into packets of the call's ptime).
     Blocking (file read, resampling): call at start, off the loop."""
     import av  # the config check above must not need PyAV
 
@@ -50,15 +50,14 @@ def announcement_frames(path: str, frame_samples: int = 160) -> list[Pcm]:
     data = np.frombuffer(raw, dtype=dtypes[width]).reshape(-1, channels).astype(np.float64)
     scale = {1: 128.0, 2: 32768.0, 4: 2147483648.0}[width]
     mono = (data - (128.0 if width == 1 else 0.0)).mean(axis=1) / scale
-    pcm = np.clip(mono * 32767, -32768, 32767).astype(np.int16)
-    if rate != RATE:
-        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = rate
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
-        out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-        out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-        del resampler  # its filter graph's threads end with it, not at the next GC
-        pcm = np.concatenate(out).astype(np.int16) if out else np.zeros(0, np.int16)
-    padded = np.zeros(-(-pcm.size // frame_samples) * frame_samples, dtype=np.int16)
-    padded[: pcm.size] = pcm
-    return list(padded.reshape(-1, frame_samples))
+    pcm: Pcm = np.clip(mono * 32767, -32768, 32767).astype(np.int16)
+    if rate == RATE:
+        return pcm
+    frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = rate
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    del resampler  # its filter graph's threads end with it, not at the next GC
+    resampled: Pcm = np.concatenate(out).astype(np.int16) if out else np.zeros(0, np.int16)
+    return resampled

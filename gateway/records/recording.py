@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from gateway.config import RecordingConfig
 from gateway.media.transcode import G711Codec
-from gateway.records.announcement import announcement_frames
+from gateway.records.announcement import announcement_pcm
 
 log = logging.getLogger(__name__)
 
@@ -253,14 +253,14 @@ class Recorder:
         self.directory = Path(config.directory)
         self._on_result = on_result
         self._pool = concurrent.futures.ThreadPoolExecutor(1, "recording")
-        self.announcement: list[Pcm] = []  # played before the agent (see `prepare`)
+        self.announcement: Pcm = np.zeros(0, np.int16)  # played before the agent (`prepare`)
 
     def prepare(self) -> None:
         """Create the directory 0700 and decode the announcement (blocking: call at start,
         off the loop)."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self.config.announcement:
-            self.announcement = announcement_frames(self.config.announcement)
+            self.announcement = announcement_pcm(self.config.announcement)
 
     def open(self, record_id: str, start: float, wall_now: float | None = None
              ) -> CallRecording:

@@ -49,7 +49,7 @@ def _registry(raw: dict[str, Any]) -> tuple[CallRegistry, RecordingSignalling, M
     metrics = Metrics()
     signalling = RecordingSignalling()
     ctx = CallContext(
-        config=config, metrics=metrics,
+        config=config, metrics=metrics, clock=FakeClock(),
         ports=PortPool(config.rtp.port_min, config.rtp.port_max, 5.0, FakeClock()),
         api=OrgaApi(OrgaClientSettings("http://127.0.0.1:9", "sk_orga_ai_test")),
         signalling=signalling, peer_settings=PeerSettings(ice_addresses=("127.0.0.1",)),
