@@ -28,6 +28,7 @@ from gateway.orga.api import OrgaApi
 from gateway.orga.settings import OrgaClientSettings, PeerSettings
 from gateway.outcomes import Outcome
 from gateway.overload import LoadMonitor, OverloadThresholds
+from gateway.records.service import RecordsService
 from gateway.sdnotify import SystemdNotifier
 from gateway.security.screen import NO_TRUNK, SecurityScreen
 from gateway.sip.core import EndpointConfig
@@ -109,6 +110,7 @@ class Gateway:
         # Its buckets start full; the first `now` it is given (loop time) only refills them.
         self.screen = SecurityScreen(config, self.metrics, draining=self.draining,
                                      availability=self._availability)
+        self.records = RecordsService(config, self.metrics)
         self._udp: UdpTransport | None = None
         self._tcp: TcpTransport | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -127,6 +129,7 @@ class Gateway:
             observer=self.metrics.orga_request,
             on_token=self._on_token,
         )
+        await self.records.start()
         endpoint = SipEndpoint(endpoint_config(cfg), pre_dispatch=self.screen, gate=self.screen)
         self.driver = SipDriver(endpoint, self._on_sip_event)
         ctx = CallContext(
@@ -137,6 +140,7 @@ class Gateway:
             ),
             advertised_address=cfg.sip.public_address or cfg.rtp.bind,
             clock=self.clock,
+            records=self.records.sink, recorder=self.records.recorder,
         )
         self.registry = CallRegistry(ctx, self.draining, lambda: self.load.overloaded)
         self.load.start()
@@ -210,6 +214,7 @@ class Gateway:
         if self.http is not None:
             await self.http.close()
         await self.load.stop()
+        await self.records.stop()  # after the calls: their records are spooled, files closed
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):

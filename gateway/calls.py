@@ -15,12 +15,12 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
-from gateway.call import Call, CallContext
+from gateway.call import Call, CallContext, callee_of, caller_of
 from gateway.drain import Draining
 from gateway.outcomes import Outcome, response_headers
+from gateway.records.record import CallRecord
 from gateway.routes import match_route
 from gateway.sip.events import CallHandle, DialogEnded, InviteReceived
-from gateway.sip.uri import SipUri
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,7 @@ class CallRegistry:
 
     def on_invite(self, event: InviteReceived, trunk: str) -> None:
         metrics = self.ctx.metrics
-        uri = event.request.uri
-        callee = (uri.user_unescaped or "") if isinstance(uri, SipUri) else ""
+        callee = callee_of(event)
         if self.draining:
             self._refuse(event, Outcome.DRAINING, trunk)
             return
@@ -90,6 +89,10 @@ class CallRegistry:
         self.ctx.signalling.reject(event.call, d.status, reason=d.reason,
                                    headers=response_headers(d))
         self.ctx.metrics.call_ended(d.result, UNROUTED, trunk)
+        CallRecord.refused(self.ctx.records, sip_call_id=event.request.call_id, trunk=trunk,
+                           route=UNROUTED, caller=caller_of(event), callee=callee_of(event),
+                           result=d.result, sip_status=d.status,
+                           now=asyncio.get_running_loop().time())
         log.log(d.log_level, "refused call %s with %d (%s)", event.request.call_id, d.status,
                 d.result)
 

@@ -51,6 +51,9 @@ def test_unit_has_required_directives(path: Path) -> None:
     assert "ORGA_API_KEY_FILE=%d/orga-api-key" in svc["Environment"]
     assert not any(e.startswith("ORGA_API_KEY=") for e in svc["Environment"])
     assert one("DynamicUser") == "yes" and one("User")
+    # Records, spool and recordings live under a directory only this service can read.
+    assert one("StateDirectory").startswith("orga-sip-gateway")
+    assert one("StateDirectoryMode") == "0700"
     for key in ("NoNewPrivileges", "ProtectHome", "PrivateTmp", "PrivateDevices",
                 "ProtectKernelTunables", "ProtectKernelModules", "ProtectControlGroups",
                 "RestrictNamespaces", "RestrictSUIDSGID", "LockPersonality"):

@@ -21,6 +21,9 @@ from typing import TypeVar
 TRANSPORTS = ("udp", "tcp")
 CODECS = ("PCMU", "PCMA")
 DIGEST_ALGORITHMS = ("SHA-256", "MD5")
+WEBHOOK_EVENTS = ("call.started", "call.answered", "call.ended", "transcript")
+RECORDING_FORMATS = ("ogg", "wav")
+STATE_DIRECTORY = "/var/lib/orga-sip-gateway"  # systemd StateDirectory= of the units
 # The placeholders an `instructions` template may use (rendered in `gateway/orga/settings.py`).
 PLACEHOLDERS = ("caller", "callee", "call_id")
 PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -198,6 +201,36 @@ class WorkersConfig:
     count: int = setting(1, lo=1, hi=64)
 
 
+@dataclass(frozen=True, slots=True)
+class WebhooksConfig:
+    """Where call records go (`gateway/records/webhooks.py`); no URL = no webhooks. The secret
+    comes from `secret_env` or `secret_file` and is held on `Config.webhook_secret`."""
+
+    url: str | None = None
+    urls: tuple[str, ...] = ()
+    secret_env: str | None = None
+    secret_file: str | None = None
+    events: tuple[str, ...] = ("call.ended",)
+    spool_dir: str = f"{STATE_DIRECTORY}/spool"
+    spool_max_mb: float = setting(100.0, lo=1, hi=100_000, unit=" MB")
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The receiver URLs (`url` or `urls`)."""
+        return self.urls or ((self.url,) if self.url else ())
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingConfig:
+    """How recorded calls are stored (`gateway/records/recording.py`); routes opt in with
+    `record = true`."""
+
+    directory: str = f"{STATE_DIRECTORY}/recordings"
+    format: str = "ogg"  # "ogg" (Opus) | "wav" (16-bit PCM)
+    retention_days: float = setting(0.0, lo=0, hi=36500, unit=" days")  # 0 = keep
+    announcement: str | None = None  # WAV played to the caller before the agent
+
+
 # --- [[trunks]] and [[routes]] ----------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -229,8 +262,9 @@ class TrunkConfig:
 class Route:
     """One `[[routes]]` entry: which calls it takes (`match`, `trunk`) and what it overrides.
 
-    Every other field is an override of the `[orga]` key of the same name; None means "as in
-    [orga]". `gateway/orga/settings.py` resolves them into the call's session parameters.
+    The fields from `model` to `history` override the `[orga]` key of the same name; None means
+    "as in [orga]". `gateway/orga/settings.py` resolves them into the call's session parameters.
+    `record` switches call recording on for this route (`[recording]`).
     """
 
     match: str = "*"
@@ -241,6 +275,7 @@ class Route:
     instructions: str | None = setting(None, template=True)
     return_transcription: bool | None = None
     history: bool | None = None
+    record: bool = False  # not an [orga] override: record this route's calls ([recording])
 
     @property
     def label(self) -> str:
@@ -263,9 +298,12 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     security: SecurityConfig = SecurityConfig()
     workers: WorkersConfig = WorkersConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
+    recording: RecordingConfig = RecordingConfig()
     trunks: tuple[TrunkConfig, ...] = DEFAULT_TRUNKS
     routes: tuple[Route, ...] = DEFAULT_ROUTES
     api_key: Secret = field(default=Secret(""), repr=False, compare=False)
+    webhook_secret: Secret = field(default=Secret(""), repr=False, compare=False)
 
     def warnings(self) -> list[str]:
         """Things that are allowed but must be logged at every start (issue 7 item 2)."""
@@ -277,7 +315,8 @@ class Config:
 
     def secrets(self) -> list[str]:
         """Every secret value, for registration with the log redaction filter."""
-        values = [self.api_key.reveal()] + [t.password.reveal() for t in self.trunks if t.password]
+        values = [self.api_key.reveal(), self.webhook_secret.reveal()] + [
+            t.password.reveal() for t in self.trunks if t.password]
         return [v for v in values if v]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -136,3 +137,20 @@ async def test_capacity_and_trunk_capacity() -> None:
 def test_failure_table(error: BaseException, outcome: Outcome, status: int) -> None:
     assert classify(error) is outcome
     assert outcome.disposition.status == status
+
+
+async def test_a_refused_call_still_gets_its_record() -> None:
+    registry, _, _ = _registry({"routes": [{"match": "+4930*"}]})
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    class Sink:
+        def emit(self, event: str, body: dict[str, Any]) -> None:
+            events.append((event, body))
+
+    registry.ctx = replace(registry.ctx, records=Sink())
+    registry.on_invite(_invite(5, "800"), "loopback")
+    assert [e for e, _ in events] == ["call.started", "call.ended"]
+    record = events[-1][1]
+    assert (record["result"], record["sip_status"], record["callee"]) == ("no_route", 404, "800")
+    assert record["route"] == UNROUTED and record["sip_call_id"]
+    assert record["timestamps"]["answer"] is None and record["duration_s"] is None

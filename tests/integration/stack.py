@@ -84,8 +84,9 @@ def free_udp_range(count: int, low: int = 30000, high: int = 59000) -> tuple[int
 
 def e2e_config(orga_url: str, *, max_calls: int = 4, sip_port: int | None = None,
                rtp: dict[str, Any] | None = None, orga: dict[str, Any] | None = None,
-               limits: dict[str, Any] | None = None) -> Config:
-    """A loopback config with short timeouts; override sections with keyword dicts."""
+               limits: dict[str, Any] | None = None, **whole: Any) -> Config:
+    """A loopback config with short timeouts; override sections with keyword dicts, or give
+    whole `Config` fields (`webhooks=`, `recording=`, `routes=`, `webhook_secret=`)."""
     port_min, port_max = free_udp_range(2 * max_calls + 2)
     return Config(
         sip=SipConfig(bind=LOOPBACK, port=sip_port or free_sip_port(),
@@ -105,6 +106,7 @@ def e2e_config(orga_url: str, *, max_calls: int = 4, sip_port: int | None = None
                                 request_rate_per_source=1000.0, request_burst_per_source=1000,
                                 calls_per_second=100.0, calls_burst=100),
         api_key=Secret(API_KEY),
+        **whole,
     )
 
 
