@@ -43,6 +43,7 @@ SECURITY_REASONS = frozenset({
     "trunk_capacity", "auth_missing", "auth_failed", "auth_stale", "auth_replay",
     "auth_bad_nonce", "tcp_connections_source", "tcp_connections_total", "tcp_idle",
     "tcp_header_timeout", "message_too_large", "malformed", "rtp_foreign_source", "rtp_rate",
+    "tls_handshake_timeout", "tls_handshake", "tls_client_certificate",
 })
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 TEXT_EVENT_KINDS = frozenset({"transcript", "assistant"})

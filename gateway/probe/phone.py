@@ -139,10 +139,11 @@ class _ProbeDriver(SipDriver):
             self.bye_answered.set()
         super().datagram_received(data, addr)
 
-    def stream_received(self, data: bytes, conn_id: int, addr: Addr) -> bool:
+    def stream_received(self, data: bytes, conn_id: int, addr: Addr,
+                        transport: Transport = Transport.TCP) -> bool:
         if _BYE_RESPONSE.search(data):
             self.bye_answered.set()
-        return super().stream_received(data, conn_id, addr)
+        return super().stream_received(data, conn_id, addr, transport)
 
 
 def _source_audio(options: ProbeOptions) -> Pcm:
