@@ -45,6 +45,7 @@ SECURITY_REASONS = frozenset({
     "tcp_header_timeout", "message_too_large", "malformed", "rtp_foreign_source", "rtp_rate",
     "tls_handshake_timeout", "tls_handshake", "tls_client_certificate",
 })
+SRTP_FAILURES = frozenset({"auth", "replay", "malformed"})  # media/srtp.py FAILURE_REASONS
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 TEXT_EVENT_KINDS = frozenset({"transcript", "assistant"})
 OTHER = "other"
@@ -202,6 +203,8 @@ class Metrics:
         self._rtp_lost = counter("rtp_lost_packets", "RTP packets lost", ("direction",))
         self._rtp_late = counter("rtp_late_packets", "RTP packets too late to play",
                                  ("direction",))
+        self._srtp_failures = counter("rtp_srtp_failures", "Caller SRTP packets dropped: failed "
+                                      "authentication, replay check or parsing", ("reason",))
         self._jitter = histogram("rtp_jitter_seconds", "Caller RTP interarrival jitter",
                                  JITTER_BUCKETS)
         self._underruns = counter("playout_underruns", "Playout ran dry while AI audio was due")
@@ -267,6 +270,9 @@ class Metrics:
             self._rtp_lost.labels(d).inc(lost)
         if late:
             self._rtp_late.labels(d).inc(late)
+
+    def srtp_failure(self, reason: str) -> None:
+        self._srtp_failures.labels(_label(reason, SRTP_FAILURES)).inc()
 
     def rtp_jitter(self, seconds: float) -> None:
         self._jitter.observe(seconds)

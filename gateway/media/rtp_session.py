@@ -11,6 +11,9 @@ Owns (RFC 3550 §6.4.1 / A.1 / A.8, RFC 4961 symmetric RTP, RFC 4733 routing):
   decoder), anything else dropped and counted;
 - a per-call packet-rate cap (token bucket) so a flood into one port cannot starve the loop;
 - counters per direction and the RFC 3550 interarrival jitter;
+- SRTP (SDES keys in `MediaParams.srtp`): packets are unprotected before anything else reads
+  them and protected last before `sendto` (`media/srtp.py`); a packet that fails is dropped and
+  counted, and only an authenticated packet can latch the peer address;
 - an inactivity timeout (no RTP for `inactivity_timeout_s`, suspended while on hold) that sets
   `timed_out` and calls `on_timeout`, which the call turns into a BYE.
 
@@ -32,6 +35,7 @@ from gateway.media.dtmf import DtmfReceived, TelephoneEventReceiver
 from gateway.media.jitter import JitterBuffer
 from gateway.media.ports import PortPool
 from gateway.media.rtp import RtpParseError, RtpSenderState, SequenceExtender, is_rtcp, parse_rtp
+from gateway.media.srtp import SrtpContext
 from gateway.sdp import MediaParams
 
 logger = logging.getLogger(__name__)
@@ -53,6 +57,7 @@ class ReceiveStats:
     unknown_payload_type: int = 0
     dtmf_packets: int = 0
     ssrc_changes: int = 0
+    srtp_failures: int = 0  # failed SRTP authentication, replay or parsing (dropped)
 
 
 @dataclass(slots=True)
@@ -99,8 +104,11 @@ class RtpSession:
         on_dtmf: Callable[[DtmfReceived], None] | None = None,
         on_timeout: Callable[[], None] | None = None,
         watchdog_interval_s: float = 1.0,
+        on_srtp_failure: Callable[[str], None] | None = None,
     ) -> None:
         self._params = params
+        self._on_srtp_failure = on_srtp_failure
+        self._srtp = SrtpContext(params.srtp, on_srtp_failure) if params.srtp else None
         self._clock = clock or MonotonicClock()
         self.jitter = jitter or JitterBuffer(clock_rate=params.clock_rate)
         self._inactivity_timeout_s = inactivity_timeout_s
@@ -145,12 +153,13 @@ class RtpSession:
         on_dtmf: Callable[[DtmfReceived], None] | None = None,
         on_timeout: Callable[[], None] | None = None,
         watchdog_interval_s: float = 1.0,
+        on_srtp_failure: Callable[[str], None] | None = None,
     ) -> RtpSession:
         """Bind `local_address:local_port` (0 = ephemeral) and start the inactivity watchdog."""
         session = cls(
             params, clock=clock, jitter=jitter, inactivity_timeout_s=inactivity_timeout_s,
             max_packet_rate=max_packet_rate, on_dtmf=on_dtmf, on_timeout=on_timeout,
-            watchdog_interval_s=watchdog_interval_s,
+            watchdog_interval_s=watchdog_interval_s, on_srtp_failure=on_srtp_failure,
         )
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
@@ -198,6 +207,12 @@ class RtpSession:
             self._latched = None  # learn the new source (symmetric RTP again)
         if old.payload_type != params.payload_type:
             self._sender.payload_type = params.payload_type
+        if params.srtp is None:
+            self._srtp = None
+        elif self._srtp is None:
+            self._srtp = SrtpContext(params.srtp, self._on_srtp_failure)
+        else:
+            self._srtp.update(params.srtp)  # re-keys only a direction whose key changed
         self._last_activity = self._clock.now()  # hold/resume restarts the timer
 
     async def close(self) -> None:
@@ -220,6 +235,8 @@ class RtpSession:
         data = self._sender.next_packet(payload, samples, marker)
         if self._transport is None or self._closed or not self._params.send_enabled:
             return False
+        if self._srtp is not None:
+            data = self._srtp.protect(data)
         self._transport.sendto(data, self.remote)
         self._sent.packets += 1
         self._sent.bytes += len(data)
@@ -243,7 +260,13 @@ class RtpSession:
             self._recv.rate_dropped += 1
             return
         if is_rtcp(data):
-            return  # rtcp-mux RTCP: we send none and need none of its reports
+            return  # rtcp-mux RTCP (or SRTCP): we send none and need none of its reports
+        if self._srtp is not None:
+            clear = self._srtp.unprotect(data)
+            if clear is None:
+                self._recv.srtp_failures += 1
+                return
+            data = clear
         try:
             packet = parse_rtp(data)
         except RtpParseError:
