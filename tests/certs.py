@@ -12,10 +12,10 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-PrivateKey = ec.EllipticCurvePrivateKey
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Issued:
 class Ca:
     name: str
     cert: Path
-    key_obj: PrivateKey
+    key_obj: ec.EllipticCurvePrivateKey
     cert_obj: x509.Certificate
 
 
@@ -66,9 +66,11 @@ def make_ca(directory: Path, name: str = "Test CA") -> Ca:
 
 
 def issue(ca: Ca, directory: Path, stem: str, *, names: tuple[str, ...] = ("127.0.0.1",),
-          client: bool = False, days: float = 30.0, start_days: float = -1.0) -> Issued:
-    """A leaf certificate for `names` (IPs or DNS names) signed by `ca`."""
-    key = ec.generate_private_key(ec.SECP256R1())
+          client: bool = False, days: float = 30.0, start_days: float = -1.0,
+          rsa_key: bool = False) -> Issued:
+    """A leaf certificate for `names` (IPs or DNS names) signed by `ca` (EC P-256 or RSA)."""
+    key: PrivateKey = (rsa.generate_private_key(public_exponent=65537, key_size=2048) if rsa_key
+                       else ec.generate_private_key(ec.SECP256R1()))
     now = dt.datetime.now(dt.UTC)
     alt: list[x509.GeneralName] = []
     for n in names:
