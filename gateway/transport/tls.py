@@ -140,7 +140,7 @@ class TlsTransport(TcpTransport):
         loop = asyncio.get_running_loop()
         _, conn = await loop.create_connection(
             lambda: self._new_connection(False), addr[0], addr[1],
-            ssl=self.contexts.client_context(), server_hostname=addr[0],
+            ssl=self.contexts.client_context(addr[0]), server_hostname=addr[0],
             ssl_handshake_timeout=self.limits.header_timeout,
         )
         return conn

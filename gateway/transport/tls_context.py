@@ -9,8 +9,9 @@ Owns building the contexts from the configured files, swapping them on SIGHUP, a
   by that CA (mutual TLS). A connection is matched to its trunk by source address before the
   handshake, the same way the security screen matches requests, so a client from an mTLS
   trunk's network without a good certificate is refused at the handshake;
-- one client context for connections we open: the server's certificate is verified against
-  the system store or a configured CA bundle, its name against the address we dial, and we
+- client contexts for connections we open: the server's certificate is verified against the
+  trunk's `tls_client_ca` (the CA that signs that trunk's certificates), else the configured
+  `[sip] tls_ca` bundle, else the system store; its name against the address we dial; and we
   present our own certificate if the server asks for one.
 
 `reload()` builds every context from the files again and swaps them only when all succeeded:
@@ -48,7 +49,7 @@ class TlsFiles:
     private_key: str
     # trunk name → CA file whose signatures that trunk's clients must present (mutual TLS)
     client_cas: Mapping[str, str] = field(default_factory=dict)
-    # CA bundle for the servers we connect to; None: the system store
+    # CA bundle for servers we connect to (a trunk's client CA wins); None: the system store
     server_ca: str | None = None
 
 
@@ -67,12 +68,11 @@ def _server_context(files: TlsFiles, client_ca: str | None) -> ssl.SSLContext:
     return ctx
 
 
-def _client_context(files: TlsFiles) -> ssl.SSLContext:
+def _client_context(files: TlsFiles, cafile: str | None) -> ssl.SSLContext:
     try:
-        ctx = ssl.create_default_context(cafile=files.server_ca)
+        ctx = ssl.create_default_context(cafile=cafile)
     except (OSError, ssl.SSLError) as exc:
-        raise TlsConfigError(f"{files.server_ca}: cannot load the CA bundle ({_why(exc)})"
-                             ) from None
+        raise TlsConfigError(f"{cafile}: cannot load the CA bundle ({_why(exc)})") from None
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(TLS12_CIPHERS)
     _load_chain(ctx, files)  # presented when a trunk asks us for a client certificate
@@ -93,43 +93,54 @@ def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+@dataclass(frozen=True, slots=True)
+class _Contexts:
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+    trunk_server: dict[str, ssl.SSLContext]
+    trunk_client: dict[str, ssl.SSLContext]
+
+
 class TlsContexts:
     """The live TLS contexts; `trunk_of(host)` names the trunk a source address belongs to."""
 
     def __init__(self, files: TlsFiles, trunk_of: Callable[[str], str | None]) -> None:
         self._files = files
         self._trunk_of = trunk_of
-        self._default, self._per_trunk, self._client = self._build(files)
+        self._contexts = self._build(files)
         self.generation = 1  # counts successful loads (tests and logs)
 
     @staticmethod
-    def _build(files: TlsFiles
-               ) -> tuple[ssl.SSLContext, dict[str, ssl.SSLContext], ssl.SSLContext]:
-        default = _server_context(files, None)
-        per_trunk = {name: _server_context(files, ca) for name, ca in files.client_cas.items()}
-        return default, per_trunk, _client_context(files)
+    def _build(files: TlsFiles) -> _Contexts:
+        return _Contexts(
+            server=_server_context(files, None),
+            client=_client_context(files, files.server_ca),
+            trunk_server={name: _server_context(files, ca)
+                          for name, ca in files.client_cas.items()},
+            trunk_client={name: _client_context(files, ca)
+                          for name, ca in files.client_cas.items()},
+        )
 
     def server_context(self, host: str) -> ssl.SSLContext:
         """The context for a connection from `host`: its trunk's mTLS context, or the default."""
         trunk = self._trunk_of(host)
-        if trunk is not None:
-            ctx = self._per_trunk.get(trunk)
-            if ctx is not None:
-                return ctx
-        return self._default
+        ctx = self._contexts.trunk_server.get(trunk) if trunk is not None else None
+        return ctx or self._contexts.server
 
     def requires_client_certificate(self, host: str) -> bool:
         return self.server_context(host).verify_mode == ssl.CERT_REQUIRED
 
-    def client_context(self) -> ssl.SSLContext:
-        return self._client
+    def client_context(self, host: str) -> ssl.SSLContext:
+        """The context for a connection we open to `host` (verifies the server)."""
+        trunk = self._trunk_of(host)
+        ctx = self._contexts.trunk_client.get(trunk) if trunk is not None else None
+        return ctx or self._contexts.client
 
     def reload(self, files: TlsFiles | None = None) -> None:
         """Load the files again (SIGHUP); on any failure keep the old contexts and raise."""
         files = files or self._files
-        built = self._build(files)
+        self._contexts = self._build(files)
         self._files = files
-        self._default, self._per_trunk, self._client = built
         self.generation += 1
 
 
