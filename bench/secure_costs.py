@@ -50,16 +50,22 @@ def per_packet(n: int) -> None:
         key = SrtpKey.generate(suite)
         tx = SrtpContext(SrtpParams(suite, 1, key, key))
         rx = SrtpContext(SrtpParams(suite, 1, key, key))
-        packets = [build_rtp(0, seq & 0xFFFF, seq * 160, 0x1234, b"\xff" * 160)
-                   for seq in range(n)]
-        start = time.perf_counter()
-        protected = [tx.protect(p) for p in packets]
-        mid = time.perf_counter()
-        for p in protected:
-            rx.unprotect(p)
-        end = time.perf_counter()
-        print(f"  {suite.value:26s} protect {(mid - start) / n * 1e6:5.2f} µs   "
-              f"unprotect {(end - mid) / n * 1e6:5.2f} µs")
+        best_p = best_u = float("inf")
+        rounds, per_round = 5, n // 5
+        for r in range(rounds):  # best of five: the machine is shared
+            packets = [build_rtp(0, seq & 0xFFFF, seq * 160, 0x1234, b"\xff" * 160)
+                       for seq in range(r * per_round, (r + 1) * per_round)]
+            start = time.perf_counter()
+            protected = [tx.protect(p) for p in packets]
+            mid = time.perf_counter()
+            for p in protected:
+                rx.unprotect(p)
+            end = time.perf_counter()
+            best_p = min(best_p, (mid - start) / per_round)
+            best_u = min(best_u, (end - mid) / per_round)
+        assert sum(rx.failures.values()) == 0
+        print(f"  {suite.value:26s} protect {best_p * 1e6:5.2f} µs   "
+              f"unprotect {best_u * 1e6:5.2f} µs  (best of {rounds} x {per_round})")
 
 
 # --- 2. per call -------------------------------------------------------------------------------
