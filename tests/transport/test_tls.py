@@ -245,3 +245,47 @@ async def test_outbound_verifies_the_server_certificate(pki: dict[str, object]) 
         finally:
             await client2.close()
             driver2.close()
+
+
+async def test_two_endpoints_call_each_other_over_tls_bye_on_the_same_connection(
+        pki: dict[str, object]) -> None:
+    """Our UAC opens (and verifies) the TLS connection; the UAS's BYE goes back over it."""
+    from gateway.sip.events import AckReceived, CallAnswered, DialogEnded, EndReason
+    from tests.transport.test_transports import FAST
+
+    a_events: list[Event] = []
+    b_events: list[Event] = []
+    a_ep, b_ep = SipEndpoint(EndpointConfig(timers=FAST)), SipEndpoint(EndpointConfig(timers=FAST))
+    a, b = SipDriver(a_ep, a_events.append), SipDriver(b_ep, b_events.append)
+    a_tls = await TlsTransport.listen(a, TlsContexts(files_for(pki), lambda host: None))
+    b_tls = await TlsTransport.listen(b, TlsContexts(files_for(pki), lambda host: None))
+
+    async def wait_for(events: list[Event], kind: type) -> Event:
+        async def poll() -> Event:
+            while not any(isinstance(e, kind) for e in events):
+                await asyncio.sleep(0.005)
+            return next(e for e in events if isinstance(e, kind))
+
+        return await asyncio.wait_for(poll(), 3)
+
+    try:
+        port = b_tls.local_addr[1]
+        call = a.run(lambda now: a_ep.invite(
+            f"sip:agent@127.0.0.1:{port};transport=tls", now, sdp=b"v=0\r\n",
+            from_uri="<sip:probe@127.0.0.1>"))
+        invite = await wait_for(b_events, InviteReceived)
+        assert isinstance(invite, InviteReceived) and invite.source.transport.value == "TLS"
+        b.run(lambda now: b_ep.answer(invite.call, b"v=0\r\n", now))
+        answered = await wait_for(a_events, CallAnswered)
+        assert isinstance(answered, CallAnswered) and answered.call == call
+        await wait_for(b_events, AckReceived)
+        b.run(lambda now: b_ep.hang_up(invite.call, now))
+        ended = await wait_for(a_events, DialogEnded)
+        assert ended == DialogEnded(call, EndReason.REMOTE_BYE)
+        assert a_tls.connection_count == 1 and b_tls.connection_count == 1
+        assert b_tls.handshakes == 1 and a_tls.handshakes == 0
+    finally:
+        await a_tls.close()
+        await b_tls.close()
+        a.close()
+        b.close()
