@@ -19,12 +19,13 @@ from gateway.call import CallContext
 from gateway.calls import CallRegistry
 from gateway.clock import MonotonicClock
 from gateway.config import Config
+from gateway.drain import Draining
 from gateway.http import GatewayState, HttpServer
 from gateway.media.ports import PortPool
 from gateway.metrics import Metrics
 from gateway.orga.api import OrgaApi
 from gateway.orga.settings import OrgaClientSettings, PeerSettings
-from gateway.outcomes import EndCause
+from gateway.outcomes import Outcome
 from gateway.sdnotify import SystemdNotifier
 from gateway.security.screen import SecurityScreen
 from gateway.sip.core import EndpointConfig
@@ -96,7 +97,9 @@ class Gateway:
         self.driver: SipDriver | None = None
         self.registry: CallRegistry | None = None
         self.http: HttpServer | None = None
-        self.screen = SecurityScreen(config, self.metrics, now=MonotonicClock().now())
+        self.draining = Draining()  # the one flag: screen, registry, /ready, systemd status
+        self.screen = SecurityScreen(config, self.metrics, now=MonotonicClock().now(),
+                                     draining=self.draining)
         self._udp: UdpTransport | None = None
         self._tcp: TcpTransport | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -124,7 +127,7 @@ class Gateway:
             ),
             advertised_address=cfg.sip.public_address or cfg.rtp.bind,
         )
-        self.registry = CallRegistry(ctx)
+        self.registry = CallRegistry(ctx, self.draining)
         advertise = cfg.sip.public_address
         if "udp" in cfg.sip.transports:
             self._udp = await UdpTransport.start(self.driver, cfg.sip.bind, cfg.sip.port,
@@ -151,13 +154,12 @@ class Gateway:
 
     def _state(self) -> GatewayState:
         assert self.registry is not None
-        return GatewayState(self.registry.draining, len(self.registry.calls),
+        return GatewayState(bool(self.draining), len(self.registry.calls),
                             self.config.limits.max_calls)
 
     def _status(self) -> str:
         calls = len(self.registry.calls) if self.registry else 0
-        draining = self.registry is not None and self.registry.draining
-        return f"{'draining, ' if draining else ''}{calls} active calls"
+        return f"{'draining, ' if self.draining else ''}{calls} active calls"
 
     def _on_sip_event(self, event: Event) -> None:
         assert self.registry is not None
@@ -169,7 +171,7 @@ class Gateway:
     async def drain(self) -> None:
         """SIGTERM: refuse new calls, let active ones end (bounded), then stop."""
         assert self.registry is not None
-        self.screen.draining = True
+        self.draining.begin()
         self.notifier.status(self._status())
         await self.registry.drain(self.config.limits.drain_timeout_s)
         await self.stop()
@@ -179,7 +181,7 @@ class Gateway:
             return
         self.notifier.stopping()
         if self.registry is not None:
-            await self.registry.hang_up_all(EndCause.SHUTDOWN)
+            await self.registry.hang_up_all(Outcome.SHUTDOWN)
         # Give BYEs a moment on the wire before the sockets close.
         await asyncio.sleep(0.05)
         if self._udp is not None:

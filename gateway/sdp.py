@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.media.srtp import SdesCrypto, SrtpParams, choose_params, parse_crypto
+from gateway.outcomes import Outcome
 
 # Static payload types we understand without an rtpmap (RFC 3551 §6).
 _STATIC_AUDIO: dict[int, tuple[str, int]] = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
@@ -68,26 +69,34 @@ class SdpNegotiationError(Exception):
     """An offer we answer with 488 Not Acceptable Here and a Warning header.
 
     `warn_code` is the RFC 3261 warn-code, `warning` the quoted warn-text; the call layer adds
-    its own host as warn-agent: `Warning: 305 gw.example "Incompatible media format"`.
+    its own host as warn-agent: `Warning: 305 gw.example "Incompatible media format"`. The
+    error classifies itself: `outcome` is the call's outcome (status, metric result).
     """
 
-    status = 488
+    outcome = Outcome.BAD_OFFER
 
     def __init__(self, warning: str, warn_code: int = 399) -> None:
         super().__init__(warning)
         self.warning = warning
         self.warn_code = warn_code
 
+    @property
+    def sip_warning(self) -> tuple[int, str]:
+        return self.warn_code, self.warning
+
 
 class NoCommonCodec(SdpNegotiationError):
     """The offer has an audio stream we could use, but none of our codecs."""
+
+    outcome = Outcome.NO_CODEC
 
     def __init__(self, warning: str = "Incompatible media format: PCMU/PCMA required") -> None:
         super().__init__(warning, warn_code=305)
 
 
 class UnusableOffer(SdpNegotiationError):
-    """Malformed SDP, no audio stream, or only transports we do not speak (e.g. RTP/SAVP)."""
+    """Malformed SDP, no audio stream, or only transports the trunk's policy refuses (plain RTP
+    where SRTP is required, RTP/SAVP where it is off)."""
 
 
 @dataclass(frozen=True, slots=True)

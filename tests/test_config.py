@@ -12,10 +12,10 @@ from gateway.config import (
     Route,
     RtpConfig,
     load_config,
-    match_route,
     parse_config,
-    render_instructions,
 )
+from gateway.orga.settings import render_instructions, session_params
+from gateway.routes import match_route
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {"ORGA_API_KEY": "sk-test-key-123"}
@@ -203,13 +203,13 @@ def test_match_route_first_match_wins() -> None:
 def test_session_params_override_and_render() -> None:
     orga = OrgaConfig(instructions="Default for {callee}", voice="A")
     route = Route(match="*", voice="B", temperature=0.9)
-    params = route.session_params(orga, caller="+491", callee="+4930", call_id="abc")
+    params = session_params(orga, route, caller="+491", callee="+4930", call_id="abc")
     assert (params.voice, params.temperature, params.model) == ("B", 0.9, "orga-1-beta")
     assert params.instructions == "Default for +4930"
-    assert Route(instructions="x").session_params(
-        OrgaConfig(), caller="", callee="", call_id="").instructions == "x"
-    assert Route().session_params(OrgaConfig(), caller="", callee="",
-                                  call_id="").instructions is None
+    assert session_params(OrgaConfig(), Route(instructions="x"), caller="", callee="",
+                          call_id="").instructions == "x"
+    assert session_params(OrgaConfig(), Route(), caller="", callee="",
+                          call_id="").instructions is None
 
 
 def test_render_instructions_sanitises_caller_input() -> None:
@@ -240,3 +240,27 @@ def test_check_config_cli(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "gateway", "check-config", "--config",
                           str(broken)], capture_output=True, text=True, env=env, cwd=ROOT)
     assert out.returncode == 2 and "not valid TOML" in out.stderr
+
+
+def test_rules_name_real_keys() -> None:
+    from dataclasses import fields
+
+    from gateway.config.load import RULES
+    from gateway.config.schema import sections
+
+    for key in RULES:
+        section, _, name = key.partition(".")
+        assert section in sections(), key
+        assert not name or name in {f.name for f in fields(sections()[section])}, key
+
+
+def test_schema_imports_nothing_of_the_gateway() -> None:
+    """The schema is a leaf: the loader and everyone else import it, never the reverse."""
+    import ast
+
+    import gateway.config.schema as schema
+
+    tree = ast.parse(Path(schema.__file__).read_text())
+    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m and m.startswith("gateway")]

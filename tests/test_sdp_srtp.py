@@ -88,7 +88,7 @@ def test_optional_falls_back_to_plain_and_prefers_srtp_when_both_are_offered() -
 def test_required_without_srtp_is_488_with_302_and_unknown_suites_306() -> None:
     with pytest.raises(UnusableOffer) as info:
         neg(offer(m("RTP/AVP")), "required")
-    assert (info.value.status, info.value.warn_code) == (488, 302)
+    assert (info.value.outcome.disposition.status, info.value.warn_code) == (488, 302)
     assert "SRTP" in info.value.warning
     with pytest.raises(UnusableOffer) as info:
         neg(offer(m("RTP/SAVP", f"1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}|2^20|1:4")),

@@ -16,7 +16,7 @@ import pytest
 from gateway.sip.core import EndpointConfig
 from gateway.sip.endpoint import SipEndpoint
 from gateway.sip.events import Event, InviteReceived
-from gateway.sip.message import Response
+from gateway.sip.message import SipResponse as Response
 from gateway.sip.parser import parse_message
 from gateway.transport.driver import SipDriver
 from gateway.transport.tcp import TcpLimits
@@ -250,7 +250,7 @@ async def test_outbound_verifies_the_server_certificate(pki: dict[str, object]) 
 async def test_two_endpoints_call_each_other_over_tls_bye_on_the_same_connection(
         pki: dict[str, object]) -> None:
     """Our UAC opens (and verifies) the TLS connection; the UAS's BYE goes back over it."""
-    from gateway.sip.events import AckReceived, CallAnswered, DialogEnded, EndReason
+    from gateway.sip.events import AckReceived, CallAnswered, DialogEnded, SipEndReason
     from tests.transport.test_transports import FAST
 
     a_events: list[Event] = []
@@ -281,7 +281,7 @@ async def test_two_endpoints_call_each_other_over_tls_bye_on_the_same_connection
         await wait_for(b_events, AckReceived)
         b.run(lambda now: b_ep.hang_up(invite.call, now))
         ended = await wait_for(a_events, DialogEnded)
-        assert ended == DialogEnded(call, EndReason.REMOTE_BYE)
+        assert ended == DialogEnded(call, SipEndReason.REMOTE_BYE)
         assert a_tls.connection_count == 1 and b_tls.connection_count == 1
         assert b_tls.handshakes == 1 and a_tls.handshakes == 0
     finally:
