@@ -20,6 +20,7 @@ from gateway.call import CallContext
 from gateway.calls import CallRegistry
 from gateway.clock import MonotonicClock
 from gateway.config import Config
+from gateway.config.load import tls_files
 from gateway.drain import Draining
 from gateway.http import GatewayState, HttpServer
 from gateway.media.ports import PortPool
@@ -36,7 +37,7 @@ from gateway.sip.parser import DEFAULT_LIMITS
 from gateway.transport.driver import SipDriver
 from gateway.transport.tcp import TcpLimits, TcpTransport
 from gateway.transport.tls import TlsTransport
-from gateway.transport.tls_context import TlsConfigError, TlsContexts, TlsFiles, check_files
+from gateway.transport.tls_context import TlsConfigError, TlsContexts, check_files
 from gateway.transport.udp import UdpTransport
 
 log = logging.getLogger(__name__)
@@ -50,16 +51,6 @@ def endpoint_config(config: Config) -> EndpointConfig:
     limits = replace(DEFAULT_LIMITS, max_message_bytes=size,
                      max_body_bytes=min(DEFAULT_LIMITS.max_body_bytes, size))
     return EndpointConfig(limits=limits)
-
-
-def tls_files(config: Config) -> TlsFiles:
-    """The certificate files of `[sip]` and each trunk's client CA."""
-    sip = config.sip
-    return TlsFiles(
-        certificate=sip.tls_certificate or "", private_key=sip.tls_private_key or "",
-        client_cas={t.name: t.tls_client_ca for t in config.trunks if t.tls_client_ca},
-        server_ca=sip.tls_ca or None,
-    )
 
 
 class EndpointSignalling:

@@ -82,3 +82,24 @@ def test_required_srtp_without_tls_is_a_start_warning() -> None:
     config = parse_config({"trunks": [trunk(srtp="required")]}, ENV)
     (warning,) = config.warnings()
     assert "'pbx' requires SRTP" in warning and "tls" in warning
+
+
+def test_check_config_warns_of_a_certificate_about_to_expire(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from gateway import config_cli
+
+    ca = make_ca(tmp_path)
+    leaf = issue(ca, tmp_path, "gw", days=3)
+    path = tmp_path / "gw.toml"
+    path.write_text(f'[sip]\ntransports = ["tls"]\ntls_certificate = "{leaf.cert}"\n'
+                    f'tls_private_key = "{leaf.key}"\n\n[[trunks]]\nname = "pbx"\n'
+                    f'allow = ["127.0.0.1/32"]\nsrtp = "required"\n'
+                    f'tls_client_ca = "{ca.cert}"\n')
+    monkeypatch.setenv("ORGA_API_KEY", "sk-test-key-123")
+    assert config_cli.main(argparse.Namespace(config=str(path))) == 0
+    out = capsys.readouterr()
+    assert "warning: sip.tls_certificate: expires on" in out.err
+    assert "tls (TLS on 5061)" in out.out and "mutual TLS, srtp required" in out.out

@@ -363,6 +363,16 @@ RULES: dict[str, Rule] = {
 }
 
 
+def tls_files(config: Config) -> TlsFiles:
+    """The TLS files a config names: `[sip]` certificate, key and CA, each trunk's client CA."""
+    sip = config.sip
+    return TlsFiles(
+        certificate=sip.tls_certificate or "", private_key=sip.tls_private_key or "",
+        client_cas={t.name: t.tls_client_ca for t in config.trunks if t.tls_client_ca},
+        server_ca=sip.tls_ca or None,
+    )
+
+
 def _tls(p: Problems, sip: SipConfig, trunks: tuple[TrunkConfig, ...]) -> None:
     """SIP over TLS: the files must be there, match, be valid now and name public_address."""
     cas = {t.name: t.tls_client_ca for t in trunks if t.tls_client_ca}

@@ -229,6 +229,7 @@ class RtpSession:
                 await self._watchdog
         if self._transport is not None:
             self._transport.close()
+        self._srtp = None  # libsrtp's contexts (and key copies) end with the call, not at GC
         for event in self._dtmf.flush():
             self._emit_dtmf(event)
 
@@ -253,6 +254,8 @@ class RtpSession:
     # ------------------------------------------------------------ receiving
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
+        if self._closed:
+            return  # a packet read as the call ended: its SRTP context is already gone
         now = self._clock.now()
         addr = (addr[0], addr[1])
         # Foreign packets are dropped before the rate cap: a flood from another address must
