@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -289,3 +290,27 @@ async def test_two_endpoints_call_each_other_over_tls_bye_on_the_same_connection
         await b_tls.close()
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("client", ["tls1.1", "cbc-only"])
+async def test_old_protocols_and_weak_ciphers_refused(pki: dict[str, object], client: str) -> None:
+    """TLS 1.2 is the floor; TLS 1.2 clients must offer ECDHE with an AEAD cipher."""
+    async with serving(pki) as (tls, reasons):
+        ctx = client_context(pki)
+        if client == "tls1.1":
+            with warnings.catch_warnings():  # the deprecation is the point of the test
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ctx.minimum_version = ssl.TLSVersion.TLSv1
+                ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+            ctx.set_ciphers("ALL:@SECLEVEL=0")  # let the client even try
+        else:
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+            ctx.set_ciphers("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA")
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            await connect(tls, ctx)
+        await asyncio.sleep(0.05)
+        assert reasons == ["tls_handshake"] and tls.connection_count == 0
+        # A modern client still gets in.
+        ok = await connect(tls, client_context(pki))
+        assert await serves(ok, "z9hG4bK-modern")
+        ok[1].close()
