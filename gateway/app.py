@@ -16,9 +16,10 @@ import signal
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
+from gateway.aiortc_patches import check_versions
 from gateway.call import CallContext
 from gateway.calls import CallRegistry
-from gateway.clock import MonotonicClock
+from gateway.clock import LoopClock
 from gateway.config import Config
 from gateway.config.load import tls_files
 from gateway.drain import Draining
@@ -29,7 +30,7 @@ from gateway.orga.api import OrgaApi
 from gateway.orga.settings import OrgaClientSettings, PeerSettings
 from gateway.outcomes import Outcome
 from gateway.sdnotify import SystemdNotifier
-from gateway.security.screen import SecurityScreen
+from gateway.security.screen import NO_TRUNK, SecurityScreen
 from gateway.sip.core import EndpointConfig
 from gateway.sip.endpoint import SipEndpoint
 from gateway.sip.events import CallHandle, Event, InviteReceived
@@ -43,6 +44,7 @@ from gateway.transport.udp import UdpTransport
 log = logging.getLogger(__name__)
 
 PORT_QUARANTINE_S = 5.0  # a late packet of the last call must not reach the next one
+BYE_GRACE_T1 = 4  # shutdown waits up to 4·T1 for the endpoint to be idle (our BYEs answered)
 
 
 def endpoint_config(config: Config) -> EndpointConfig:
@@ -95,15 +97,16 @@ class Gateway:
         self._on_token = on_token
         self.metrics = Metrics(max_conversations=config.limits.max_calls)
         self.notifier = notifier or SystemdNotifier()
+        self.clock = LoopClock()  # the one clock of the process (gateway/clock.py)
         self.ports = PortPool(config.rtp.port_min, config.rtp.port_max, port_quarantine_s,
-                              MonotonicClock())
+                              self.clock)
         self.api: OrgaApi | None = None
         self.driver: SipDriver | None = None
         self.registry: CallRegistry | None = None
         self.http: HttpServer | None = None
         self.draining = Draining()  # the one flag: screen, registry, /ready, systemd status
-        self.screen = SecurityScreen(config, self.metrics, now=MonotonicClock().now(),
-                                     draining=self.draining)
+        # Its buckets start full; the first `now` it is given (loop time) only refills them.
+        self.screen = SecurityScreen(config, self.metrics, draining=self.draining)
         self._udp: UdpTransport | None = None
         self._tcp: TcpTransport | None = None
         self._tls: TlsTransport | None = None
@@ -113,6 +116,7 @@ class Gateway:
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
+        check_versions()  # the aiortc/aioice internals we patch: refuse an untested version
         cfg = self.config
         orga = cfg.orga
         self.api = OrgaApi(
@@ -132,6 +136,7 @@ class Gateway:
                 video_mline=orga.video_mline, ice_addresses=orga.ice_addresses or None,
             ),
             advertised_address=cfg.sip.public_address or cfg.rtp.bind,
+            clock=self.clock,
         )
         self.registry = CallRegistry(ctx, self.draining)
         advertise = cfg.sip.public_address
@@ -164,6 +169,7 @@ class Gateway:
                                host=cfg.http.host, port=cfg.http.port)
         await self.http.start()
         self.metrics.free_ports_from(lambda: self.ports.free_count)
+        self.metrics.loop_tasks_from(asyncio.get_running_loop())
         log.info("gateway ready: SIP %s:%d (%s)%s, RTP %s:%d-%d, Orga %s", cfg.sip.bind,
                  cfg.sip.port, "+".join(cfg.sip.transports),
                  f", TLS :{cfg.sip.tls_port}" if self._tls else "", cfg.rtp.bind,
@@ -201,7 +207,7 @@ class Gateway:
     def _on_sip_event(self, event: Event) -> None:
         assert self.registry is not None
         if isinstance(event, InviteReceived):
-            self.registry.on_invite(event, self.screen.trunk_of(event.source))
+            self.registry.on_invite(event, event.trunk or NO_TRUNK)
         else:
             self.registry.on_event(event)
 
@@ -219,8 +225,10 @@ class Gateway:
         self.notifier.stopping()
         if self.registry is not None:
             await self.registry.hang_up_all(Outcome.SHUTDOWN)
-        # Give BYEs a moment on the wire before the sockets close.
-        await asyncio.sleep(0.05)
+        if self.driver is not None:
+            # Keep the sockets until every BYE (and CANCEL, ACK wait) is done, for at most the
+            # time a BYE and its first two retransmissions (T1, 2·T1 later) take to be answered.
+            await self.driver.wait_idle(BYE_GRACE_T1 * self.driver.endpoint.config.timers.T1)
         if self._udp is not None:
             self._udp.close()
         if self._tcp is not None:
