@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.clock import MonotonicClock
+from gateway.clock import LoopClock
 from gateway.media.rtp import build_rtp
 from gateway.media.rtp_session import RtpSession
 from gateway.media.srtp import SUPPORTED_SUITES, SrtpContext, SrtpKey, SrtpParams, SrtpSuite
@@ -105,7 +105,7 @@ async def _calls_cpu(calls: int, seconds: float, secure: bool) -> tuple[float, i
         gw_key, phone_key = SrtpKey.generate(suite), SrtpKey.generate(suite)
         srtp = SrtpParams(suite, 1, gw_key, phone_key) if secure else None
         session = await RtpSession.open("127.0.0.1", 0, _params(sink.getsockname()[1], srtp),
-                                        clock=MonotonicClock(), watchdog_interval_s=3600,
+                                        clock=LoopClock(), watchdog_interval_s=3600,
                                         max_packet_rate=1000)
         sessions.append(session)
         phone = SrtpContext(SrtpParams(suite, 1, phone_key, gw_key)) if secure else None
