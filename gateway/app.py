@@ -30,6 +30,7 @@ from gateway.orga.api import OrgaApi
 from gateway.orga.settings import OrgaClientSettings, PeerSettings
 from gateway.outcomes import Outcome
 from gateway.sdnotify import SystemdNotifier
+from gateway.security.ratelimit import ConcurrencyLimiter
 from gateway.security.screen import NO_TRUNK, SecurityScreen
 from gateway.sip.core import EndpointConfig
 from gateway.sip.endpoint import SipEndpoint
@@ -144,15 +145,17 @@ class Gateway:
             self._udp = await UdpTransport.start(self.driver, cfg.sip.bind, cfg.sip.port,
                                                  advertise=advertise)
         sec = cfg.security
-        # TLS connections share the TCP limits (per source, total, idle, header timeout).
+        # TLS connections share the TCP limits (per source, total, idle, header timeout); the
+        # connection caps count TCP and TLS connections together.
         limits = TcpLimits(idle_timeout=sec.tcp_idle_timeout_s,
                            header_timeout=sec.tcp_header_timeout_s,
                            max_per_source=sec.tcp_max_connections_per_source,
                            max_total=sec.tcp_max_connections)
+        admission = ConcurrencyLimiter(limits.max_per_source, limits.max_total)
         if "tcp" in cfg.sip.transports:
             self._tcp = await TcpTransport.start(
                 self.driver, cfg.sip.bind, cfg.sip.port, advertise=advertise, limits=limits,
-                on_reject=self.metrics.security_rejection)
+                on_reject=self.metrics.security_rejection, admission=admission)
         if "tls" in cfg.sip.transports:
             screen = self.screen
 
@@ -164,7 +167,8 @@ class Gateway:
             self._warn_tls_expiry()
             self._tls = await TlsTransport.listen(
                 self.driver, self.tls_contexts, cfg.sip.bind, cfg.sip.tls_port,
-                advertise=advertise, limits=limits, on_reject=self.metrics.security_rejection)
+                advertise=advertise, limits=limits, on_reject=self.metrics.security_rejection,
+                admission=admission)
         self.http = HttpServer(self.metrics, self._state, self.registry.describe,
                                host=cfg.http.host, port=cfg.http.port)
         await self.http.start()

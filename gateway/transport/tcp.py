@@ -124,11 +124,15 @@ class TcpTransport:
     kind = Transport.TCP
 
     def __init__(self, driver: SipDriver, limits: TcpLimits | None = None, *,
-                 on_reject: Callable[[str], None] | None = None) -> None:
+                 on_reject: Callable[[str], None] | None = None,
+                 admission: ConcurrencyLimiter | None = None) -> None:
+        """`admission`: connection slots shared with another stream transport (TCP and TLS
+        count against one per-source and one total cap); by default this transport's own."""
         self.driver = driver
         self.limits = limits or TcpLimits()
         self._on_reject = on_reject
-        self._admission = ConcurrencyLimiter(self.limits.max_per_source, self.limits.max_total)
+        self._admission = admission or ConcurrencyLimiter(self.limits.max_per_source,
+                                                          self.limits.max_total)
         self._server: asyncio.Server | None = None
         self._conns: dict[int, _Connection] = {}
         self._by_addr: dict[Addr, _Connection] = {}
@@ -144,12 +148,13 @@ class TcpTransport:
         cls, driver: SipDriver, host: str = "127.0.0.1", port: int = 0,
         idle_timeout: float | None = None, advertise: str | None = None, *,
         limits: TcpLimits | None = None, on_reject: Callable[[str], None] | None = None,
+        admission: ConcurrencyLimiter | None = None,
     ) -> TcpTransport:
         limits = limits or TcpLimits()
         if idle_timeout is not None:
             limits = TcpLimits(idle_timeout, limits.header_timeout, limits.max_per_source,
                                limits.max_total)
-        self = cls(driver, limits, on_reject=on_reject)
+        self = cls(driver, limits, on_reject=on_reject, admission=admission)
         await self._listen(host, port, advertise)
         return self
 

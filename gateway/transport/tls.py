@@ -25,6 +25,7 @@ import logging
 import ssl
 from collections.abc import Callable
 
+from gateway.security.ratelimit import ConcurrencyLimiter
 from gateway.sip.address import Addr, Transport
 from gateway.transport.driver import SipDriver
 from gateway.transport.tcp import TcpLimits, TcpTransport, _Connection, _ids
@@ -58,8 +59,9 @@ class TlsTransport(TcpTransport):
 
     def __init__(self, driver: SipDriver, contexts: TlsContexts,
                  limits: TcpLimits | None = None, *,
-                 on_reject: Callable[[str], None] | None = None) -> None:
-        super().__init__(driver, limits, on_reject=on_reject)
+                 on_reject: Callable[[str], None] | None = None,
+                 admission: ConcurrencyLimiter | None = None) -> None:
+        super().__init__(driver, limits, on_reject=on_reject, admission=admission)
         self.contexts = contexts
         self.handshakes = 0  # completed inbound handshakes (bench, tests)
 
@@ -68,9 +70,10 @@ class TlsTransport(TcpTransport):
         cls, driver: SipDriver, contexts: TlsContexts, host: str = "127.0.0.1", port: int = 0,
         advertise: str | None = None, *, limits: TcpLimits | None = None,
         on_reject: Callable[[str], None] | None = None,
+        admission: ConcurrencyLimiter | None = None,
     ) -> TlsTransport:
         """Listen on `host:port` (0: any free port) and register TLS with the driver."""
-        self = cls(driver, contexts, limits, on_reject=on_reject)
+        self = cls(driver, contexts, limits, on_reject=on_reject, admission=admission)
         await self._listen(host, port, advertise)
         return self
 

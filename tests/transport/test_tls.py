@@ -314,3 +314,33 @@ async def test_old_protocols_and_weak_ciphers_refused(pki: dict[str, object], cl
         ok = await connect(tls, client_context(pki))
         assert await serves(ok, "z9hG4bK-modern")
         ok[1].close()
+
+
+async def test_tcp_and_tls_share_the_connection_caps(pki: dict[str, object]) -> None:
+    from gateway.security.ratelimit import ConcurrencyLimiter
+    from gateway.transport.tcp import TcpTransport
+    from tests.transport.test_transports import tcp_raw
+
+    limits = TcpLimits(max_per_source=2, max_total=10)
+    shared = ConcurrencyLimiter(limits.max_per_source, limits.max_total)
+    reasons: list[str] = []
+    driver = SipDriver(SipEndpoint(EndpointConfig()), lambda event: None)
+    tcp = await TcpTransport.start(driver, limits=limits, on_reject=reasons.append,
+                                   admission=shared)
+    tls = await TlsTransport.listen(driver, TlsContexts(files_for(pki), lambda host: None),
+                                    limits=limits, on_reject=reasons.append, admission=shared)
+    try:
+        plain = await asyncio.open_connection("127.0.0.1", tcp.local_addr[1])
+        plain[1].write(tcp_raw(branch="z9hG4bK-p"))
+        assert (await read_message(plain[0])).startswith(b"SIP/2.0 200")
+        secure = await connect(tls, client_context(pki))
+        assert await serves(secure, "z9hG4bK-s")
+        third = await asyncio.open_connection("127.0.0.1", tls.local_addr[1])
+        assert await asyncio.wait_for(third[0].read(), 2) == b""  # the source's 3rd connection
+        assert reasons == ["tcp_connections_source"]
+        for s in (plain, secure, third):
+            s[1].close()
+    finally:
+        await tcp.close()
+        await tls.close()
+        driver.close()
