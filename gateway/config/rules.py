@@ -39,6 +39,7 @@ from gateway.config.schema import (
 )
 from gateway.records.announcement import wav_problem
 from gateway.transport.tls_context import TlsFiles, check_files
+from gateway.workers import layout_problems
 
 Rule = Callable[[Problems, dict[str, Any]], None]
 
@@ -140,8 +141,6 @@ def _limits_vs_rtp(p: Problems, built: dict[str, Any]) -> None:
 
 def _workers(p: Problems, built: dict[str, Any]) -> None:
     """Several workers from this file must not clash (gateway/workers.py)."""
-    from gateway.workers import layout_problems
-
     if not (_rtp_ports_in_range(built["rtp"]) and in_range(built["workers"], "count")):
         return
     try:
