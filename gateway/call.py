@@ -31,6 +31,7 @@ from gateway.media.downlink import AiAudioPump
 from gateway.media.dtmf import DtmfReceived, DtmfRelayError, parse_dtmf_relay
 from gateway.media.ports import PortPool
 from gateway.media.rtp_session import RtpSession, open_from_pool
+from gateway.media.srtp import SrtpParams
 from gateway.media.transcode import PHONE_RATE
 from gateway.media.uplink import CallerAudioTrack
 from gateway.media.voice import TurnLatencyMeter
@@ -387,7 +388,7 @@ class Call:
         """
         cfg = self.ctx.config
         params, _ = negotiate(offer, cfg.rtp.codecs, self.ctx.advertised_address, 0,
-                              self._session_id, self._sdp_version)
+                              self._session_id, self._sdp_version, srtp=self._srtp_policy())
         rtp = await open_from_pool(
             self.ctx.ports, cfg.rtp.bind, params,
             inactivity_timeout_s=cfg.rtp.inactivity_timeout_s,
@@ -396,16 +397,24 @@ class Call:
             on_dtmf=self._dtmf,
             on_timeout=lambda: self._end(Outcome.RTP_TIMEOUT),
             tasks=self._tasks,
+            on_srtp_failure=self.ctx.metrics.srtp_failure,
         )
         self._rtp, self._port = rtp, rtp.local_address[1]
-        _, answer = self._negotiate(offer)
+        _, answer = self._negotiate(offer, params)  # same keys: the session already has them
         return rtp, answer
 
-    def _negotiate(self, offer: Any) -> tuple[MediaParams, str]:
+    def _negotiate(self, offer: Any, current: MediaParams) -> tuple[MediaParams, str]:
+        """Our answer on our port; SRTP keys stay those of `current` unless the peer re-keyed."""
         assert self._port is not None
         self._sdp_version += 1
         return negotiate(offer, self.ctx.config.rtp.codecs, self.ctx.advertised_address,
-                         self._port, self._session_id, self._sdp_version)
+                         self._port, self._session_id, self._sdp_version,
+                         srtp=self._srtp_policy(), previous_srtp=current.srtp)
+
+    def _srtp_policy(self) -> str:
+        """The trunk's `srtp` setting ("off", "optional", "required")."""
+        trunk = next((t for t in self.ctx.config.trunks if t.name == self.trunk), None)
+        return trunk.srtp if trunk is not None else "optional"
 
     def _session_params(self) -> SessionParams:
         return session_params(self.ctx.config.orga, self.route, caller=self.caller,
@@ -433,7 +442,8 @@ class Call:
             self._refuse_offer(OfferRefusal.REQUIRED)
             return
         try:
-            params, answer = self._negotiate(parse_offer(event.sdp.decode("utf-8", "replace")))
+            params, answer = self._negotiate(parse_offer(event.sdp.decode("utf-8", "replace")),
+                                             self._rtp.params)
         except SdpNegotiationError as exc:
             self._refuse_offer(OfferRefusal.NOT_ACCEPTABLE, exc.sip_warning)
             return
@@ -484,6 +494,9 @@ class Call:
             last_turn_latency_seconds=self._meter.last_turn_s,
         )
 
+    def _srtp_params(self) -> SrtpParams | None:
+        return self._rtp.params.srtp if self._rtp is not None else None
+
     def describe(self) -> dict[str, object]:
         """One entry of `GET /calls`."""
         return {
@@ -493,6 +506,7 @@ class Call:
             "trunk": self.trunk,
             "state": "answered" if self._answered else "setup",
             "age_seconds": round(self._clock.now() - self.started_at, 3),
+            "srtp": srtp.suite.value if (srtp := self._srtp_params()) is not None else None,
             **_asdict(self.stats()),
         }
 

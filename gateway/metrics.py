@@ -46,7 +46,9 @@ SECURITY_REASONS = frozenset({
     "auth_bad_nonce", "tcp_connections_source", "tcp_connections_total", "tcp_idle",
     "tcp_header_timeout", "message_too_large", "malformed", "rtp_foreign_source", "rtp_rate",
     "rate_trunk", "auth_banned",
+    "tls_handshake_timeout", "tls_handshake", "tls_client_certificate",
 })
+SRTP_FAILURES = frozenset({"auth", "replay", "malformed"})  # media/srtp.py FAILURE_REASONS
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 TEXT_EVENT_KINDS = frozenset({"transcript", "assistant"})
 WEBHOOK_OUTCOMES = frozenset({"delivered", "failed", "spooled", "dropped"})
@@ -215,6 +217,8 @@ class Metrics:
         self._rtp_lost = counter("rtp_lost_packets", "RTP packets lost", ("direction",))
         self._rtp_late = counter("rtp_late_packets", "RTP packets too late to play",
                                  ("direction",))
+        self._srtp_failures = counter("rtp_srtp_failures", "Caller SRTP packets dropped: failed "
+                                      "authentication, replay check or parsing", ("reason",))
         self._jitter = histogram("rtp_jitter_seconds", "Caller RTP interarrival jitter",
                                  JITTER_BUCKETS)
         self._underruns = counter("playout_underruns", "Playout ran dry while AI audio was due")
@@ -297,6 +301,9 @@ class Metrics:
             self._rtp_lost.labels(d).inc(lost)
         if late:
             self._rtp_late.labels(d).inc(late)
+
+    def srtp_failure(self, reason: str) -> None:
+        self._srtp_failures.labels(_label(reason, SRTP_FAILURES)).inc()
 
     def rtp_jitter(self, seconds: float) -> None:
         self._jitter.observe(seconds)

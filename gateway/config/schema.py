@@ -18,7 +18,8 @@ import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import TypeVar
 
-TRANSPORTS = ("udp", "tcp")
+TRANSPORTS = ("udp", "tcp", "tls")
+SRTP_POLICIES = ("off", "optional", "required")  # per trunk: SDES-SRTP on the phone leg
 CODECS = ("PCMU", "PCMA")
 DIGEST_ALGORITHMS = ("SHA-256", "MD5")
 WEBHOOK_EVENTS = ("call.started", "call.answered", "call.ended", "transcript")
@@ -43,7 +44,7 @@ class Check:
 
     `lo`/`hi`: inclusive range, reported as `use a value from {lo} to {hi}{unit}`. `ip`: an IP
     address literal (each item of a list). `template`: an instructions template, whose
-    `{placeholders}` must be in `PLACEHOLDERS`.
+    `{placeholders}` must be in `PLACEHOLDERS`. `choices`: the value must be one of these.
     """
 
     lo: float | None = None
@@ -51,12 +52,13 @@ class Check:
     unit: str = ""
     ip: bool = False
     template: bool = False
+    choices: tuple[str, ...] = ()
 
 
 def setting(default: T, *, lo: float | None = None, hi: float | None = None, unit: str = "",
-            ip: bool = False, template: bool = False) -> T:
+            ip: bool = False, template: bool = False, choices: tuple[str, ...] = ()) -> T:
     """A config field with its default and the checks `load.py` applies to it."""
-    check = Check(lo, hi, unit, ip, template)
+    check = Check(lo, hi, unit, ip, template, choices)
     return field(default=default, metadata={"check": check})
 
 
@@ -109,6 +111,12 @@ class SipConfig:
     port: int = setting(5060, lo=1, hi=65535)
     transports: tuple[str, ...] = ("udp", "tcp")
     public_address: str | None = None
+    # SIP over TLS (transports has "tls"): its port, our certificate chain and key (PEM files,
+    # reloaded on SIGHUP), and the CA bundle for servers we connect to (None: system store).
+    tls_port: int = setting(5061, lo=1, hi=65535)
+    tls_certificate: str | None = None
+    tls_private_key: str | None = None
+    tls_ca: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +260,10 @@ class TrunkConfig:
     # 10-100 CPS, and behind a balancer the whole cluster's calls come from one address).
     max_cps: float = setting(30.0, lo=0.01, hi=10000)
     cps_burst: int = setting(60, lo=1, hi=100000)
+    # SDES-SRTP on the phone leg: "off", "optional" (SRTP when offered) or "required" (488).
+    srtp: str = setting("optional", choices=SRTP_POLICIES)
+    # Mutual TLS: a CA file; TLS clients from this trunk must present a certificate it signed.
+    tls_client_ca: str | None = None
 
     @property
     def requires_auth(self) -> bool:
@@ -307,11 +319,17 @@ class Config:
 
     def warnings(self) -> list[str]:
         """Things that are allowed but must be logged at every start (issue 7 item 2)."""
-        return [
+        open_public = [
             f"trunk {t.name!r} accepts calls from {', '.join(map(str, t.allow))} without "
             "authentication (security.allow_unauthenticated_public = true): every call opens "
             "a paid Orga session" for t in self.trunks if is_open_public(t)
         ]
+        clear_keys = [
+            f"trunk {t.name!r} requires SRTP but sip.transports has no \"tls\": its SDES keys "
+            "travel readable in the SDP" for t in self.trunks
+            if t.srtp == "required" and "tls" not in self.sip.transports
+        ]
+        return open_public + clear_keys
 
     def secrets(self) -> list[str]:
         """Every secret value, for registration with the log redaction filter."""

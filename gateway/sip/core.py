@@ -183,8 +183,12 @@ class Core:
         branch = branch or new_branch()
         return f"SIP/2.0/{transport.value} {_bracket(host)}:{port};branch={branch};rport"
 
-    def contact(self, transport: Transport) -> str:
+    def contact(self, transport: Transport, *, secure: bool = False) -> str:
+        """Our Contact on `transport`; `secure`: a SIPS URI (RFC 3261 §12.1.1, §26.2.2), which
+        implies TLS and so carries no transport parameter (RFC 5630 §3.1.1)."""
         host, port = self.local_addr(transport)
+        if secure:
+            return f"<sips:{self.config.contact_user}@{_bracket(host)}:{port}>"
         suffix = "" if transport is Transport.UDP else f";transport={transport.value.lower()}"
         return f"<sip:{self.config.contact_user}@{_bracket(host)}:{port}{suffix}>"
 

@@ -172,7 +172,9 @@ def hop_for_uri(uri: Uri, fallback: Peer) -> Peer:
     if host.startswith("["):
         host = host[1:-1]
     transport = Transport.from_name(uri.param("transport"), fallback.transport)
-    port = uri.port or (5061 if uri.scheme == "sips" else DEFAULT_SIP_PORT)
+    if uri.scheme == "sips":
+        transport = Transport.TLS  # §26.2.2: a SIPS URI is reached over TLS, whatever else
+    port = uri.port or (5061 if transport is Transport.TLS else DEFAULT_SIP_PORT)
     conn_id = fallback.conn_id if transport is fallback.transport else None
     return Peer(host, port, transport, conn_id)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from gateway.sip.address import Peer
+from gateway.sip.address import Peer, Transport
 from gateway.sip.callstate import CallInput, InviteState, OfferInput, OfferState, Role, SipCall
 from gateway.sip.core import Core, SipAction
 from gateway.sip.dialog import (
@@ -21,7 +21,7 @@ from gateway.sip.dialog import (
     new_tag,
     parse_session_expires,
 )
-from gateway.sip.errors import UsageError
+from gateway.sip.errors import ParseError, UsageError
 from gateway.sip.events import (
     AckReceived,
     ByeReceived,
@@ -32,7 +32,7 @@ from gateway.sip.events import (
     ReinviteReceived,
     SipEndReason,
 )
-from gateway.sip.headers import parse_option_tags
+from gateway.sip.headers import parse_name_addr, parse_option_tags
 from gateway.sip.message import SipRequest, SipResponse
 from gateway.sip.routing import response_peer, stamp_received
 from gateway.sip.transaction import (
@@ -132,7 +132,8 @@ class Uas:
                        InviteState.INCOMING, invite_server=txn)
         core.add_call(call, merge_key)
         core.register_dialog(call, Dialog.from_invite_as_uas(
-            request, new_tag(), source, core.contact(source.transport)
+            request, new_tag(), source,
+            core.contact(source.transport, secure=_sips_dialog(request, source))
         ))
         core.emit(InviteReceived(call.handle, request, source, _sdp(request), trunk))
 
@@ -389,6 +390,23 @@ def _sdp(request: SipRequest) -> bytes | None:
     if request.body and (request.content_type in (None, "application/sdp")):
         return request.body
     return None
+
+
+def _sips_dialog(request: SipRequest, source: Peer) -> bool:
+    """§12.1.1: a dialog set up with a SIPS Request-URI, or a SIPS top Record-Route (else
+    Contact), gets a SIPS Contact from us — when it really arrived over TLS."""
+    if source.transport is not Transport.TLS:
+        return False
+    if request.uri is not None and request.uri.scheme == "sips":
+        return True
+    routes = request.headers.get_all("Record-Route")
+    first = routes[0] if routes else request.headers.get("Contact")
+    if not first:
+        return False
+    try:
+        return parse_name_addr(first).uri.scheme == "sips"
+    except ParseError:
+        return False
 
 
 def _allow(core: Core) -> str:

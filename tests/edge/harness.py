@@ -427,24 +427,29 @@ class Call:
 
 
 async def place_call(caller: Caller, *, user: str = "100", credentials: tuple[str, str] | None
-                     = None, prefer: str = "SHA-256", timeout: float = 20.0) -> Call:
-    """INVITE (answering a 401 with our own digest if `credentials`), ACK, start RTP."""
+                     = None, prefer: str = "SHA-256", timeout: float = 20.0,
+                     offer: Callable[[str, int], bytes] | None = None) -> Call:
+    """INVITE (answering a 401 with our own digest if `credentials`), ACK, start RTP.
+
+    `offer(host, rtp_port)` builds the SDP offer (default: `sdp_offer`)."""
     rtp = RtpStream(caller.host)
     await rtp.open()
     try:
-        return await _place_call(caller, rtp, user, credentials, prefer, timeout)
+        return await _place_call(caller, rtp, user, credentials, prefer, timeout,
+                                 offer or sdp_offer)
     except BaseException:
         await rtp.stop()
         raise
 
 
 async def _place_call(caller: Caller, rtp: RtpStream, user: str,
-                      credentials: tuple[str, str] | None, prefer: str, timeout: float) -> Call:
+                      credentials: tuple[str, str] | None, prefer: str, timeout: float,
+                      make_offer: Callable[[str, int], bytes]) -> Call:
     uri = f"sip:{user}@{caller.gateway[0]}:{caller.gateway[1]}"
     call_id = secrets.token_hex(12) + "@edge.test"
     from_tag = secrets.token_hex(4)
     cseq = 1
-    offer = sdp_offer(caller.host, rtp.port)
+    offer = make_offer(caller.host, rtp.port)
     extra: tuple[tuple[str, str], ...] = ()
     challenges: list[SipResponse] = []
     loop = asyncio.get_running_loop()

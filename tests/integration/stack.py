@@ -35,6 +35,7 @@ from gateway.config import (
     Secret,
     SecurityConfig,
     SipConfig,
+    TrunkConfig,
 )
 from gateway.emulator.agent import AgentSettings
 from gateway.emulator.server import Emulator, EmulatorConfig
@@ -84,13 +85,15 @@ def free_udp_range(count: int, low: int = 30000, high: int = 59000) -> tuple[int
 
 def e2e_config(orga_url: str, *, max_calls: int = 4, sip_port: int | None = None,
                rtp: dict[str, Any] | None = None, orga: dict[str, Any] | None = None,
-               limits: dict[str, Any] | None = None, **whole: Any) -> Config:
+               limits: dict[str, Any] | None = None, sip: dict[str, Any] | None = None,
+               security: dict[str, Any] | None = None,
+               trunks: tuple[TrunkConfig, ...] | None = None, **whole: Any) -> Config:
     """A loopback config with short timeouts; override sections with keyword dicts, or give
     whole `Config` fields (`webhooks=`, `recording=`, `routes=`, `webhook_secret=`)."""
     port_min, port_max = free_udp_range(2 * max_calls + 2)
     return Config(
-        sip=SipConfig(bind=LOOPBACK, port=sip_port or free_sip_port(),
-                      transports=("udp", "tcp")),
+        sip=SipConfig(**{"bind": LOOPBACK, "port": sip_port or free_sip_port(),
+                         "transports": ("udp", "tcp"), **(sip or {})}),
         rtp=RtpConfig(**{"bind": LOOPBACK, "port_min": port_min, "port_max": port_max,
                          "inactivity_timeout_s": 10.0, **(rtp or {})}),
         orga=OrgaConfig(**{"base_url": orga_url, "ice_addresses": (LOOPBACK,),
@@ -102,9 +105,13 @@ def e2e_config(orga_url: str, *, max_calls: int = 4, sip_port: int | None = None
                                **NO_OVERLOAD,
                                "drain_timeout_s": 5.0, **(limits or {})}),
         # One source (SIPp on 127.0.0.1) places every call: lift the per-source INVITE limits.
-        security=SecurityConfig(invite_rate_per_source=100.0, invite_burst_per_source=100,
-                                request_rate_per_source=1000.0, request_burst_per_source=1000,
-                                calls_per_second=100.0, calls_burst=100),
+        security=SecurityConfig(**{"invite_rate_per_source": 100.0,
+                                   "invite_burst_per_source": 100,
+                                   "request_rate_per_source": 1000.0,
+                                   "request_burst_per_source": 1000,
+                                   "calls_per_second": 100.0, "calls_burst": 100,
+                                   **(security or {})}),
+        **({"trunks": trunks} if trunks is not None else {}),
         api_key=Secret(API_KEY),
         **whole,
     )
