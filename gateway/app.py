@@ -15,9 +15,10 @@ import signal
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
+from gateway.aiortc_patches import check_versions
 from gateway.call import CallContext
 from gateway.calls import CallRegistry
-from gateway.clock import MonotonicClock
+from gateway.clock import LoopClock
 from gateway.config import Config
 from gateway.drain import Draining
 from gateway.http import GatewayState, HttpServer
@@ -93,8 +94,9 @@ class Gateway:
         self._on_token = on_token
         self.metrics = Metrics(max_conversations=config.limits.max_calls)
         self.notifier = notifier or SystemdNotifier()
+        self.clock = LoopClock()  # the one clock of the process (gateway/clock.py)
         self.ports = PortPool(config.rtp.port_min, config.rtp.port_max, port_quarantine_s,
-                              MonotonicClock())
+                              self.clock)
         self.api: OrgaApi | None = None
         self.driver: SipDriver | None = None
         self.registry: CallRegistry | None = None
@@ -104,8 +106,9 @@ class Gateway:
         self.load = LoadMonitor(OverloadThresholds(
             loop_lag_s=lim.overload_loop_lag_ms / 1000, cpu_fraction=lim.overload_cpu_percent / 100,
             window_s=lim.overload_window_s), self.metrics.event_loop_lag)
-        self.screen = SecurityScreen(config, self.metrics, now=MonotonicClock().now(),
-                                     draining=self.draining, availability=self._availability)
+        # Its buckets start full; the first `now` it is given (loop time) only refills them.
+        self.screen = SecurityScreen(config, self.metrics, draining=self.draining,
+                                     availability=self._availability)
         self._udp: UdpTransport | None = None
         self._tcp: TcpTransport | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -113,6 +116,7 @@ class Gateway:
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
+        check_versions()  # the aiortc/aioice internals we patch: refuse an untested version
         cfg = self.config
         orga = cfg.orga
         self.api = OrgaApi(
@@ -132,6 +136,7 @@ class Gateway:
                 video_mline=orga.video_mline, ice_addresses=orga.ice_addresses or None,
             ),
             advertised_address=cfg.sip.public_address or cfg.rtp.bind,
+            clock=self.clock,
         )
         self.registry = CallRegistry(ctx, self.draining, lambda: self.load.overloaded)
         self.load.start()
@@ -152,6 +157,7 @@ class Gateway:
                                host=cfg.http.host, port=cfg.http.port)
         await self.http.start()
         self.metrics.free_ports_from(lambda: self.ports.free_count)
+        self.metrics.loop_tasks_from(asyncio.get_running_loop())
         log.info("gateway ready: SIP %s:%d (%s), RTP %s:%d-%d, Orga %s", cfg.sip.bind,
                  cfg.sip.port, "+".join(cfg.sip.transports), cfg.rtp.bind, cfg.rtp.port_min,
                  cfg.rtp.port_max, orga.base_url)

@@ -23,13 +23,17 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway.aiortc_patches import tune_receiver
+from gateway.clock import Clock
 from gateway.config import Config, Route
 from gateway.logs import ContextAdapter, call_logger
-from gateway.media.aiortc_receiver import tune_receiver
+from gateway.media.downlink import AiAudioPump
 from gateway.media.dtmf import DtmfReceived, DtmfRelayError, parse_dtmf_relay
 from gateway.media.ports import PortPool
 from gateway.media.rtp_session import RtpSession, open_from_pool
-from gateway.media.tracks import AiAudioPump, CallerAudioTrack, TurnLatencyMeter
+from gateway.media.transcode import PHONE_RATE
+from gateway.media.uplink import CallerAudioTrack
+from gateway.media.voice import TurnLatencyMeter
 from gateway.metrics import ConversationStats, Metrics
 from gateway.orga.api import OrgaApi
 from gateway.orga.events import InputTranscript, ResponseDone, ServerEvent
@@ -84,6 +88,7 @@ class CallContext:
     signalling: CallSignalling
     peer_settings: PeerSettings
     advertised_address: str  # the address our SDP answer names (public_address or RTP bind)
+    clock: Clock  # the loop clock (gateway/clock.py): every time a call reads comes from it
 
 
 _SIP_END_OUTCOMES = {
@@ -116,8 +121,8 @@ class Call:
         # (`call_id=... conversation_id=...`); a plain LoggerAdapter's extra would be dropped.
         self.log: ContextAdapter = call_logger(log, self.call_id)
         loop = asyncio.get_running_loop()
-        self._loop = loop
-        self.started_at = loop.time()
+        self._clock = ctx.clock
+        self.started_at = self._clock.now()
         self.answered_at: float | None = None
         self._stop: asyncio.Future[Outcome] = loop.create_future()
         self._sip_done = False  # the dialog is over on the SIP side (no BYE/final owed)
@@ -222,19 +227,25 @@ class Call:
 
     async def _setup(self) -> None:
         cfg = self.ctx.config
-        step = _Steps(self._loop, self.ctx.metrics)
+        step = _Steps(self._clock, self.ctx.metrics)
         async with asyncio.timeout(cfg.orga.setup_timeout_s):
             offer = parse_offer((self.invite.sdp or b"").decode("utf-8", "replace"))
             rtp, answer = await self._open_media(offer)
             # Opus encoded here, on the loop (the Orga peer offers Opus only): half the CPU
             # of aiortc's resample-and-encode thread hand-off per 20 ms (bench/media_path.py).
-            self._track = CallerAudioTrack(rtp, meter=self._meter, opus=True)
+            self._track = CallerAudioTrack(rtp, self._clock, meter=self._meter, opus=True)
+            # The AI's audio goes from the receiver straight into the pump (aiortc_patches).
+            self._pump = pump = AiAudioPump(rtp, self._clock, meter=self._meter)
             step.done("media")
             track = self._track
 
             def peer_factory(ice_servers: list[Any]) -> OrgaPeer:
-                return OrgaPeer(track, self.ctx.peer_settings, self._session_params(),
-                                ice_servers, receiver_tuner=tune_receiver)
+                peer = OrgaPeer(track, self.ctx.peer_settings, self._session_params(),
+                                ice_servers,
+                                receiver_tuner=lambda r: tune_receiver(r, deliver=pump.feed))
+                # Before the offer: events sent on data-channel open (a greeting) are not lost.
+                peer.add_event_listener(self._orga_event)
+                return peer
 
             self._session = await open_session(self.ctx.api, peer_factory, self._session_params())
             for name, seconds in self._session.timings.items():
@@ -242,14 +253,12 @@ class Call:
                     self.ctx.metrics.setup_step(name, seconds)
             self.conversation_id = self._session.conversation_id
             self.log = self.log.bind(conversation_id=self.conversation_id)
-            self._session.peer.add_event_listener(self._orga_event)
             remote = await self._session.peer.remote_audio
-        self._pump = AiAudioPump(remote, rtp, meter=self._meter)
         self.ctx.signalling.answer(self.handle, answer.encode())
         self._answered = True
-        self.answered_at = self._loop.time()
+        self.answered_at = self._clock.now()
         self.ctx.metrics.call_setup(self.answered_at - self.started_at)
-        self._pump.start(self._tasks)
+        pump.start(remote, self._tasks)
         self.ctx.metrics.add_conversation(self.conversation_id or "", self.route_label, self.stats)
         self.log.info(
             "call answered from %s to %s in %.0f ms (route %s, trunk %s)", self.caller,
@@ -261,7 +270,9 @@ class Call:
         max_s = self.ctx.config.limits.max_call_duration_s
         waiters: dict[asyncio.Future[Any], Callable[[], Outcome]] = {
             self._stop: self._stop.result,
-            self._session.peer.ended: lambda: Outcome.ORGA_ENDED,
+            self._session.peer.ended: lambda: (
+                Outcome.ORGA_LOST if self._session is not None
+                and self._session.peer.ended.result().lost else Outcome.ORGA_ENDED),
             self._pump.track_ended: lambda: Outcome.ORGA_ENDED,
         }
         done, _ = await asyncio.wait(waiters, timeout=max_s, return_when=asyncio.FIRST_COMPLETED)
@@ -271,6 +282,8 @@ class Call:
         outcome = waiters[first]()
         if outcome is Outcome.ORGA_ENDED:
             self.log.info("Orga session ended (%s)", _describe(first))
+        elif outcome is Outcome.ORGA_LOST:
+            self.log.warning("Orga session lost (%s)", _describe(first))
         return outcome
 
     async def _teardown(self) -> None:
@@ -309,7 +322,7 @@ class Call:
         if self.conversation_id is not None:
             m.remove_conversation(self.conversation_id)
         result = outcome.result
-        duration = None if self.answered_at is None else self._loop.time() - self.answered_at
+        duration = None if self.answered_at is None else self._clock.now() - self.answered_at
         m.call_ended(result, self.route_label, self.trunk, duration)
         if self._rtp is not None:
             stats = self._rtp.stats
@@ -324,7 +337,7 @@ class Call:
             if pump.underruns_speech:
                 m.playout_underrun(pump.underruns_speech)
             if pump.dropped_backlog:
-                m.playout_dropped(pump.dropped_backlog * 0.02)
+                m.playout_dropped(pump.dropped_backlog_ms / 1000.0)
         if duration is not None:
             self.log.info("call ended: %s after %.1f s", result, duration)
 
@@ -343,6 +356,7 @@ class Call:
             self.ctx.ports, cfg.rtp.bind, params,
             inactivity_timeout_s=cfg.rtp.inactivity_timeout_s,
             max_packet_rate=cfg.security.rtp_max_packets_per_second,
+            clock=self._clock,
             on_dtmf=self._dtmf,
             on_timeout=lambda: self._end(Outcome.RTP_TIMEOUT),
             tasks=self._tasks,
@@ -416,8 +430,8 @@ class Call:
         rtp = self._rtp.stats if self._rtp is not None else None
         pump = self._pump.stats if self._pump is not None else None
         return ConversationStats(
-            audio_in_seconds=(rtp.received.packets * 0.02) if rtp else 0.0,
-            audio_out_seconds=(pump.sent_audio * 0.02) if pump else 0.0,
+            audio_in_seconds=(rtp.received.audio_seconds) if rtp else 0.0,
+            audio_out_seconds=(pump.samples_sent_audio / PHONE_RATE) if pump else 0.0,
             packets_in=rtp.received.packets if rtp else 0,
             packets_out=rtp.sent.packets if rtp else 0,
             packets_lost=rtp.received.lost if rtp else 0,
@@ -434,7 +448,7 @@ class Call:
             "route": self.route_label,
             "trunk": self.trunk,
             "state": "answered" if self._answered else "setup",
-            "age_seconds": round(self._loop.time() - self.started_at, 3),
+            "age_seconds": round(self._clock.now() - self.started_at, 3),
             **_asdict(self.stats()),
         }
 
@@ -442,11 +456,11 @@ class Call:
 class _Steps:
     """Times consecutive setup steps into the per-step histogram."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> None:
-        self._loop, self._metrics, self._at = loop, metrics, loop.time()
+    def __init__(self, clock: Clock, metrics: Metrics) -> None:
+        self._clock, self._metrics, self._at = clock, metrics, clock.now()
 
     def done(self, name: str) -> None:
-        now = self._loop.time()
+        now = self._clock.now()
         self._metrics.setup_step(name, now - self._at)
         self._at = now
 
