@@ -124,6 +124,7 @@ class Gateway:
             signalling=EndpointSignalling(self.driver),
             peer_settings=PeerSettings(
                 video_mline=orga.video_mline, ice_addresses=orga.ice_addresses or None,
+                media_timeout_s=orga.media_timeout_s,
             ),
             advertised_address=cfg.sip.public_address or cfg.rtp.bind,
         )

@@ -406,17 +406,31 @@ class Call:
         except DtmfRelayError as exc:
             self.log.info("ignored malformed dtmf-relay INFO: %s", exc)
 
+    # DTMF digits (PINs, card numbers) and transcripts are personal data: their content is
+    # logged only with [privacy] log_content = true; otherwise the line says what happened.
     def _dtmf(self, event: DtmfReceived) -> None:
         self.ctx.metrics.dtmf(event.digit)
-        self.log.info("DTMF %s (%d ms, %s)", event.digit, event.duration_ms, event.source.value)
+        if self.ctx.config.privacy.log_content:
+            self.log.info("DTMF %s (%d ms, %s)", event.digit, event.duration_ms,
+                          event.source.value)
+        else:
+            self.log.info("DTMF digit received (%d ms, %s)", event.duration_ms,
+                          event.source.value)
 
     def _orga_event(self, event: ServerEvent) -> None:
+        content = self.ctx.config.privacy.log_content
         if isinstance(event, InputTranscript):
             self.ctx.metrics.text_event("transcript")
-            self.log.info("caller said: %s", event.text)
+            if content:
+                self.log.info("caller said: %s", event.text)
+            else:
+                self.log.info("caller transcript received (%d characters)", len(event.text))
         elif isinstance(event, ResponseDone):
             self.ctx.metrics.text_event("assistant")
-            self.log.info("assistant said: %s", event.clean_text)
+            if content:
+                self.log.info("assistant said: %s", event.clean_text)
+            else:
+                self.log.info("assistant text received (%d characters)", len(event.clean_text))
 
     def stats(self) -> ConversationStats:
         rtp = self._rtp.stats if self._rtp is not None else None

@@ -36,6 +36,7 @@ from gateway.config.schema import (
     IPNetwork,
     LimitsConfig,
     OrgaConfig,
+    PrivacyConfig,
     Route,
     RtpConfig,
     Secret,
@@ -49,7 +50,8 @@ from gateway.config.schema import (
 __all__ = [
     "API_KEY_ENV", "API_KEY_FILE_ENV", "CODECS", "DEFAULT_ROUTES", "DEFAULT_TRUNKS",
     "DIGEST_ALGORITHMS", "PLACEHOLDERS", "TRANSPORTS", "Config", "ConfigError", "HttpConfig",
-    "IPNetwork", "LimitsConfig", "OrgaConfig", "Route", "RtpConfig", "Secret", "SecurityConfig",
+    "IPNetwork", "LimitsConfig", "OrgaConfig", "PrivacyConfig", "Route", "RtpConfig", "Secret",
+    "SecurityConfig",
     "SipConfig", "TrunkConfig", "is_open_public", "load_config", "parse_config",
     "read_secret_file", "split_hostport",
 ]

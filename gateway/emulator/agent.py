@@ -41,9 +41,10 @@ from gateway.emulator.audio import (
     load_wav,
     two_tone_phrase,
 )
+from gateway.orga.catalog import MODALITIES, MODELS, VOICES
 from gateway.orga.events import DATA_CHANNEL_LABEL
 from gateway.orga.ice import make_configuration, restrict_host_addresses
-from gateway.orga.settings import MODALITIES, MODELS, VOICES, SessionParams
+from gateway.orga.settings import SessionParams
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from gateway.emulator.models import Offer, params_model, session_params
-from gateway.orga.settings import MODALITIES, MODELS
+from gateway.orga.catalog import MODALITIES, MODELS
 
 CLIENT_SECRETS_PATH = "/v1/realtime/client-secrets"
 ICE_CONFIG_PATH = "/v1/realtime/ice-config"

@@ -35,7 +35,8 @@ from gateway.emulator.app import create_app, error_body
 from gateway.emulator.models import Offer
 from gateway.emulator.stun import LoopbackStunServer
 from gateway.emulator.tokens import TokenIssuer
-from gateway.orga.settings import VOICES, SessionParams
+from gateway.orga.catalog import VOICES
+from gateway.orga.settings import SessionParams
 
 log = logging.getLogger(__name__)
 

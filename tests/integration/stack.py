@@ -27,10 +27,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import Gateway
 from gateway.config import (
+    DEFAULT_ROUTES,
     Config,
     HttpConfig,
     LimitsConfig,
     OrgaConfig,
+    PrivacyConfig,
+    Route,
     RtpConfig,
     Secret,
     SecurityConfig,
@@ -80,7 +83,8 @@ def free_udp_range(count: int, low: int = 30000, high: int = 59000) -> tuple[int
 
 def e2e_config(orga_url: str, *, max_calls: int = 4, sip_port: int | None = None,
                rtp: dict[str, Any] | None = None, orga: dict[str, Any] | None = None,
-               limits: dict[str, Any] | None = None) -> Config:
+               limits: dict[str, Any] | None = None, privacy: dict[str, Any] | None = None,
+               routes: tuple[Route, ...] | None = None) -> Config:
     """A loopback config with short timeouts; override sections with keyword dicts."""
     port_min, port_max = free_udp_range(2 * max_calls + 2)
     return Config(
@@ -99,14 +103,16 @@ def e2e_config(orga_url: str, *, max_calls: int = 4, sip_port: int | None = None
         security=SecurityConfig(invite_rate_per_source=100.0, invite_burst_per_source=100,
                                 request_rate_per_source=1000.0, request_burst_per_source=1000,
                                 calls_per_second=100.0, calls_burst=100),
+        privacy=PrivacyConfig(**(privacy or {})),
+        routes=routes if routes is not None else DEFAULT_ROUTES,
         api_key=Secret(API_KEY),
     )
 
 
 def emulator_config(**agent: Any) -> EmulatorConfig:
-    # The audio gate makes the emulator ignore caller audio until our session.update arrives,
-    # so every call that is heard also proves that update was sent.
-    return EmulatorConfig(api_keys=(API_KEY,), agent=AgentSettings(audio_gate=True, **agent))
+    # The audio gate (on by default) makes the emulator ignore caller audio until our
+    # session.update arrives, so every call that is heard also proves that update was sent.
+    return EmulatorConfig(api_keys=(API_KEY,), agent=AgentSettings(**agent))
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0,
