@@ -63,6 +63,9 @@ class EndpointSignalling:
     def ring(self, call: CallHandle) -> None:
         self._driver.run(lambda now: self._ep.ring(call, now))
 
+    def progress(self, call: CallHandle, sdp: bytes) -> None:
+        self._driver.run(lambda now: self._ep.ring(call, now, sdp=sdp))
+
     def answer(self, call: CallHandle, sdp: bytes) -> None:
         self._driver.run(lambda now: self._ep.answer(call, sdp, now))
 
