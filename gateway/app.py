@@ -120,7 +120,8 @@ class Gateway:
             observer=self.metrics.orga_request,
             on_token=self._on_token,
         )
-        endpoint = SipEndpoint(endpoint_config(cfg), pre_dispatch=self.screen, gate=self.screen)
+        endpoint = SipEndpoint(endpoint_config(cfg), pre_dispatch=self.screen, gate=self.screen,
+                               observe=self._count_sip)
         self.driver = SipDriver(endpoint, self._on_sip_event)
         ctx = CallContext(
             config=cfg, metrics=self.metrics, ports=self.ports, api=self.api,
@@ -164,6 +165,12 @@ class Gateway:
     def _status(self) -> str:
         calls = len(self.registry.calls) if self.registry else 0
         return f"{'draining, ' if self.draining else ''}{calls} active calls"
+
+    def _count_sip(self, direction: str, method: str, status: int | None) -> None:
+        if status is None:
+            self.metrics.sip_request(method, direction)
+        else:
+            self.metrics.sip_response(method, status, direction)
 
     def _on_sip_event(self, event: Event) -> None:
         assert self.registry is not None
