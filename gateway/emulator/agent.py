@@ -42,6 +42,7 @@ from gateway.emulator.audio import (
     two_tone_phrase,
 )
 from gateway.orga.catalog import MODALITIES, MODELS, VOICES
+from gateway.media.aiortc_receiver import tune_receiver
 from gateway.orga.events import DATA_CHANNEL_LABEL
 from gateway.orga.ice import make_configuration, restrict_host_addresses
 from gateway.orga.settings import SessionParams
@@ -84,6 +85,7 @@ class SessionStats:
     events_sent: list[str] = field(default_factory=list)
     replies_played: int = 0
     barge_ins: int = 0
+    last_barge_in_at: float | None = None  # loop time (tests in the same loop read it)
     protocol_errors: list[str] = field(default_factory=list)
     connected: bool = False
     end_reason: str | None = None
@@ -168,6 +170,10 @@ class EmulatedSession:
                 self.end(f"peer_{pc.connectionState}")
 
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        if self.settings.barge_in:
+            # Hear the caller without aiortc's 80 ms prefetch, so the reply stops as soon as
+            # the caller's first loud frame arrives (the gateway's own low-delay receiver).
+            tune_receiver(pc.getTransceivers()[0].receiver)
         pc.addTrack(self._track)  # reuses the offered audio transceiver → sendrecv
         restrict_host_addresses(pc, self.settings.ice_addresses)
         await pc.setLocalDescription(await pc.createAnswer())
@@ -278,6 +284,7 @@ class EmulatedSession:
                     and level_dbfs(samples) >= self.settings.vad_threshold_dbfs):
                 self._track.interrupt()  # the caller talks over the reply: stop it now
                 self.stats.barge_ins += 1
+                self.stats.last_barge_in_at = asyncio.get_running_loop().time()
             utterance = self._vad.feed(samples)
             if utterance is not None:
                 self.stats.utterances.append(utterance)
