@@ -41,8 +41,8 @@ from gateway.emulator.audio import (
     load_wav,
     two_tone_phrase,
 )
-from gateway.orga.catalog import MODALITIES, MODELS, VOICES
 from gateway.media.aiortc_receiver import tune_receiver
+from gateway.orga.catalog import MODALITIES, MODELS, VOICES
 from gateway.orga.events import DATA_CHANNEL_LABEL
 from gateway.orga.ice import make_configuration, restrict_host_addresses
 from gateway.orga.settings import SessionParams
