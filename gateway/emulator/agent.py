@@ -121,6 +121,7 @@ class EmulatedSession:
     ) -> None:
         self.conversation_id = conversation_id
         self.voices = voices
+        self.mcp_server: dict[str, str] | None = None  # params.mcp_server; its URL is a secret
         self.params = params
         self.settings = settings
         self._reply = reply

@@ -242,7 +242,8 @@ class Emulator:
         return servers if self.config.bare_ice_list else {"iceServers": servers}
 
     async def create_call(
-        self, claims: dict[str, Any], offer: Offer, params: SessionParams
+        self, claims: dict[str, Any], offer: Offer, params: SessionParams,
+        mcp_server: dict[str, str] | None = None,
     ) -> Reply:
         self._consume(claims)  # single use from here on, whatever happens next
         if self.faults.fail_calls > 0:
@@ -258,6 +259,7 @@ class Emulator:
             conversation_id, params, self.config.agent, self._reply, self._on_session_end,
             self.voices,
         )
+        session.mcp_server = mcp_server  # for extensions (an MCP client mode); URL secret
         self.sessions[conversation_id] = session
         try:
             answer_sdp = await session.answer(offer.sdp)
