@@ -24,13 +24,18 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway import fallback
+from gateway.aiortc_patches import tune_receiver
+from gateway.clock import Clock
 from gateway.config import Config, Route
 from gateway.logs import ContextAdapter, call_logger
-from gateway.media.aiortc_receiver import tune_receiver
+from gateway.media.downlink import AiAudioPump
 from gateway.media.dtmf import DtmfReceived, DtmfRelayError, parse_dtmf_relay
 from gateway.media.ports import PortPool
 from gateway.media.rtp_session import RtpSession, open_from_pool
-from gateway.media.tracks import AiAudioPump, CallerAudioTrack, TurnLatencyMeter
+from gateway.media.srtp import SrtpParams
+from gateway.media.transcode import PHONE_RATE
+from gateway.media.uplink import CallerAudioTrack
+from gateway.media.voice import TurnLatencyMeter
 from gateway.metrics import ConversationStats, Metrics
 from gateway.orga.api import OrgaApi
 from gateway.orga.events import InputTranscript, ResponseDone, ServerEvent
@@ -44,6 +49,8 @@ from gateway.outcomes import (
     response_headers,
     sip_warning,
 )
+from gateway.records.record import NULL_SINK, CallRecord, RecordSink
+from gateway.records.recording import CallRecording, Recorder
 from gateway.sdp import MediaParams, SdpNegotiationError, negotiate, parse_offer
 from gateway.sip.events import (
     AckReceived,
@@ -86,6 +93,9 @@ class CallContext:
     signalling: CallSignalling
     peer_settings: PeerSettings
     advertised_address: str  # the address our SDP answer names (public_address or RTP bind)
+    clock: Clock  # the loop clock (gateway/clock.py): every time a call reads comes from it
+    records: RecordSink = NULL_SINK  # the webhook sender when [webhooks] is configured
+    recorder: Recorder | None = None  # when a route has record = true
 
 
 # Setup failures of the Orga leg, which a route's `on_orga_failure` may turn into a redirect.
@@ -98,6 +108,18 @@ _SIP_END_OUTCOMES = {
     SipEndReason.SESSION_EXPIRED: Outcome.SESSION_EXPIRED,
     SipEndReason.REMOTE_ERROR: Outcome.SIP_ERROR,
 }
+
+
+def callee_of(invite: InviteReceived) -> str:
+    """The dialed number: the request URI's user part ("" when there is none)."""
+    uri = invite.request.uri
+    return (uri.user_unescaped or "") if isinstance(uri, SipUri) else ""
+
+
+def caller_of(invite: InviteReceived) -> str:
+    """The caller's number: the From URI's user part ("" when there is none)."""
+    from_uri = invite.request.from_.sip_uri
+    return (from_uri.user_unescaped or "") if from_uri is not None else ""
 
 
 class Call:
@@ -113,17 +135,15 @@ class Call:
         self.route_label = route.label
         self.trunk = trunk
         self.call_id = invite.request.call_id
-        uri = invite.request.uri
-        self.callee = (uri.user_unescaped or "") if isinstance(uri, SipUri) else ""
-        from_uri = invite.request.from_.sip_uri
-        self.caller = (from_uri.user_unescaped or "") if from_uri is not None else ""
+        self.callee = callee_of(invite)
+        self.caller = caller_of(invite)
         self.conversation_id: str | None = None
         # `call_logger` puts the ids in the record's `ctx`, which the daemon's formatter prints
         # (`call_id=... conversation_id=...`); a plain LoggerAdapter's extra would be dropped.
         self.log: ContextAdapter = call_logger(log, self.call_id)
         loop = asyncio.get_running_loop()
-        self._loop = loop
-        self.started_at = loop.time()
+        self._clock = ctx.clock
+        self.started_at = self._clock.now()
         self.answered_at: float | None = None
         self._stop: asyncio.Future[Outcome] = loop.create_future()
         self._sip_done = False  # the dialog is over on the SIP side (no BYE/final owed)
@@ -133,7 +153,11 @@ class Call:
         self._track: CallerAudioTrack | None = None
         self._session: OrgaSession | None = None
         self._pump: AiAudioPump | None = None
-        self._meter = TurnLatencyMeter(on_turn=ctx.metrics.turn_latency)
+        self._recording: CallRecording | None = None
+        self.record = CallRecord(ctx.records, sip_call_id=self.call_id, direction="inbound",
+                                 trunk=trunk, route=self.route_label, caller=self.caller,
+                                 callee=self.callee, now=self.started_at)
+        self._meter = TurnLatencyMeter(on_turn=self._turn)
         self._sdp_version = 0
         self._tasks: asyncio.TaskGroup  # set by run(): owns every task of this call
         # How the call ended, once known; before the answer it is also the final response owed,
@@ -199,6 +223,7 @@ class Call:
     async def _setup_phase(self) -> Outcome | None:
         """Run the setup; return None once answered, else the outcome (response is queued)."""
         self.ctx.signalling.ring(self.handle)
+        self.record.ringing(self._clock.now())
         setup = self._tasks.create_task(self._setup_failure(), name=f"setup {self.call_id}")
         waiting: set[asyncio.Future[Any]] = {setup, self._stop}
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -228,7 +253,7 @@ class Call:
         path = self.route.orga_failure_announcement
         if path is not None and self._rtp is not None and self._answer_sdp is not None:
             self.ctx.signalling.progress(self.handle, self._answer_sdp.encode())
-            audio = fallback.load_announcement(path)  # read and checked at start, cached
+            audio = fallback.announcement(path)  # checked by check-config, decoded at start
             playing = self._tasks.create_task(fallback.play(self._rtp, audio),
                                               name=f"announcement {self.call_id}")
             waiting: set[asyncio.Future[Any]] = {playing, self._stop}
@@ -254,20 +279,23 @@ class Call:
 
     async def _setup(self) -> None:
         cfg = self.ctx.config
-        step = _Steps(self._loop, self.ctx.metrics)
+        step = _Steps(self._clock, self.ctx.metrics, self.record)
         async with asyncio.timeout(cfg.orga.setup_timeout_s):
             offer = parse_offer((self.invite.sdp or b"").decode("utf-8", "replace"))
             rtp, answer = await self._open_media(offer)
             self._answer_sdp = answer
             # Opus encoded here, on the loop (the Orga peer offers Opus only): half the CPU
             # of aiortc's resample-and-encode thread hand-off per 20 ms (bench/media_path.py).
-            self._track = CallerAudioTrack(rtp, meter=self._meter, opus=True)
+            self._track = CallerAudioTrack(rtp, self._clock, meter=self._meter, opus=True)
+            # The AI's audio goes from the receiver straight into the pump (aiortc_patches).
+            self._pump = pump = AiAudioPump(rtp, self._clock, meter=self._meter)
             step.done("media")
             track = self._track
 
             def peer_factory(ice_servers: list[Any]) -> OrgaPeer:
                 peer = OrgaPeer(track, self.ctx.peer_settings, self._session_params(),
-                                ice_servers, receiver_tuner=tune_receiver)
+                                ice_servers,
+                                receiver_tuner=lambda r: tune_receiver(r, deliver=pump.feed))
                 # Before the offer: events sent on data-channel open (a greeting) are not lost.
                 peer.add_event_listener(self._orga_event)
                 return peer
@@ -276,15 +304,20 @@ class Call:
             for name, seconds in self._session.timings.items():
                 if name != "total":
                     self.ctx.metrics.setup_step(name, seconds)
+                    self.record.step(name, seconds)
             self.conversation_id = self._session.conversation_id
             self.log = self.log.bind(conversation_id=self.conversation_id)
             remote = await self._session.peer.remote_audio
-        self._pump = AiAudioPump(remote, rtp, meter=self._meter)
         self.ctx.signalling.answer(self.handle, answer.encode())
         self._answered = True
-        self.answered_at = self._loop.time()
+        self.answered_at = self._clock.now()
         self.ctx.metrics.call_setup(self.answered_at - self.started_at)
-        self._pump.start(self._tasks)
+        self.record.answered(self.answered_at, self.conversation_id)
+        if self.route.record and self.ctx.recorder is not None:
+            rtp.tap = self._recording = self.ctx.recorder.open(self.record.call_id,
+                                                               self.answered_at)
+            pump.play_first(self.ctx.recorder.announcement)  # "this call is recorded"
+        pump.start(remote, self._tasks)
         self.ctx.metrics.add_conversation(self.conversation_id or "", self.route_label, self.stats)
         self.log.info(
             "call answered from %s to %s in %.0f ms (route %s, trunk %s)", self.caller,
@@ -335,6 +368,9 @@ class Call:
         if self._port is not None:
             self.ctx.ports.release(self._port)
             self._port = None
+        # 5. finish the recording (encoded off the loop) so the record can name it
+        if self._recording is not None:
+            self.record.recording(await self._recording.close())
 
     def _end_dialog(self) -> None:
         """BYE for an answered call, the final response for one that ended in setup; nothing
@@ -354,7 +390,8 @@ class Call:
         if self.conversation_id is not None:
             m.remove_conversation(self.conversation_id)
         result = outcome.result
-        duration = None if self.answered_at is None else self._loop.time() - self.answered_at
+        status = 200 if self._answered else outcome.disposition.status
+        duration = None if self.answered_at is None else self._clock.now() - self.answered_at
         m.call_ended(result, self.route_label, self.trunk, duration)
         if self._rtp is not None:
             stats = self._rtp.stats
@@ -364,12 +401,19 @@ class Call:
             m.rtp_jitter(stats.received.jitter_ms / 1000.0)
             m.security_rejection("rtp_foreign_source", stats.received.foreign_dropped)
             m.security_rejection("rtp_rate", stats.received.rate_dropped)
+            got = stats.received
+            self.record.media("in", packets=got.packets, lost=got.lost, late=got.late,
+                              jitter_ms=round(got.jitter_ms, 2))
+            self.record.media("out", packets=stats.sent.packets)
         if self._pump is not None:
             pump = self._pump.stats
             if pump.underruns_speech:
                 m.playout_underrun(pump.underruns_speech)
             if pump.dropped_backlog:
-                m.playout_dropped(pump.dropped_backlog * 0.02)
+                m.playout_dropped(pump.dropped_backlog_ms / 1000.0)
+            self.record.media("out", underruns=pump.underruns_speech,
+                              dropped_ms=pump.dropped_backlog_ms)
+        self.record.ended(self._clock.now(), result, status)
         if duration is not None:
             self.log.info("call ended: %s after %.1f s", result, duration)
 
@@ -383,24 +427,33 @@ class Call:
         """
         cfg = self.ctx.config
         params, _ = negotiate(offer, cfg.rtp.codecs, self.ctx.advertised_address, 0,
-                              self._session_id, self._sdp_version)
+                              self._session_id, self._sdp_version, srtp=self._srtp_policy())
         rtp = await open_from_pool(
             self.ctx.ports, cfg.rtp.bind, params,
             inactivity_timeout_s=cfg.rtp.inactivity_timeout_s,
             max_packet_rate=cfg.security.rtp_max_packets_per_second,
+            clock=self._clock,
             on_dtmf=self._dtmf,
             on_timeout=lambda: self._end(Outcome.RTP_TIMEOUT),
             tasks=self._tasks,
+            on_srtp_failure=self.ctx.metrics.srtp_failure,
         )
         self._rtp, self._port = rtp, rtp.local_address[1]
-        _, answer = self._negotiate(offer)
+        _, answer = self._negotiate(offer, params)  # same keys: the session already has them
         return rtp, answer
 
-    def _negotiate(self, offer: Any) -> tuple[MediaParams, str]:
+    def _negotiate(self, offer: Any, current: MediaParams) -> tuple[MediaParams, str]:
+        """Our answer on our port; SRTP keys stay those of `current` unless the peer re-keyed."""
         assert self._port is not None
         self._sdp_version += 1
         return negotiate(offer, self.ctx.config.rtp.codecs, self.ctx.advertised_address,
-                         self._port, self._session_id, self._sdp_version)
+                         self._port, self._session_id, self._sdp_version,
+                         srtp=self._srtp_policy(), previous_srtp=current.srtp)
+
+    def _srtp_policy(self) -> str:
+        """The trunk's `srtp` setting ("off", "optional", "required")."""
+        trunk = next((t for t in self.ctx.config.trunks if t.name == self.trunk), None)
+        return trunk.srtp if trunk is not None else "optional"
 
     def _session_params(self) -> SessionParams:
         return session_params(self.ctx.config.orga, self.route, caller=self.caller,
@@ -429,7 +482,8 @@ class Call:
             self._refuse_offer(OfferRefusal.REQUIRED)
             return
         try:
-            params, answer = self._negotiate(parse_offer(event.sdp.decode("utf-8", "replace")))
+            params, answer = self._negotiate(parse_offer(event.sdp.decode("utf-8", "replace")),
+                                             self._rtp.params)
         except SdpNegotiationError as exc:
             self._refuse_offer(OfferRefusal.NOT_ACCEPTABLE, exc.sip_warning)
             return
@@ -450,6 +504,8 @@ class Call:
     # logged only with [privacy] log_content = true; otherwise the line says what happened.
     def _dtmf(self, event: DtmfReceived) -> None:
         self.ctx.metrics.dtmf(event.digit)
+        self.record.dtmf(event.digit, self._clock.now(), event.source.value)
+        # Digits are personal data (PINs, account numbers): the call record carries them.
         if self.ctx.config.privacy.log_content:
             self.log.info("DTMF %s (%d ms, %s)", event.digit, event.duration_ms,
                           event.source.value)
@@ -461,23 +517,29 @@ class Call:
         content = self.ctx.config.privacy.log_content
         if isinstance(event, InputTranscript):
             self.ctx.metrics.text_event("transcript")
+            self.record.utterance("caller", event.text, self._clock.now())
             if content:
                 self.log.info("caller said: %s", event.text)
             else:
                 self.log.info("caller transcript received (%d characters)", len(event.text))
         elif isinstance(event, ResponseDone):
             self.ctx.metrics.text_event("assistant")
+            self.record.utterance("assistant", event.clean_text, self._clock.now())
             if content:
                 self.log.info("assistant said: %s", event.clean_text)
             else:
                 self.log.info("assistant text received (%d characters)", len(event.clean_text))
 
+    def _turn(self, seconds: float) -> None:
+        self.ctx.metrics.turn_latency(seconds)
+        self.record.turn(seconds)
+
     def stats(self) -> ConversationStats:
         rtp = self._rtp.stats if self._rtp is not None else None
         pump = self._pump.stats if self._pump is not None else None
         return ConversationStats(
-            audio_in_seconds=(rtp.received.packets * 0.02) if rtp else 0.0,
-            audio_out_seconds=(pump.sent_audio * 0.02) if pump else 0.0,
+            audio_in_seconds=(rtp.received.audio_seconds) if rtp else 0.0,
+            audio_out_seconds=(pump.samples_sent_audio / PHONE_RATE) if pump else 0.0,
             packets_in=rtp.received.packets if rtp else 0,
             packets_out=rtp.sent.packets if rtp else 0,
             packets_lost=rtp.received.lost if rtp else 0,
@@ -485,6 +547,9 @@ class Call:
             turns=self._meter.turns,
             last_turn_latency_seconds=self._meter.last_turn_s,
         )
+
+    def _srtp_params(self) -> SrtpParams | None:
+        return self._rtp.params.srtp if self._rtp is not None else None
 
     def describe(self) -> dict[str, object]:
         """One entry of `GET /calls`."""
@@ -494,7 +559,8 @@ class Call:
             "route": self.route_label,
             "trunk": self.trunk,
             "state": "answered" if self._answered else "setup",
-            "age_seconds": round(self._loop.time() - self.started_at, 3),
+            "age_seconds": round(self._clock.now() - self.started_at, 3),
+            "srtp": srtp.suite.value if (srtp := self._srtp_params()) is not None else None,
             **_asdict(self.stats()),
         }
 
@@ -502,12 +568,13 @@ class Call:
 class _Steps:
     """Times consecutive setup steps into the per-step histogram."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> None:
-        self._loop, self._metrics, self._at = loop, metrics, loop.time()
+    def __init__(self, clock: Clock, metrics: Metrics, record: CallRecord) -> None:
+        self._clock, self._metrics, self._record, self._at = clock, metrics, record, clock.now()
 
     def done(self, name: str) -> None:
-        now = self._loop.time()
+        now = self._clock.now()
         self._metrics.setup_step(name, now - self._at)
+        self._record.step(name, now - self._at)
         self._at = now
 
 

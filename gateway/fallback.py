@@ -8,53 +8,38 @@ so no media or dialog of ours stays in the path and no SIP extension is needed. 
 need an answered dialog, i.e. a 200 OK to a caller we cannot serve.
 
 Optionally an announcement is played first, as early media: 183 Session Progress with our SDP
-answer, the WAV's audio on the call's RTP session, then the 302. The WAV is read once, at
-config check and at start (`load_announcement`), and kept as 8 kHz mono 16-bit samples.
+answer, the WAV's audio on the call's RTP session, then the 302. The WAV is checked by
+`check-config` and decoded once at start (`preload`), with the recording announcement's code
+(`gateway/records/announcement.py`: the same rules, the same PyAV resampling).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import wave
-from pathlib import Path
+from collections.abc import Iterable
 
 import numpy as np
-import numpy.typing as npt
 
+from gateway.config import Route
 from gateway.media.rtp_session import RtpSession
 from gateway.media.transcode import G711Codec
+from gateway.records.announcement import RATE, Pcm, announcement_pcm
 
-RATE = 8000
-MAX_ANNOUNCEMENT_S = 30.0
-
-Pcm = npt.NDArray[np.int16]
+_announcements: dict[str, Pcm] = {}  # path -> 8 kHz mono samples, filled at start
 
 
-class AnnouncementError(ValueError):
-    """The announcement file cannot be used; the message says why (for `check-config`)."""
+async def preload(routes: Iterable[Route]) -> None:
+    """Decode every route's fallback announcement (blocking work, in a thread)."""
+    for path in {r.orga_failure_announcement for r in routes} - {None} - set(_announcements):
+        assert path is not None
+        _announcements[path] = await asyncio.to_thread(announcement_pcm, path)
 
 
-@functools.lru_cache(maxsize=16)
-def load_announcement(path: str) -> Pcm:
-    """A 16-bit PCM WAV file as 8 kHz mono samples (any rate and channel count accepted)."""
-    try:
-        with wave.open(str(Path(path)), "rb") as wav:
-            width, channels, rate = wav.getsampwidth(), wav.getnchannels(), wav.getframerate()
-            frames = wav.getnframes()
-            if width != 2:
-                raise AnnouncementError(f"{path} is {8 * width}-bit; only 16-bit PCM WAV is read")
-            if frames / rate > MAX_ANNOUNCEMENT_S:
-                raise AnnouncementError(f"{path} lasts {frames / rate:.1f} s, longer than "
-                                        f"{MAX_ANNOUNCEMENT_S:.0f} s")
-            raw = np.frombuffer(wav.readframes(frames), dtype="<i2")
-    except (OSError, EOFError, wave.Error) as exc:
-        raise AnnouncementError(f"cannot read {path} as a WAV file ({exc})") from None
-    mono = raw.reshape(-1, channels).mean(axis=1)
-    if rate != RATE and mono.size:
-        positions = np.arange(int(mono.size * RATE / rate)) * (rate / RATE)
-        mono = np.interp(positions, np.arange(mono.size), mono)
-    pcm: Pcm = np.clip(np.round(mono), -32768, 32767).astype(np.int16)
+def announcement(path: str) -> Pcm:
+    """A preloaded announcement (decoded here, blocking, if `preload` did not run: tests)."""
+    pcm = _announcements.get(path)
+    if pcm is None:
+        pcm = _announcements[path] = announcement_pcm(path)
     return pcm
 
 

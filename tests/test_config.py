@@ -51,7 +51,8 @@ def test_example_documents_every_key_with_its_default() -> None:
 
     raw = tomllib.loads((ROOT / "config" / "gateway.example.toml").read_text())
     defaults = Config()
-    for section in ("sip", "rtp", "orga", "http", "limits", "security", "privacy"):
+    for section in ("sip", "rtp", "orga", "http", "limits", "security", "webhooks",
+                    "recording", "privacy"):
         obj = getattr(defaults, section)
         for key in obj.__dataclass_fields__:
             assert key in raw[section], f"{section}.{key} missing from the example"
@@ -277,7 +278,8 @@ def test_transfer_targets_and_orga_fallback(tmp_path: Path) -> None:
     assert "routes[0].transfer_targets.n: 5 is not a SIP or tel URI" in joined
     assert ("routes[0].on_orga_failure: 'desk' is not \"reject\" or a transfer target of this "
             "route") in joined
-    assert "routes[0].orga_failure_announcement: cannot read" in joined
+    missing = tmp_path / "none.wav"
+    assert f"routes[0].orga_failure_announcement: {missing} does not exist" in joined
     assert "routes[1].transfer_targets: must be a table of name = URI" in joined
     assert "routes[1].orga_failure_announcement: is set but on_orga_failure is" in joined
 

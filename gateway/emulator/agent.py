@@ -8,7 +8,7 @@ with no ICE servers, and on data-channel open sends `session.created` then
 is a protocol error it logs and reports in its stats (the real service has no error event to
 send). Caller audio is ignored until a `session.update` with "audio" arrives (the audio gate,
 on by default: the quirk the RN SDK works around, reference §6). The agent detects caller
-utterances by energy (`audio.EnergyVad`), then sends the transcript event (when
+utterances by energy (`audio.UtteranceDetector`), then sends the transcript event (when
 `return_transcription`), plays the reply on its paced track, and sends
 `response.output_item.done` with text that carries an emotion tag. In barge-in mode the reply
 stops on the first caller frame above the speech threshold. A session ends when the client
@@ -28,23 +28,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import av
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from gateway.aiortc_patches import restrict_host_addresses, tune_receiver
 from gateway.emulator.audio import (
     AgentAudioTrack,
-    EnergyVad,
     Samples,
     Utterance,
+    UtteranceDetector,
     frame_to_mono,
     level_dbfs,
     load_wav,
     two_tone_phrase,
 )
-from gateway.media.aiortc_receiver import tune_receiver
 from gateway.orga.catalog import MODALITIES, MODELS, VOICES
 from gateway.orga.events import DATA_CHANNEL_LABEL
-from gateway.orga.ice import make_configuration, restrict_host_addresses
+from gateway.orga.ice import make_configuration
 from gateway.orga.settings import SessionParams
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ class EmulatedSession:
         self._pc = RTCPeerConnection(make_configuration([]))
         self._track = AgentAudioTrack()
         self._channel: RTCDataChannel | None = None
-        self._vad = EnergyVad(threshold_dbfs=settings.vad_threshold_dbfs)
+        self._vad = UtteranceDetector(threshold_dbfs=settings.vad_threshold_dbfs)
         self._audio_enabled = not settings.audio_gate
         self._reply_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -173,8 +174,9 @@ class EmulatedSession:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         if self.settings.barge_in:
             # Hear the caller without aiortc's 80 ms prefetch, so the reply stops as soon as
-            # the caller's first loud frame arrives (the gateway's own low-delay receiver).
-            tune_receiver(pc.getTransceivers()[0].receiver)
+            # the caller's first loud frame arrives (the gateway's own low-delay receiver,
+            # which hands each decoded frame to `_hear` instead of the track).
+            tune_receiver(pc.getTransceivers()[0].receiver, deliver=self._hear)
         pc.addTrack(self._track)  # reuses the offered audio transceiver → sendrecv
         restrict_host_addresses(pc, self.settings.ice_addresses)
         await pc.setLocalDescription(await pc.createAnswer())
@@ -278,20 +280,24 @@ class EmulatedSession:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            if not self._audio_enabled:
-                continue
-            samples = frame_to_mono(frame)  # type: ignore[arg-type]
-            if (self.settings.barge_in and self._track.playing
-                    and level_dbfs(samples) >= self.settings.vad_threshold_dbfs):
-                self._track.interrupt()  # the caller talks over the reply: stop it now
-                self.stats.barge_ins += 1
-                self.stats.last_barge_in_at = asyncio.get_running_loop().time()
-            utterance = self._vad.feed(samples)
-            if utterance is not None:
-                self.stats.utterances.append(utterance)
-                log.info("emulated session %s: utterance %.2f s at %.0f Hz",
-                         self.conversation_id, utterance.speech_s, utterance.dominant_hz)
-                self._spawn(self._respond(utterance))
+            self._hear(frame)  # type: ignore[arg-type]
+
+    def _hear(self, frame: av.AudioFrame) -> None:
+        """One decoded frame of the caller's audio."""
+        if not self._audio_enabled or self._closing is not None:
+            return
+        samples = frame_to_mono(frame)
+        if (self.settings.barge_in and self._track.playing
+                and level_dbfs(samples) >= self.settings.vad_threshold_dbfs):
+            self._track.interrupt()  # the caller talks over the reply: stop it now
+            self.stats.barge_ins += 1
+            self.stats.last_barge_in_at = asyncio.get_running_loop().time()
+        utterance = self._vad.feed(samples)
+        if utterance is not None:
+            self.stats.utterances.append(utterance)
+            log.info("emulated session %s: utterance %.2f s at %.0f Hz",
+                     self.conversation_id, utterance.speech_s, utterance.dominant_hz)
+            self._spawn(self._respond(utterance))
 
     async def _respond(self, utterance: Utterance) -> None:
         async with self._reply_lock:

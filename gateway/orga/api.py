@@ -18,7 +18,6 @@ import asyncio
 import json
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -373,7 +372,8 @@ class OrgaApi:
             all_headers["Content-Type"] = "application/json"
         if timeout_s is not None:
             kwargs["timeout"] = httpx.Timeout(timeout_s)
-        started = time.monotonic()
+        clock = asyncio.get_running_loop()  # the loop clock (gateway/clock.py)
+        started = clock.time()
         error: int | str | None = None
         try:
             try:
@@ -394,7 +394,7 @@ class OrgaApi:
             raise
         finally:
             if self._observer is not None:
-                self._observer(endpoint, time.monotonic() - started, error)
+                self._observer(endpoint, clock.time() - started, error)
 
     def _decode(self, endpoint: str, response: httpx.Response, secret: str) -> Any:
         status = response.status_code

@@ -37,20 +37,21 @@ from aiortc import (
     RTCSessionDescription,
 )
 
+from gateway.aiortc_patches import restrict_host_addresses
 from gateway.orga.api import candidates_from_sdp
 from gateway.orga.errors import OrgaError, OrgaProtocolError
 from gateway.orga.events import (
     DATA_CHANNEL_LABEL,
-    EndReason,
+    OrgaEndReason,
     ServerEvent,
     ServerEventDecoder,
     SessionEndTracker,
     session_update_message,
 )
-from gateway.orga.ice import make_configuration, restrict_host_addresses
+from gateway.orga.ice import make_configuration
 from gateway.orga.settings import PeerSettings, SessionParams
 
-__all__ = ["EndReason", "OrgaPeer", "candidates_from_sdp"]
+__all__ = ["OrgaEndReason", "OrgaPeer", "candidates_from_sdp"]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class OrgaPeer:
         self.remote_audio: asyncio.Future[MediaStreamTrack] = self._loop.create_future()
         self.connected: asyncio.Future[None] = self._loop.create_future()
         self.datachannel_open: asyncio.Future[None] = self._loop.create_future()
-        self.ended: asyncio.Future[EndReason] = self._loop.create_future()
+        self.ended: asyncio.Future[OrgaEndReason] = self._loop.create_future()
         for future in (self.remote_audio, self.connected, self.datachannel_open):
             future.add_done_callback(_quiet)
         self.decoder = ServerEventDecoder()
@@ -98,7 +99,7 @@ class OrgaPeer:
         self._pc = RTCPeerConnection(make_configuration(ice_servers))
         self._audio = self._pc.addTransceiver(caller_track, direction="sendrecv")
         # Opus only: Orga's own clients are browsers whose offers lead with Opus, and the
-        # caller track may hand aiortc Opus packets it encoded itself (media/tracks.py), which
+        # caller track may hand aiortc Opus packets it encoded itself (media/uplink.py), which
         # is only right when Opus is certain to be the negotiated codec.
         self._audio.setCodecPreferences(OPUS_ONLY)
         if receiver_tuner is not None:
@@ -266,7 +267,7 @@ class OrgaPeer:
         self._timer = None
         self._finish(self._tracker.on_timer(self._loop.time()))
 
-    def _finish(self, reason: EndReason | None) -> None:
+    def _finish(self, reason: OrgaEndReason | None) -> None:
         if reason is None or self.ended.done():
             return
         log.info("orga session %s ended: %s", self.conversation_id, reason.value)

@@ -30,7 +30,7 @@ from gateway.orga.errors import (
     OrgaProtocolError,
     OrgaTimeoutError,
 )
-from gateway.orga.events import EndReason
+from gateway.orga.events import OrgaEndReason
 from gateway.orga.peer import OrgaPeer
 from gateway.orga.settings import SessionParams
 
@@ -203,7 +203,7 @@ async def _join_and_close(peer: OrgaPeer, answer_sdp: str, conversation_id: str 
     log.info("ended orga session %s, which its call did not use", conversation_id)
 
 
-async def _first(wanted: asyncio.Future[None], ended: asyncio.Future[EndReason]) -> None:
+async def _first(wanted: asyncio.Future[None], ended: asyncio.Future[OrgaEndReason]) -> None:
     """Wait for `wanted`; fail if the session ends first."""
     waiting: set[asyncio.Future[Any]] = {wanted, ended}
     await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)

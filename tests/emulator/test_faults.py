@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import AudioStreamTrack
 
+from gateway.aiortc_patches import stun_and_turn_servers
 from gateway.emulator.audio import AgentAudioTrack
 from gateway.emulator.server import Emulator, EmulatorConfig
 from gateway.orga.api import OrgaApi
@@ -17,8 +18,7 @@ from gateway.orga.errors import (
     OrgaTimeoutError,
     OrgaUnavailableError,
 )
-from gateway.orga.events import EndReason, ResponseDone
-from gateway.orga.ice import stun_and_turn_servers
+from gateway.orga.events import OrgaEndReason, ResponseDone
 from gateway.orga.peer import OrgaPeer
 from gateway.orga.session import open_session
 from gateway.orga.settings import OrgaClientSettings, PeerSettings, SessionParams
@@ -271,7 +271,7 @@ async def test_dead_leg_is_found_by_its_media_within_3_s(emulator: Emulator) -> 
     reason = await asyncio.wait_for(asyncio.shield(session.peer.ended), 10)
     # media_timeout_s 2.0 + one 0.25 s check; the bound here is loose (shared machine):
     # bench/orga_lost.py measures the figure.
-    assert reason is EndReason.MEDIA_TIMEOUT and reason.lost
+    assert reason is OrgaEndReason.MEDIA_TIMEOUT and reason.lost
     assert 1.9 < loop.time() - frozen_at < 6.0
     assert emu_session.stats.end_reason is None  # Orga never closed anything
     await session.peer.close()

@@ -53,7 +53,7 @@ def conversation_samples(samples: list[Sample]) -> dict[str, Sample]:
 async def test_sipp_call_is_heard_answered_logged_and_measured(
     stack: Stack, tmp_path: Path, caplog: pytest.LogCaptureFixture, transport: str, codec: str,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gateway")
+    caplog.set_level(logging.DEBUG, logger="gateway.call")
     speech_pcap(tmp_path / "audio.pcap", codec, freq_hz=440.0, talk_s=1.0, quiet_s=2.0)
     sipp = asyncio.create_task(run_sipp(
         "uac_pcap_call.xml", stack.sip_port, tmp_path, transport=transport,

@@ -9,8 +9,9 @@ import pytest
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack
 
+from gateway.aiortc_patches import stun_and_turn_servers
 from gateway.orga.api import parse_ice_servers
-from gateway.orga.ice import make_configuration, stun_and_turn_servers
+from gateway.orga.ice import make_configuration
 from gateway.orga.ice_servers import normalise_ice_servers, normalise_url
 from gateway.orga.peer import OrgaPeer
 from gateway.orga.settings import PeerSettings, SessionParams
