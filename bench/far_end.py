@@ -43,7 +43,8 @@ import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
-from gateway.orga.ice import make_configuration, restrict_host_addresses
+from gateway.aiortc_patches import restrict_host_addresses
+from gateway.orga.ice import make_configuration
 
 log = logging.getLogger("far_end")
 

@@ -64,6 +64,14 @@ async def test_caller_bye(stack: Stack, tmp_path: Path) -> None:
     assert ended(samples, "caller_bye") == 1
     assert value_of(samples, "orga_gateway_calls_ended_total") == 1
     assert stack.emulator_sessions()[0]["end_reason"] == "datachannel_closed"
+    # Every SIP message of the dialog is counted (issue 13 item 9), in and out.
+    requests = "orga_gateway_sip_requests_total"
+    responses = "orga_gateway_sip_responses_total"
+    for method in ("INVITE", "ACK", "BYE"):
+        assert value_of(samples, requests, method=method, direction="in") == 1, method
+    assert value_of(samples, responses, method="INVITE", status_class="1xx", direction="out") == 2
+    assert value_of(samples, responses, method="INVITE", status_class="2xx", direction="out") >= 1
+    assert value_of(samples, responses, method="BYE", status_class="2xx", direction="out") == 1
 
 
 @pytest.mark.parametrize(
