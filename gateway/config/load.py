@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ from gateway.config.check import (
     typed_table,
     unknown_key,
 )
-from gateway.config.rules import build_sections, check_tls, tls_files
+from gateway.config.rules import build_sections, check_tls, orga_choice, tls_files
 from gateway.config.schema import (
     DEFAULT_ROUTES,
     DEFAULT_TRUNKS,
@@ -44,6 +45,8 @@ from gateway.config.schema import (
     is_open_public,
     sections,
 )
+from gateway.orga.catalog import MODELS, VOICES
+from gateway.records.announcement import wav_problem
 
 __all__ = ["API_KEY_ENV", "API_KEY_FILE_ENV", "load_config", "parse_config", "read_secret_file",
            "tls_files"]
@@ -255,10 +258,18 @@ def _routes(raw: Any, trunk_names: set[str], p: Problems) -> tuple[Route, ...]:
     out = []
     for i, table in enumerate(raw):
         pre = f"routes[{i}]"
-        values = typed_table(p, pre, table, Route)
+        by_hand = {"transfer_targets"}
+        values = typed_table(p, pre, {k: v for k, v in table.items() if k not in by_hand}
+                             if isinstance(table, dict) else table, Route)
         match = values.get("match")
         if not isinstance(table, dict):
             continue
+        if table.get("instructions") == "":
+            values["instructions"] = ""  # Orga's default, not [orga].instructions (the example)
+        targets = _transfer_targets(p, f"{pre}.transfer_targets", table.get("transfer_targets"))
+        values["transfer_targets"] = targets
+        _route_orga_values(p, pre, values)
+        _orga_fallback(p, pre, values, targets)
         if match is None:
             p.add(f"{pre}.match", "missing", 'add match = "+4930*" (or "*" for every number)')
             continue
@@ -273,6 +284,58 @@ def _routes(raw: Any, trunk_names: set[str], p: Problems) -> tuple[Route, ...]:
             check_value(p, f"{pre}.{f.name}", values.get(f.name), f.metadata.get("check"))
         out.append(Route(**values))
     return tuple(out)
+
+
+# A transfer target: a SIP(S) URI with a host, or a global tel: number (RFC 3966).
+_TARGET_RE = re.compile(r"(sips?:[^\s<>\"@]+@[^\s<>\"@]+|sips?:[^\s<>\"@:;]+(:\d+)?"
+                        r"(;[^\s<>\"]*)?|tel:\+[0-9][0-9().-]*)")
+_TARGET_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def _transfer_targets(p: Problems, key: str, raw: Any) -> tuple[tuple[str, str], ...]:
+    """`transfer_targets = { name = "sip:..." | "tel:+..." }` as (name, uri) pairs."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        p.add(key, "must be a table of name = URI", 'write transfer_targets = { desk = '
+              '"sip:desk@pbx.example.com" }')
+        return ()
+    out = []
+    for name, uri in raw.items():
+        if not _TARGET_NAME_RE.fullmatch(name) or name == "reject":
+            p.add(f"{key}.{name}", "is not a usable target name",
+                  'use letters, digits, "_" or "-" (at most 32; "reject" is reserved)')
+        elif not isinstance(uri, str) or not _TARGET_RE.fullmatch(uri):
+            p.add(f"{key}.{name}", f"{uri!r} is not a SIP or tel URI",
+                  'write "sip:user@host" or "tel:+4930123456"')
+        else:
+            out.append((name, uri))
+    return tuple(out)
+
+
+def _route_orga_values(p: Problems, pre: str, values: dict[str, Any]) -> None:
+    """A route's model and voice are the reference's ids (a typo fails here, not per call)."""
+    orga_choice(p, f"{pre}.model", values.get("model"), MODELS)
+    orga_choice(p, f"{pre}.voice", values.get("voice"), VOICES)
+
+
+def _orga_fallback(p: Problems, pre: str, values: dict[str, Any],
+                   targets: tuple[tuple[str, str], ...]) -> None:
+    choice = values.get("on_orga_failure", "reject")
+    names = [name for name, _ in targets]
+    if choice != "reject" and choice not in names:
+        p.add(f"{pre}.on_orga_failure", f"{choice!r} is not \"reject\" or a transfer target "
+              "of this route", "use \"reject\" or one of: " + (", ".join(names) or
+                                                           "(add transfer_targets first)"))
+    path = values.get("orga_failure_announcement")
+    if path is not None:
+        problem = wav_problem(path)  # the recording announcement's rules
+        if problem is not None:
+            p.add(f"{pre}.orga_failure_announcement", problem,
+                  "give a 16-bit PCM WAV file of at most 60 s")
+        if choice == "reject":
+            p.add(f"{pre}.orga_failure_announcement", "is set but on_orga_failure is "
+                  "\"reject\": it would never play", "set on_orga_failure to a transfer target")
 
 
 def _webhook_secret(hooks: WebhooksConfig, env: Mapping[str, str], p: Problems) -> Secret:

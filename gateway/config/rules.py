@@ -8,6 +8,7 @@ line in `RULES`. `check_tls` checks the TLS files a config names (needs the trun
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
@@ -37,6 +38,7 @@ from gateway.config.schema import (
     sections,
     split_hostport,
 )
+from gateway.orga.catalog import MODELS, VOICES
 from gateway.records.announcement import wav_problem
 from gateway.transport.tls_context import TlsFiles, check_files
 from gateway.workers import layout_problems
@@ -109,12 +111,14 @@ def _orga_base_url(p: Problems, built: dict[str, Any]) -> None:
               "unencrypted", "use https:// (http:// is only for a local emulator on 127.0.0.1)")
 
 
-def _not_empty(section: str, name: str) -> Rule:
-    def rule(p: Problems, built: dict[str, Any]) -> None:
-        if not getattr(built[section], name):
-            default = getattr(sections()[section](), name)
-            p.add(f"{section}.{name}", "is empty", f"set it (default {default!r})")
-    return rule
+def orga_choice(p: Problems, key: str, value: str | None, choices: tuple[str, ...]) -> None:
+    """A model or voice id must be one the Orga reference lists (a typo fails here, not per
+    call); for `[orga]` and for each route's override."""
+    if value is not None and value not in choices:
+        close = difflib.get_close_matches(value, choices, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "use one of: " + ", ".join(
+            choices[:12]) + (" ..." if len(choices) > 12 else "")
+        p.add(key, f"{value!r} is not an Orga {key.rsplit('.', 1)[-1]}", hint)
 
 
 def _http_listen(p: Problems, built: dict[str, Any]) -> None:
@@ -199,8 +203,8 @@ RULES: dict[str, Rule] = {
     "rtp.port_max": _rtp_port_order,
     "rtp.codecs": _rtp_codecs,
     "orga.base_url": _orga_base_url,
-    "orga.model": _not_empty("orga", "model"),
-    "orga.voice": _not_empty("orga", "voice"),
+    "orga.model": lambda p, built: orga_choice(p, "orga.model", built["orga"].model, MODELS),
+    "orga.voice": lambda p, built: orga_choice(p, "orga.voice", built["orga"].voice, VOICES),
     "http.listen": _http_listen,
     "limits": _limits_vs_rtp,
     "security.unknown_source": _unknown_source,
