@@ -18,8 +18,10 @@ from dataclasses import replace
 from gateway.call import CallContext
 from gateway.calls import CallRegistry
 from gateway.clock import MonotonicClock
-from gateway.config import Config
-from gateway.http import GatewayState, HttpServer
+from gateway.config import Config, Secret
+from gateway.control.app import operator_app
+from gateway.control.health import GatewayState
+from gateway.control.server import OperatorServer
 from gateway.media.ports import PortPool
 from gateway.metrics import Metrics
 from gateway.orga.api import OrgaApi
@@ -85,8 +87,10 @@ class EndpointSignalling:
 class Gateway:
     def __init__(self, config: Config, *, notifier: SystemdNotifier | None = None,
                  on_token: Callable[[str], None] | None = None,
-                 port_quarantine_s: float = PORT_QUARANTINE_S) -> None:
+                 port_quarantine_s: float = PORT_QUARANTINE_S,
+                 api_token: Secret | None = None) -> None:
         self.config = config
+        self._api_token = api_token
         self._on_token = on_token
         self.metrics = Metrics(max_conversations=config.limits.max_calls)
         self.notifier = notifier or SystemdNotifier()
@@ -95,7 +99,7 @@ class Gateway:
         self.api: OrgaApi | None = None
         self.driver: SipDriver | None = None
         self.registry: CallRegistry | None = None
-        self.http: HttpServer | None = None
+        self.http: OperatorServer | None = None
         self.screen = SecurityScreen(config, self.metrics, now=MonotonicClock().now())
         self._udp: UdpTransport | None = None
         self._tcp: TcpTransport | None = None
@@ -138,8 +142,9 @@ class Gateway:
                                  max_per_source=sec.tcp_max_connections_per_source,
                                  max_total=sec.tcp_max_connections),
                 on_reject=self.metrics.security_rejection)
-        self.http = HttpServer(self.metrics, self._state, self.registry.describe,
-                               host=cfg.http.host, port=cfg.http.port)
+        app = operator_app(self.metrics, self._state, self.registry.describe,
+                           directory=self.registry, token=self._api_token)
+        self.http = OperatorServer(app, host=cfg.http.host, port=cfg.http.port)
         await self.http.start()
         self.metrics.free_ports_from(lambda: self.ports.free_count)
         log.info("gateway ready: SIP %s:%d (%s), RTP %s:%d-%d, Orga %s", cfg.sip.bind,

@@ -18,11 +18,14 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.config import Config, Route
+from gateway.control.actions import ActionRefused, Actor
 from gateway.logs import ContextAdapter, call_logger
 from gateway.media.aiortc_receiver import tune_receiver
 from gateway.media.dtmf import DtmfReceived, DtmfRelayError, parse_dtmf_relay
@@ -105,6 +108,10 @@ class Call:
         from_uri = invite.request.from_.sip_uri
         self.caller = (from_uri.user_unescaped or "") if from_uri is not None else ""
         self.conversation_id: str | None = None
+        # The id the operator API and logs use: URL-safe, unguessable, unrelated to Call-ID.
+        self.control_id = secrets.token_urlsafe(12)
+        self.direction = "inbound"
+        self.started_wall = time.time()
         # `call_logger` puts the ids in the record's `ctx`, which the daemon's formatter prints
         # (`call_id=... conversation_id=...`); a plain LoggerAdapter's extra would be dropped.
         self.log: ContextAdapter = call_logger(log, self.call_id)
@@ -145,6 +152,19 @@ class Call:
         """End the call from our side (drain, shutdown)."""
         self._end(cause)
 
+    # --- control requests (operator API, agent tools, DTMF) -----------------------------------
+    def request_hang_up(self, actor: Actor, reason: str | None = None) -> None:
+        """Asked to end: BYE once answered, else a 603 final response."""
+        if self._stop.done():
+            raise ActionRefused("the call is already ending")
+        cause = EndCause.AGENT_HANGUP if actor is Actor.AGENT else EndCause.API_HANGUP
+        self.log.info("hang-up requested by %s%s", actor.value,
+                      f" ({reason[:200]})" if reason else "")
+        self._end(cause)
+
+    def request_transfer(self, target: str, actor: Actor) -> None:
+        raise ActionRefused("transfer is not available yet", 409)
+
     def _end(self, cause: EndCause) -> None:
         if not self._stop.done():
             self._stop.set_result(cause)
@@ -183,8 +203,9 @@ class Call:
             if self._sip_done:
                 self.log.info("caller cancelled during setup")
                 return Outcome.CANCELLED
-            self._rejection = (Outcome.DRAINING, None)
-            return Outcome.DRAINING
+            outcome = self._stop.result().before_answer
+            self._rejection = (outcome, None)
+            return outcome
         failure = setup.exception()
         if failure is None:
             return None
@@ -389,6 +410,32 @@ class Call:
             turns=self._meter.turns,
             last_turn_latency_seconds=self._meter.last_turn_s,
         )
+
+    @property
+    def state(self) -> str:
+        if self._stop.done():
+            return "ending"
+        return "answered" if self._answered else "ringing"
+
+    def info(self) -> dict[str, object]:
+        """One call of the operator API (`GET /v1/calls/{id}`)."""
+        now = self._loop.time()
+        return {
+            "id": self.control_id,
+            "sip_call_id": self.call_id,
+            "conversation_id": self.conversation_id,
+            "direction": self.direction,
+            "caller": self.caller,
+            "callee": self.callee,
+            "trunk": self.trunk,
+            "route": self.route_label,
+            "state": self.state,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_wall)),
+            "age_s": round(now - self.started_at, 3),
+            "setup_s": (None if self.answered_at is None
+                        else round(self.answered_at - self.started_at, 3)),
+            "talk_s": None if self.answered_at is None else round(now - self.answered_at, 3),
+        }
 
     def describe(self) -> dict[str, object]:
         """One entry of `GET /calls`."""

@@ -28,6 +28,7 @@ class CallRegistry:
     def __init__(self, ctx: CallContext) -> None:
         self.ctx = ctx
         self.calls: dict[CallHandle, Call] = {}
+        self._by_control_id: dict[str, Call] = {}
         self._tasks: dict[CallHandle, asyncio.Task[None]] = {}
         self._per_trunk: Counter[str] = Counter()
         self._trunk_limits = {t.name: t.max_calls for t in ctx.config.trunks}
@@ -60,6 +61,7 @@ class CallRegistry:
             return
         call = Call(self.ctx, event, route, trunk)
         self.calls[event.call] = call
+        self._by_control_id[call.control_id] = call
         self._per_trunk[trunk] += 1
         self._idle.clear()
         metrics.call_started(call.route_label, trunk)
@@ -82,6 +84,7 @@ class CallRegistry:
             await call.run()
         finally:
             self.calls.pop(call.handle, None)
+            self._by_control_id.pop(call.control_id, None)
             self._tasks.pop(call.handle, None)
             self._per_trunk[call.trunk] -= 1
             self.ctx.metrics.set_active_calls(len(self.calls))
@@ -116,6 +119,13 @@ class CallRegistry:
         tasks = list(self._tasks.values())
         if tasks:
             await asyncio.wait(tasks, timeout=10.0)
+
+    # --- the operator API's view (gateway.control.actions.CallDirectory) ----------------------
+    def controlled_calls(self) -> list[Call]:
+        return list(self.calls.values())
+
+    def controlled_call(self, control_id: str) -> Call | None:
+        return self._by_control_id.get(control_id)
 
     def describe(self) -> list[dict[str, object]]:
         return [call.describe() for call in self.calls.values()]

@@ -49,6 +49,9 @@ class Outcome(enum.Enum):
                                  retry_after_s=10)
     SETUP_TIMEOUT = Rejection(504, "setup_timeout", "AI Setup Timeout")
     CANCELLED = Rejection(487, "cancelled", log_level=logging.INFO)
+    # Asked to end before the answer (operator API, agent tool): the callee side declines.
+    API_HANGUP = Rejection(603, "api_hangup", log_level=logging.INFO)
+    AGENT_HANGUP = Rejection(603, "agent_hangup", log_level=logging.INFO)
     INTERNAL = Rejection(500, "internal_error", log_level=logging.ERROR)
 
     @property
@@ -70,6 +73,18 @@ class EndCause(enum.Enum):
     SHUTDOWN = "shutdown"
     SIP_ERROR = "sip_error"
     INTERNAL = "internal_error"
+    API_HANGUP = "api_hangup"  # POST /v1/calls/{id}/hangup
+    AGENT_HANGUP = "agent_hangup"  # the agent's hang_up tool
+    TRANSFERRED = "transferred"  # the transferee reported a 2xx for our REFER
+
+    @property
+    def before_answer(self) -> Outcome:
+        """The outcome when this cause stops a call that is still being set up."""
+        return _BEFORE_ANSWER.get(self, Outcome.DRAINING)
+
+
+_BEFORE_ANSWER = {EndCause.API_HANGUP: Outcome.API_HANGUP,
+                  EndCause.AGENT_HANGUP: Outcome.AGENT_HANGUP}
 
 
 def classify_setup_error(exc: BaseException) -> Outcome:

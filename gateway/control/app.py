@@ -1,0 +1,33 @@
+"""The operator ASGI app: health endpoints, the `/v1/` API and (when configured) MCP tools.
+
+Composed once by `gateway/app.py`; served by `server.OperatorServer`. The OpenAPI schema of
+the operator API is at `/v1/openapi.json` (no bundled docs UI: it would load assets from a
+CDN).
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from gateway.config import Secret
+from gateway.control.actions import CallDirectory, ControlledCall
+from gateway.control.api import api_router
+from gateway.control.health import CallsProvider, StateProvider, health_router
+from gateway.metrics import Metrics
+
+
+class _NoCalls:
+    def controlled_calls(self) -> list[ControlledCall]:
+        return []
+
+    def controlled_call(self, control_id: str) -> ControlledCall | None:
+        return None
+
+
+def operator_app(metrics: Metrics, state: StateProvider, calls: CallsProvider | None = None, *,
+                 directory: CallDirectory | None = None, token: Secret | None = None) -> FastAPI:
+    app = FastAPI(title="orga-sip-gateway operator API", openapi_url="/v1/openapi.json",
+                  docs_url=None, redoc_url=None)
+    app.include_router(health_router(metrics, state, calls))
+    app.include_router(api_router(directory if directory is not None else _NoCalls(), token))
+    return app
