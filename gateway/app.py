@@ -88,9 +88,10 @@ class Gateway:
     def __init__(self, config: Config, *, notifier: SystemdNotifier | None = None,
                  on_token: Callable[[str], None] | None = None,
                  port_quarantine_s: float = PORT_QUARANTINE_S,
-                 api_token: Secret | None = None) -> None:
+                 api_token: Secret | None = None, mcp_public_url: str | None = None) -> None:
         self.config = config
         self._api_token = api_token
+        self._mcp_public_url = mcp_public_url
         self._on_token = on_token
         self.metrics = Metrics(max_conversations=config.limits.max_calls)
         self.notifier = notifier or SystemdNotifier()
@@ -120,6 +121,11 @@ class Gateway:
         )
         endpoint = SipEndpoint(endpoint_config(cfg), pre_dispatch=self.screen, gate=self.screen)
         self.driver = SipDriver(endpoint, self._on_sip_event)
+        mcp = None
+        if self._mcp_public_url:
+            from gateway.control.mcp_tools import McpTools  # the SDK only when configured
+
+            mcp = McpTools(self._mcp_public_url)
         ctx = CallContext(
             config=cfg, metrics=self.metrics, ports=self.ports, api=self.api,
             signalling=EndpointSignalling(self.driver),
@@ -127,6 +133,7 @@ class Gateway:
                 video_mline=orga.video_mline, ice_addresses=orga.ice_addresses or None,
             ),
             advertised_address=cfg.sip.public_address or cfg.rtp.bind,
+            mcp=mcp,
         )
         self.registry = CallRegistry(ctx)
         advertise = cfg.sip.public_address
@@ -143,7 +150,7 @@ class Gateway:
                                  max_total=sec.tcp_max_connections),
                 on_reject=self.metrics.security_rejection)
         app = operator_app(self.metrics, self._state, self.registry.describe,
-                           directory=self.registry, token=self._api_token)
+                           directory=self.registry, token=self._api_token, mcp=mcp)
         self.http = OperatorServer(app, host=cfg.http.host, port=cfg.http.port)
         await self.http.start()
         self.metrics.free_ports_from(lambda: self.ports.free_count)

@@ -21,14 +21,15 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.config import Config, Route
 from gateway.control.actions import ActionRefused, Actor
 from gateway.logs import ContextAdapter, call_logger
 from gateway.media.aiortc_receiver import tune_receiver
 from gateway.media.dtmf import DtmfReceived, DtmfRelayError, parse_dtmf_relay
+from gateway.media.dtmf_send import send_digits
 from gateway.media.ports import PortPool
 from gateway.media.rtp_session import RtpSession, open_from_pool
 from gateway.media.tracks import AiAudioPump, CallerAudioTrack, TurnLatencyMeter
@@ -37,7 +38,7 @@ from gateway.orga.api import OrgaApi
 from gateway.orga.events import InputTranscript, ResponseDone, ServerEvent
 from gateway.orga.peer import OrgaPeer
 from gateway.orga.session import OrgaSession, open_session
-from gateway.orga.settings import PeerSettings, SessionParams
+from gateway.orga.settings import McpServerParams, PeerSettings, SessionParams
 from gateway.outcomes import EndCause, Outcome, classify_setup_error
 from gateway.sdp import MediaParams, SdpNegotiationError, negotiate, parse_offer
 from gateway.sip.events import (
@@ -53,7 +54,15 @@ from gateway.sip.events import (
 from gateway.sip.events import EndReason as SipEndReason
 from gateway.sip.uri import SipUri
 
+if TYPE_CHECKING:
+    from gateway.control.mcp_tools import McpGrant, McpTools
+
 log = logging.getLogger(__name__)
+
+MCP_ALIAS = "phone"  # how the agent's tool server is named in params.mcp_server
+GOODBYE_QUIET_S = 0.8  # the agent's audio must be quiet this long before its hang-up acts
+GOODBYE_MAX_S = 15.0  # ... or the hang-up acts anyway after this long
+DTMF_MEMORY = 64  # digits get_call_info remembers
 
 
 class CallSignalling(Protocol):
@@ -80,6 +89,7 @@ class CallContext:
     signalling: CallSignalling
     peer_settings: PeerSettings
     advertised_address: str  # the address our SDP answer names (public_address or RTP bind)
+    mcp: McpTools | None = None  # the agent's tool server, when [mcp] public_url is set
 
 
 _SIP_END_CAUSES = {
@@ -131,6 +141,11 @@ class Call:
         self._sdp_version = 0
         self._rejection: tuple[Outcome, BaseException | None] | None = None
         self._session_id = random.randrange(1, 2**31)
+        self._grant: McpGrant | None = None
+        self._dtmf_digits: list[str] = []
+        self._hang_up_pending = False
+        self._dtmf_sending = False
+        self._control_tasks: set[asyncio.Task[None]] = set()
 
     # --- inputs -------------------------------------------------------------------------------
     def sip_event(self, event: object) -> None:
@@ -154,16 +169,72 @@ class Call:
 
     # --- control requests (operator API, agent tools, DTMF) -----------------------------------
     def request_hang_up(self, actor: Actor, reason: str | None = None) -> None:
-        """Asked to end: BYE once answered, else a 603 final response."""
-        if self._stop.done():
+        """Asked to end: BYE once answered, else a 603 final response.
+
+        The agent's own hang-up waits for its goodbye to finish playing (its audio quiet for
+        `GOODBYE_QUIET_S`, at most `GOODBYE_MAX_S`); an operator's acts at once.
+        """
+        if self._stop.done() or self._hang_up_pending:
             raise ActionRefused("the call is already ending")
         cause = EndCause.AGENT_HANGUP if actor is Actor.AGENT else EndCause.API_HANGUP
         self.log.info("hang-up requested by %s%s", actor.value,
                       f" ({reason[:200]})" if reason else "")
-        self._end(cause)
+        if actor is Actor.AGENT and self._pump is not None:
+            self._hang_up_pending = True
+            self._spawn(self._end_after_goodbye(cause))
+        else:
+            self._end(cause)
 
     def request_transfer(self, target: str, actor: Actor) -> None:
         raise ActionRefused("transfer is not available yet", 409)
+
+    async def transfer(self, target: str, actor: Actor) -> str:
+        self.request_transfer(target, actor)
+        return "transfer requested"
+
+    def transfer_targets(self) -> list[str]:
+        return []
+
+    def request_dtmf(self, digits: str) -> None:
+        """Play `digits` to the phone as RFC 4733 events (one request at a time)."""
+        rtp = self._rtp
+        if not self._answered or rtp is None or self._stop.done():
+            raise ActionRefused("DTMF needs an answered call")
+        if rtp.params.telephone_event_pt is None:
+            raise ActionRefused("the phone did not negotiate telephone-event (RFC 4733)")
+        if rtp.sending_event or self._dtmf_sending:
+            raise ActionRefused("DTMF is already being sent")
+        self._dtmf_sending = True
+        self.log.debug("sending %d DTMF digits", len(digits))
+        self._spawn(self._send_dtmf(rtp, digits))
+
+    async def _send_dtmf(self, rtp: RtpSession, digits: str) -> None:
+        try:
+            await send_digits(rtp, digits)
+        finally:
+            self._dtmf_sending = False
+
+    def dtmf_received(self) -> str:
+        return "".join(self._dtmf_digits)
+
+    async def _end_after_goodbye(self, cause: EndCause) -> None:
+        pump = self._pump
+        assert pump is not None
+        deadline = self._loop.time() + GOODBYE_MAX_S
+        quiet_since = self._loop.time()
+        while self._loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            if pump.speaking:
+                quiet_since = self._loop.time()
+            elif self._loop.time() - quiet_since >= GOODBYE_QUIET_S:
+                break
+        self._end(cause)
+
+    def _spawn(self, coro: Any) -> None:
+        """A task of this call's control requests; cancelled at teardown."""
+        task = asyncio.ensure_future(coro)
+        self._control_tasks.add(task)
+        task.add_done_callback(self._control_tasks.discard)
 
     def _end(self, cause: EndCause) -> None:
         if not self._stop.done():
@@ -218,6 +289,8 @@ class Call:
     async def _setup(self) -> None:
         cfg = self.ctx.config
         step = _Steps(self._loop, self.ctx.metrics)
+        if self.ctx.mcp is not None:
+            self._grant = self.ctx.mcp.grant(self)
         async with asyncio.timeout(cfg.orga.setup_timeout_s):
             offer = parse_offer((self.invite.sdp or b"").decode("utf-8", "replace"))
             rtp, answer = await self._open_media(offer)
@@ -269,6 +342,11 @@ class Call:
         return cause
 
     async def _teardown(self) -> None:
+        # 0. the agent's tools and pending control requests die first
+        if self._grant is not None:
+            self._grant.revoke()
+        for task in list(self._control_tasks):
+            task.cancel()
         # 1. stop media
         if self._pump is not None:
             await _quietly(self._pump.stop())
@@ -343,8 +421,12 @@ class Call:
                          self._port, self._session_id, self._sdp_version)
 
     def _session_params(self) -> SessionParams:
-        return self.route.session_params(self.ctx.config.orga, caller=self.caller,
-                                         callee=self.callee, call_id=self.call_id)
+        params = self.route.session_params(self.ctx.config.orga, caller=self.caller,
+                                           callee=self.callee, call_id=self.call_id)
+        if self._grant is None:
+            return params
+        return replace(params, mcp_server=McpServerParams(self.control_id, self._grant.url,
+                                                          MCP_ALIAS))
 
     def _reject(self, outcome: Outcome, failure: BaseException | None) -> None:
         rejection = outcome.rejection
@@ -386,6 +468,7 @@ class Call:
             self.log.info("ignored malformed dtmf-relay INFO: %s", exc)
 
     def _dtmf(self, event: DtmfReceived) -> None:
+        self._dtmf_digits = [*self._dtmf_digits[-(DTMF_MEMORY - 1):], event.digit]
         self.ctx.metrics.dtmf(event.digit)
         self.log.info("DTMF %s (%d ms, %s)", event.digit, event.duration_ms, event.source.value)
 

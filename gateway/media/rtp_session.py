@@ -31,7 +31,15 @@ from gateway.clock import Clock, MonotonicClock
 from gateway.media.dtmf import DtmfReceived, TelephoneEventReceiver
 from gateway.media.jitter import JitterBuffer
 from gateway.media.ports import PortPool
-from gateway.media.rtp import RtpParseError, RtpSenderState, SequenceExtender, is_rtcp, parse_rtp
+from gateway.media.rtp import (
+    SEQ_MOD,
+    RtpParseError,
+    RtpSenderState,
+    SequenceExtender,
+    build_rtp,
+    is_rtcp,
+    parse_rtp,
+)
 from gateway.sdp import MediaParams
 
 logger = logging.getLogger(__name__)
@@ -126,6 +134,8 @@ class RtpSession:
         self._recv = ReceiveStats()
         self._sent = SendStats()
         self._watchdog: asyncio.Task[None] | None = None
+        # While a DTMF event is being sent (RFC 4733 §2.5), audio only advances the timestamp.
+        self.sending_event = False
         self.timed_out: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._closed = False
 
@@ -217,9 +227,30 @@ class RtpSession:
 
     def send_audio(self, payload: bytes, samples: int, marker: bool = False) -> bool:
         """Send one G.711 frame. Timestamps advance even when hold suppresses sending."""
+        if self.sending_event:
+            self.skip_samples(samples)
+            return False
         data = self._sender.next_packet(payload, samples, marker)
         if self._transport is None or self._closed or not self._params.send_enabled:
             return False
+        self._transport.sendto(data, self.remote)
+        self._sent.packets += 1
+        self._sent.bytes += len(data)
+        return True
+
+    @property
+    def send_timestamp(self) -> int:
+        """The RTP timestamp the next outgoing audio packet would carry."""
+        return self._sender.timestamp
+
+    def send_event(self, payload: bytes, timestamp: int, marker: bool = False) -> bool:
+        """One RFC 4733 telephone-event packet, in the audio's SSRC and sequence space."""
+        pt = self._params.telephone_event_pt
+        if pt is None or self._transport is None or self._closed or not self._params.send_enabled:
+            return False
+        sender = self._sender
+        data = build_rtp(pt, sender.sequence, timestamp, sender.ssrc, payload, marker)
+        sender.sequence = (sender.sequence + 1) % SEQ_MOD
         self._transport.sendto(data, self.remote)
         self._sent.packets += 1
         self._sent.bytes += len(data)
