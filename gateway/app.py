@@ -31,7 +31,7 @@ from gateway.sdnotify import SystemdNotifier
 from gateway.security.screen import SecurityScreen
 from gateway.sip.core import EndpointConfig
 from gateway.sip.endpoint import SipEndpoint
-from gateway.sip.events import CallHandle, Event, InviteReceived
+from gateway.sip.events import CallHandle, Event, InviteReceived, RequestHandle
 from gateway.sip.parser import DEFAULT_LIMITS
 from gateway.transport.driver import SipDriver
 from gateway.transport.tcp import TcpLimits, TcpTransport
@@ -83,6 +83,11 @@ class EndpointSignalling:
         self._driver.run(lambda now: self._ep.reject_offer(call, status, now,
                                                            headers=headers))
 
+    def send_request(self, call: CallHandle, method: str, *,
+                     headers: Iterable[tuple[str, str]] = ()) -> RequestHandle:
+        return self._driver.run(lambda now: self._ep.send_request(call, method, now,
+                                                                  headers=headers))
+
 
 class Gateway:
     def __init__(self, config: Config, *, notifier: SystemdNotifier | None = None,
@@ -125,7 +130,7 @@ class Gateway:
         if self._mcp_public_url:
             from gateway.control.mcp_tools import McpTools  # the SDK only when configured
 
-            mcp = McpTools(self._mcp_public_url)
+            mcp = McpTools(self._mcp_public_url, on_tool=self.metrics.tool_call)
         ctx = CallContext(
             config=cfg, metrics=self.metrics, ports=self.ports, api=self.api,
             signalling=EndpointSignalling(self.driver),

@@ -20,12 +20,13 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.config import Config, Route
 from gateway.control.actions import ActionRefused, Actor
+from gateway.control.transfer import Transfer, TransferState
 from gateway.logs import ContextAdapter, call_logger
 from gateway.media.aiortc_receiver import tune_receiver
 from gateway.media.dtmf import DtmfReceived, DtmfRelayError, parse_dtmf_relay
@@ -50,6 +51,8 @@ from gateway.sip.events import (
     InfoReceived,
     InviteReceived,
     ReinviteReceived,
+    RequestCompleted,
+    RequestHandle,
 )
 from gateway.sip.events import EndReason as SipEndReason
 from gateway.sip.uri import SipUri
@@ -76,6 +79,8 @@ class CallSignalling(Protocol):
     def answer_offer(self, call: CallHandle, sdp: bytes) -> None: ...
     def reject_offer(self, call: CallHandle, status: int, *,
                      headers: Iterable[tuple[str, str]] = ()) -> None: ...
+    def send_request(self, call: CallHandle, method: str, *,
+                     headers: Iterable[tuple[str, str]] = ()) -> RequestHandle: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +150,9 @@ class Call:
         self._dtmf_digits: list[str] = []
         self._hang_up_pending = False
         self._dtmf_sending = False
+        self._transfer: Transfer | None = None
+        self._refer: RequestHandle | None = None
+        self._transfer_done: asyncio.Future[Transfer] | None = None
         self._control_tasks: set[asyncio.Task[None]] = set()
 
     # --- inputs -------------------------------------------------------------------------------
@@ -160,6 +168,10 @@ class Call:
             self._reinvite(event)
         elif isinstance(event, InfoReceived):
             self._info(event)
+        elif isinstance(event, RequestCompleted):
+            if event.handle == self._refer and self._transfer is not None:
+                self._transfer.on_refer_response(event.status, self._loop.time())
+                self._transfer_progress()
         elif isinstance(event, AckReceived):
             self.log.debug("ACK received")
 
@@ -185,15 +197,75 @@ class Call:
         else:
             self._end(cause)
 
-    def request_transfer(self, target: str, actor: Actor) -> None:
-        raise ActionRefused("transfer is not available yet", 409)
+    def request_transfer(self, target: str, actor: Actor) -> Transfer:
+        """Blind transfer (REFER) of the caller to a name from the route's allowlist."""
+        targets = self._transfer_targets()
+        if target not in targets:
+            allowed = ", ".join(sorted(targets)) if targets else "none"
+            raise ActionRefused(f"{target[:64]!r} is not a transfer target of this call "
+                                f"(allowed: {allowed})", 422)
+        if not self._answered or self._stop.done() or self._hang_up_pending:
+            raise ActionRefused("a transfer needs an answered call that is not ending")
+        if self._transfer is not None and not self._transfer.finished:
+            raise ActionRefused("a transfer is already in progress")
+        transfer = Transfer(target, targets[target], actor, self._loop.time())
+        try:
+            self._refer = self.ctx.signalling.send_request(self.handle, "REFER", headers=[
+                ("Refer-To", f"<{transfer.uri}>"), ("Referred-By", f"<{self._local_uri()}>")])
+        except Exception as exc:  # the dialog cannot carry a request now (e.g. not ACKed)
+            raise ActionRefused(f"the call cannot be transferred now ({exc})") from None
+        self._transfer = transfer
+        self._transfer_done = self._loop.create_future()
+        self.log.info("transfer to %s requested by %s", target, actor.value)
+        self._spawn(self._watch_transfer(transfer))
+        return transfer
 
     async def transfer(self, target: str, actor: Actor) -> str:
+        """Transfer and wait for the outcome (the agent's tool reports it)."""
         self.request_transfer(target, actor)
-        return "transfer requested"
+        assert self._transfer_done is not None
+        return (await asyncio.shield(self._transfer_done)).outcome_text()
 
     def transfer_targets(self) -> list[str]:
-        return []
+        return sorted(self._transfer_targets())
+
+    def _transfer_targets(self) -> Mapping[str, str]:
+        targets: Mapping[str, str] | None = getattr(self.route, "transfer_targets", None)
+        return targets or {}
+
+    def _local_uri(self) -> str:
+        """Who refers: the address the caller dialled (our identity in this dialog)."""
+        to_uri = self.invite.request.to.sip_uri
+        return str(to_uri) if to_uri is not None else f"sip:{self.ctx.advertised_address}"
+
+    def on_notify(self, body: bytes) -> None:
+        """A NOTIFY of our REFER's subscription (already answered 200)."""
+        if self._transfer is not None:
+            self._transfer.on_notify(body, self._loop.time())
+            self._transfer_progress()
+
+    async def _watch_transfer(self, transfer: Transfer) -> None:
+        while not transfer.finished:
+            await asyncio.sleep(0.25)
+            if transfer.expired(self._loop.time()):
+                self._transfer_progress()
+
+    def _transfer_progress(self) -> None:
+        transfer = self._transfer
+        if transfer is None or not transfer.finished:
+            return
+        done = self._transfer_done
+        if done is None or done.done():
+            return
+        done.set_result(transfer)
+        result = transfer.result.value if transfer.result else "failed"
+        self.ctx.metrics.transfer(result, transfer.actor.value)
+        if transfer.state is TransferState.SUCCEEDED:
+            self.log.info("transferred to %s", transfer.target)
+            self._end(EndCause.TRANSFERRED)
+        else:
+            self.log.warning("transfer to %s failed: %s (SIP %s); the call goes on",
+                             transfer.target, result, transfer.sip_status)
 
     def request_dtmf(self, digits: str) -> None:
         """Play `digits` to the phone as RFC 4733 events (one request at a time)."""
@@ -345,6 +417,8 @@ class Call:
         # 0. the agent's tools and pending control requests die first
         if self._grant is not None:
             self._grant.revoke()
+        if self._transfer_done is not None and not self._transfer_done.done():
+            self._transfer_done.cancel()
         for task in list(self._control_tasks):
             task.cancel()
         # 1. stop media
@@ -471,6 +545,12 @@ class Call:
         self._dtmf_digits = [*self._dtmf_digits[-(DTMF_MEMORY - 1):], event.digit]
         self.ctx.metrics.dtmf(event.digit)
         self.log.info("DTMF %s (%d ms, %s)", event.digit, event.duration_ms, event.source.value)
+        shortcuts: Mapping[str, str] = getattr(self.route, "dtmf_transfer", None) or {}
+        if event.digit in shortcuts:
+            try:
+                self.request_transfer(shortcuts[event.digit], Actor.DTMF)
+            except ActionRefused as exc:
+                self.log.info("DTMF transfer not started: %s", exc.message)
 
     def _orga_event(self, event: ServerEvent) -> None:
         if isinstance(event, InputTranscript):
@@ -518,6 +598,7 @@ class Call:
             "setup_s": (None if self.answered_at is None
                         else round(self.answered_at - self.started_at, 3)),
             "talk_s": None if self.answered_at is None else round(now - self.answered_at, 3),
+            **({"transfer": self._transfer.describe()} if self._transfer is not None else {}),
         }
 
     def describe(self) -> dict[str, object]:

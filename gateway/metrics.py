@@ -46,6 +46,9 @@ SECURITY_REASONS = frozenset({
 })
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 TEXT_EVENT_KINDS = frozenset({"transcript", "assistant"})
+TRANSFER_RESULTS = frozenset({"transferred", "rejected", "failed", "timeout"})
+ACTORS = frozenset({"api", "agent", "dtmf"})
+TOOLS = frozenset({"hang_up", "transfer_call", "send_dtmf", "get_call_info"})
 OTHER = "other"
 
 SETUP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0)
@@ -212,6 +215,11 @@ class Metrics:
         self._draining = gauge("draining", "1 while draining after SIGTERM")
         self._security = counter("security_rejections", "Requests refused at the edge",
                                  ("reason",))
+        # Call control (issue 14): transfers by outcome and by who asked; tool calls by tool.
+        self._transfers = counter("transfers", "Blind transfers (REFER) by result and requester",
+                                  ("result", "requested_by"))
+        self._tool_calls = counter("agent_tool_calls", "MCP tool calls by the agent, by tool and "
+                                   "outcome", ("tool", "outcome"))
         self._turn = histogram("turn_latency_seconds", "Caller stops speaking to first AI audio "
                                "sent to the phone", TURN_BUCKETS)
         self._conversations = _Conversations(max_conversations)
@@ -293,6 +301,15 @@ class Metrics:
 
     def turn_latency(self, seconds: float) -> None:
         self._turn.observe(seconds)
+
+    # --- call control -------------------------------------------------------------------------
+    def transfer(self, result: str | Enum, requested_by: str | Enum) -> None:
+        """`result`: transferred, rejected, failed, timeout; `requested_by`: api, agent, dtmf."""
+        self._transfers.labels(_label(result, TRANSFER_RESULTS),
+                               _label(requested_by, ACTORS)).inc()
+
+    def tool_call(self, tool: str, ok: bool) -> None:
+        self._tool_calls.labels(_label(tool, TOOLS), "ok" if ok else "refused").inc()
 
     # --- daemon and security ------------------------------------------------------------------
     def set_draining(self, draining: bool) -> None:

@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -79,8 +79,10 @@ class McpTools:
 
     mount_path = MOUNT
 
-    def __init__(self, public_url: str) -> None:
+    def __init__(self, public_url: str,
+                 on_tool: Callable[[str, bool], None] | None = None) -> None:
         self.public_url = public_url.rstrip("/")
+        self._on_tool = on_tool
         self._calls: dict[str, ToolCall] = {}
         self._server: Server[Any] = Server("orga-sip-gateway", on_list_tools=self._list_tools,
                                            on_call_tool=self._call_tool)
@@ -149,10 +151,16 @@ class McpTools:
             call = self._request_call(ctx)
             text = await self._run(call, params.name, args)
         except ActionRefused as exc:
-            log.info("tool %s refused: %s", params.name, exc.message)
+            log.info("tool %s refused: %s", params.name[:40], exc.message)
+            self._observe(params.name, False)
             return types.CallToolResult(content=[types.TextContent(text=exc.message)],
                                         is_error=True)
+        self._observe(params.name, True)
         return types.CallToolResult(content=[types.TextContent(text=text)])
+
+    def _observe(self, tool: str, ok: bool) -> None:
+        if self._on_tool is not None:
+            self._on_tool(tool, ok)
 
     async def _run(self, call: ToolCall, name: str, args: Mapping[str, Any]) -> str:
         if name == "hang_up":
