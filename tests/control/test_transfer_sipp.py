@@ -25,6 +25,9 @@ from tests.integration.sipp import SIPP, SippRun, run_sipp
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(SIPP is None, reason="sipp is not installed (apt-get install sip-tester)"),
+    # TEMPORARY until the route keys land with the config split (removed in that commit).
+    pytest.mark.skipif("transfer_targets" not in Route.__dataclass_fields__,
+                       reason="routes have no transfer_targets yet"),
 ]
 
 TOKEN = secrets.token_urlsafe(16)
