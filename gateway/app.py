@@ -18,15 +18,16 @@ from dataclasses import replace
 from gateway.call import CallContext
 from gateway.calls import CallRegistry
 from gateway.clock import MonotonicClock
-from gateway.config import Config, Secret
+from gateway.config import Config
 from gateway.control.app import operator_app
 from gateway.control.health import GatewayState
 from gateway.control.server import OperatorServer
+from gateway.drain import Draining
 from gateway.media.ports import PortPool
 from gateway.metrics import Metrics
 from gateway.orga.api import OrgaApi
 from gateway.orga.settings import OrgaClientSettings, PeerSettings
-from gateway.outcomes import EndCause
+from gateway.outcomes import Outcome
 from gateway.sdnotify import SystemdNotifier
 from gateway.security.screen import SecurityScreen
 from gateway.sip.core import EndpointConfig
@@ -92,11 +93,8 @@ class EndpointSignalling:
 class Gateway:
     def __init__(self, config: Config, *, notifier: SystemdNotifier | None = None,
                  on_token: Callable[[str], None] | None = None,
-                 port_quarantine_s: float = PORT_QUARANTINE_S,
-                 api_token: Secret | None = None, mcp_public_url: str | None = None) -> None:
+                 port_quarantine_s: float = PORT_QUARANTINE_S) -> None:
         self.config = config
-        self._api_token = api_token
-        self._mcp_public_url = mcp_public_url
         self._on_token = on_token
         self.metrics = Metrics(max_conversations=config.limits.max_calls)
         self.notifier = notifier or SystemdNotifier()
@@ -106,7 +104,9 @@ class Gateway:
         self.driver: SipDriver | None = None
         self.registry: CallRegistry | None = None
         self.http: OperatorServer | None = None
-        self.screen = SecurityScreen(config, self.metrics, now=MonotonicClock().now())
+        self.draining = Draining()  # the one flag: screen, registry, /ready, systemd status
+        self.screen = SecurityScreen(config, self.metrics, now=MonotonicClock().now(),
+                                     draining=self.draining)
         self._udp: UdpTransport | None = None
         self._tcp: TcpTransport | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -127,10 +127,10 @@ class Gateway:
         endpoint = SipEndpoint(endpoint_config(cfg), pre_dispatch=self.screen, gate=self.screen)
         self.driver = SipDriver(endpoint, self._on_sip_event)
         mcp = None
-        if self._mcp_public_url:
+        if cfg.mcp.public_url:
             from gateway.control.mcp_tools import McpTools  # the SDK only when configured
 
-            mcp = McpTools(self._mcp_public_url, on_tool=self.metrics.tool_call)
+            mcp = McpTools(cfg.mcp.public_url, on_tool=self.metrics.tool_call)
         ctx = CallContext(
             config=cfg, metrics=self.metrics, ports=self.ports, api=self.api,
             signalling=EndpointSignalling(self.driver),
@@ -140,7 +140,7 @@ class Gateway:
             advertised_address=cfg.sip.public_address or cfg.rtp.bind,
             mcp=mcp,
         )
-        self.registry = CallRegistry(ctx)
+        self.registry = CallRegistry(ctx, self.draining)
         advertise = cfg.sip.public_address
         if "udp" in cfg.sip.transports:
             self._udp = await UdpTransport.start(self.driver, cfg.sip.bind, cfg.sip.port,
@@ -155,7 +155,7 @@ class Gateway:
                                  max_total=sec.tcp_max_connections),
                 on_reject=self.metrics.security_rejection)
         app = operator_app(self.metrics, self._state, self.registry.describe,
-                           directory=self.registry, token=self._api_token, mcp=mcp)
+                           directory=self.registry, token=cfg.api_token, mcp=mcp)
         self.http = OperatorServer(app, host=cfg.http.host, port=cfg.http.port)
         await self.http.start()
         self.metrics.free_ports_from(lambda: self.ports.free_count)
@@ -168,13 +168,12 @@ class Gateway:
 
     def _state(self) -> GatewayState:
         assert self.registry is not None
-        return GatewayState(self.registry.draining, len(self.registry.calls),
+        return GatewayState(bool(self.draining), len(self.registry.calls),
                             self.config.limits.max_calls)
 
     def _status(self) -> str:
         calls = len(self.registry.calls) if self.registry else 0
-        draining = self.registry is not None and self.registry.draining
-        return f"{'draining, ' if draining else ''}{calls} active calls"
+        return f"{'draining, ' if self.draining else ''}{calls} active calls"
 
     def _on_sip_event(self, event: Event) -> None:
         assert self.registry is not None
@@ -186,7 +185,7 @@ class Gateway:
     async def drain(self) -> None:
         """SIGTERM: refuse new calls, let active ones end (bounded), then stop."""
         assert self.registry is not None
-        self.screen.draining = True
+        self.draining.begin()
         self.notifier.status(self._status())
         await self.registry.drain(self.config.limits.drain_timeout_s)
         await self.stop()
@@ -196,7 +195,7 @@ class Gateway:
             return
         self.notifier.stopping()
         if self.registry is not None:
-            await self.registry.hang_up_all(EndCause.SHUTDOWN)
+            await self.registry.hang_up_all(Outcome.SHUTDOWN)
         # Give BYEs a moment on the wire before the sockets close.
         await asyncio.sleep(0.05)
         if self._udp is not None:

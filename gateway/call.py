@@ -8,8 +8,9 @@ timed into the setup histograms.
 Teardown happens once, in one place and one order, whatever ended the call (caller BYE or
 CANCEL, Orga ending the session, RTP inactivity, max duration, a missing ACK, drain or
 shutdown): stop media → close the peer → BYE or final response → release the port → record.
-Failures before the answer are classified by `outcomes.py` into the SIP response and the metric
-result. The call owns every task it starts; nothing of it outlives `run()`.
+Every way the call ends is an `Outcome` (`outcomes.py`): failures before the answer classify
+themselves into the final response and the metric result, and every refusal's headers come from
+`outcomes.response_headers`. The call owns every task it starts; nothing of it outlives `run()`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -39,8 +40,14 @@ from gateway.orga.api import OrgaApi
 from gateway.orga.events import InputTranscript, ResponseDone, ServerEvent
 from gateway.orga.peer import OrgaPeer
 from gateway.orga.session import OrgaSession, open_session
-from gateway.orga.settings import McpServerParams, PeerSettings, SessionParams
-from gateway.outcomes import EndCause, Outcome, classify_setup_error
+from gateway.orga.settings import McpServerParams, PeerSettings, SessionParams, session_params
+from gateway.outcomes import (
+    OfferRefusal,
+    Outcome,
+    classify,
+    response_headers,
+    sip_warning,
+)
 from gateway.sdp import MediaParams, SdpNegotiationError, negotiate, parse_offer
 from gateway.sip.events import (
     AckReceived,
@@ -53,8 +60,8 @@ from gateway.sip.events import (
     ReinviteReceived,
     RequestCompleted,
     RequestHandle,
+    SipEndReason,
 )
-from gateway.sip.events import EndReason as SipEndReason
 from gateway.sip.uri import SipUri
 
 if TYPE_CHECKING:
@@ -66,6 +73,8 @@ MCP_ALIAS = "phone"  # how the agent's tool server is named in params.mcp_server
 GOODBYE_QUIET_S = 0.8  # the agent's audio must be quiet this long before its hang-up acts
 GOODBYE_MAX_S = 15.0  # ... or the hang-up acts anyway after this long
 DTMF_MEMORY = 64  # digits get_call_info remembers
+_ASKED_TO_END = {Actor.API: Outcome.API_HANGUP, Actor.AGENT: Outcome.AGENT_HANGUP,
+                 Actor.DTMF: Outcome.API_HANGUP}
 
 
 class CallSignalling(Protocol):
@@ -97,11 +106,11 @@ class CallContext:
     mcp: McpTools | None = None  # the agent's tool server, when [mcp] public_url is set
 
 
-_SIP_END_CAUSES = {
-    SipEndReason.REMOTE_BYE: EndCause.CALLER_BYE,
-    SipEndReason.ACK_TIMEOUT: EndCause.NO_ACK,
-    SipEndReason.SESSION_EXPIRED: EndCause.SESSION_EXPIRED,
-    SipEndReason.REMOTE_ERROR: EndCause.SIP_ERROR,
+_SIP_END_OUTCOMES = {
+    SipEndReason.REMOTE_BYE: Outcome.CALLER_BYE,
+    SipEndReason.ACK_TIMEOUT: Outcome.NO_ACK,
+    SipEndReason.SESSION_EXPIRED: Outcome.SESSION_EXPIRED,
+    SipEndReason.REMOTE_ERROR: Outcome.SIP_ERROR,
 }
 
 
@@ -134,7 +143,7 @@ class Call:
         self._loop = loop
         self.started_at = loop.time()
         self.answered_at: float | None = None
-        self._stop: asyncio.Future[EndCause] = loop.create_future()
+        self._stop: asyncio.Future[Outcome] = loop.create_future()
         self._sip_done = False  # the dialog is over on the SIP side (no BYE/final owed)
         self._answered = False
         self._port: int | None = None
@@ -144,26 +153,31 @@ class Call:
         self._pump: AiAudioPump | None = None
         self._meter = TurnLatencyMeter(on_turn=ctx.metrics.turn_latency)
         self._sdp_version = 0
-        self._rejection: tuple[Outcome, BaseException | None] | None = None
+        self._tasks: asyncio.TaskGroup  # set by run(): owns every task of this call
+        # How the call ended, once known; before the answer it is also the final response owed,
+        # with the Warning of the failure that caused it (an SDP error's).
+        self._outcome: Outcome | None = None
+        self._warning: tuple[int, str] | None = None
         self._session_id = random.randrange(1, 2**31)
+        # Call control (gateway/control): the agent's tools, requests in flight, transfer.
         self._grant: McpGrant | None = None
         self._dtmf_digits: list[str] = []
         self._hang_up_pending = False
         self._dtmf_sending = False
+        self._control_tasks: set[asyncio.Task[None]] = set()
         self._transfer: Transfer | None = None
         self._refer: RequestHandle | None = None
         self._transfer_done: asyncio.Future[Transfer] | None = None
-        self._control_tasks: set[asyncio.Task[None]] = set()
 
     # --- inputs -------------------------------------------------------------------------------
     def sip_event(self, event: object) -> None:
         """Events of this call's dialog, dispatched by the registry."""
         if isinstance(event, CallCancelled | ByeReceived):
             self._sip_done = True
-            self._end(EndCause.CALLER_BYE)
+            self._end(Outcome.CALLER_BYE)
         elif isinstance(event, DialogEnded):
             self._sip_done = True
-            self._end(_SIP_END_CAUSES.get(event.reason, EndCause.SIP_ERROR))
+            self._end(_SIP_END_OUTCOMES.get(event.reason, Outcome.SIP_ERROR))
         elif isinstance(event, ReinviteReceived):
             self._reinvite(event)
         elif isinstance(event, InfoReceived):
@@ -175,11 +189,11 @@ class Call:
         elif isinstance(event, AckReceived):
             self.log.debug("ACK received")
 
-    def hang_up(self, cause: EndCause) -> None:
+    def hang_up(self, outcome: Outcome) -> None:
         """End the call from our side (drain, shutdown)."""
-        self._end(cause)
+        self._end(outcome)
 
-    # --- control requests (operator API, agent tools, DTMF) -----------------------------------
+    # --- control requests (operator API, agent tools, DTMF): the call decides ----------------
     def request_hang_up(self, actor: Actor, reason: str | None = None) -> None:
         """Asked to end: BYE once answered, else a 603 final response.
 
@@ -188,18 +202,18 @@ class Call:
         """
         if self._stop.done() or self._hang_up_pending:
             raise ActionRefused("the call is already ending")
-        cause = EndCause.AGENT_HANGUP if actor is Actor.AGENT else EndCause.API_HANGUP
+        outcome = _ASKED_TO_END[actor]
         self.log.info("hang-up requested by %s%s", actor.value,
                       f" ({reason[:200]})" if reason else "")
         if actor is Actor.AGENT and self._pump is not None:
             self._hang_up_pending = True
-            self._spawn(self._end_after_goodbye(cause))
+            self._spawn(self._end_after_goodbye(outcome))
         else:
-            self._end(cause)
+            self._end(outcome)
 
     def request_transfer(self, target: str, actor: Actor) -> Transfer:
         """Blind transfer (REFER) of the caller to a name from the route's allowlist."""
-        targets = self._transfer_targets()
+        targets = self.route.transfer_targets
         if target not in targets:
             allowed = ", ".join(sorted(targets)) if targets else "none"
             raise ActionRefused(f"{target[:64]!r} is not a transfer target of this call "
@@ -227,22 +241,53 @@ class Call:
         return (await asyncio.shield(self._transfer_done)).outcome_text()
 
     def transfer_targets(self) -> list[str]:
-        return sorted(self._transfer_targets())
+        return sorted(self.route.transfer_targets)
 
-    def _transfer_targets(self) -> Mapping[str, str]:
-        targets: Mapping[str, str] | None = getattr(self.route, "transfer_targets", None)
-        return targets or {}
+    def request_dtmf(self, digits: str) -> None:
+        """Play `digits` to the phone as RFC 4733 events (one request at a time)."""
+        rtp = self._rtp
+        if not self._answered or rtp is None or self._stop.done():
+            raise ActionRefused("DTMF needs an answered call")
+        if rtp.params.telephone_event_pt is None:
+            raise ActionRefused("the phone did not negotiate telephone-event (RFC 4733)")
+        if rtp.sending_event or self._dtmf_sending:
+            raise ActionRefused("DTMF is already being sent")
+        self._dtmf_sending = True
+        self.log.debug("sending %d DTMF digits", len(digits))
+        self._spawn(self._send_dtmf(rtp, digits))
 
-    def _local_uri(self) -> str:
-        """Who refers: the address the caller dialled (our identity in this dialog)."""
-        to_uri = self.invite.request.to.sip_uri
-        return str(to_uri) if to_uri is not None else f"sip:{self.ctx.advertised_address}"
+    def dtmf_received(self) -> str:
+        return "".join(self._dtmf_digits)
 
     def on_notify(self, body: bytes) -> None:
         """A NOTIFY of our REFER's subscription (already answered 200)."""
         if self._transfer is not None:
             self._transfer.on_notify(body, self._loop.time())
             self._transfer_progress()
+
+    def _local_uri(self) -> str:
+        """Who refers: the address the caller dialled (our identity in this dialog)."""
+        to_uri = self.invite.request.to.sip_uri
+        return str(to_uri) if to_uri is not None else f"sip:{self.ctx.advertised_address}"
+
+    async def _send_dtmf(self, rtp: RtpSession, digits: str) -> None:
+        try:
+            await send_digits(rtp, digits)
+        finally:
+            self._dtmf_sending = False
+
+    async def _end_after_goodbye(self, outcome: Outcome) -> None:
+        pump = self._pump
+        assert pump is not None
+        deadline = self._loop.time() + GOODBYE_MAX_S
+        quiet_since = self._loop.time()
+        while self._loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            if pump.speaking:
+                quiet_since = self._loop.time()
+            elif self._loop.time() - quiet_since >= GOODBYE_QUIET_S:
+                break
+        self._end(outcome)
 
     async def _watch_transfer(self, transfer: Transfer) -> None:
         while not transfer.finished:
@@ -262,101 +307,83 @@ class Call:
         self.ctx.metrics.transfer(result, transfer.actor.value)
         if transfer.state is TransferState.SUCCEEDED:
             self.log.info("transferred to %s", transfer.target)
-            self._end(EndCause.TRANSFERRED)
+            self._end(Outcome.TRANSFERRED)
         else:
             self.log.warning("transfer to %s failed: %s (SIP %s); the call goes on",
                              transfer.target, result, transfer.sip_status)
 
-    def request_dtmf(self, digits: str) -> None:
-        """Play `digits` to the phone as RFC 4733 events (one request at a time)."""
-        rtp = self._rtp
-        if not self._answered or rtp is None or self._stop.done():
-            raise ActionRefused("DTMF needs an answered call")
-        if rtp.params.telephone_event_pt is None:
-            raise ActionRefused("the phone did not negotiate telephone-event (RFC 4733)")
-        if rtp.sending_event or self._dtmf_sending:
-            raise ActionRefused("DTMF is already being sent")
-        self._dtmf_sending = True
-        self.log.debug("sending %d DTMF digits", len(digits))
-        self._spawn(self._send_dtmf(rtp, digits))
-
-    async def _send_dtmf(self, rtp: RtpSession, digits: str) -> None:
-        try:
-            await send_digits(rtp, digits)
-        finally:
-            self._dtmf_sending = False
-
-    def dtmf_received(self) -> str:
-        return "".join(self._dtmf_digits)
-
-    async def _end_after_goodbye(self, cause: EndCause) -> None:
-        pump = self._pump
-        assert pump is not None
-        deadline = self._loop.time() + GOODBYE_MAX_S
-        quiet_since = self._loop.time()
-        while self._loop.time() < deadline:
-            await asyncio.sleep(0.05)
-            if pump.speaking:
-                quiet_since = self._loop.time()
-            elif self._loop.time() - quiet_since >= GOODBYE_QUIET_S:
-                break
-        self._end(cause)
-
-    def _spawn(self, coro: Any) -> None:
-        """A task of this call's control requests; cancelled at teardown."""
-        task = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A control request's task, a child of the call's group; cancelled at teardown.
+        Its failure is logged, never a crash of the call."""
+        task = self._tasks.create_task(_logged(coro, self.log))
         self._control_tasks.add(task)
         task.add_done_callback(self._control_tasks.discard)
 
-    def _end(self, cause: EndCause) -> None:
+    def _end(self, outcome: Outcome) -> None:
         if not self._stop.done():
-            self._stop.set_result(cause)
+            self._stop.set_result(outcome)
 
     # --- the call -----------------------------------------------------------------------------
     async def run(self) -> None:
-        outcome: Outcome | EndCause
+        """The whole call. Every task it starts (setup, RTP watchdog, AI audio pump) is a child
+        of one `asyncio.TaskGroup`, so when `run()` returns none of them is left; a child that
+        crashes ends the call as `internal_error` (500 before the answer, BYE after it)."""
         try:
-            failed = await self._setup_phase()
-            outcome = failed if failed is not None else await self._talk_phase()
-        except Exception as exc:
-            self.log.exception("call failed unexpectedly")
-            outcome = EndCause.INTERNAL if self._answered else Outcome.INTERNAL
-            if not self._answered:
-                self._rejection = (Outcome.INTERNAL, exc)
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                try:
+                    failed = await self._setup_phase()
+                    self._outcome = failed if failed is not None else await self._talk_phase()
+                except Exception:
+                    self.log.exception("call failed unexpectedly")
+                    self._outcome = Outcome.INTERNAL
+                except asyncio.CancelledError:
+                    # Our task cancelled (shutdown; no response is sent then), or the group
+                    # cancelling us because a child failed (its error is raised at the exit).
+                    self._outcome = self._outcome or Outcome.SHUTDOWN
+                    raise
+                finally:
+                    await _unstoppable(self._teardown())  # stops every child it started
+        except* Exception:
+            self.log.exception("a task of the call failed")
+            self._outcome = Outcome.INTERNAL
+            self._end_dialog()  # a 500 if the teardown (seeing a cancel) owed no response yet
         finally:
-            # Teardown must complete even if the run task is being cancelled (shutdown).
-            teardown = asyncio.ensure_future(self._teardown())
-            try:
-                await asyncio.shield(teardown)
-            except asyncio.CancelledError:
-                await teardown
-                raise
-        self._record(outcome)
+            self._record(self._outcome or Outcome.INTERNAL)
 
     async def _setup_phase(self) -> Outcome | None:
         """Run the setup; return None once answered, else the outcome (response is queued)."""
         self.ctx.signalling.ring(self.handle)
-        setup = asyncio.create_task(self._setup(), name=f"setup {self.call_id}")
+        setup = self._tasks.create_task(self._setup_failure(), name=f"setup {self.call_id}")
         waiting: set[asyncio.Future[Any]] = {setup, self._stop}
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if not setup.done():  # CANCEL, BYE or shutdown while setting up: abort all of it
             setup.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            with contextlib.suppress(asyncio.CancelledError):
                 await setup
             if self._sip_done:
                 self.log.info("caller cancelled during setup")
                 return Outcome.CANCELLED
-            outcome = self._stop.result().before_answer
-            self._rejection = (outcome, None)
-            return outcome
-        failure = setup.exception()
+            asked = self._stop.result() if self._stop.done() else None
+            return asked if asked in (Outcome.API_HANGUP, Outcome.AGENT_HANGUP) else (
+                Outcome.DRAINING)
+        failure = setup.result()
         if failure is None:
             return None
-        outcome = classify_setup_error(failure)
-        self.log.log(outcome.rejection.log_level, "call rejected with %d (%s): %s",
-                     outcome.rejection.status, outcome.rejection.result, failure)
-        self._rejection = (outcome, failure)
+        outcome = classify(failure)
+        d = outcome.disposition
+        self.log.log(d.log_level, "call rejected with %d (%s): %s", d.status, d.result, failure)
+        self._warning = sip_warning(failure)
         return outcome
+
+    async def _setup_failure(self) -> Exception | None:
+        """The setup as a task of the call's group. Its failure is a call outcome (a 503 for
+        Orga being down), not a crash of the group, so it is returned, not raised."""
+        try:
+            await self._setup()
+        except Exception as exc:
+            return exc
+        return None
 
     async def _setup(self) -> None:
         cfg = self.ctx.config
@@ -389,29 +416,29 @@ class Call:
         self._answered = True
         self.answered_at = self._loop.time()
         self.ctx.metrics.call_setup(self.answered_at - self.started_at)
-        self._pump.start()
+        self._pump.start(self._tasks)
         self.ctx.metrics.add_conversation(self.conversation_id or "", self.route_label, self.stats)
         self.log.info(
             "call answered from %s to %s in %.0f ms (route %s, trunk %s)", self.caller,
             self.callee, (self.answered_at - self.started_at) * 1000, self.route_label, self.trunk
         )
 
-    async def _talk_phase(self) -> EndCause:
+    async def _talk_phase(self) -> Outcome:
         assert self._session is not None and self._rtp is not None and self._pump is not None
         max_s = self.ctx.config.limits.max_call_duration_s
-        waiters: dict[asyncio.Future[Any], Callable[[], EndCause]] = {
+        waiters: dict[asyncio.Future[Any], Callable[[], Outcome]] = {
             self._stop: self._stop.result,
-            self._session.peer.ended: lambda: EndCause.ORGA_ENDED,
-            self._pump.track_ended: lambda: EndCause.ORGA_ENDED,
+            self._session.peer.ended: lambda: Outcome.ORGA_ENDED,
+            self._pump.track_ended: lambda: Outcome.ORGA_ENDED,
         }
         done, _ = await asyncio.wait(waiters, timeout=max_s, return_when=asyncio.FIRST_COMPLETED)
         if not done:
-            return EndCause.MAX_DURATION
+            return Outcome.MAX_DURATION
         first = next(f for f in waiters if f in done)
-        cause = waiters[first]()
-        if cause is EndCause.ORGA_ENDED:
+        outcome = waiters[first]()
+        if outcome is Outcome.ORGA_ENDED:
             self.log.info("Orga session ended (%s)", _describe(first))
-        return cause
+        return outcome
 
     async def _teardown(self) -> None:
         # 0. the agent's tools and pending control requests die first
@@ -430,11 +457,7 @@ class Call:
         if self._session is not None:
             await _quietly(self._session.peer.close())
         # 3. BYE for an answered call, the final response for one that failed in setup
-        if not self._sip_done:
-            if self._answered:
-                self.ctx.signalling.hang_up(self.handle)
-            elif self._rejection is not None:
-                self._reject(*self._rejection)
+        self._end_dialog()
         # 4. release the port
         if self._rtp is not None:
             await _quietly(self._rtp.close())
@@ -442,11 +465,24 @@ class Call:
             self.ctx.ports.release(self._port)
             self._port = None
 
-    def _record(self, outcome: Outcome | EndCause) -> None:
+    def _end_dialog(self) -> None:
+        """BYE for an answered call, the final response for one that ended in setup; nothing
+        when the dialog is already over, or at shutdown (an outcome without a status)."""
+        if self._sip_done:
+            return
+        if self._answered:
+            self.ctx.signalling.hang_up(self.handle)
+        elif self._outcome is not None and self._outcome.disposition.status is not None:
+            self._refuse(self._outcome, self._warning)
+        else:
+            return
+        self._sip_done = True
+
+    def _record(self, outcome: Outcome) -> None:
         m = self.ctx.metrics
         if self.conversation_id is not None:
             m.remove_conversation(self.conversation_id)
-        result = outcome.rejection.result if isinstance(outcome, Outcome) else outcome.value
+        result = outcome.result
         duration = None if self.answered_at is None else self._loop.time() - self.answered_at
         m.call_ended(result, self.route_label, self.trunk, duration)
         if self._rtp is not None:
@@ -482,7 +518,8 @@ class Call:
             inactivity_timeout_s=cfg.rtp.inactivity_timeout_s,
             max_packet_rate=cfg.security.rtp_max_packets_per_second,
             on_dtmf=self._dtmf,
-            on_timeout=lambda: self._end(EndCause.RTP_TIMEOUT),
+            on_timeout=lambda: self._end(Outcome.RTP_TIMEOUT),
+            tasks=self._tasks,
         )
         self._rtp, self._port = rtp, rtp.local_address[1]
         _, answer = self._negotiate(offer)
@@ -495,43 +532,43 @@ class Call:
                          self._port, self._session_id, self._sdp_version)
 
     def _session_params(self) -> SessionParams:
-        params = self.route.session_params(self.ctx.config.orga, caller=self.caller,
-                                           callee=self.callee, call_id=self.call_id)
+        params = session_params(self.ctx.config.orga, self.route, caller=self.caller,
+                                callee=self.callee, call_id=self.call_id)
         if self._grant is None:
             return params
         return replace(params, mcp_server=McpServerParams(self.control_id, self._grant.url,
                                                           MCP_ALIAS))
 
-    def _reject(self, outcome: Outcome, failure: BaseException | None) -> None:
-        rejection = outcome.rejection
-        headers: list[tuple[str, str]] = []
-        if rejection.retry_after_s is not None:
-            headers.append(("Retry-After", str(rejection.retry_after_s)))
-        if isinstance(failure, SdpNegotiationError):
-            agent = self.ctx.advertised_address
-            headers.append(("Warning", f'{failure.warn_code} {agent} "{failure.warning}"'))
-        self.ctx.signalling.reject(self.handle, rejection.status, reason=rejection.reason,
-                                   headers=headers)
+    def _refuse(self, outcome: Outcome, warning: tuple[int, str] | None) -> None:
+        """The final response of a call that failed before the answer."""
+        d = outcome.disposition
+        assert d.status is not None, outcome
+        self.ctx.signalling.reject(self.handle, d.status, reason=d.reason, headers=response_headers(
+            d, agent=self.ctx.advertised_address, warning=warning))
+
+    def _refuse_offer(self, refusal: OfferRefusal, warning: tuple[int, str] | None = None
+                      ) -> None:
+        d = refusal.disposition
+        assert d.status is not None, refusal
+        self.ctx.signalling.reject_offer(self.handle, d.status, headers=response_headers(
+            d, agent=self.ctx.advertised_address, warning=warning))
 
     def _reinvite(self, event: ReinviteReceived) -> None:
-        sig = self.ctx.signalling
         if self._rtp is None or self._port is None:
-            sig.reject_offer(self.handle, 491)  # RFC 3261 §14.2: offer while one is pending
+            self._refuse_offer(OfferRefusal.PENDING)
             return
         if event.sdp is None:
-            sig.reject_offer(self.handle, 488, headers=[("Warning", '399 - "offer required"')])
+            self._refuse_offer(OfferRefusal.REQUIRED)
             return
         try:
             params, answer = self._negotiate(parse_offer(event.sdp.decode("utf-8", "replace")))
         except SdpNegotiationError as exc:
-            sig.reject_offer(self.handle, 488, headers=[
-                ("Warning", f'{exc.warn_code} {self.ctx.advertised_address} "{exc.warning}"')
-            ])
+            self._refuse_offer(OfferRefusal.NOT_ACCEPTABLE, exc.sip_warning)
             return
         self._rtp.update(params)
         self.log.info("media updated by %s: %s:%d %s%s", event.method, params.remote_address,
                       params.remote_port, params.codec, " (on hold)" if params.on_hold else "")
-        sig.answer_offer(self.handle, answer.encode())
+        self.ctx.signalling.answer_offer(self.handle, answer.encode())
 
     def _info(self, event: InfoReceived) -> None:
         if (event.content_type or "").lower() != "application/dtmf-relay":
@@ -545,7 +582,7 @@ class Call:
         self._dtmf_digits = [*self._dtmf_digits[-(DTMF_MEMORY - 1):], event.digit]
         self.ctx.metrics.dtmf(event.digit)
         self.log.info("DTMF %s (%d ms, %s)", event.digit, event.duration_ms, event.source.value)
-        shortcuts: Mapping[str, str] = getattr(self.route, "dtmf_transfer", None) or {}
+        shortcuts: Mapping[str, str] = self.route.dtmf_transfer
         if event.digit in shortcuts:
             try:
                 self.request_transfer(shortcuts[event.digit], Actor.DTMF)
@@ -635,6 +672,24 @@ def _describe(future: asyncio.Future[Any]) -> str:
 
 def _asdict(stats: ConversationStats) -> dict[str, object]:
     return {name: getattr(stats, name) for name in stats.__slots__}
+
+
+async def _unstoppable(coro: Coroutine[Any, Any, None]) -> None:
+    """Run `coro` to its end even if our task is cancelled meanwhile (teardown at shutdown);
+    the cancellation is passed on afterwards."""
+    task = asyncio.ensure_future(coro)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
+async def _logged(coro: Coroutine[Any, Any, None], logger: ContextAdapter) -> None:
+    try:
+        await coro
+    except Exception:
+        logger.exception("a control request of the call failed")
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:

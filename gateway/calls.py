@@ -14,8 +14,9 @@ import logging
 from collections import Counter
 
 from gateway.call import Call, CallContext
-from gateway.config import match_route
-from gateway.outcomes import EndCause, Outcome
+from gateway.drain import Draining
+from gateway.outcomes import Outcome, response_headers
+from gateway.routes import match_route
 from gateway.sip.events import CallHandle, DialogEnded, InviteReceived
 from gateway.sip.uri import SipUri
 
@@ -25,14 +26,14 @@ UNROUTED = "-"  # route label for calls rejected before a route was chosen
 
 
 class CallRegistry:
-    def __init__(self, ctx: CallContext) -> None:
+    def __init__(self, ctx: CallContext, draining: Draining | None = None) -> None:
         self.ctx = ctx
         self.calls: dict[CallHandle, Call] = {}
         self._by_control_id: dict[str, Call] = {}
         self._tasks: dict[CallHandle, asyncio.Task[None]] = {}
         self._per_trunk: Counter[str] = Counter()
         self._trunk_limits = {t.name: t.max_calls for t in ctx.config.trunks}
-        self.draining = False
+        self.draining = draining if draining is not None else Draining()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -69,15 +70,13 @@ class CallRegistry:
         self._tasks[event.call] = asyncio.create_task(self._run(call), name=f"call {call.call_id}")
 
     def _refuse(self, event: InviteReceived, outcome: Outcome, trunk: str) -> None:
-        rejection = outcome.rejection
-        headers = []
-        if rejection.retry_after_s is not None:
-            headers.append(("Retry-After", str(rejection.retry_after_s)))
-        self.ctx.signalling.reject(event.call, rejection.status, reason=rejection.reason,
-                                   headers=headers)
-        self.ctx.metrics.call_ended(rejection.result, UNROUTED, trunk)
-        log.log(rejection.log_level, "refused call %s with %d (%s)", event.request.call_id,
-                rejection.status, rejection.result)
+        d = outcome.disposition
+        assert d.status is not None, outcome
+        self.ctx.signalling.reject(event.call, d.status, reason=d.reason,
+                                   headers=response_headers(d))
+        self.ctx.metrics.call_ended(d.result, UNROUTED, trunk)
+        log.log(d.log_level, "refused call %s with %d (%s)", event.request.call_id, d.status,
+                d.result)
 
     async def _run(self, call: Call) -> None:
         try:
@@ -104,18 +103,18 @@ class CallRegistry:
     # --- drain and shutdown -------------------------------------------------------------------
     async def drain(self, timeout_s: float) -> None:
         """Refuse new calls; let active ones finish for up to `timeout_s`, then hang up."""
-        self.draining = True
+        self.draining.begin()
         self.ctx.metrics.set_draining(True)
         log.info("draining: %d active calls, waiting up to %.0f s", len(self.calls), timeout_s)
         try:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
         except TimeoutError:
             log.warning("drain timeout: hanging up %d calls", len(self.calls))
-            await self.hang_up_all(EndCause.DRAINED)
+            await self.hang_up_all(Outcome.DRAINED)
 
-    async def hang_up_all(self, cause: EndCause = EndCause.SHUTDOWN) -> None:
+    async def hang_up_all(self, outcome: Outcome = Outcome.SHUTDOWN) -> None:
         for call in list(self.calls.values()):
-            call.hang_up(cause)
+            call.hang_up(outcome)
         tasks = list(self._tasks.values())
         if tasks:
             await asyncio.wait(tasks, timeout=10.0)

@@ -49,6 +49,7 @@ TEXT_EVENT_KINDS = frozenset({"transcript", "assistant"})
 TRANSFER_RESULTS = frozenset({"transferred", "rejected", "failed", "timeout"})
 ACTORS = frozenset({"api", "agent", "dtmf"})
 TOOLS = frozenset({"hang_up", "transfer_call", "send_dtmf", "get_call_info"})
+WEBHOOK_OUTCOMES = frozenset({"delivered", "failed", "spooled", "dropped"})
 OTHER = "other"
 
 SETUP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0)
@@ -222,6 +223,15 @@ class Metrics:
                                    "outcome", ("tool", "outcome"))
         self._turn = histogram("turn_latency_seconds", "Caller stops speaking to first AI audio "
                                "sent to the phone", TURN_BUCKETS)
+        # Webhooks (issue 16): per event, not per receiver URL (URLs may carry secrets).
+        self._webhook_events = counter("webhook_events", "Webhook events by outcome: delivered, "
+                                       "failed (refused for good), spooled, dropped (spool full)",
+                                       ("outcome",))
+        self._webhook_retries = counter("webhook_retries", "Webhook attempts that failed and "
+                                        "will be retried (5xx, 408, 429, timeout, network)")
+        self._webhook_spool = gauge("webhook_spool_bytes", "Bytes of events waiting in the spool")
+        self._recordings = counter("recordings", "Call recordings by result (written, failed)",
+                                   ("result",))
         self._conversations = _Conversations(max_conversations)
         r.register(self._conversations)
 
@@ -318,6 +328,19 @@ class Metrics:
     def security_rejection(self, reason: str | Enum, n: int = 1) -> None:
         if n > 0:
             self._security.labels(_label(reason, SECURITY_REASONS)).inc(n)
+
+    # --- records, webhooks, recordings (issue 16) ----------------------------------------------
+    def webhook_event(self, outcome: str, n: int = 1) -> None:
+        self._webhook_events.labels(_label(outcome, WEBHOOK_OUTCOMES)).inc(n)
+
+    def webhook_retry(self) -> None:
+        self._webhook_retries.inc()
+
+    def webhook_spool_from(self, source: Callable[[], int]) -> None:
+        self._webhook_spool.set_function(lambda: float(source()))
+
+    def recording(self, result: str) -> None:
+        self._recordings.labels(_label(result, frozenset({"written", "failed"}))).inc()
 
     # --- per conversation ---------------------------------------------------------------------
     def add_conversation(self, conversation_id: str, route: str, stats: StatsSource) -> bool:

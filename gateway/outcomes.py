@@ -1,9 +1,16 @@
-"""How a call ends: the one table from failure kind to SIP response and metric result.
+"""Why a call ended: the one table from every way a call ends to its SIP answer and metric result.
 
-Every way a call can fail before it is answered is an `Outcome` with its SIP status, reason,
-optional Retry-After and the `result` label of `orga_gateway_calls_ended_total`; every way an
-answered call can end is an `EndCause`. `classify_setup_error` maps the exceptions raised at
-the Orga, SDP and port-pool boundaries onto the table, so `Call` has one teardown path.
+`Outcome` is the single type for it. A call that ends before 200 OK gets the member's final
+response (status, reason phrase, Retry-After, Warning); an answered call ends with a BYE, so
+only its `result` matters. The `result` is the label of `orga_gateway_calls_ended_total` and
+the word in the call's log line. Refusals of a re-INVITE offer (the call goes on) are
+`OfferRefusal`s of the same shape.
+
+Errors classify themselves (livekit/sip `errors.go` style): an exception raised at a boundary
+(SDP, the port pool, the Orga client) carries an `outcome` class attribute, and an SDP error
+its RFC 3261 Warning (`sip_warning`). `classify` reads them; this module imports nothing of
+the gateway, so every layer may name an outcome. `response_headers` is the one place that
+builds the headers of a refusal.
 """
 
 from __future__ import annotations
@@ -12,95 +19,106 @@ import enum
 import logging
 from dataclasses import dataclass
 
-from gateway.media.ports import PortsExhausted
-from gateway.orga.errors import (
-    OrgaAuthError,
-    OrgaError,
-    OrgaTimeoutError,
-    OrgaUnavailableError,
-    OrgaValidationError,
-)
-from gateway.sdp import NoCommonCodec, SdpNegotiationError
-
 
 @dataclass(frozen=True, slots=True)
-class Rejection:
-    status: int
-    result: str
+class Disposition:
+    """What one outcome means on the wire and in the metrics."""
+
+    result: str  # metric label; unique per outcome
+    status: int | None = None  # final response when the call ends before 200 OK
     reason: str | None = None  # SIP reason phrase; None = the standard one
     retry_after_s: int | None = None
+    warning: tuple[int, str] | None = None  # RFC 3261 §20.43 warn-code and text, agent "-"
     log_level: int = logging.WARNING
 
 
 class Outcome(enum.Enum):
-    """Calls that never got a 200 OK. Values are the metric `result` label."""
+    """Every way a call ends. Before the answer: a final response; after it: a BYE."""
 
-    NO_ROUTE = Rejection(404, "no_route", log_level=logging.INFO)
-    CAPACITY = Rejection(503, "capacity", "At Capacity", retry_after_s=30)
-    TRUNK_CAPACITY = Rejection(503, "trunk_capacity", "Trunk At Capacity", retry_after_s=30)
-    DRAINING = Rejection(503, "draining", "Draining", retry_after_s=60, log_level=logging.INFO)
-    NO_CODEC = Rejection(488, "no_codec")
-    BAD_OFFER = Rejection(488, "bad_offer")
-    NO_PORT = Rejection(503, "no_port", "No Media Port", retry_after_s=10, log_level=logging.ERROR)
-    ORGA_AUTH = Rejection(503, "orga_auth", "AI Service Unavailable", retry_after_s=60,
+    # Refused at admission (gateway/calls.py)
+    NO_ROUTE = Disposition("no_route", 404, log_level=logging.INFO)
+    CAPACITY = Disposition("capacity", 503, "At Capacity", retry_after_s=30)
+    TRUNK_CAPACITY = Disposition("trunk_capacity", 503, "Trunk At Capacity", retry_after_s=30)
+    DRAINING = Disposition("draining", 503, "Draining", retry_after_s=60, log_level=logging.INFO)
+    # Failed during setup (gateway/call.py; the boundary errors carry these)
+    NO_CODEC = Disposition("no_codec", 488)
+    BAD_OFFER = Disposition("bad_offer", 488)
+    NO_PORT = Disposition("no_port", 503, "No Media Port", retry_after_s=10,
                           log_level=logging.ERROR)
-    ORGA_INVALID = Rejection(500, "orga_invalid", "AI Session Rejected", log_level=logging.ERROR)
-    ORGA_UNAVAILABLE = Rejection(503, "orga_unavailable", "AI Service Unavailable",
-                                 retry_after_s=10)
-    SETUP_TIMEOUT = Rejection(504, "setup_timeout", "AI Setup Timeout")
-    CANCELLED = Rejection(487, "cancelled", log_level=logging.INFO)
-    # Asked to end before the answer (operator API, agent tool): the callee side declines.
-    API_HANGUP = Rejection(603, "api_hangup", log_level=logging.INFO)
-    AGENT_HANGUP = Rejection(603, "agent_hangup", log_level=logging.INFO)
-    INTERNAL = Rejection(500, "internal_error", log_level=logging.ERROR)
+    ORGA_AUTH = Disposition("orga_auth", 503, "AI Service Unavailable", retry_after_s=60,
+                            log_level=logging.ERROR)
+    ORGA_INVALID = Disposition("orga_invalid", 500, "AI Session Rejected", log_level=logging.ERROR)
+    ORGA_UNAVAILABLE = Disposition("orga_unavailable", 503, "AI Service Unavailable",
+                                   retry_after_s=10)
+    SETUP_TIMEOUT = Disposition("setup_timeout", 504, "AI Setup Timeout")
+    CANCELLED = Disposition("cancelled", 487, log_level=logging.INFO)
+    # Ended after the answer
+    CALLER_BYE = Disposition("caller_bye")
+    ORGA_ENDED = Disposition("orga_ended")
+    RTP_TIMEOUT = Disposition("rtp_timeout")
+    MAX_DURATION = Disposition("max_duration")
+    NO_ACK = Disposition("no_ack")
+    SESSION_EXPIRED = Disposition("session_expired")
+    DRAINED = Disposition("drained")
+    SHUTDOWN = Disposition("shutdown")
+    SIP_ERROR = Disposition("sip_error")
+    # Asked to end (gateway/control): BYE once answered, 603 Decline before
+    API_HANGUP = Disposition("api_hangup", 603, log_level=logging.INFO)  # operator API
+    AGENT_HANGUP = Disposition("agent_hangup", 603, log_level=logging.INFO)  # hang_up tool
+    TRANSFERRED = Disposition("transferred", log_level=logging.INFO)  # REFER, 2xx sipfrag
+    # Either: a bug (500 before the answer, BYE after it)
+    INTERNAL = Disposition("internal_error", 500, log_level=logging.ERROR)
 
     @property
-    def rejection(self) -> Rejection:
-        value: Rejection = self.value
+    def disposition(self) -> Disposition:
+        value: Disposition = self.value
+        return value
+
+    @property
+    def result(self) -> str:
+        return self.disposition.result
+
+
+class OfferRefusal(enum.Enum):
+    """A re-INVITE or UPDATE offer we refuse; the call goes on with the media it had."""
+
+    PENDING = Disposition("offer_pending", 491)  # RFC 3261 §14.2: an offer of ours is pending
+    REQUIRED = Disposition("offer_required", 488, warning=(399, "offer required"))
+    NOT_ACCEPTABLE = Disposition("bad_offer", 488)  # the error's own Warning goes with it
+
+    @property
+    def disposition(self) -> Disposition:
+        value: Disposition = self.value
         return value
 
 
-class EndCause(enum.Enum):
-    """Why an answered call ended. Values are the metric `result` label."""
-
-    CALLER_BYE = "caller_bye"
-    ORGA_ENDED = "orga_ended"
-    RTP_TIMEOUT = "rtp_timeout"
-    MAX_DURATION = "max_duration"
-    NO_ACK = "no_ack"
-    SESSION_EXPIRED = "session_expired"
-    DRAINED = "drained"
-    SHUTDOWN = "shutdown"
-    SIP_ERROR = "sip_error"
-    INTERNAL = "internal_error"
-    API_HANGUP = "api_hangup"  # POST /v1/calls/{id}/hangup
-    AGENT_HANGUP = "agent_hangup"  # the agent's hang_up tool
-    TRANSFERRED = "transferred"  # the transferee reported a 2xx for our REFER
-
-    @property
-    def before_answer(self) -> Outcome:
-        """The outcome when this cause stops a call that is still being set up."""
-        return _BEFORE_ANSWER.get(self, Outcome.DRAINING)
-
-
-_BEFORE_ANSWER = {EndCause.API_HANGUP: Outcome.API_HANGUP,
-                  EndCause.AGENT_HANGUP: Outcome.AGENT_HANGUP}
-
-
-def classify_setup_error(exc: BaseException) -> Outcome:
-    """Map a boundary exception raised during setup onto the table."""
-    if isinstance(exc, NoCommonCodec):
-        return Outcome.NO_CODEC
-    if isinstance(exc, SdpNegotiationError):
-        return Outcome.BAD_OFFER
-    if isinstance(exc, PortsExhausted):
-        return Outcome.NO_PORT
-    if isinstance(exc, OrgaAuthError):
-        return Outcome.ORGA_AUTH
-    if isinstance(exc, OrgaValidationError):
-        return Outcome.ORGA_INVALID
-    if isinstance(exc, OrgaTimeoutError | TimeoutError):
+def classify(exc: BaseException) -> Outcome:
+    """The outcome of a setup failure: the error's own, `SETUP_TIMEOUT` for the setup budget
+    (`asyncio.timeout` raises a plain TimeoutError), `INTERNAL` for anything else (a bug)."""
+    outcome = getattr(exc, "outcome", None)
+    if isinstance(outcome, Outcome):
+        return outcome
+    if isinstance(exc, TimeoutError):
         return Outcome.SETUP_TIMEOUT
-    if isinstance(exc, OrgaUnavailableError | OrgaError):
-        return Outcome.ORGA_UNAVAILABLE
     return Outcome.INTERNAL
+
+
+def sip_warning(exc: BaseException | None) -> tuple[int, str] | None:
+    """The RFC 3261 Warning (code, text) an error carries for its response, if any."""
+    warning = getattr(exc, "sip_warning", None)
+    return warning if isinstance(warning, tuple) else None
+
+
+def response_headers(disposition: Disposition, *, agent: str = "-",
+                     warning: tuple[int, str] | None = None) -> list[tuple[str, str]]:
+    """The headers of a refusal: Retry-After when the outcome has one, and a Warning — the
+    failure's own (`warning`, with our host as warn-agent) or the outcome's (agent "-")."""
+    headers: list[tuple[str, str]] = []
+    if disposition.retry_after_s is not None:
+        headers.append(("Retry-After", str(disposition.retry_after_s)))
+    if warning is None and disposition.warning is not None:
+        warning, agent = disposition.warning, "-"
+    if warning is not None:
+        code, text = warning
+        headers.append(("Warning", f'{code} {agent} "{text}"'))
+    return headers

@@ -19,6 +19,8 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gateway.outcomes import Outcome
+
 # Static payload types we understand without an rtpmap (RFC 3551 §6).
 _STATIC_AUDIO: dict[int, tuple[str, int]] = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
 SUPPORTED_CODECS = ("PCMU", "PCMA")
@@ -58,19 +60,26 @@ class SdpNegotiationError(Exception):
     """An offer we answer with 488 Not Acceptable Here and a Warning header.
 
     `warn_code` is the RFC 3261 warn-code, `warning` the quoted warn-text; the call layer adds
-    its own host as warn-agent: `Warning: 305 gw.example "Incompatible media format"`.
+    its own host as warn-agent: `Warning: 305 gw.example "Incompatible media format"`. The
+    error classifies itself: `outcome` is the call's outcome (status, metric result).
     """
 
-    status = 488
+    outcome = Outcome.BAD_OFFER
 
     def __init__(self, warning: str, warn_code: int = 399) -> None:
         super().__init__(warning)
         self.warning = warning
         self.warn_code = warn_code
 
+    @property
+    def sip_warning(self) -> tuple[int, str]:
+        return self.warn_code, self.warning
+
 
 class NoCommonCodec(SdpNegotiationError):
     """The offer has an audio stream we could use, but none of our codecs."""
+
+    outcome = Outcome.NO_CODEC
 
     def __init__(self, warning: str = "Incompatible media format: PCMU/PCMA required") -> None:
         super().__init__(warning, warn_code=305)

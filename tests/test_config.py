@@ -12,10 +12,10 @@ from gateway.config import (
     Route,
     RtpConfig,
     load_config,
-    match_route,
     parse_config,
-    render_instructions,
 )
+from gateway.orga.settings import render_instructions, session_params
+from gateway.routes import match_route
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {"ORGA_API_KEY": "sk-test-key-123"}
@@ -51,7 +51,7 @@ def test_example_documents_every_key_with_its_default() -> None:
 
     raw = tomllib.loads((ROOT / "config" / "gateway.example.toml").read_text())
     defaults = Config()
-    for section in ("sip", "rtp", "orga", "http", "limits", "security"):
+    for section in ("sip", "rtp", "orga", "http", "api", "mcp", "limits", "security"):
         obj = getattr(defaults, section)
         for key in obj.__dataclass_fields__:
             assert key in raw[section], f"{section}.{key} missing from the example"
@@ -203,13 +203,13 @@ def test_match_route_first_match_wins() -> None:
 def test_session_params_override_and_render() -> None:
     orga = OrgaConfig(instructions="Default for {callee}", voice="A")
     route = Route(match="*", voice="B", temperature=0.9)
-    params = route.session_params(orga, caller="+491", callee="+4930", call_id="abc")
+    params = session_params(orga, route, caller="+491", callee="+4930", call_id="abc")
     assert (params.voice, params.temperature, params.model) == ("B", 0.9, "orga-1-beta")
     assert params.instructions == "Default for +4930"
-    assert Route(instructions="x").session_params(
-        OrgaConfig(), caller="", callee="", call_id="").instructions == "x"
-    assert Route().session_params(OrgaConfig(), caller="", callee="",
-                                  call_id="").instructions is None
+    assert session_params(OrgaConfig(), Route(instructions="x"), caller="", callee="",
+                          call_id="").instructions == "x"
+    assert session_params(OrgaConfig(), Route(), caller="", callee="",
+                          call_id="").instructions is None
 
 
 def test_render_instructions_sanitises_caller_input() -> None:
@@ -240,3 +240,75 @@ def test_check_config_cli(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "gateway", "check-config", "--config",
                           str(broken)], capture_output=True, text=True, env=env, cwd=ROOT)
     assert out.returncode == 2 and "not valid TOML" in out.stderr
+
+
+def test_rules_name_real_keys() -> None:
+    from dataclasses import fields
+
+    from gateway.config.load import RULES
+    from gateway.config.schema import sections
+
+    for key in RULES:
+        section, _, name = key.partition(".")
+        assert section in sections(), key
+        assert not name or name in {f.name for f in fields(sections()[section])}, key
+
+
+def test_schema_imports_nothing_of_the_gateway() -> None:
+    """The schema is a leaf: the loader and everyone else import it, never the reverse."""
+    import ast
+
+    import gateway.config.schema as schema
+
+    tree = ast.parse(Path(schema.__file__).read_text())
+    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m and m.startswith("gateway")]
+
+
+def test_call_control_keys(tmp_path: Path) -> None:
+    """[api] token (env or file, never inline), [mcp] public_url, route transfer allowlists."""
+    token_file = tmp_path / "token"
+    token_file.write_text("f" * 32 + "\n")
+    raw = {
+        "api": {"token_file": str(token_file)},
+        "mcp": {"public_url": "https://gw.example.com/"},
+        "routes": [{"match": "*", "transfer_targets": {"operator": "sip:op@pbx.example.com",
+                                                      "sales": "tel:+4930555123"},
+                    "dtmf_transfer": {"0": "operator"}}],
+    }
+    c = parse_config(raw, ENV)
+    assert c.api_token is not None and c.api_token.reveal() == "f" * 32
+    assert "f" * 32 not in repr(c) and "f" * 32 in c.secrets()
+    assert c.mcp.public_url == "https://gw.example.com/"
+    assert c.routes[0].transfer_targets["sales"] == "tel:+4930555123"
+    assert c.routes[0].dtmf_transfer == {"0": "operator"}
+    c = parse_config({"api": {"token_env": "OP_TOKEN"}}, {**ENV, "OP_TOKEN": "t" * 20})
+    assert c.api_token is not None and c.api_token.reveal() == "t" * 20
+    assert parse_config({}, ENV).api_token is None  # no [api]: the control API is off
+
+
+@pytest.mark.parametrize(("raw", "problem"), [
+    ({"api": {"token_env": "NOPE"}}, "api.token_env: the environment variable NOPE is not set"),
+    ({"api": {"token_env": "SHORT"}}, "api.token_env: the token is 5 characters long"),
+    ({"api": {"token_env": "SHORT", "token_file": "/x"}}, "api.token_env: both"),
+    ({"api": {"token_file": "/nonexistent/token"}}, "api.token_file: cannot read"),
+    ({"api": {"token": "inline"}}, "api.token: secrets are never read from the config file"),
+    ({"mcp": {"public_url": "http://gw.example.com"}}, "mcp.public_url: plain http"),
+    ({"mcp": {"public_url": "gw.example.com"}}, "mcp.public_url: 'gw.example.com' is not an"),
+    ({"routes": [{"match": "*", "transfer_targets": {"op": "+4930123"}}]},
+     "routes[0].transfer_targets.op: '+4930123' is not a SIP or tel URI"),
+    ({"routes": [{"match": "*", "transfer_targets": {"bad name": "sip:a@b"}}]},
+     "routes[0].transfer_targets.bad name: is not a usable target name"),
+    ({"routes": [{"match": "*", "transfer_targets": ["sip:a@b"]}]},
+     "routes[0].transfer_targets: ['sip:a@b'] is not a table of strings"),
+    ({"routes": [{"match": "*", "dtmf_transfer": {"0": "operator"}}]},
+     "routes[0].dtmf_transfer.0: 'operator' is not in this route's transfer_targets"),
+    ({"routes": [{"match": "*", "transfer_targets": {"op": "sip:a@b"},
+                  "dtmf_transfer": {"10": "op"}}]},
+     "routes[0].dtmf_transfer.10: is not one DTMF key"),
+])
+def test_call_control_problems(raw: dict[str, object], problem: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, {**ENV, "SHORT": "12345"})
+    assert any(p.startswith(problem) for p in err.value.problems), err.value.problems

@@ -100,7 +100,7 @@ def test_no_common_codec_is_488_with_warning() -> None:
     )
     with pytest.raises(NoCommonCodec) as info:
         _neg(sdp)
-    assert info.value.status == 488 and info.value.warn_code == 305
+    assert info.value.outcome.disposition.status == 488 and info.value.warn_code == 305
     assert isinstance(info.value, SdpNegotiationError)
 
 
@@ -115,7 +115,7 @@ def test_no_common_codec_is_488_with_warning() -> None:
 def test_unusable_offers(old: str, new: str, code: int) -> None:
     with pytest.raises(UnusableOffer) as info:
         _neg(BASE.replace(old, new))
-    assert info.value.status == 488 and info.value.warn_code == code
+    assert info.value.outcome.disposition.status == 488 and info.value.warn_code == code
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 RTP uses the even port and leaves port+1 for RTCP (RFC 3550 §11). A released port stays out of
 use for `quarantine_s` so that late packets of the previous call (or a retransmitting peer that
 has not seen our BYE) never reach the next call on that port. Exhaustion raises `PortsExhausted`,
-which the call layer turns into 503 and a metric.
+which carries its call outcome (503 and a metric).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import collections
 import logging
 
 from gateway.clock import Clock
+from gateway.outcomes import Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -19,8 +20,7 @@ logger = logging.getLogger(__name__)
 class PortsExhausted(Exception):
     """No RTP port is free; the call is answered 503 Service Unavailable."""
 
-    status = 503
-    reason = "rtp_ports_exhausted"
+    outcome = Outcome.NO_PORT
 
 
 class PortPool:

@@ -155,8 +155,10 @@ class RtpSession:
         on_dtmf: Callable[[DtmfReceived], None] | None = None,
         on_timeout: Callable[[], None] | None = None,
         watchdog_interval_s: float = 1.0,
+        tasks: asyncio.TaskGroup | None = None,
     ) -> RtpSession:
-        """Bind `local_address:local_port` (0 = ephemeral) and start the inactivity watchdog."""
+        """Bind `local_address:local_port` (0 = ephemeral) and start the inactivity watchdog
+        (in `tasks`, the owning call's task group, when given)."""
         session = cls(
             params, clock=clock, jitter=jitter, inactivity_timeout_s=inactivity_timeout_s,
             max_packet_rate=max_packet_rate, on_dtmf=on_dtmf, on_timeout=on_timeout,
@@ -167,7 +169,8 @@ class RtpSession:
             lambda: _Protocol(session), local_addr=(local_address, local_port)
         )
         session._transport = transport
-        session._watchdog = asyncio.create_task(session._watch())
+        spawn = tasks.create_task if tasks is not None else asyncio.create_task
+        session._watchdog = spawn(session._watch(), name="rtp-watchdog")
         return session
 
     @property
@@ -216,7 +219,8 @@ class RtpSession:
         self._closed = True
         if self._watchdog is not None:
             self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # A watchdog that crashed was reported by the task group that owns it.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watchdog
         if self._transport is not None:
             self._transport.close()

@@ -322,17 +322,18 @@ class AiAudioPump:
     def stats(self) -> PumpStats:
         return replace(self._stats, queue_ms=len(self._queue) * 20)
 
-    def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._read(), name="ai-pump-read"),
-            asyncio.create_task(self._send(), name="ai-pump-send"),
-        ]
+    def start(self, tasks: asyncio.TaskGroup | None = None) -> None:
+        """Start reading and sending (in `tasks`, the owning call's task group, when given)."""
+        spawn = tasks.create_task if tasks is not None else asyncio.create_task
+        self._tasks = [spawn(self._read(), name="ai-pump-read"),
+                       spawn(self._send(), name="ai-pump-send")]
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            # A task that crashed was reported by the task group that owns it.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
 

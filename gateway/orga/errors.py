@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.outcomes import Outcome
+
 
 @dataclass(frozen=True, slots=True)
 class ValidationIssue:
@@ -31,10 +33,12 @@ class OrgaError(Exception):
 
     `endpoint` is a short fixed name ("client_secrets", "ice_config", "calls", "peer"), `status`
     the HTTP status when there was a response (None for timeouts, connection errors and WebRTC
-    failures).
+    failures). `outcome` is how a call whose setup fails with this error ends (SIP status and
+    metric result, `gateway/outcomes.py`); `reason` is the Orga request metric's label.
     """
 
     reason = "error"
+    outcome = Outcome.ORGA_UNAVAILABLE
 
     def __init__(
         self, endpoint: str, status: int | None, message: str, *, retryable: bool = False
@@ -60,12 +64,14 @@ class OrgaAuthError(OrgaError):
     """401/403: invalid, expired, consumed or missing API key or ephemeral token."""
 
     reason = "auth"
+    outcome = Outcome.ORGA_AUTH
 
 
 class OrgaValidationError(OrgaError):
     """422: the service rejected our request body or query (FastAPI `detail` list)."""
 
     reason = "validation"
+    outcome = Outcome.ORGA_INVALID
 
     def __init__(
         self, endpoint: str, status: int | None, issues: list[ValidationIssue]
@@ -94,6 +100,7 @@ class OrgaTimeoutError(OrgaUnavailableError):
     """A request, or the whole setup budget, ran out of time."""
 
     reason = "timeout"
+    outcome = Outcome.SETUP_TIMEOUT
 
 
 class OrgaProtocolError(OrgaError):

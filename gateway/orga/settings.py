@@ -1,14 +1,22 @@
-"""Frozen settings for the Orga client: what `config.py` maps the `[orga]` section onto.
+"""Frozen settings for the Orga client, and the session parameters of one call.
 
-Kept apart from the config loader so the Orga client, the emulator and the tests can build
-them directly. Defaults follow the official SDK (reference §9): voice "Sofía", model
+The dataclasses are kept apart from the config so the Orga client, the emulator and the tests
+can build them directly; `session_params` is where a call's route and the `[orga]` section
+become the `params` of POST /calls, with the instructions template rendered for that call.
+Defaults follow the official SDK (reference §9): voice "Sofía", model
 "orga-1-beta", temperature 0.5, 10 s per request.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from gateway.config.schema import PLACEHOLDER_RE
+
+if TYPE_CHECKING:
+    from gateway.config.schema import OrgaConfig, Route
 
 MODELS: tuple[str, ...] = ("orga-1-beta",)
 MODALITIES: tuple[str, ...] = ("audio", "video")
@@ -95,3 +103,36 @@ class PeerSettings:
     video_mline: bool = True
     ice_addresses: tuple[str, ...] | None = None
     disconnected_grace_s: float = 5.0
+
+
+# Caller and callee come from SIP headers the caller controls: only characters that a phone
+# number or SIP user part needs reach the model's instructions (no prompt injection by From).
+_UNSAFE_RE = re.compile(r"[^0-9A-Za-z+*#._@-]")
+
+
+def render_instructions(template: str, *, caller: str, callee: str, call_id: str) -> str:
+    """Replace {caller} {callee} {call_id}; any other text, braces included, is left as is."""
+    values = {name: _UNSAFE_RE.sub("", value)[:64]
+              for name, value in (("caller", caller), ("callee", callee), ("call_id", call_id))}
+
+    def repl(m: re.Match[str]) -> str:
+        return values.get(m.group(1), m.group(0))
+
+    return PLACEHOLDER_RE.sub(repl, template)
+
+
+def session_params(orga: OrgaConfig, route: Route, *, caller: str, callee: str,
+                   call_id: str) -> SessionParams:
+    """The Orga `params` for one call: the route's overrides over `[orga]`, placeholders filled."""
+    instructions = route.instructions if route.instructions is not None else orga.instructions
+    return SessionParams(
+        model=route.model if route.model is not None else orga.model,
+        voice=route.voice if route.voice is not None else orga.voice,
+        temperature=route.temperature if route.temperature is not None else orga.temperature,
+        instructions=(render_instructions(instructions, caller=caller, callee=callee,
+                                          call_id=call_id) if instructions else None),
+        return_transcription=(route.return_transcription
+                              if route.return_transcription is not None
+                              else orga.return_transcription),
+        history=route.history if route.history is not None else orga.history,
+    )

@@ -43,11 +43,11 @@ from gateway.sip.events import (
     CallFailed,
     CallHandle,
     DialogEnded,
-    EndReason,
     Event,
     InviteReceived,
     ProvisionalReceived,
     ReinviteReceived,
+    SipEndReason,
 )
 from gateway.sip.timers import DEFAULT_TIMERS, TimerSettings
 from gateway.sip.uri import SipUri, parse_uri
@@ -216,7 +216,7 @@ class _Phone:
         self.status: int | None = None
         self.reason: str | None = None
         self.error: str | None = None
-        self.end_reason: EndReason | None = None
+        self.end_reason: SipEndReason | None = None
         self.remote_bye = False
         self.params: MediaParams | None = None
         self.answered = asyncio.Event()
@@ -408,7 +408,7 @@ class _Phone:
         ended_at = self.ended_at if self.ended_at is not None else self.loop.time()
         if self.remote_bye:
             ended_by = "remote"
-        elif self.end_reason in (EndReason.LOCAL_BYE, None):
+        elif self.end_reason in (SipEndReason.LOCAL_BYE, None):
             ended_by = "probe"
         else:
             ended_by = self.end_reason.value

@@ -23,6 +23,7 @@ import os
 from collections import OrderedDict
 
 from gateway.config import Config, TrunkConfig
+from gateway.drain import Draining
 from gateway.logs import RateLimitedLog
 from gateway.metrics import Metrics
 from gateway.security.acl import TrunkMatcher
@@ -32,8 +33,8 @@ from gateway.security.ratelimit import Decision, EdgeLimiter
 from gateway.security.ratelimit import Verdict as RateVerdict
 from gateway.sip.address import Peer
 from gateway.sip.auth import Algorithm, AuthResult, DigestAuthenticator
-from gateway.sip.core import ALLOW, DROP, Verdict
-from gateway.sip.message import Request
+from gateway.sip.core import ALLOW, DROP, SipVerdict
+from gateway.sip.message import SipRequest
 
 log = logging.getLogger("gateway.security")
 
@@ -48,7 +49,7 @@ def _wait(decision: Decision) -> int:
 
 class SecurityScreen:
     def __init__(self, config: Config, metrics: Metrics, *, now: float = 0.0,
-                 secret: bytes | None = None) -> None:
+                 secret: bytes | None = None, draining: Draining | None = None) -> None:
         self._config = config
         self._security = config.security
         self._metrics = metrics
@@ -61,7 +62,7 @@ class SecurityScreen:
         # Sources told to wait (503 Retry-After): until when, and why. Bounded like the buckets.
         self._penalty: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._gated: tuple[str, float, Decision] | None = None  # admit() → screen() handoff
-        self.draining = False
+        self.draining = draining if draining is not None else Draining()
 
     def trunk(self, host: str) -> TrunkConfig | None:
         trunk = self._trunks.get(host, _UNKNOWN)
@@ -96,7 +97,7 @@ class SecurityScreen:
             self._penalize(host, now + _wait(decision), RateVerdict.RATE_SOURCE_REQUEST.value)
         return True
 
-    def screen(self, source: Peer, request: Request, now: float) -> Verdict:
+    def screen(self, source: Peer, request: SipRequest, now: float) -> SipVerdict:
         method = request.method
         host = source.host
         gated, self._gated = self._gated, None
@@ -117,24 +118,24 @@ class SecurityScreen:
                 # An unknown source over the request rate gets no more 403s for a while.
                 return self._refuse(decision.verdict.value, source, method, now, None)
             return self._refuse(first.reason, source, method, now,
-                                Verdict.respond(first.status, stateless=True))
+                                SipVerdict.respond(first.status, stateless=True))
         assert trunk is not None
         new_call = method == "INVITE" and request.to.tag is None
         if decision.accepted and new_call:
             # A busy PBX over its INVITE rate is not muted: its in-dialog requests still pass.
             decision = self._limiter.new_call(host, now)
         if not decision.accepted:
-            answer = None if method == "ACK" else Verdict.respond(
+            answer = None if method == "ACK" else SipVerdict.respond(
                 503, "Rate Limited", [("Retry-After", str(_wait(decision)))], stateless=True)
             return self._refuse(decision.verdict.value, source, method, now, answer)
         if self.draining and method == "OPTIONS" and request.to.tag is None:
-            return Verdict.respond(503, "Draining", [("Retry-After", "60")])
+            return SipVerdict.respond(503, "Draining", [("Retry-After", "60")])
         if new_call and trunk.requires_auth:
             return self._authenticate(trunk, source, request, now)
         return ALLOW
 
-    def _authenticate(self, trunk: TrunkConfig, source: Peer, request: Request,
-                      now: float) -> Verdict:
+    def _authenticate(self, trunk: TrunkConfig, source: Peer, request: SipRequest,
+                      now: float) -> SipVerdict:
         assert trunk.username is not None and trunk.password is not None
         algorithms = [Algorithm(a) for a in trunk.digest_algorithms]
         result = self._auth.verify(
@@ -147,7 +148,7 @@ class SecurityScreen:
             return ALLOW
         challenge = self._auth.challenge(trunk.realm, source.host, now,
                                          stale=result is AuthResult.STALE, algorithms=algorithms)
-        answer = Verdict.respond(401, None, [("WWW-Authenticate", c) for c in challenge])
+        answer = SipVerdict.respond(401, None, [("WWW-Authenticate", c) for c in challenge])
         if result is AuthResult.MISSING:  # the normal first leg of a digest exchange
             self._metrics.security_rejection(result.reason)
             return answer
@@ -174,7 +175,7 @@ class SecurityScreen:
         self._log.log(reason, now, logging.WARNING, "dropped datagram from %s: %s", host, reason)
 
     def _refuse(self, reason: str, source: Peer, method: str, now: float,
-                answer: Verdict | None) -> Verdict:
+                answer: SipVerdict | None) -> SipVerdict:
         self._metrics.security_rejection(reason)
         self._log.log(reason, now, logging.WARNING, "refused %s from %s: %s", method,
                       source.host, reason)

@@ -25,8 +25,8 @@ from gateway.sip.dialog import (
     parse_min_se,
     parse_session_expires,
 )
-from gateway.sip.events import CallHandle, DialogEnded, EndReason, Event, RequestHandle
-from gateway.sip.message import Message, Request, Response, make_response
+from gateway.sip.events import CallHandle, DialogEnded, Event, RequestHandle, SipEndReason
+from gateway.sip.message import Message, SipRequest, SipResponse, make_response
 from gateway.sip.parser import DEFAULT_LIMITS, Limits
 from gateway.sip.timers import DEFAULT_TIMERS, TimerSettings
 from gateway.sip.transaction import (
@@ -58,14 +58,14 @@ class EndpointConfig:
     uas_session_expires: int | None = None
 
 
-class Action(enum.Enum):
+class SipAction(enum.Enum):
     ALLOW = "allow"
     DROP = "drop"
     RESPOND = "respond"
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class SipVerdict:
     """A pre-dispatch decision: pass the request on, drop it silently, or answer it.
 
     `stateless` answers without a server transaction (RFC 3261 §8.2.7): nothing is kept and
@@ -73,7 +73,7 @@ class Verdict:
     transaction living 64·T1 with Timer G retransmissions each.
     """
 
-    action: Action
+    action: SipAction
     status: int = 0
     reason: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
@@ -83,18 +83,18 @@ class Verdict:
     def respond(
         cls, status: int, reason: str | None = None, headers: Iterable[tuple[str, str]] = (),
         *, stateless: bool = False,
-    ) -> Verdict:
-        return cls(Action.RESPOND, status, reason, tuple(headers), stateless)
+    ) -> SipVerdict:
+        return cls(SipAction.RESPOND, status, reason, tuple(headers), stateless)
 
 
-ALLOW = Verdict(Action.ALLOW)
-DROP = Verdict(Action.DROP)
+ALLOW = SipVerdict(SipAction.ALLOW)
+DROP = SipVerdict(SipAction.DROP)
 
 
 class PreDispatch(Protocol):
     """Security seam: screens every new request (not retransmissions) before any event exists."""
 
-    def screen(self, source: Peer, request: Request, now: float) -> Verdict: ...
+    def screen(self, source: Peer, request: SipRequest, now: float) -> SipVerdict: ...
 
 
 class DatagramGate(Protocol):
@@ -118,7 +118,7 @@ class CallState:
 
     handle: CallHandle
     role: Role
-    invite: Request
+    invite: SipRequest
     peer: Peer  # UAS: where the INVITE came from; UAC: the first hop
     dialog: Dialog | None = None
     invite_server: ServerInviteTransaction | None = None
@@ -133,7 +133,7 @@ class CallState:
     cancel_pending: bool = False  # UAC hang_up() before any provisional (§9.1)
     provisional_seen: bool = False
     pending_offer: ServerTransaction | None = None  # re-INVITE/UPDATE waiting for the app
-    ack: Request | None = None  # UAC: our ACK for the 2xx, resent on 2xx retransmissions
+    ack: SipRequest | None = None  # UAC: our ACK for the 2xx, resent on 2xx retransmissions
     session: SessionTimer | None = None
     local_sdp: bytes = b""
     our_offer_pending: bool = False  # our re-INVITE/UPDATE is in progress (for 491)
@@ -204,9 +204,9 @@ class Core:
         self.events.append(event)
 
     def response(
-        self, request: Request, status: int, reason: str | None = None, *,
+        self, request: SipRequest, status: int, reason: str | None = None, *,
         to_tag: str | None = None, headers: Iterable[tuple[str, str]] = (),
-    ) -> Response:
+    ) -> SipResponse:
         """§8.2.6: a response with a To tag (ours, or a fresh one) and a Server header."""
         tag = to_tag
         if tag is None and status != 100 and request.to.tag is None:
@@ -227,7 +227,7 @@ class Core:
             ("Supported", ", ".join(self.config.supported)),
         ]
 
-    def new_server_txn(self, request: Request, peer: Peer) -> ServerTransaction:
+    def new_server_txn(self, request: SipRequest, peer: Peer) -> ServerTransaction:
         txn: ServerTransaction
         if request.method == "INVITE":
             txn = ServerInviteTransaction(request, peer, self.timers, self.send)
@@ -237,7 +237,7 @@ class Core:
         return txn
 
     def respond_new(
-        self, request: Request, peer: Peer, status: int, now: float, reason: str | None = None,
+        self, request: SipRequest, peer: Peer, status: int, now: float, reason: str | None = None,
         headers: Iterable[tuple[str, str]] = (), to_tag: str | None = None,
     ) -> None:
         """Answer a request that has no transaction yet, creating one to absorb retransmits."""
@@ -248,7 +248,7 @@ class Core:
         txn.send_response(response, now)
 
     # --- calls --------------------------------------------------------------------------
-    def end_call(self, call: CallState, reason: EndReason, status: int | None = None) -> None:
+    def end_call(self, call: CallState, reason: SipEndReason, status: int | None = None) -> None:
         """Emit DialogEnded once; internal work (BYE after ACK, ...) may continue."""
         if not call.app_ended:
             call.app_ended = True
@@ -279,7 +279,7 @@ class Core:
 
     # --- RFC 4028 -----------------------------------------------------------------------
     def session_answer(
-        self, request: Request, now: float
+        self, request: SipRequest, now: float
     ) -> tuple[list[tuple[str, str]], SessionTimer | None]:
         """Headers for our 2xx to a (re-)INVITE/UPDATE and the timer they set up (§9)."""
         offered: SessionExpires | None = parse_session_expires(request)
@@ -302,7 +302,7 @@ class Core:
         return headers, timer
 
     def send_via_client(
-        self, call: CallState, request: Request, kind: RequestKind, now: float,
+        self, call: CallState, request: SipRequest, kind: RequestKind, now: float,
         handle: RequestHandle | None = None,
     ) -> None:
         """Send an in-dialog request over a new client transaction."""

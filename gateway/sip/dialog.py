@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from gateway.sip.address import Peer, Transport
 from gateway.sip.errors import ParseError
 from gateway.sip.headers import Headers, NameAddr, parse_header_params, parse_name_addr
-from gateway.sip.message import Request, Response
+from gateway.sip.message import SipRequest, SipResponse
 from gateway.sip.timers import TimerSettings, next_fire
 from gateway.sip.uri import SipUri, Uri
 
@@ -66,7 +66,7 @@ class Dialog:
 
     @classmethod
     def from_invite_as_uas(
-        cls, invite: Request, local_tag: str, peer: Peer, local_contact: str
+        cls, invite: SipRequest, local_tag: str, peer: Peer, local_contact: str
     ) -> Dialog:
         """§12.1.1: route set = Record-Route in order; remote target = the INVITE's Contact."""
         contacts = invite.contacts
@@ -88,7 +88,7 @@ class Dialog:
 
     @classmethod
     def from_response_as_uac(
-        cls, invite: Request, response: Response, peer: Peer, local_contact: str
+        cls, invite: SipRequest, response: SipResponse, peer: Peer, local_contact: str
     ) -> Dialog:
         """§12.1.2: route set = Record-Route reversed; remote target = the response's Contact."""
         contacts = response.contacts
@@ -109,7 +109,7 @@ class Dialog:
             peer_allows=_allow_set(response),
         )
 
-    def update_target(self, message: Request | Response) -> None:
+    def update_target(self, message: SipRequest | SipResponse) -> None:
         """A target refresh (re-INVITE, UPDATE or their 2xx) may change the remote target."""
         contacts = message.contacts
         if contacts and not contacts[0].wildcard:
@@ -117,7 +117,7 @@ class Dialog:
         if "Allow" in message.headers:
             self.peer_allows = _allow_set(message)
 
-    def check_remote_cseq(self, request: Request) -> bool:
+    def check_remote_cseq(self, request: SipRequest) -> bool:
         """§12.2.2: a CSeq lower than the last one is out of order (answer 500)."""
         number = request.cseq.number
         if request.method in ("ACK", "CANCEL"):
@@ -134,7 +134,7 @@ class Dialog:
     def create_request(
         self, method: str, via: str, *, cseq: int | None = None, body: bytes = b"",
         content_type: str | None = None, extra: list[tuple[str, str]] | None = None,
-    ) -> Request:
+    ) -> SipRequest:
         """§12.2.1.1: build an in-dialog request; ACK and CANCEL pass their own CSeq."""
         number = cseq if cseq is not None else self.next_cseq()
         uri, routes = self._request_uri_and_routes()
@@ -154,7 +154,7 @@ class Dialog:
             headers.add(name, value)
         if body and content_type:
             headers.add("Content-Type", content_type)
-        return Request(headers=headers, body=body, method=method, uri=uri)
+        return SipRequest(headers=headers, body=body, method=method, uri=uri)
 
     def _request_uri_and_routes(self) -> tuple[Uri, list[str]]:
         if not self.route_set:
@@ -188,18 +188,18 @@ def _strip_tag(addr: NameAddr) -> NameAddr:
     return addr.with_params(tuple(p for p in addr.params if p[0].lower() != "tag"))
 
 
-def _from_uri(request: Request) -> Uri:
+def _from_uri(request: SipRequest) -> Uri:
     return request.from_.uri
 
 
-def _allow_set(message: Request | Response) -> frozenset[str]:
+def _allow_set(message: SipRequest | SipResponse) -> frozenset[str]:
     return frozenset(v.strip().upper() for v in message.headers.get_all("Allow"))
 
 
 class TwoXXRetransmitter:
     """§13.3.1.4: resend the 2xx at T1, 2·T1, ... capped at T2, until ACK or 64·T1."""
 
-    def __init__(self, response: Response, timers: TimerSettings, now: float) -> None:
+    def __init__(self, response: SipResponse, timers: TimerSettings, now: float) -> None:
         self.response = response
         self._timers = timers
         self._interval = timers.T1
@@ -236,7 +236,7 @@ class SessionExpires:
     refresher: Refresher | None
 
 
-def parse_session_expires(message: Request | Response) -> SessionExpires | None:
+def parse_session_expires(message: SipRequest | SipResponse) -> SessionExpires | None:
     value = message.headers.get("Session-Expires")
     if value is None:
         return None
@@ -252,7 +252,7 @@ def parse_session_expires(message: Request | Response) -> SessionExpires | None:
     return SessionExpires(int(delta), refresher)
 
 
-def parse_min_se(message: Request | Response) -> int | None:
+def parse_min_se(message: SipRequest | SipResponse) -> int | None:
     value = message.headers.get("Min-SE")
     if value is None:
         return None

@@ -26,18 +26,18 @@ from gateway.sip.address import Addr, Outgoing, Peer, Transport
 from gateway.sip.core import (
     ALLOW,
     DROP,
-    Action,
     CallState,
     Core,
     DatagramGate,
     EndpointConfig,
     PreDispatch,
     Role,
-    Verdict,
+    SipAction,
+    SipVerdict,
 )
 from gateway.sip.errors import ParseError, UsageError
 from gateway.sip.events import CallHandle, Event, RequestHandle
-from gateway.sip.message import Request, Response
+from gateway.sip.message import SipRequest, SipResponse
 from gateway.sip.parser import StreamParser, parse_message
 from gateway.sip.routing import clean_reason, response_peer, salvage_bad_request
 from gateway.sip.transaction import server_key
@@ -48,8 +48,16 @@ from gateway.sip.uri import Uri
 log = logging.getLogger(__name__)
 
 # The configuration and the pre-dispatch seam are part of this module's public face.
-__all__ = ["ALLOW", "DROP", "Action", "DatagramGate", "EndpointConfig", "PreDispatch",
-           "SipEndpoint", "Verdict"]
+__all__ = [
+    "ALLOW",
+    "DROP",
+    "DatagramGate",
+    "EndpointConfig",
+    "PreDispatch",
+    "SipAction",
+    "SipEndpoint",
+    "SipVerdict",
+]
 
 
 class SipEndpoint:
@@ -119,22 +127,22 @@ class SipEndpoint:
         parser = self._streams.get(conn_id)
         return parser is not None and parser.in_message
 
-    def _dispatch(self, message: Request | Response, source: Peer, now: float) -> None:
+    def _dispatch(self, message: SipRequest | SipResponse, source: Peer, now: float) -> None:
         try:
-            if isinstance(message, Request):
+            if isinstance(message, SipRequest):
                 self._uas.receive_request(message, source, now)
             else:
                 self._uac.receive_response(message, now)
         except ParseError as exc:
             # A header the parser left for later (Require, Session-Expires, Contact ...) is bad.
             log.debug("bad %r from %s: %s", message, source, exc.reason)
-            if isinstance(message, Request) and message.method != "ACK":
+            if isinstance(message, SipRequest) and message.method != "ACK":
                 self._answer_bad(message, source, exc, now)
         except Exception:
             # A bug of ours met an input we did not foresee: keep serving every other call.
             log.exception("SIP core failed on %r from %s", message, source)
 
-    def _answer_bad(self, request: Request, source: Peer, exc: ParseError, now: float) -> None:
+    def _answer_bad(self, request: SipRequest, source: Peer, exc: ParseError, now: float) -> None:
         core = self._core
         try:
             key_txn = core.server_txns.get(server_key(request))
@@ -307,7 +315,7 @@ class SipEndpoint:
         return self._uac.send_options(target, now, from_uri=from_uri, peer=peer)
 
     # --- introspection ---------------------------------------------------------------------------
-    def call_request(self, call: CallHandle) -> Request:
+    def call_request(self, call: CallHandle) -> SipRequest:
         """The INVITE that created the call (ours or theirs)."""
         return self._call(call).invite
 

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import NewType
 
 from gateway.sip.address import Peer
-from gateway.sip.message import Request, Response
+from gateway.sip.message import SipRequest, SipResponse
 
 CallHandle = NewType("CallHandle", int)
 RequestHandle = NewType("RequestHandle", int)
 
 
-class EndReason(enum.Enum):
+class SipEndReason(enum.Enum):
     REMOTE_BYE = "remote-bye"  # the peer sent BYE
     LOCAL_BYE = "local-bye"  # hang_up() on an established call
     CANCELLED = "cancelled"  # the caller sent CANCEL before the answer (we sent 487)
@@ -35,7 +35,7 @@ class InviteReceived:
     """A new incoming call. Answer with ring()/answer()/reject(); hang_up() also works."""
 
     call: CallHandle
-    request: Request
+    request: SipRequest
     source: Peer
     sdp: bytes | None
 
@@ -60,7 +60,7 @@ class ByeReceived:
     """The peer hung up; 200 was sent. DialogEnded follows."""
 
     call: CallHandle
-    request: Request
+    request: SipRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +74,7 @@ class ReinviteReceived:
     call: CallHandle
     method: str
     sdp: bytes | None
-    request: Request
+    request: SipRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +84,7 @@ class InfoReceived:
     call: CallHandle
     content_type: str | None
     body: bytes
-    request: Request
+    request: SipRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,7 @@ class DialogEnded:
     """The call is over; no further events for this handle."""
 
     call: CallHandle
-    reason: EndReason
+    reason: SipEndReason
     status: int | None = None  # the final SIP status where one applies (487, 408, 603, ...)
 
 
@@ -111,7 +111,7 @@ class CallAnswered:
     """UAC: the 2xx to our INVITE (the core has sent the ACK)."""
 
     call: CallHandle
-    response: Response
+    response: SipResponse
     sdp: bytes | None
 
 
@@ -132,7 +132,7 @@ class RequestCompleted:
     call: CallHandle | None
     method: str
     status: int
-    response: Response | None
+    response: SipResponse | None
 
 
 Event = (

@@ -107,7 +107,7 @@ class _Message:
 
 
 @dataclass(slots=True, eq=False)
-class Request(_Message):
+class SipRequest(_Message):
     method: str = ""
     uri: Uri | None = None
 
@@ -115,11 +115,11 @@ class Request(_Message):
         return [f"{self.method} {self.uri} {SIP_VERSION}"]
 
     def __repr__(self) -> str:
-        return f"<Request {self.method} {self.uri} call-id={self.call_id!r}>"
+        return f"<SipRequest {self.method} {self.uri} call-id={self.call_id!r}>"
 
 
 @dataclass(slots=True, eq=False)
-class Response(_Message):
+class SipResponse(_Message):
     status: int = 0
     reason: str = ""
 
@@ -127,19 +127,19 @@ class Response(_Message):
         return [f"{SIP_VERSION} {self.status} {self.reason}"]
 
     def __repr__(self) -> str:
-        return f"<Response {self.status} {self.reason} call-id={self.call_id!r}>"
+        return f"<SipResponse {self.status} {self.reason} call-id={self.call_id!r}>"
 
 
-Message = Request | Response
+Message = SipRequest | SipResponse
 
 
-def make_request(method: str, uri: Uri, headers: Headers, body: bytes = b"") -> Request:
-    return Request(headers=headers, body=body, method=method, uri=uri)
+def make_request(method: str, uri: Uri, headers: Headers, body: bytes = b"") -> SipRequest:
+    return SipRequest(headers=headers, body=body, method=method, uri=uri)
 
 
 def make_response(
-    request: Request, status: int, reason: str | None = None, *, to_tag: str | None = None
-) -> Response:
+    request: SipRequest, status: int, reason: str | None = None, *, to_tag: str | None = None
+) -> SipResponse:
     """Build a response per RFC 3261 §8.2.6.2: copy Via, From, Call-ID, CSeq, To (+tag)."""
     headers = Headers()
     for value in request.headers.fields("Via"):
@@ -152,4 +152,4 @@ def make_response(
         to = request.to
         if to.tag is None:
             headers.set("To", str(to.with_params((*to.params, ("tag", to_tag)))))
-    return Response(headers=headers, status=status, reason=reason or reason_phrase(status))
+    return SipResponse(headers=headers, status=status, reason=reason or reason_phrase(status))

@@ -1,11 +1,12 @@
 """Parsing SIP messages from datagrams and from TCP byte streams (RFC 3261 §7, §18.3, §20, §25).
 
-`parse_message` takes one complete message (a UDP datagram) and returns a `Request` or
-`Response`, or raises `ParseError` naming what was wrong and the status it deserves. `StreamParser`
-frames a TCP stream by Content-Length (mandatory on streams, §18.3): it accepts partial reads and
-pipelined messages, skips the CRLF keep-alives of RFC 5626, and raises `FramingError` (a
-`ParseError` carrying the messages completed before the break) when the framing is broken, after
-which the connection must be closed. How the bytes arrive never changes what is parsed.
+`parse_message` takes one complete message (a UDP datagram) and returns a `SipRequest` or
+`SipResponse`, or raises `ParseError` naming what was wrong and the status it deserves.
+`StreamParser` frames a TCP stream by Content-Length (mandatory on streams, §18.3): it accepts
+partial reads and pipelined messages, skips the CRLF keep-alives of RFC 5626, and raises
+`FramingError` (a `ParseError` carrying the messages completed before the break) when the framing is
+broken, after which the connection must be closed. How the bytes arrive never changes what is
+parsed.
 
 We are liberal where RFC 3261 and RFC 4475 §3.1.1 allow it: folded lines, compact names, any
 LWS around colons, slashes and CSeq parts, leading zeros, a case-insensitive `SIP/2.0`, leading
@@ -31,7 +32,7 @@ from gateway.sip.headers import (
     parse_name_addr,
     parse_via,
 )
-from gateway.sip.message import Message, Request, Response
+from gateway.sip.message import Message, SipRequest, SipResponse
 from gateway.sip.uri import SipUri, parse_uri
 
 
@@ -128,7 +129,7 @@ def _parse_start_line(line: str) -> Message:
         status = int(match.group(2))
         if not 100 <= status <= 699:
             raise ParseError(f"status code {status} out of range")
-        return Response(status=status, reason=match.group(3) or "")
+        return SipResponse(status=status, reason=match.group(3) or "")
     match = _REQUEST_LINE.match(line)
     if not match:
         raise ParseError(f"bad request line {line[:80]!r}")
@@ -143,7 +144,7 @@ def _parse_start_line(line: str) -> Message:
     if isinstance(uri, SipUri) and uri.headers:
         # §19.1.1 table 1: headers are not allowed in a Request-URI (RFC 4475 §3.1.2.11).
         raise ParseError("Request-URI must not carry URI headers")
-    return Request(method=method, uri=uri)
+    return SipRequest(method=method, uri=uri)
 
 
 def _parse_headers(lines: list[str], limits: Limits, controls: bool) -> Headers:
@@ -219,7 +220,7 @@ def _validate(message: Message, limits: Limits) -> None:
         if parse_name_addr(headers.get(name) or "").wildcard:
             raise ParseError(f"'*' is not an address in {name}")
     cseq = parse_cseq(headers.get("CSeq") or "")
-    if isinstance(message, Request):
+    if isinstance(message, SipRequest):
         if cseq.method != message.method:
             raise ParseError(f"CSeq method {cseq.method} does not match {message.method}")
         max_forwards = headers.get("Max-Forwards")

@@ -16,12 +16,12 @@ import re
 from gateway.sip.address import Peer
 from gateway.sip.errors import ParseError
 from gateway.sip.headers import Headers, Via, canonical_name, parse_via, split_quoted
-from gateway.sip.message import Request, Response, reason_phrase
+from gateway.sip.message import SipRequest, SipResponse, reason_phrase
 
 _STRIP = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def stamp_received(request: Request, source: Peer) -> None:
+def stamp_received(request: SipRequest, source: Peer) -> None:
     """§18.2.1 + RFC 3581 §4: record the source address in the top Via."""
     fields = request.headers.fields("Via")
     if not fields:
@@ -69,7 +69,7 @@ def clean_reason(text: str) -> str:
     return _STRIP.sub("", text).replace('"', "'")[:100]
 
 
-def salvage_bad_request(data: bytes, error: ParseError) -> Response | None:
+def salvage_bad_request(data: bytes, error: ParseError) -> SipResponse | None:
     """Build a 4xx/5xx for a request the parser rejected, or None when it cannot be addressed."""
     try:
         text = data.decode("utf-8", errors="replace")
@@ -102,4 +102,4 @@ def salvage_bad_request(data: bytes, error: ParseError) -> Response | None:
     reason = clean_reason(error.reason)
     headers.add("Warning", f'399 - "{reason}"')
     phrase = reason_phrase(status) if status != 400 else f"Bad Request ({reason})"
-    return Response(headers=headers, status=status, reason=phrase)
+    return SipResponse(headers=headers, status=status, reason=phrase)

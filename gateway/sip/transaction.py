@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from gateway.sip.address import Peer
 from gateway.sip.headers import Headers
-from gateway.sip.message import Message, Request, Response
+from gateway.sip.message import Message, SipRequest, SipResponse
 from gateway.sip.timers import TimerSettings, next_fire
 
 MAGIC_COOKIE = "z9hG4bK"
@@ -31,7 +31,7 @@ SendFn = Callable[[Message, Peer], None]
 TransactionKey = tuple[str, ...]
 
 
-def server_key(request: Request, *, method: str | None = None) -> TransactionKey:
+def server_key(request: SipRequest, *, method: str | None = None) -> TransactionKey:
     """§17.2.3 key of the server transaction a request belongs to.
 
     ACK is matched to the INVITE it acknowledges; pass `method="INVITE"` to find the INVITE a
@@ -73,13 +73,13 @@ class ServerInviteTransaction:
     """§17.2.1 with RFC 6026: the INVITE server transaction."""
 
     def __init__(
-        self, request: Request, peer: Peer, timers: TimerSettings, send: SendFn
+        self, request: SipRequest, peer: Peer, timers: TimerSettings, send: SendFn
     ) -> None:
         self.key = server_key(request)
         self.request = request
         self.peer = peer
         self.state = ServerInviteState.PROCEEDING
-        self.last_response: Response | None = None
+        self.last_response: SipResponse | None = None
         self.ack_timed_out = False  # Timer H fired: the peer never ACKed our non-2xx
         self._timers = timers
         self._send = send
@@ -96,7 +96,7 @@ class ServerInviteTransaction:
     def final_sent(self) -> bool:
         return self.state is not ServerInviteState.PROCEEDING
 
-    def receive_request(self, request: Request, now: float) -> bool:
+    def receive_request(self, request: SipRequest, now: float) -> bool:
         """A retransmitted INVITE, or an ACK. True when the ACK belonged to this transaction
         (it acknowledged our non-2xx); False sends an ACK on to the dialog (the 2xx case)."""
         if request.method == "ACK":
@@ -112,7 +112,7 @@ class ServerInviteTransaction:
         # Accepted/Confirmed: absorbed (RFC 6026 §7.1); the TU retransmits its own 2xx.
         return False
 
-    def send_response(self, response: Response, now: float) -> None:
+    def send_response(self, response: SipResponse, now: float) -> None:
         if self.state is not ServerInviteState.PROCEEDING:
             return  # a final response was already sent; anything later is a TU bug we ignore
         self.last_response = response
@@ -158,13 +158,13 @@ class ServerNonInviteTransaction:
     """§17.2.2: absorbs retransmissions, repeats the last response, Timer J."""
 
     def __init__(
-        self, request: Request, peer: Peer, timers: TimerSettings, send: SendFn
+        self, request: SipRequest, peer: Peer, timers: TimerSettings, send: SendFn
     ) -> None:
         self.key = server_key(request)
         self.request = request
         self.peer = peer
         self.state = ServerNonInviteState.TRYING
-        self.last_response: Response | None = None
+        self.last_response: SipResponse | None = None
         self._timers = timers
         self._send = send
         self._reliable = peer.transport.reliable
@@ -178,12 +178,12 @@ class ServerNonInviteTransaction:
     def final_sent(self) -> bool:
         return self.state in (ServerNonInviteState.COMPLETED, ServerNonInviteState.TERMINATED)
 
-    def receive_request(self, request: Request, now: float) -> bool:
+    def receive_request(self, request: SipRequest, now: float) -> bool:
         if self.state is not ServerNonInviteState.TRYING and self.last_response is not None:
             self._send(self.last_response, self.peer)
         return False
 
-    def send_response(self, response: Response, now: float) -> None:
+    def send_response(self, response: SipResponse, now: float) -> None:
         if self.final_sent:
             return
         self.last_response = response
@@ -219,7 +219,7 @@ class ClientInviteTransaction:
     """§17.1.1 with RFC 6026 §7.2: sends the INVITE, ACKs non-2xx, passes every 2xx up."""
 
     def __init__(
-        self, request: Request, peer: Peer, timers: TimerSettings, send: SendFn, now: float
+        self, request: SipRequest, peer: Peer, timers: TimerSettings, send: SendFn, now: float
     ) -> None:
         self.key = client_key(request)
         self.request = request
@@ -232,14 +232,14 @@ class ClientInviteTransaction:
         self._a_interval = timers.T1
         self._a_at: float | None = None if self._reliable else now + self._a_interval
         self._end_at: float | None = now + timers.timeout  # Timer B, then D or M
-        self._ack: Request | None = None
+        self._ack: SipRequest | None = None
         send(request, peer)
 
     @property
     def terminated(self) -> bool:
         return self.state is ClientState.TERMINATED
 
-    def receive_response(self, response: Response, now: float) -> Response | None:
+    def receive_response(self, response: SipResponse, now: float) -> SipResponse | None:
         """Returns the response when the TU must see it, None when it was absorbed."""
         if self.state in (ClientState.CALLING, ClientState.PROCEEDING):
             self._a_at = None
@@ -273,7 +273,7 @@ class ClientInviteTransaction:
             guard = now + self._timers.timeout
             self._end_at = guard if self._end_at is None else min(self._end_at, guard)
 
-    def _build_ack(self, response: Response) -> Request:
+    def _build_ack(self, response: SipResponse) -> SipRequest:
         """§17.1.1.3: the ACK for a non-2xx belongs to this transaction (same branch)."""
         invite = self.request
         headers = Headers()
@@ -285,7 +285,7 @@ class ClientInviteTransaction:
         headers.add("To", response.headers.get("To") or "")
         headers.add("Call-ID", invite.call_id)
         headers.add("CSeq", f"{invite.cseq.number} ACK")
-        return Request(headers=headers, method="ACK", uri=invite.uri)
+        return SipRequest(headers=headers, method="ACK", uri=invite.uri)
 
     def next_deadline(self) -> float | None:
         if self._a_at is not None and self._end_at is not None:
@@ -310,7 +310,7 @@ class ClientNonInviteTransaction:
     """§17.1.2: Timer E retransmits (T1 doubling to T2), F times out, K absorbs."""
 
     def __init__(
-        self, request: Request, peer: Peer, timers: TimerSettings, send: SendFn, now: float
+        self, request: SipRequest, peer: Peer, timers: TimerSettings, send: SendFn, now: float
     ) -> None:
         self.key = client_key(request)
         self.request = request
@@ -329,7 +329,7 @@ class ClientNonInviteTransaction:
     def terminated(self) -> bool:
         return self.state is ClientState.TERMINATED
 
-    def receive_response(self, response: Response, now: float) -> Response | None:
+    def receive_response(self, response: SipResponse, now: float) -> SipResponse | None:
         if self.state not in (ClientState.TRYING, ClientState.PROCEEDING):
             return None  # Completed: retransmitted finals are absorbed
         if response.status < 200:

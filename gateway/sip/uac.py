@@ -25,13 +25,13 @@ from gateway.sip.events import (
     CallAnswered,
     CallFailed,
     CallHandle,
-    EndReason,
     ProvisionalReceived,
     RequestCompleted,
     RequestHandle,
+    SipEndReason,
 )
 from gateway.sip.headers import Headers, parse_name_addr
-from gateway.sip.message import Request, Response
+from gateway.sip.message import SipRequest, SipResponse
 from gateway.sip.transaction import (
     ClientInviteTransaction,
     ClientNonInviteTransaction,
@@ -93,7 +93,7 @@ class Uac:
     def _new_request(
         self, method: str, uri: Uri, hop: Peer, from_uri: str, to_uri: str | None,
         call_id: str, cseq: int, headers: Iterable[tuple[str, str]],
-    ) -> Request:
+    ) -> SipRequest:
         """§8.1.1: the headers every out-of-dialog request carries."""
         core = self.core
         from_addr = parse_name_addr(from_uri)
@@ -108,7 +108,7 @@ class Uac:
         h.add("User-Agent", core.config.user_agent)
         for name, value in headers:
             h.add(name, value)
-        return Request(headers=h, method=method, uri=uri)
+        return SipRequest(headers=h, method=method, uri=uri)
 
     def send_request(
         self, call: CallState, method: str, now: float, *, body: bytes,
@@ -147,14 +147,14 @@ class Uac:
         if call.answered:
             if not call.app_ended:
                 core.send_bye(call, now)
-            core.end_call(call, EndReason.LOCAL_BYE)
+            core.end_call(call, SipEndReason.LOCAL_BYE)
             return
         # Not answered yet: CANCEL, but only once a provisional arrived (§9.1).
         if call.provisional_seen:
             self._send_cancel(call, now)
         else:
             call.cancel_pending = True
-        core.end_call(call, EndReason.CANCELLED, 487)
+        core.end_call(call, SipEndReason.CANCELLED, 487)
 
     def _send_cancel(self, call: CallState, now: float) -> None:
         core = self.core
@@ -168,7 +168,7 @@ class Uac:
         for name in ("From", "To", "Call-ID"):
             h.add(name, invite.headers.get(name) or "")
         h.add("CSeq", f"{invite.cseq.number} CANCEL")
-        cancel = Request(headers=h, method="CANCEL", uri=invite.uri)
+        cancel = SipRequest(headers=h, method="CANCEL", uri=invite.uri)
         txn = ClientNonInviteTransaction(cancel, call.peer, core.timers, core.send, now)
         core.client_txns[txn.key] = txn
         core.client_ctx[txn.key] = ClientContext(RequestKind.CANCEL, call.handle)
@@ -177,7 +177,7 @@ class Uac:
             invite_txn.cancel_sent(now)
 
     # --- responses -------------------------------------------------------------------------
-    def receive_response(self, response: Response, now: float) -> None:
+    def receive_response(self, response: SipResponse, now: float) -> None:
         core = self.core
         key = client_key(response)
         txn = core.client_txns.get(key)
@@ -198,7 +198,7 @@ class Uac:
             core.maybe_forget(call)
 
     def _invite_response(
-        self, call: CallState, txn: ClientTransaction, response: Response, now: float
+        self, call: CallState, txn: ClientTransaction, response: SipResponse, now: float
     ) -> None:
         core = self.core
         status = response.status
@@ -223,7 +223,7 @@ class Uac:
             if not call.app_ended:
                 core.emit(CallFailed(call.handle, status, response.reason))
             call.cancel_pending = False
-            core.end_call(call, EndReason.FAILED, status)
+            core.end_call(call, SipEndReason.FAILED, status)
             core.maybe_forget(call)
             return
         # 2xx: the first one confirms the dialog; retransmissions get our ACK again (§13.2.2.4).
@@ -257,7 +257,7 @@ class Uac:
             return
         core.emit(CallAnswered(call.handle, response, response.body or None))
 
-    def _end_forked_answer(self, call: CallState, response: Response, now: float) -> None:
+    def _end_forked_answer(self, call: CallState, response: SipResponse, now: float) -> None:
         """§13.2.2.4: a second 2xx from another fork gets its ACK, then a BYE (one call only)."""
         core = self.core
         fork = Dialog.from_response_as_uac(
@@ -272,7 +272,7 @@ class Uac:
         core.client_txns[txn.key] = txn
         core.client_ctx[txn.key] = ClientContext(RequestKind.BYE, None)
 
-    def _retry_with_min_se(self, call: CallState, response: Response, now: float) -> bool:
+    def _retry_with_min_se(self, call: CallState, response: SipResponse, now: float) -> bool:
         """RFC 4028 §7.4: after 422, send the INVITE again with the peer's Min-SE (once)."""
         core = self.core
         min_se = parse_min_se(response)
@@ -285,7 +285,7 @@ class Uac:
         headers.set("CSeq", f"{old.cseq.number + 1} INVITE")
         headers.set("Session-Expires", str(min_se))
         headers.set("Min-SE", str(min_se))
-        request = Request(headers=headers, body=old.body, method="INVITE", uri=old.uri)
+        request = SipRequest(headers=headers, body=old.body, method="INVITE", uri=old.uri)
         txn = ClientInviteTransaction(request, call.peer, core.timers, core.send, now)
         core.client_txns[txn.key] = txn
         core.client_ctx[txn.key] = ClientContext(RequestKind.INVITE, call.handle)
@@ -293,7 +293,7 @@ class Uac:
         call.invite_client_key = txn.key
         return True
 
-    def _session_from_response(self, call: CallState, response: Response, now: float) -> None:
+    def _session_from_response(self, call: CallState, response: SipResponse, now: float) -> None:
         """RFC 4028 §7.2: the 2xx names the refresher from our (the UAC's) point of view."""
         offered = parse_session_expires(response)
         if offered is None:
@@ -307,7 +307,7 @@ class Uac:
 
     def _request_response(
         self, ctx: ClientContext, call: CallState | None, txn: ClientTransaction,
-        response: Response, now: float,
+        response: SipResponse, now: float,
     ) -> None:
         core = self.core
         status = response.status
@@ -329,14 +329,14 @@ class Uac:
         if ctx.kind is RequestKind.REFRESH:
             if status >= 300 and status != 491 and call is not None:
                 core.send_bye(call, now)
-                core.end_call(call, EndReason.SESSION_EXPIRED, status)
+                core.end_call(call, SipEndReason.SESSION_EXPIRED, status)
             return
         if ctx.handle is not None:
             core.emit(RequestCompleted(ctx.handle, ctx.call, method, status, response))
         if call is not None and status in (408, 481) and call.dialog is not None:
             if status == 408 and not call.app_ended:
                 core.send_bye(call, now)  # §12.2.1.2; after a 481 there is nobody to tell
-            core.end_call(call, EndReason.REMOTE_ERROR, status)
+            core.end_call(call, SipEndReason.REMOTE_ERROR, status)
 
     def on_timeout(self, key: tuple[str, ...], now: float) -> None:
         """Timer B or F fired: the same as a 408 from the peer (§8.1.3.1)."""
@@ -352,15 +352,15 @@ class Uac:
             if not call.app_ended:
                 core.emit(CallFailed(call.handle, 408, "Request Timeout"))
             call.cancel_pending = False
-            core.end_call(call, EndReason.TIMEOUT, 408)
+            core.end_call(call, SipEndReason.TIMEOUT, 408)
         elif ctx.kind is RequestKind.REFRESH and call is not None:
             core.send_bye(call, now)
-            core.end_call(call, EndReason.SESSION_EXPIRED, 408)
+            core.end_call(call, SipEndReason.SESSION_EXPIRED, 408)
         elif ctx.kind is RequestKind.APP and ctx.handle is not None:
             core.emit(RequestCompleted(ctx.handle, ctx.call, txn.request.method, 408, None))
             if call is not None and call.dialog is not None and not call.app_ended:
                 core.send_bye(call, now)  # §12.2.1.2: a timed-out dialog is ended
-                core.end_call(call, EndReason.REMOTE_ERROR, 408)
+                core.end_call(call, SipEndReason.REMOTE_ERROR, 408)
         elif call is not None:
             core.maybe_forget(call)
 
@@ -382,7 +382,7 @@ class Uac:
         if not session.we_refresh:
             call.session = None
             core.send_bye(call, now)
-            core.end_call(call, EndReason.SESSION_EXPIRED)
+            core.end_call(call, SipEndReason.SESSION_EXPIRED)
             return
         if call.our_offer_pending or call.pending_offer is not None:
             session.deadline = now + core.timers.T1 * 4  # an offer is in flight: try shortly

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gateway.sip.address import Peer
-from gateway.sip.core import Action, CallState, Core, Role
+from gateway.sip.core import CallState, Core, Role, SipAction
 from gateway.sip.dialog import (
     Dialog,
     DialogState,
@@ -25,13 +25,13 @@ from gateway.sip.events import (
     ByeReceived,
     CallCancelled,
     CallHandle,
-    EndReason,
     InfoReceived,
     InviteReceived,
     ReinviteReceived,
+    SipEndReason,
 )
 from gateway.sip.headers import parse_option_tags
-from gateway.sip.message import Request
+from gateway.sip.message import SipRequest
 from gateway.sip.routing import response_peer, stamp_received
 from gateway.sip.transaction import (
     ServerInviteState,
@@ -46,7 +46,7 @@ class Uas:
         self.core = core
 
     # --- incoming requests -------------------------------------------------------------
-    def receive_request(self, request: Request, source: Peer, now: float) -> None:
+    def receive_request(self, request: SipRequest, source: Peer, now: float) -> None:
         core = self.core
         stamp_received(request, source)
         reply = response_peer(request.top_via, source)
@@ -60,9 +60,9 @@ class Uas:
                 return  # the ACK for our non-2xx final response
         if core.pre_dispatch is not None:
             verdict = core.pre_dispatch.screen(source, request, now)
-            if verdict.action is Action.DROP:
+            if verdict.action is SipAction.DROP:
                 return
-            if verdict.action is Action.RESPOND:
+            if verdict.action is SipAction.RESPOND:
                 if verdict.stateless:
                     if request.method != "ACK":
                         core.send(core.response(request, verdict.status, verdict.reason,
@@ -94,7 +94,7 @@ class Uas:
         elif request.method != "ACK":
             core.respond_new(request, reply, 481, now)  # BYE/INFO/UPDATE outside a dialog
 
-    def _on_invite(self, request: Request, source: Peer, reply: Peer, now: float) -> None:
+    def _on_invite(self, request: SipRequest, source: Peer, reply: Peer, now: float) -> None:
         core = self.core
         merge_key = (request.call_id, request.from_.tag or "", request.cseq.number)
         earlier = core.calls.get(core.merged.get(merge_key, CallHandle(0)))
@@ -120,14 +120,14 @@ class Uas:
         core.merged[merge_key] = handle
         core.emit(InviteReceived(handle, request, source, _sdp(request)))
 
-    def _session_too_small(self, request: Request) -> list[tuple[str, str]] | None:
+    def _session_too_small(self, request: SipRequest) -> list[tuple[str, str]] | None:
         """RFC 4028 §8.1: an interval below our Min-SE is refused with 422 and our Min-SE."""
         offered = parse_session_expires(request)
         if offered is not None and offered.interval < self.core.config.min_se:
             return [("Min-SE", str(self.core.config.min_se))]
         return None
 
-    def _on_cancel(self, request: Request, reply: Peer, now: float) -> None:
+    def _on_cancel(self, request: SipRequest, reply: Peer, now: float) -> None:
         """§9.2: 200 for the CANCEL, then 487 for the INVITE if it is still pending."""
         core = self.core
         invite_txn = core.server_txns.get(server_key(request, method="INVITE"))
@@ -146,11 +146,11 @@ class Uas:
         if call.invite_server is invite_txn:
             if not call.app_ended:
                 core.emit(CallCancelled(call.handle))
-            core.end_call(call, EndReason.CANCELLED, 487)
+            core.end_call(call, SipEndReason.CANCELLED, 487)
         elif call.pending_offer is invite_txn:
             call.pending_offer = None  # a cancelled re-INVITE: the session stays as it was
 
-    def _in_dialog(self, request: Request, source: Peer, reply: Peer, now: float) -> None:
+    def _in_dialog(self, request: SipRequest, source: Peer, reply: Peer, now: float) -> None:
         core = self.core
         key = (request.call_id, request.to.tag or "", request.from_.tag or "")
         handle = core.dialogs.get(key)
@@ -183,7 +183,7 @@ class Uas:
             call.bye_pending = False
             if not call.app_ended:
                 core.emit(ByeReceived(call.handle, request))
-            core.end_call(call, EndReason.REMOTE_BYE)
+            core.end_call(call, SipEndReason.REMOTE_BYE)
         elif request.method in ("INVITE", "UPDATE"):
             self._on_offer(call, request, reply, now)
         elif request.method == "INFO":
@@ -195,7 +195,7 @@ class Uas:
         else:
             core.respond_new(request, reply, 405, now, headers=[("Allow", _allow(core))])
 
-    def _on_offer(self, call: CallState, request: Request, reply: Peer, now: float) -> None:
+    def _on_offer(self, call: CallState, request: SipRequest, reply: Peer, now: float) -> None:
         """re-INVITE or UPDATE (§14.2, RFC 3311 §5.2): an offer the app answers, or a refresh."""
         core = self.core
         assert call.dialog is not None
@@ -229,7 +229,7 @@ class Uas:
             return
         core.emit(ReinviteReceived(call.handle, request.method, _sdp(request), request))
 
-    def _on_ack(self, call: CallState, request: Request, now: float) -> None:
+    def _on_ack(self, call: CallState, request: SipRequest, now: float) -> None:
         retransmitter = call.retransmitter
         if retransmitter is None or retransmitter.next_at is None:
             return  # a duplicate ACK
@@ -271,7 +271,7 @@ class Uas:
         call.dialog.state = DialogState.CONFIRMED
 
     def _answer(
-        self, call: CallState, request: Request, txn: ServerTransaction, sdp: bytes | None,
+        self, call: CallState, request: SipRequest, txn: ServerTransaction, sdp: bytes | None,
         now: float,
         headers: Iterable[tuple[str, str]] = (),
     ) -> None:
@@ -311,7 +311,7 @@ class Uas:
             self.core.response(txn.request, status, reason, to_tag=call.dialog.local_tag,
                                headers=headers), now,
         )
-        self.core.end_call(call, EndReason.REJECTED, status)
+        self.core.end_call(call, SipEndReason.REJECTED, status)
 
     def answer_offer(
         self, call: CallState, sdp: bytes | None, now: float, headers: Iterable[tuple[str, str]]
@@ -350,7 +350,7 @@ class Uas:
             call.bye_pending = True  # §15: no BYE before the ACK (or its timeout)
         else:
             core.send_bye(call, now)
-        core.end_call(call, EndReason.LOCAL_BYE)
+        core.end_call(call, SipEndReason.LOCAL_BYE)
 
     # --- timers ---------------------------------------------------------------------------
     def retransmit_2xx(self, call: CallState, now: float) -> None:
@@ -364,7 +364,7 @@ class Uas:
             call.bye_pending = False
             if call.dialog is not None and call.dialog.key in self.core.dialogs:
                 self.core.send_bye(call, now)
-            self.core.end_call(call, EndReason.ACK_TIMEOUT)
+            self.core.end_call(call, SipEndReason.ACK_TIMEOUT)
             return
         if retransmitter.due(now):
             self.core.send(retransmitter.response, call.retransmit_peer or call.peer)
@@ -379,7 +379,7 @@ class Uas:
         return txn
 
 
-def _sdp(request: Request) -> bytes | None:
+def _sdp(request: SipRequest) -> bytes | None:
     if request.body and (request.content_type in (None, "application/sdp")):
         return request.body
     return None

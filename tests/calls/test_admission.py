@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -23,37 +22,13 @@ from gateway.orga.errors import (
     ValidationIssue,
 )
 from gateway.orga.settings import OrgaClientSettings, PeerSettings
-from gateway.outcomes import Outcome, classify_setup_error
+from gateway.outcomes import Outcome, classify
 from gateway.sdp import NoCommonCodec, UnusableOffer
 from gateway.sip.address import Peer
 from gateway.sip.events import CallHandle, InviteReceived
-from gateway.sip.message import Request
+from gateway.sip.message import SipRequest
 from gateway.sip.parser import parse_message
-
-
-class RecordingSignalling:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, CallHandle, int | None, str | None, list[tuple[str, str]]]] = []
-
-    def ring(self, call: CallHandle) -> None:
-        self.sent.append(("ring", call, None, None, []))
-
-    def answer(self, call: CallHandle, sdp: bytes) -> None:
-        self.sent.append(("answer", call, 200, None, []))
-
-    def reject(self, call: CallHandle, status: int, *, reason: str | None = None,
-               headers: Iterable[tuple[str, str]] = ()) -> None:
-        self.sent.append(("reject", call, status, reason, list(headers)))
-
-    def hang_up(self, call: CallHandle) -> None:
-        self.sent.append(("hang_up", call, None, None, []))
-
-    def answer_offer(self, call: CallHandle, sdp: bytes) -> None:
-        self.sent.append(("answer_offer", call, 200, None, []))
-
-    def reject_offer(self, call: CallHandle, status: int, *,
-                     headers: Iterable[tuple[str, str]] = ()) -> None:
-        self.sent.append(("reject_offer", call, status, None, list(headers)))
+from tests.calls.fakes import RecordingSignalling
 
 
 def _invite(handle: int, callee: str = "800") -> InviteReceived:
@@ -64,7 +39,7 @@ def _invite(handle: int, callee: str = "800") -> InviteReceived:
         f"Call-ID: c{handle}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
     ).encode()
     request = parse_message(raw)
-    assert isinstance(request, Request)
+    assert isinstance(request, SipRequest)
     return InviteReceived(CallHandle(handle), request, Peer("127.0.0.1", 5999), None)
 
 
@@ -99,7 +74,7 @@ async def test_no_route_is_404_and_counted() -> None:
 
 async def test_draining_is_503_with_retry_after() -> None:
     registry, sig, metrics = _registry({})
-    registry.draining = True
+    registry.draining.begin()
     registry.on_invite(_invite(2), "loopback")
     kind, _, status, reason, headers = sig.sent[0]
     assert (kind, status, reason) == ("reject", 503, "Draining")
@@ -141,5 +116,5 @@ async def test_capacity_and_trunk_capacity() -> None:
     ],
 )
 def test_failure_table(error: BaseException, outcome: Outcome, status: int) -> None:
-    assert classify_setup_error(error) is outcome
-    assert outcome.rejection.status == status
+    assert classify(error) is outcome
+    assert outcome.disposition.status == status

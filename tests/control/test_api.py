@@ -7,11 +7,13 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import httpx
 
-from gateway.config import Secret
+from gateway.config import Config, Secret
 from gateway.control.api import API_OFF
+from gateway.emulator.server import Emulator
 from tests.edge.harness import (
     Caller,
     Rig,
@@ -27,8 +29,10 @@ TOKEN = "op-" + secrets.token_urlsafe(16)
 
 @asynccontextmanager
 async def rig_with_api(token: str | None = TOKEN) -> AsyncIterator[tuple[Rig, httpx.AsyncClient]]:
-    kwargs = {"api_token": Secret(token)} if token else {}
-    async with running(lambda emu: make_config(emu), **kwargs) as rig:
+    def config(emu: Emulator) -> Config:
+        return replace(make_config(emu), api_token=Secret(token) if token else None)
+
+    async with running(config) as rig:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{rig.http_port}",
                                      headers=headers, timeout=5) as client:

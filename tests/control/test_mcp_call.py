@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
 import httpx
 from mcp import Client
 
+from gateway.config import Config, McpConfig
+from gateway.emulator.server import Emulator
 from gateway.media.dtmf import TelephoneEventReceiver
 from gateway.media.rtp import parse_rtp
 from tests.edge.harness import (
@@ -28,8 +31,10 @@ def is_speech(payload: bytes) -> bool:
 
 async def test_tools_on_a_live_call_and_the_secret_dies_with_it() -> None:
     # Short replies leave the agent quiet between them, as after a goodbye.
-    async with running(lambda emu: make_config(emu), emulator_config(reply_seconds=0.5),
-                       mcp_public_url="http://unset") as rig:
+    def config(emu: Emulator) -> Config:
+        return replace(make_config(emu), mcp=McpConfig(public_url="http://127.0.0.1:9"))
+
+    async with running(config, emulator_config(reply_seconds=0.5)) as rig:
         tools = rig.gateway.registry.ctx.mcp  # type: ignore[union-attr]
         assert tools is not None
         tools.public_url = f"http://127.0.0.1:{rig.http_port}"

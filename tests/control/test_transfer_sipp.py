@@ -18,16 +18,13 @@ import httpx
 import pytest
 from mcp import Client
 
-from gateway.config import Route, Secret
+from gateway.config import McpConfig, Route, Secret
 from tests.edge.harness import Rig, make_config, running
 from tests.integration.sipp import SIPP, SippRun, run_sipp
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(SIPP is None, reason="sipp is not installed (apt-get install sip-tester)"),
-    # TEMPORARY until the route keys land with the config split (removed in that commit).
-    pytest.mark.skipif("transfer_targets" not in Route.__dataclass_fields__,
-                       reason="routes have no transfer_targets yet"),
 ]
 
 TOKEN = secrets.token_urlsafe(16)
@@ -38,12 +35,13 @@ SALES = "tel:+4930555123"
 def config(emu: Any) -> Any:
     route = Route(match="*", transfer_targets={"operator": OPERATOR, "sales": SALES},
                   dtmf_transfer={"0": "operator"})
-    return replace(make_config(emu), routes=(route,))
+    return replace(make_config(emu), routes=(route,), api_token=Secret(TOKEN),
+                   mcp=McpConfig(public_url="http://127.0.0.1:9"))
 
 
 @asynccontextmanager
 async def gateway() -> AsyncIterator[tuple[Rig, httpx.AsyncClient]]:
-    async with running(config, api_token=Secret(TOKEN), mcp_public_url="http://unset") as rig:
+    async with running(config) as rig:
         tools = rig.gateway.registry.ctx.mcp  # type: ignore[union-attr]
         assert tools is not None
         tools.public_url = f"http://127.0.0.1:{rig.http_port}"

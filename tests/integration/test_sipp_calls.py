@@ -16,10 +16,10 @@ from gateway.sip.events import (
     ByeReceived,
     CallCancelled,
     DialogEnded,
-    EndReason,
     InfoReceived,
     InviteReceived,
     ReinviteReceived,
+    SipEndReason,
 )
 from gateway.sip.timers import TimerSettings
 from tests.integration.sip_app import Behaviour, SipTestApp
@@ -48,7 +48,7 @@ async def app(request: pytest.FixtureRequest) -> AsyncIterator[SipTestApp]:
     await application.stop()
 
 
-def ends(app: SipTestApp) -> list[tuple[EndReason, int | None]]:
+def ends(app: SipTestApp) -> list[tuple[SipEndReason, int | None]]:
     return [(e.reason, e.status) for e in app.of_type(DialogEnded)]  # type: ignore[attr-defined]
 
 
@@ -60,7 +60,7 @@ async def test_normal_call(app: SipTestApp, tmp_path: Path, transport: str) -> N
     assert (run.successful, run.failed) == (1, 0)
     assert len(run.received("SIP/2.0 200")) == 2  # INVITE and BYE answered
     assert [type(e) for e in app.events] == [InviteReceived, AckReceived, ByeReceived, DialogEnded]
-    assert ends(app) == [(EndReason.REMOTE_BYE, None)]
+    assert ends(app) == [(SipEndReason.REMOTE_BYE, None)]
 
 
 async def test_no_ack_means_200_retransmitted_then_bye(app: SipTestApp, tmp_path: Path) -> None:
@@ -77,7 +77,7 @@ async def test_no_ack_means_200_retransmitted_then_bye(app: SipTestApp, tmp_path
     for got, want in zip(offsets, expected, strict=False):
         assert want - 0.01 <= got <= want + 0.15, offsets  # loop lateness on a busy box
     assert 3.2 - 0.02 <= bye - oks[0] <= 3.2 + 0.3
-    assert ends(app) == [(EndReason.ACK_TIMEOUT, None)]
+    assert ends(app) == [(SipEndReason.ACK_TIMEOUT, None)]
     assert not app.of_type(AckReceived)
 
 
@@ -92,7 +92,7 @@ async def test_retransmitted_invite_is_one_call(app: SipTestApp, tmp_path: Path)
     assert app.sent("SIP/2.0 100")[0] - invite_at < 0.05
     assert len(run.received("SIP/2.0 180")) == 2  # the retransmission got our last response
     assert len(app.of_type(InviteReceived)) == 1
-    assert ends(app) == [(EndReason.REMOTE_BYE, None)]
+    assert ends(app) == [(SipEndReason.REMOTE_BYE, None)]
 
 
 @pytest.mark.parametrize("app", [Behaviour(answer_after=None)], indirect=True)
@@ -102,7 +102,7 @@ async def test_cancel_before_answer(app: SipTestApp, tmp_path: Path) -> None:
     assert (run.successful, run.failed) == (1, 0)
     assert len(run.received("SIP/2.0 487")) == 1
     assert len(app.of_type(CallCancelled)) == 1
-    assert ends(app) == [(EndReason.CANCELLED, 487)]
+    assert ends(app) == [(SipEndReason.CANCELLED, 487)]
     assert app.sent("SIP/2.0 487") and app.received("ACK")
 
 
@@ -122,7 +122,7 @@ async def test_we_hang_up_first(app: SipTestApp, tmp_path: Path, transport: str)
     assert (run.successful, run.failed) == (1, 0)
     assert len(run.received("BYE")) == 1 and len(run.sent("SIP/2.0 200")) == 1
     assert len(app.sent("BYE")) == 1 and len(app.received("SIP/2.0 200")) == 1
-    assert ends(app) == [(EndReason.LOCAL_BYE, None)]
+    assert ends(app) == [(SipEndReason.LOCAL_BYE, None)]
 
 
 async def test_fifty_calls_at_ten_per_second(app: SipTestApp, tmp_path: Path) -> None:
@@ -130,7 +130,7 @@ async def test_fifty_calls_at_ten_per_second(app: SipTestApp, tmp_path: Path) ->
     assert run.returncode == 0, run.stderr
     assert (run.successful, run.failed) == (50, 0)
     assert len(app.of_type(InviteReceived)) == 50
-    assert ends(app) == [(EndReason.REMOTE_BYE, None)] * 50
+    assert ends(app) == [(SipEndReason.REMOTE_BYE, None)] * 50
     assert app.endpoint.active_calls == 0
 
 
@@ -147,7 +147,7 @@ async def test_hold_resume_and_dtmf_info(app: SipTestApp, tmp_path: Path, transp
     (info,) = app.of_type(InfoReceived)
     assert info.body.startswith(b"Signal=5")  # type: ignore[attr-defined]
     assert len(app.of_type(AckReceived)) == 3  # the call and both re-INVITEs
-    assert ends(app) == [(EndReason.REMOTE_BYE, None)]
+    assert ends(app) == [(SipEndReason.REMOTE_BYE, None)]
 
 
 @pytest.mark.parametrize("app", [Behaviour(ring_after=None, answer_after=1.0)], indirect=True)
@@ -161,7 +161,7 @@ async def test_invite_retransmitted_before_ringing_gets_100_again(
     assert (run.successful, run.failed) == (1, 0)
     assert len(run.sent("INVITE")) == 2 and len(run.received("SIP/2.0 100")) == 2
     assert len(app.of_type(InviteReceived)) == 1
-    assert ends(app) == [(EndReason.REMOTE_BYE, None)]
+    assert ends(app) == [(SipEndReason.REMOTE_BYE, None)]
 
 
 async def test_session_timer_refresh_answered_then_expiry_bye(
@@ -175,4 +175,4 @@ async def test_session_timer_refresh_answered_then_expiry_bye(
     (bye,) = run.received("BYE")
     # Refreshed at ~1 s; no refresh after it, so BYE 3 - min(32, 3/3) = 2 s later (RFC 4028 §10).
     assert 2.0 - 0.02 <= bye - update_ok <= 2.0 + 0.3
-    assert ends(app) == [(EndReason.SESSION_EXPIRED, None)]
+    assert ends(app) == [(SipEndReason.SESSION_EXPIRED, None)]

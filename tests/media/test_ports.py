@@ -11,7 +11,7 @@ def test_even_ports_only_and_exhaustion() -> None:
     assert pool.free_count == 0
     with pytest.raises(PortsExhausted) as info:
         pool.acquire()
-    assert info.value.status == 503
+    assert info.value.outcome.disposition.status == 503
 
 
 def test_quarantine_keeps_released_port_out_of_use() -> None:

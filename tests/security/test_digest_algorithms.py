@@ -10,7 +10,7 @@ from gateway.config import ConfigError, parse_config
 from gateway.metrics import Metrics
 from gateway.security.screen import SecurityScreen
 from gateway.sip.address import Peer
-from gateway.sip.core import Action
+from gateway.sip.core import SipAction
 from tests.edge.digest import challenge_params, digest_authorization
 from tests.security.test_screen import URI, request
 
@@ -37,7 +37,7 @@ def test_default_and_md5_only() -> None:
     assert screen.screen(source, request(auth=auth, cseq=2), 2.0).status == 401
     auth = digest_authorization(offered[0], method="INVITE", uri=URI, username="u",
                                 password="pw")
-    assert screen.screen(source, request(auth=auth, cseq=3), 2.0).action is Action.ALLOW
+    assert screen.screen(source, request(auth=auth, cseq=3), 2.0).action is SipAction.ALLOW
 
 
 @pytest.mark.parametrize("value", [[], ["SHA-512"], "MD5", ["MD5", "MD5"], [1]])

@@ -13,8 +13,8 @@ from gateway.config import Config, Secret, SecurityConfig, TrunkConfig
 from gateway.metrics import Metrics
 from gateway.security.screen import NO_TRUNK, SecurityScreen
 from gateway.sip.address import Peer
-from gateway.sip.core import Action, Verdict
-from gateway.sip.message import Request
+from gateway.sip.core import SipAction, SipVerdict
+from gateway.sip.message import SipRequest
 from gateway.sip.parser import parse_message
 from tests.edge.digest import challenge_params, digest_authorization
 
@@ -39,14 +39,14 @@ def screen(**security: object) -> tuple[SecurityScreen, Metrics]:
 
 
 def request(method: str = "INVITE", *, to_tag: str = "", auth: str | None = None,
-            cseq: int = 1, call_id: str = "c1") -> Request:
+            cseq: int = 1, call_id: str = "c1") -> SipRequest:
     tag = f";tag={to_tag}" if to_tag else ""
     extra = f"Authorization: {auth}\r\n" if auth else ""
     data = (f"{method} {URI} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK{cseq}\r\n"
             f"From: <sip:a@x>;tag=f\r\nTo: <{URI}>{tag}\r\nCall-ID: {call_id}\r\n"
             f"CSeq: {cseq} {method}\r\n{extra}Content-Length: 0\r\n\r\n").encode()
     message = parse_message(data)
-    assert isinstance(message, Request)
+    assert isinstance(message, SipRequest)
     return message
 
 
@@ -60,7 +60,7 @@ def rejections(metrics: Metrics) -> dict[str, float]:
     return out
 
 
-def header(verdict: Verdict, name: str) -> list[str]:
+def header(verdict: SipVerdict, name: str) -> list[str]:
     return [v for k, v in verdict.headers if k == name]
 
 
@@ -69,7 +69,7 @@ def header(verdict: Verdict, name: str) -> list[str]:
 @pytest.mark.parametrize("method", ["INVITE", "OPTIONS", "REGISTER", "ACK", "BYE"])
 def test_unknown_source_dropped_by_default(method: str) -> None:
     s, metrics = screen()
-    assert s.screen(STRANGER, request(method), 1.0).action is Action.DROP
+    assert s.screen(STRANGER, request(method), 1.0).action is SipAction.DROP
     assert rejections(metrics) == {"unknown_source": 1}
 
 
@@ -77,17 +77,17 @@ def test_unknown_source_dropped_by_default(method: str) -> None:
 def test_unknown_source_403_in_reject_mode_and_never_for_ack(method: str) -> None:
     s, metrics = screen(unknown_source="reject")
     verdict = s.screen(STRANGER, request(method), 1.0)
-    assert (verdict.action, verdict.status) == (Action.RESPOND, 403)
-    assert s.screen(STRANGER, request("ACK"), 1.0).action is Action.DROP
+    assert (verdict.action, verdict.status) == (SipAction.RESPOND, 403)
+    assert s.screen(STRANGER, request("ACK"), 1.0).action is SipAction.DROP
     assert rejections(metrics) == {"unknown_source": 2}
 
 
 def test_register_from_a_trunk_405_or_dropped() -> None:
     s, metrics = screen(unknown_source="reject")
     verdict = s.screen(OPEN, request("REGISTER"), 1.0)
-    assert (verdict.action, verdict.status) == (Action.RESPOND, 405)
+    assert (verdict.action, verdict.status) == (SipAction.RESPOND, 405)
     s, metrics = screen()
-    assert s.screen(OPEN, request("REGISTER"), 1.0).action is Action.DROP
+    assert s.screen(OPEN, request("REGISTER"), 1.0).action is SipAction.DROP
     assert rejections(metrics) == {"register": 1}
 
 
@@ -100,8 +100,8 @@ def test_trunk_name_for_calls_and_unknown() -> None:
 
 def test_trunk_without_credentials_passes() -> None:
     s, metrics = screen()
-    assert s.screen(OPEN, request(), 1.0).action is Action.ALLOW
-    assert s.screen(OPEN, request("OPTIONS"), 1.0).action is Action.ALLOW
+    assert s.screen(OPEN, request(), 1.0).action is SipAction.ALLOW
+    assert s.screen(OPEN, request("OPTIONS"), 1.0).action is SipAction.ALLOW
     assert rejections(metrics) == {}
 
 
@@ -109,27 +109,27 @@ def test_trunk_without_credentials_passes() -> None:
 
 def test_invite_rate_per_source_503_with_retry_after() -> None:
     s, metrics = screen(invite_rate_per_source=0.5, invite_burst_per_source=2)
-    assert s.screen(OPEN, request(call_id="a"), 1.0).action is Action.ALLOW
-    assert s.screen(OPEN, request(call_id="b"), 1.0).action is Action.ALLOW
+    assert s.screen(OPEN, request(call_id="a"), 1.0).action is SipAction.ALLOW
+    assert s.screen(OPEN, request(call_id="b"), 1.0).action is SipAction.ALLOW
     verdict = s.screen(OPEN, request(call_id="c"), 1.0)
-    assert (verdict.action, verdict.status) == (Action.RESPOND, 503)
+    assert (verdict.action, verdict.status) == (SipAction.RESPOND, 503)
     assert header(verdict, "Retry-After") == ["2"]  # one token at 0.5/s
     # In-dialog requests and OPTIONS are not new calls: only the request bucket applies.
-    assert s.screen(OPEN, request("BYE", to_tag="t"), 1.0).action is Action.ALLOW
-    assert s.screen(OPEN, request("OPTIONS"), 1.0).action is Action.ALLOW
+    assert s.screen(OPEN, request("BYE", to_tag="t"), 1.0).action is SipAction.ALLOW
+    assert s.screen(OPEN, request("OPTIONS"), 1.0).action is SipAction.ALLOW
     # Another source has its own bucket; after the refill the first may call again.
-    assert s.screen(Peer("203.0.113.10", 5060), request(), 1.0).action is Action.ALLOW
-    assert s.screen(OPEN, request(call_id="d"), 3.0).action is Action.ALLOW
+    assert s.screen(Peer("203.0.113.10", 5060), request(), 1.0).action is SipAction.ALLOW
+    assert s.screen(OPEN, request(call_id="d"), 3.0).action is SipAction.ALLOW
     assert rejections(metrics) == {"rate_source_invite": 1}
 
 
 def test_request_rate_per_source_and_ack_never_answered() -> None:
     s, metrics = screen(request_rate_per_source=1.0, request_burst_per_source=3)
     for _ in range(3):
-        assert s.screen(OPEN, request("OPTIONS"), 1.0).action is Action.ALLOW
+        assert s.screen(OPEN, request("OPTIONS"), 1.0).action is SipAction.ALLOW
     verdict = s.screen(OPEN, request("OPTIONS"), 1.0)
     assert (verdict.status, header(verdict, "Retry-After")) == (503, ["1"])
-    assert s.screen(OPEN, request("ACK", to_tag="t"), 1.0).action is Action.DROP
+    assert s.screen(OPEN, request("ACK", to_tag="t"), 1.0).action is SipAction.DROP
     assert rejections(metrics) == {"rate_source_request": 2}
 
 
@@ -143,18 +143,18 @@ def test_global_calls_per_second_cap_across_sources() -> None:
 
 def test_draining_options_503_but_calls_pass_to_the_registry() -> None:
     s, _ = screen()
-    s.draining = True
+    s.draining.begin()
     verdict = s.screen(OPEN, request("OPTIONS"), 1.0)
     assert (verdict.status, header(verdict, "Retry-After")) == (503, ["60"])
     # The registry answers INVITEs while draining (503 + its own metric), not the screen.
-    assert s.screen(OPEN, request(), 1.0).action is Action.ALLOW
+    assert s.screen(OPEN, request(), 1.0).action is SipAction.ALLOW
 
 
 # --- who they are ------------------------------------------------------------------------------
 
 def challenge(s: SecurityScreen, now: float, source: Peer = PBX) -> list[str]:
     verdict = s.screen(source, request(), now)
-    assert (verdict.action, verdict.status) == (Action.RESPOND, 401)
+    assert (verdict.action, verdict.status) == (SipAction.RESPOND, 401)
     return header(verdict, "WWW-Authenticate")
 
 
@@ -175,13 +175,13 @@ def test_real_digest_accepted_and_replay_rejected(index: int) -> None:
     offered = challenge(s, 1.0)[index]
     auth = digest_authorization(offered, method="INVITE", uri=URI, username="pbx1",
                                 password="s3cret-pw", cnonce="abc")
-    assert s.screen(PBX, request(auth=auth, cseq=2), 2.0).action is Action.ALLOW
+    assert s.screen(PBX, request(auth=auth, cseq=2), 2.0).action is SipAction.ALLOW
     replay = s.screen(PBX, request(auth=auth, cseq=3, call_id="c2"), 2.5)
     assert replay.status == 401
     # The next nc on the same nonce is fine (RFC 7616 §3.4: nc counts up).
     auth2 = digest_authorization(offered, method="INVITE", uri=URI, username="pbx1",
                                  password="s3cret-pw", nc=2, cnonce="abc")
-    assert s.screen(PBX, request(auth=auth2, cseq=4, call_id="c3"), 3.0).action is Action.ALLOW
+    assert s.screen(PBX, request(auth=auth2, cseq=4, call_id="c3"), 3.0).action is SipAction.ALLOW
     assert rejections(metrics) == {"auth_missing": 1, "auth_replay": 1}
 
 
@@ -216,9 +216,9 @@ def test_bad_answers_get_a_fresh_challenge(user: str, password: str, source: Pee
 def test_only_new_invites_need_auth() -> None:
     s, _ = screen()
     for method in ("OPTIONS", "CANCEL"):
-        assert s.screen(PBX, request(method), 1.0).action is Action.ALLOW
-    assert s.screen(PBX, request("BYE", to_tag="t"), 1.0).action is Action.ALLOW
-    assert s.screen(PBX, request("INVITE", to_tag="t"), 1.0).action is Action.ALLOW
+        assert s.screen(PBX, request(method), 1.0).action is SipAction.ALLOW
+    assert s.screen(PBX, request("BYE", to_tag="t"), 1.0).action is SipAction.ALLOW
+    assert s.screen(PBX, request("INVITE", to_tag="t"), 1.0).action is SipAction.ALLOW
 
 
 # --- through the endpoint: refusals keep no state ---------------------------------------------
@@ -259,16 +259,16 @@ def test_gate_drops_unknown_sources_unparsed_in_drop_mode_only() -> None:
 
 def test_source_told_to_wait_is_dropped_unparsed_until_retry_after() -> None:
     s, metrics = screen(request_rate_per_source=1.0, request_burst_per_source=2)
-    assert s.screen(OPEN, request("OPTIONS"), 10.0).action is Action.ALLOW
-    assert s.screen(OPEN, request("OPTIONS"), 10.0).action is Action.ALLOW
+    assert s.screen(OPEN, request("OPTIONS"), 10.0).action is SipAction.ALLOW
+    assert s.screen(OPEN, request("OPTIONS"), 10.0).action is SipAction.ALLOW
     verdict = s.screen(OPEN, request("OPTIONS"), 10.0)
     assert (verdict.status, header(verdict, "Retry-After")) == (503, ["1"])
     assert s.penalized_sources == 1
     assert [s.admit(OPEN.host, t) for t in (10.1, 10.5, 10.99)] == [False] * 3
-    assert s.screen(OPEN, request("OPTIONS"), 10.5).action is Action.DROP  # TCP path
+    assert s.screen(OPEN, request("OPTIONS"), 10.5).action is SipAction.DROP  # TCP path
     assert s.admit(PBX.host, 10.5) is True  # others unaffected
     assert s.admit(OPEN.host, 11.0) is True  # Retry-After served
-    assert s.screen(OPEN, request("OPTIONS"), 11.0).action is Action.ALLOW
+    assert s.screen(OPEN, request("OPTIONS"), 11.0).action is SipAction.ALLOW
     assert s.penalized_sources == 0
     assert rejections(metrics) == {"rate_source_request": 5}
 
@@ -276,10 +276,10 @@ def test_source_told_to_wait_is_dropped_unparsed_until_retry_after() -> None:
 def test_invite_rate_alone_does_not_mute_a_source() -> None:
     """A PBX over its INVITE rate still gets its in-dialog requests through."""
     s, _ = screen(invite_rate_per_source=1.0, invite_burst_per_source=1)
-    assert s.screen(OPEN, request(call_id="a"), 1.0).action is Action.ALLOW
+    assert s.screen(OPEN, request(call_id="a"), 1.0).action is SipAction.ALLOW
     assert s.screen(OPEN, request(call_id="b"), 1.0).status == 503
     assert s.admit(OPEN.host, 1.1) is True
-    assert s.screen(OPEN, request("BYE", to_tag="t"), 1.1).action is Action.ALLOW
+    assert s.screen(OPEN, request("BYE", to_tag="t"), 1.1).action is SipAction.ALLOW
 
 
 def test_unknown_source_flood_in_reject_mode_stops_getting_403s() -> None:

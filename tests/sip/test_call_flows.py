@@ -12,14 +12,14 @@ from gateway.sip.events import (
     CallCancelled,
     CallFailed,
     DialogEnded,
-    EndReason,
     InfoReceived,
     InviteReceived,
     ProvisionalReceived,
     ReinviteReceived,
     RequestCompleted,
+    SipEndReason,
 )
-from gateway.sip.message import Request
+from gateway.sip.message import SipRequest
 from gateway.sip.parser import parse_message
 from gateway.sip.timers import TimerSettings
 from tests.sip.helpers import HOLD, RESUME, SDP, UAC_ADDR, UAS_ADDR, Link
@@ -61,8 +61,8 @@ def test_call_and_bye_from_the_caller() -> None:
     link.pump()
     events = link.take("uas")
     assert isinstance(events[0], ByeReceived)
-    assert events[1] == DialogEnded(uas_call, EndReason.REMOTE_BYE)
-    assert link.take("uac") == [DialogEnded(uac_call, EndReason.LOCAL_BYE)]
+    assert events[1] == DialogEnded(uas_call, SipEndReason.REMOTE_BYE)
+    assert link.take("uac") == [DialogEnded(uac_call, SipEndReason.LOCAL_BYE)]
     link.run_until(200.0)
     assert_empty(link)
 
@@ -74,7 +74,7 @@ def test_call_and_bye_from_the_callee() -> None:
     link.pump()
     assert link.sent("uas", "BYE") == [0.0] and link.sent("uac", "SIP/2.0 200") == [0.0]
     assert [type(e) for e in link.take("uac")] == [ByeReceived, DialogEnded]
-    assert link.take("uas") == [DialogEnded(uas_call, EndReason.LOCAL_BYE)]
+    assert link.take("uas") == [DialogEnded(uas_call, SipEndReason.LOCAL_BYE)]
     link.uas.hang_up(uas_call, link.now)  # idempotent
     link.run_until(100.0)
     assert_empty(link)
@@ -92,9 +92,9 @@ def test_cancel_before_answer() -> None:
     link.uac.hang_up(uac_call, link.now)
     link.pump()
     assert link.take("uas") == [
-        CallCancelled(invite.call), DialogEnded(invite.call, EndReason.CANCELLED, 487)
+        CallCancelled(invite.call), DialogEnded(invite.call, SipEndReason.CANCELLED, 487)
     ]
-    assert link.take("uac") == [DialogEnded(uac_call, EndReason.CANCELLED, 487)]
+    assert link.take("uac") == [DialogEnded(uac_call, SipEndReason.CANCELLED, 487)]
     assert link.sent("uas", "SIP/2.0 487") == [0.0] and link.sent("uac", "ACK") == [0.0]
     link.run_until(100.0)
     assert link.sent("uas", "SIP/2.0 487") == [0.0]  # the ACK stopped Timer G
@@ -111,7 +111,7 @@ def test_cancel_before_any_provisional_waits_for_one() -> None:
     link.uas.ring(invite.call, link.now)
     link.pump()
     assert link.sent("uac", "CANCEL") == [0.0]
-    assert link.take("uas")[-1] == DialogEnded(invite.call, EndReason.CANCELLED, 487)
+    assert link.take("uas")[-1] == DialogEnded(invite.call, SipEndReason.CANCELLED, 487)
 
 
 def test_reinvite_hold_and_resume_from_either_side() -> None:
@@ -196,7 +196,7 @@ def test_lost_ack_means_2xx_retransmission_then_bye_after_64_t1() -> None:
     assert link.sent("uas", "BYE") == []
     link.run_until(32.0)
     assert link.sent("uas", "BYE") == [32.0]
-    assert link.take("uas") == [DialogEnded(invite.call, EndReason.ACK_TIMEOUT)]
+    assert link.take("uas") == [DialogEnded(invite.call, SipEndReason.ACK_TIMEOUT)]
     assert [type(e) for e in link.take("uac")] == [CallAnswered, ByeReceived, DialogEnded]
     link.run_until(100.0)
     assert link.sent("uas", "SIP/2.0 200") == expected
@@ -216,7 +216,7 @@ def test_hang_up_before_the_ack_waits_for_it() -> None:
     link.uas.hang_up(invite.call, link.now)
     link.pump()
     assert link.sent("uas", "BYE") == []  # §15: not before the ACK
-    assert link.take("uas") == [DialogEnded(invite.call, EndReason.LOCAL_BYE)]
+    assert link.take("uas") == [DialogEnded(invite.call, SipEndReason.LOCAL_BYE)]
     link.run_until(1.5)  # the retransmitted 2xx at 1.5 gets an ACK through; BYE follows
     assert link.sent("uas", "BYE") == [1.5]
     assert link.take("uas") == []
@@ -235,16 +235,16 @@ def test_rejected_call_and_invite_timeout() -> None:
     link.pump()
     assert link.take("uac") == [
         CallFailed(uac_call, 503, "Service Unavailable"),
-        DialogEnded(uac_call, EndReason.FAILED, 503),
+        DialogEnded(uac_call, SipEndReason.FAILED, 503),
     ]
-    assert link.take("uas") == [DialogEnded(invite.call, EndReason.REJECTED, 503)]
+    assert link.take("uas") == [DialogEnded(invite.call, SipEndReason.REJECTED, 503)]
     assert link.sent("uac", "ACK") == [0.0]
 
     link.drop = lambda sender, data: True  # nobody answers: Timer B
     lost = link.uac.invite(TARGET, link.now, sdp=SDP, from_uri=FROM)
     link.run_until(link.now + 32.0)
     assert link.take("uac") == [
-        CallFailed(lost, 408, "Request Timeout"), DialogEnded(lost, EndReason.TIMEOUT, 408)
+        CallFailed(lost, 408, "Request Timeout"), DialogEnded(lost, SipEndReason.TIMEOUT, 408)
     ]
     link.run_until(link.now + 100.0)
     assert_empty(link)
@@ -277,7 +277,7 @@ def test_session_timer_refreshes_keep_the_call_and_a_missing_refresh_ends_it() -
     link.drop = lambda sender, data: data.startswith(b"UPDATE")
     link.run_until(300.0)
     assert link.sent("uas", "BYE") == [180.0 + 88.0]
-    assert link.take("uas") == [DialogEnded(uas_call, EndReason.SESSION_EXPIRED)]
+    assert link.take("uas") == [DialogEnded(uas_call, SipEndReason.SESSION_EXPIRED)]
     assert [type(e) for e in link.take("uac")] == [ByeReceived, DialogEnded]
     assert uac_call
     link.run_until(400.0)
@@ -333,7 +333,7 @@ def test_cancel_that_the_peer_ignores_is_given_up_after_64_t1() -> None:
     link.drop = lambda sender, data: data.startswith(b"CANCEL")  # it never arrives
     link.uac.hang_up(uac_call, link.now)
     link.pump()
-    assert link.take("uac")[-1] == DialogEnded(uac_call, EndReason.CANCELLED, 487)
+    assert link.take("uac")[-1] == DialogEnded(uac_call, SipEndReason.CANCELLED, 487)
     link.run_until(31.9)
     assert link.uac.table_sizes()["calls"] == 1
     link.run_until(32.0)
@@ -351,7 +351,7 @@ def test_a_second_forked_2xx_is_acked_and_hung_up() -> None:
     assert [type(e) for e in link.take("uac")] == [CallAnswered]
     # A second UAS behind a forking proxy answers the same INVITE with its own tag.
     other = parse_message(link.uas.call_request(invite.call).to_bytes())
-    assert isinstance(other, Request)
+    assert isinstance(other, SipRequest)
     fork = SipEndpoint()
     fork.bind(Transport.UDP, *UAS_ADDR)
     fork.receive_datagram(other.to_bytes(), UAC_ADDR, link.now)
@@ -375,5 +375,5 @@ def test_in_dialog_request_answered_481_ends_the_call() -> None:
     link.pump()
     (done, ended) = link.take("uac")
     assert isinstance(done, RequestCompleted) and done.status == 481
-    assert ended == DialogEnded(uac_call, EndReason.REMOTE_ERROR, 481)
+    assert ended == DialogEnded(uac_call, SipEndReason.REMOTE_ERROR, 481)
     assert link.sent("uac", "BYE") == [] and uas_call

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from gateway.sip.address import Outgoing, Peer, Transport
-from gateway.sip.core import DROP, EndpointConfig, Verdict
+from gateway.sip.core import DROP, EndpointConfig, SipVerdict
 from gateway.sip.endpoint import SipEndpoint
-from gateway.sip.events import DialogEnded, EndReason, InviteReceived
-from gateway.sip.message import Request, Response
+from gateway.sip.events import DialogEnded, InviteReceived, SipEndReason
+from gateway.sip.message import SipRequest, SipResponse
 from gateway.sip.parser import parse_message
 
 SRC = ("127.0.0.1", 40000)
@@ -30,16 +30,16 @@ def raw(method: str = "INVITE", *, via: str | None = None, to_tag: str = "", cse
     ).encode()
 
 
-def responses(ep: SipEndpoint) -> list[tuple[Response, Outgoing]]:
+def responses(ep: SipEndpoint) -> list[tuple[SipResponse, Outgoing]]:
     out = []
     for item in ep.datagrams_to_send():
         message = parse_message(item.data)
-        assert isinstance(message, Response)
+        assert isinstance(message, SipResponse)
         out.append((message, item))
     return out
 
 
-def only_response(ep: SipEndpoint) -> tuple[Response, Outgoing]:
+def only_response(ep: SipEndpoint) -> tuple[SipResponse, Outgoing]:
     (one,) = responses(ep)
     return one
 
@@ -152,11 +152,11 @@ def test_bad_version_is_answered_505(ep: SipEndpoint) -> None:
 
 
 class Policy:
-    def __init__(self, verdict: Verdict) -> None:
+    def __init__(self, verdict: SipVerdict) -> None:
         self.verdict = verdict
         self.seen: list[tuple[Peer, str]] = []
 
-    def screen(self, source: Peer, request: Request, now: float) -> Verdict:
+    def screen(self, source: Peer, request: SipRequest, now: float) -> SipVerdict:
         self.seen.append((source, request.method))
         return self.verdict
 
@@ -167,7 +167,7 @@ def test_pre_dispatch_can_drop_or_answer_before_any_event() -> None:
     ep.receive_datagram(raw(), SRC, 0.0)
     assert ep.datagrams_to_send() == [] and ep.next_event() is None
     assert policy.seen == [(Peer(*SRC), "INVITE")]
-    policy.verdict = Verdict.respond(503, headers=[("Retry-After", "60")])
+    policy.verdict = SipVerdict.respond(503, headers=[("Retry-After", "60")])
     ep.receive_datagram(raw(branch="z9hG4bK-2"), SRC, 0.0)
     resp, _ = only_response(ep)
     assert resp.status == 503 and resp.headers.get("Retry-After") == "60"
@@ -186,7 +186,7 @@ def test_invite_event_and_admission_reject_with_headers(ep: SipEndpoint) -> None
     ep.reject(event.call, 503, 0.1, reason="Overloaded", headers=[("Retry-After", "5")])
     resp, _ = only_response(ep)
     assert (resp.status, resp.reason, resp.headers.get("Retry-After")) == (503, "Overloaded", "5")
-    assert ep.next_event() == DialogEnded(event.call, EndReason.REJECTED, 503)
+    assert ep.next_event() == DialogEnded(event.call, SipEndReason.REJECTED, 503)
     assert resp.to.tag is not None
     ack = raw("ACK", to_tag=resp.to.tag)
     ep.receive_datagram(ack, SRC, 0.2)  # absorbed by the transaction
@@ -245,9 +245,9 @@ def test_session_timer_answer_and_expiry_bye(ep: SipEndpoint) -> None:
     assert advance(ep, 50.0 + 87.9) == []  # BYE at expiry minus min(32, SE/3) = 88 s later
     assert ep.next_event() is None
     (bye,) = [parse_message(o.data) for o in advance(ep, 50.0 + 88.0)]
-    assert isinstance(bye, Request) and bye.uri is not None
+    assert isinstance(bye, SipRequest) and bye.uri is not None
     assert str(bye.uri) == "sip:caller@127.0.0.1:5090"  # the remote target (Contact)
-    assert ep.next_event() == DialogEnded(event.call, EndReason.SESSION_EXPIRED)
+    assert ep.next_event() == DialogEnded(event.call, SipEndReason.SESSION_EXPIRED)
 
 
 def test_session_timer_when_we_must_refresh(ep: SipEndpoint) -> None:
@@ -264,7 +264,7 @@ def test_session_timer_when_we_must_refresh(ep: SipEndpoint) -> None:
     ep.next_event()
     assert advance(ep, 49.99) == []
     (reinvite,) = [parse_message(o.data) for o in advance(ep, 50.0)]
-    assert isinstance(reinvite, Request) and reinvite.method == "INVITE"
+    assert isinstance(reinvite, SipRequest) and reinvite.method == "INVITE"
     assert reinvite.body == b"v=0\r\n" and reinvite.to.tag == "f1"
     assert reinvite.headers.get("Session-Expires") == "100;refresher=uac"
 
@@ -353,7 +353,7 @@ def test_uas_can_impose_a_session_timer(
     ep.receive_datagram(raw("ACK", to_tag=ok.to.tag or "", branch="z9hG4bK-a"), SRC, 0.1)
     assert advance(ep, due - 0.001) == []
     (first,) = [parse_message(o.data) for o in advance(ep, due)]
-    assert isinstance(first, Request) and first.method == method
+    assert isinstance(first, SipRequest) and first.method == method
 
 
 def test_same_invite_by_another_path_is_a_merged_request_482(ep: SipEndpoint) -> None:

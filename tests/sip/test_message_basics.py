@@ -6,7 +6,7 @@ import pytest
 
 from gateway.sip.errors import ParseError
 from gateway.sip.headers import parse_name_addr
-from gateway.sip.message import Response, make_response
+from gateway.sip.message import SipResponse, make_response
 from gateway.sip.parser import Limits, StreamParser, parse_message
 from gateway.sip.uri import SipUri, parse_uri
 
@@ -109,13 +109,13 @@ def test_make_response_copies_dialog_headers_and_adds_to_tag() -> None:
     ],
 )
 def test_serialiser_neutralises_line_breaks_that_would_inject_headers(
-    edit: Callable[[Response], None], header: str, expected: str | None
+    edit: Callable[[SipResponse], None], header: str, expected: str | None
 ) -> None:
     response = make_response(parse_message(INVITE), 200, to_tag="t")
     edit(response)
     wire = response.to_bytes()
     again = parse_message(wire)
-    assert isinstance(again, Response)
+    assert isinstance(again, SipResponse)
     assert again.headers.get(header) == expected
     assert again.headers.fields("Via") == response.headers.fields("Via")
     assert wire.count(b"\r\n\r\n") == 1

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.sip.errors import ParseError
-from gateway.sip.message import Request, Response
+from gateway.sip.message import SipRequest, SipResponse
 from gateway.sip.parser import StreamParser, parse_message
 from tests.sip.fuzzing import (
     generate,
@@ -50,7 +50,7 @@ def _parses_or_refuses(data: bytes) -> None:
     except ParseError as exc:
         assert 400 <= exc.status <= 599 and exc.reason
         return
-    assert isinstance(message, Request | Response)
+    assert isinstance(message, SipRequest | SipResponse)
     assert round_trip_problem(data) is None
 
 
@@ -184,7 +184,7 @@ def test_stream_random_feeds_only_message_or_parse_error(chunks: list[bytes]) ->
     for chunk in chunks:
         try:
             for message in parser.feed(chunk):
-                assert isinstance(message, Request | Response)
+                assert isinstance(message, SipRequest | SipResponse)
         except ParseError:
             return
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from gateway.sip.message import Message, Request, Response
+from gateway.sip.message import Message, SipRequest, SipResponse
 from gateway.sip.parser import FramingError, Limits, StreamParser, parse_message
 from gateway.sip.uri import SipUri
 from tests.sip.fuzzing import CORPUS_DIR, header_values
@@ -21,13 +21,13 @@ VALID_DIR = CORPUS_DIR / "valid"
 INVALID_DIR = CORPUS_DIR / "invalid"
 
 
-def _req(m: Message) -> Request:
-    assert isinstance(m, Request)
+def _req(m: Message) -> SipRequest:
+    assert isinstance(m, SipRequest)
     return m
 
 
-def _resp(m: Message) -> Response:
-    assert isinstance(m, Response)
+def _resp(m: Message) -> SipResponse:
+    assert isinstance(m, SipResponse)
     return m
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.sip.address import Peer, Transport
-from gateway.sip.message import Message, Request, make_response
+from gateway.sip.message import Message, SipRequest, make_response
 from gateway.sip.parser import parse_message
 from gateway.sip.timers import TimerSettings
 from gateway.sip.transaction import (
@@ -25,7 +25,7 @@ UDP = Peer("127.0.0.1", 5070, Transport.UDP)
 TCP = Peer("127.0.0.1", 5070, Transport.TCP, conn_id=7)
 
 
-def request(method: str = "INVITE", branch: str = "z9hG4bK-abc", to_tag: str = "") -> Request:
+def request(method: str = "INVITE", branch: str = "z9hG4bK-abc", to_tag: str = "") -> SipRequest:
     tag = f";tag={to_tag}" if to_tag else ""
     raw = (
         f"{method} sip:bob@127.0.0.1 SIP/2.0\r\n"
@@ -37,7 +37,7 @@ def request(method: str = "INVITE", branch: str = "z9hG4bK-abc", to_tag: str = "
         "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     ).encode()
     message = parse_message(raw)
-    assert isinstance(message, Request)
+    assert isinstance(message, SipRequest)
     return message
 
 
@@ -189,7 +189,7 @@ def test_client_invite_acks_non_2xx_and_timer_d() -> None:
     final = make_response(txn.request, 486, to_tag="x")
     assert txn.receive_response(final, 0.2) is final
     ack = wire.sent[-1][1]
-    assert isinstance(ack, Request) and ack.method == "ACK"
+    assert isinstance(ack, SipRequest) and ack.method == "ACK"
     assert ack.top_via.branch == "z9hG4bK-abc" and ack.to.tag == "x"  # same transaction
     assert ack.cseq.number == 1 and ack.cseq.method == "ACK"
     assert txn.receive_response(final, 1.0) is None  # retransmission absorbed, ACK resent

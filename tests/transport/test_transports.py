@@ -12,9 +12,9 @@ from gateway.sip.events import (
     AckReceived,
     CallAnswered,
     DialogEnded,
-    EndReason,
     Event,
     InviteReceived,
+    SipEndReason,
 )
 from gateway.sip.parser import Limits
 from gateway.sip.timers import TimerSettings
@@ -56,7 +56,7 @@ async def test_udp_round_trip_and_single_timer_drives_retransmission() -> None:
                 await asyncio.sleep(0.01)
 
         await asyncio.wait_for(ended(), 3)
-        assert events[-1] == DialogEnded(invite.call, EndReason.ACK_TIMEOUT)
+        assert events[-1] == DialogEnded(invite.call, SipEndReason.ACK_TIMEOUT)
         lines = []
         while not received.empty():
             lines.append(received.get_nowait().split(b"\r\n", 1)[0])
@@ -155,7 +155,7 @@ async def test_two_endpoints_call_each_other_over_tcp() -> None:
         await wait_for(b_events, AckReceived)
         b.run(lambda now: b_ep.hang_up(invite.call, now))  # BYE back over the same connection
         ended = await wait_for(a_events, DialogEnded)
-        assert ended == DialogEnded(call, EndReason.REMOTE_BYE)
+        assert ended == DialogEnded(call, SipEndReason.REMOTE_BYE)
         assert a_tcp.connection_count == 1 and b_tcp.connection_count == 1
     finally:
         await a_tcp.close()

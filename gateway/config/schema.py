@@ -1,0 +1,301 @@
+"""The config schema: every setting's name, type, default and bounds, as frozen dataclasses.
+
+One TOML section is one dataclass; `[[trunks]]` and `[[routes]]` are tuples of `TrunkConfig` and
+`Route`. A field declared with `setting(default, lo=..., hi=...)` carries its own checks (range,
+IP address, instruction template), which `gateway/config/load.py` applies to every section,
+trunk and route alike — so a new key with a simple check is one line here. Checks that involve
+more than one key (port ranges vs `limits.max_calls`, trunk credentials) live in `load.py`.
+
+This module reads nothing and imports nothing of the gateway: the loader builds these values,
+everything else only reads them. Secrets are held in `Secret`, whose repr never shows the value.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import TypeVar
+
+TRANSPORTS = ("udp", "tcp")
+CODECS = ("PCMU", "PCMA")
+DIGEST_ALGORITHMS = ("SHA-256", "MD5")
+# The placeholders an `instructions` template may use (rendered in `gateway/orga/settings.py`).
+PLACEHOLDERS = ("caller", "callee", "call_id")
+PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """What the loader checks on one field besides its type (None/empty values are not checked).
+
+    `lo`/`hi`: inclusive range, reported as `use a value from {lo} to {hi}{unit}`. `ip`: an IP
+    address literal (each item of a list). `template`: an instructions template, whose
+    `{placeholders}` must be in `PLACEHOLDERS`.
+    """
+
+    lo: float | None = None
+    hi: float | None = None
+    unit: str = ""
+    ip: bool = False
+    template: bool = False
+
+
+def setting(default: T, *, lo: float | None = None, hi: float | None = None, unit: str = "",
+            ip: bool = False, template: bool = False) -> T:
+    """A config field with its default and the checks `load.py` applies to it."""
+    check = Check(lo, hi, unit, ip, template)
+    return field(default=default, metadata={"check": check})
+
+
+def check_of(cls: type, name: str) -> Check | None:
+    """The `Check` declared on a field with `setting`, if any."""
+    for f in fields(cls):
+        if f.name == name:
+            check: Check | None = f.metadata.get("check")
+            return check
+    return None
+
+
+class ConfigError(Exception):
+    """Every problem found in a config file, each `key: problem — fix`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class Secret:
+    """A secret string that never shows itself in a repr, str, log record or traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and hmac.compare_digest(other._value.encode(),
+                                                                 self._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+# --- sections ([sip], [rtp], ...): one dataclass each, listed in `Config` ---------------------
+
+@dataclass(frozen=True, slots=True)
+class SipConfig:
+    bind: str = setting("127.0.0.1", ip=True)
+    port: int = setting(5060, lo=1, hi=65535)
+    transports: tuple[str, ...] = ("udp", "tcp")
+    public_address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RtpConfig:
+    bind: str = setting("127.0.0.1", ip=True)
+    port_min: int = setting(10000, lo=1024, hi=65534)
+    port_max: int = setting(10999, lo=1025, hi=65535)
+    codecs: tuple[str, ...] = ("PCMU", "PCMA")
+    inactivity_timeout_s: float = setting(30.0, lo=1, hi=3600, unit=" s")
+
+    @property
+    def call_capacity(self) -> int:
+        """Calls the range can hold: one even RTP port per call, the odd one above it for RTCP."""
+        first = self.port_min + (self.port_min % 2)
+        return max(0, (self.port_max - first + 1) // 2)
+
+
+@dataclass(frozen=True, slots=True)
+class OrgaConfig:
+    base_url: str = "https://api.orga-ai.com"
+    model: str = "orga-1-beta"
+    voice: str = "Sofía"
+    temperature: float = setting(0.5, lo=0.0, hi=1.0)
+    instructions: str | None = setting(None, template=True)
+    return_transcription: bool = True
+    history: bool = True
+    video_mline: bool = True
+    ice_addresses: tuple[str, ...] = setting((), ip=True)
+    request_timeout_s: float = setting(10.0, lo=0.5, hi=120, unit=" s")
+    setup_timeout_s: float = setting(15.0, lo=1, hi=120, unit=" s")
+    email: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    listen: str = "127.0.0.1:9090"
+
+    @property
+    def host(self) -> str:
+        return split_hostport(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_hostport(self.listen)[1]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """`[api]`: where the operator API's bearer token comes from (never inline). Neither set:
+    the `/v1/` API is off."""
+
+    token_env: str | None = None  # name of an environment variable holding the token
+    token_file: str | None = None  # a file holding it (systemd: LoadCredential=)
+
+
+@dataclass(frozen=True, slots=True)
+class McpConfig:
+    """`[mcp]`: the agent's tools. `public_url` is how Orga's cloud reaches `[http] listen`;
+    each call's tools are served at `<public_url>/mcp/<per-call secret>`. None: no tools."""
+
+    public_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_calls: int = setting(50, lo=1, hi=10000)
+    max_call_duration_s: float = setting(3600.0, lo=10, hi=86400, unit=" s")
+    drain_timeout_s: float = setting(300.0, lo=0, hi=86400, unit=" s")
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityConfig:
+    unknown_source: str = "drop"  # "drop" | "reject"
+    allow_unauthenticated_public: bool = False
+    invite_rate_per_source: float = setting(5.0, lo=0.01, hi=10000)
+    invite_burst_per_source: int = setting(10, lo=1, hi=100000)
+    request_rate_per_source: float = setting(20.0, lo=0.01, hi=100000)
+    request_burst_per_source: int = setting(50, lo=1, hi=100000)
+    calls_per_second: float = setting(10.0, lo=0.01, hi=10000)
+    calls_burst: int = setting(20, lo=1, hi=100000)
+    max_tracked_sources: int = setting(10000, lo=16, hi=10_000_000)
+    tcp_max_connections_per_source: int = setting(16, lo=1, hi=100000)
+    tcp_max_connections: int = setting(1024, lo=1, hi=1_000_000)
+    tcp_idle_timeout_s: float = setting(120.0, lo=1, hi=86400)
+    tcp_header_timeout_s: float = setting(5.0, lo=0.1, hi=600)
+    max_message_size: int = setting(65535, lo=1500, hi=1_048_576)
+    rtp_max_packets_per_second: int = setting(200, lo=50, hi=100000)
+    nonce_ttl_s: float = setting(300.0, lo=10, hi=86400)
+
+
+# --- [[trunks]] and [[routes]] ----------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class TrunkConfig:
+    """One `[[trunks]]` entry. The fields up to `digest_algorithms` have hand-written checks in
+    `load.py` (credentials, CIDRs); any field added after them is checked generically (its type
+    and its `setting` checks), like a section key."""
+
+    name: str
+    allow: tuple[IPNetwork, ...]
+    username: str | None = None
+    realm: str = "orga-sip-gateway"
+    password: Secret | None = field(default=None, repr=False, compare=False)
+    max_calls: int | None = None
+    # Offered in this order (RFC 8760 §2.4). Some UACs (SIPp 3.6, old PBXs) answer only the
+    # first challenge and know only MD5: such a trunk lists ["MD5"].
+    digest_algorithms: tuple[str, ...] = DIGEST_ALGORITHMS
+
+    @property
+    def requires_auth(self) -> bool:
+        return self.username is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One `[[routes]]` entry: which calls it takes (`match`, `trunk`) and what it overrides.
+
+    The fields up to `history` override the `[orga]` key of the same name; None means "as in
+    [orga]". `gateway/orga/settings.py` resolves them into the call's session parameters.
+    `transfer_targets` and `dtmf_transfer` are the route's call control (issue 14).
+    """
+
+    match: str = "*"
+    trunk: str | None = None
+    model: str | None = None
+    voice: str | None = None
+    temperature: float | None = setting(None, lo=0.0, hi=1.0)
+    instructions: str | None = setting(None, template=True)
+    return_transcription: bool | None = None
+    history: bool | None = None
+    # Call control (not Orga overrides): who calls of this route may be transferred to, by
+    # name ({"operator": "sip:..."}, nothing else can be dialled), and DTMF shortcuts to them.
+    transfer_targets: Mapping[str, str] = field(default_factory=dict)
+    dtmf_transfer: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """Bounded metric label: the match pattern from the config, never the dialed number."""
+        return self.match
+
+
+DEFAULT_TRUNKS = (TrunkConfig(name="loopback", allow=(ipaddress.ip_network("127.0.0.0/8"),)),)
+DEFAULT_ROUTES = (Route(match="*"),)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole file. Every field whose default is a dataclass is a `[section]` of the file."""
+
+    sip: SipConfig = SipConfig()
+    rtp: RtpConfig = RtpConfig()
+    orga: OrgaConfig = OrgaConfig()
+    http: HttpConfig = HttpConfig()
+    api: ApiConfig = ApiConfig()
+    mcp: McpConfig = McpConfig()
+    limits: LimitsConfig = LimitsConfig()
+    security: SecurityConfig = SecurityConfig()
+    trunks: tuple[TrunkConfig, ...] = DEFAULT_TRUNKS
+    routes: tuple[Route, ...] = DEFAULT_ROUTES
+    api_key: Secret = field(default=Secret(""), repr=False, compare=False)
+    api_token: Secret | None = field(default=None, repr=False, compare=False)  # from [api]
+
+    def warnings(self) -> list[str]:
+        """Things that are allowed but must be logged at every start (issue 7 item 2)."""
+        return [
+            f"trunk {t.name!r} accepts calls from {', '.join(map(str, t.allow))} without "
+            "authentication (security.allow_unauthenticated_public = true): every call opens "
+            "a paid Orga session" for t in self.trunks if is_open_public(t)
+        ]
+
+    def secrets(self) -> list[str]:
+        """Every secret value, for registration with the log redaction filter."""
+        values = [self.api_key.reveal()] + [t.password.reveal() for t in self.trunks if t.password]
+        if self.api_token is not None:
+            values.append(self.api_token.reveal())
+        return [v for v in values if v]
+
+
+def sections() -> dict[str, type]:
+    """`[section]` name → its dataclass, in file order (derived from `Config`'s fields)."""
+    return {f.name: type(f.default) for f in fields(Config) if is_dataclass(f.default)}
+
+
+def is_open_public(trunk: TrunkConfig) -> bool:
+    """An unauthenticated trunk that admits a wide slice of the internet (e.g. 0.0.0.0/0)."""
+    if trunk.requires_auth:
+        return False
+    return any(n.prefixlen < (8 if n.version == 4 else 16) for n in trunk.allow)
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` -> (host, port); ValueError otherwise."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"{value!r} is not host:port")
+    return host.strip("[]"), int(port)
