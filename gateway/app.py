@@ -44,11 +44,13 @@ PORT_QUARANTINE_S = 5.0  # a late packet of the last call must not reach the nex
 
 
 def endpoint_config(config: Config) -> EndpointConfig:
-    """The SIP core's settings from the config: message size bound by `security`."""
+    """The SIP core's settings from the config: message size bound by `security`; NOTIFY
+    accepted in dialogs because calls send REFER (transfer, RFC 3515 §2.4.4)."""
     size = config.security.max_message_size
     limits = replace(DEFAULT_LIMITS, max_message_bytes=size,
                      max_body_bytes=min(DEFAULT_LIMITS.max_body_bytes, size))
-    return EndpointConfig(limits=limits)
+    allow = (*EndpointConfig().allow, "NOTIFY")
+    return EndpointConfig(limits=limits, allow=allow)
 
 
 class EndpointSignalling:

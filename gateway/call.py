@@ -57,6 +57,7 @@ from gateway.sip.events import (
     DialogEnded,
     InfoReceived,
     InviteReceived,
+    NotifyReceived,
     ReinviteReceived,
     RequestCompleted,
     RequestHandle,
@@ -182,6 +183,9 @@ class Call:
             self._reinvite(event)
         elif isinstance(event, InfoReceived):
             self._info(event)
+        elif isinstance(event, NotifyReceived):
+            if (event.event or "").split(";")[0].strip().lower() == "refer":
+                self.on_notify(event.body)
         elif isinstance(event, RequestCompleted):
             if event.handle == self._refer and self._transfer is not None:
                 self._transfer.on_refer_response(event.status, self._loop.time())

@@ -27,6 +27,7 @@ from gateway.sip.events import (
     CallHandle,
     InfoReceived,
     InviteReceived,
+    NotifyReceived,
     ReinviteReceived,
     SipEndReason,
 )
@@ -190,6 +191,11 @@ class Uas:
             core.respond_new(request, reply, 200, now)
             if not call.app_ended:
                 core.emit(InfoReceived(call.handle, request.content_type, request.body, request))
+        elif request.method == "NOTIFY":  # RFC 3515 §2.4.4: our REFER's implicit subscription
+            core.respond_new(request, reply, 200, now)
+            if not call.app_ended:
+                core.emit(NotifyReceived(call.handle, request.headers.get("Event"),
+                                         request.content_type, request.body, request))
         elif request.method == "OPTIONS":
             core.respond_new(request, reply, 200, now, headers=core.capability_headers())
         else:
