@@ -30,6 +30,7 @@ from gateway.orga.settings import OrgaClientSettings, PeerSettings
 from gateway.outcomes import Outcome
 from gateway.sdnotify import SystemdNotifier
 from gateway.security.screen import SecurityScreen
+from gateway.sip.address import Peer
 from gateway.sip.core import EndpointConfig
 from gateway.sip.endpoint import SipEndpoint
 from gateway.sip.events import CallHandle, Event, InviteReceived, RequestHandle
@@ -85,6 +86,12 @@ class EndpointSignalling:
                      headers: Iterable[tuple[str, str]] = ()) -> None:
         self._driver.run(lambda now: self._ep.reject_offer(call, status, now,
                                                            headers=headers))
+
+    def invite(self, target: str, sdp: bytes, *, from_uri: str, peer: Peer
+               ) -> tuple[CallHandle, str]:
+        handle = self._driver.run(lambda now: self._ep.invite(target, now, sdp=sdp,
+                                                              from_uri=from_uri, peer=peer))
+        return handle, self._ep.call_request(handle).call_id
 
     def send_request(self, call: CallHandle, method: str, *,
                      headers: Iterable[tuple[str, str]] = ()) -> RequestHandle:

@@ -49,6 +49,7 @@ from gateway.outcomes import (
     sip_warning,
 )
 from gateway.sdp import MediaParams, SdpNegotiationError, negotiate, parse_offer
+from gateway.sip.address import Peer
 from gateway.sip.events import (
     AckReceived,
     ByeReceived,
@@ -91,6 +92,8 @@ class CallSignalling(Protocol):
                      headers: Iterable[tuple[str, str]] = ()) -> None: ...
     def send_request(self, call: CallHandle, method: str, *,
                      headers: Iterable[tuple[str, str]] = ()) -> RequestHandle: ...
+    def invite(self, target: str, sdp: bytes, *, from_uri: str, peer: Peer
+               ) -> tuple[CallHandle, str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,17 +124,30 @@ class Call:
     def __init__(
         self, ctx: CallContext, invite: InviteReceived, route: Route, trunk: str
     ) -> None:
-        self.ctx = ctx
-        self.handle = invite.call
+        uri = invite.request.uri
+        from_uri = invite.request.from_.sip_uri
+        to_uri = invite.request.to.sip_uri
         self.invite = invite
+        self._init(
+            ctx, invite.call, route, trunk, call_id=invite.request.call_id,
+            caller=(from_uri.user_unescaped or "") if from_uri is not None else "",
+            callee=(uri.user_unescaped or "") if isinstance(uri, SipUri) else "",
+            # Who we are in this dialog (Referred-By): the address the caller dialled.
+            local_uri=str(to_uri) if to_uri is not None else f"sip:{ctx.advertised_address}",
+        )
+
+    def _init(self, ctx: CallContext, handle: CallHandle, route: Route, trunk: str, *,
+              call_id: str, caller: str, callee: str, local_uri: str) -> None:
+        """The state every call has, whichever side placed it (`outbound.py` too)."""
+        self.ctx = ctx
+        self.handle = handle
         self.route = route
         self.route_label = route.label
         self.trunk = trunk
-        self.call_id = invite.request.call_id
-        uri = invite.request.uri
-        self.callee = (uri.user_unescaped or "") if isinstance(uri, SipUri) else ""
-        from_uri = invite.request.from_.sip_uri
-        self.caller = (from_uri.user_unescaped or "") if from_uri is not None else ""
+        self.call_id = call_id
+        self.caller = caller
+        self.callee = callee
+        self.local_uri = local_uri
         self.conversation_id: str | None = None
         # The id the operator API and logs use: URL-safe, unguessable, unrelated to Call-ID.
         self.control_id = secrets.token_urlsafe(12)
@@ -229,7 +245,7 @@ class Call:
         transfer = Transfer(target, targets[target], actor, self._loop.time())
         try:
             self._refer = self.ctx.signalling.send_request(self.handle, "REFER", headers=[
-                ("Refer-To", f"<{transfer.uri}>"), ("Referred-By", f"<{self._local_uri()}>")])
+                ("Refer-To", f"<{transfer.uri}>"), ("Referred-By", f"<{self.local_uri}>")])
         except Exception as exc:  # the dialog cannot carry a request now (e.g. not ACKed)
             raise ActionRefused(f"the call cannot be transferred now ({exc})") from None
         self._transfer = transfer
@@ -268,11 +284,6 @@ class Call:
         if self._transfer is not None:
             self._transfer.on_notify(body, self._loop.time())
             self._transfer_progress()
-
-    def _local_uri(self) -> str:
-        """Who refers: the address the caller dialled (our identity in this dialog)."""
-        to_uri = self.invite.request.to.sip_uri
-        return str(to_uri) if to_uri is not None else f"sip:{self.ctx.advertised_address}"
 
     async def _send_dtmf(self, rtp: RtpSession, digits: str) -> None:
         try:

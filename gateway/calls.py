@@ -14,7 +14,9 @@ import logging
 from collections import Counter
 
 from gateway.call import Call, CallContext
+from gateway.control.actions import ActionRefused
 from gateway.drain import Draining
+from gateway.outbound import OutboundCall, OutboundRequest
 from gateway.outcomes import Outcome, response_headers
 from gateway.routes import match_route
 from gateway.sip.events import CallHandle, DialogEnded, InviteReceived
@@ -36,6 +38,7 @@ class CallRegistry:
         self.draining = draining if draining is not None else Draining()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._next_placeholder = 0  # outbound calls have no SIP handle until their INVITE is out
 
     # --- admission ----------------------------------------------------------------------------
     def at_capacity(self) -> bool:
@@ -118,6 +121,45 @@ class CallRegistry:
         tasks = list(self._tasks.values())
         if tasks:
             await asyncio.wait(tasks, timeout=10.0)
+
+    # --- outbound calls (POST /v1/calls) -------------------------------------------------------
+    def place_call(self, request: OutboundRequest) -> Call:
+        """Admit and start an outbound call; `ActionRefused` says why not (503 full/draining,
+        422 a trunk that is unknown or places no calls). Counted like inbound calls."""
+        trunk = next((t for t in self.ctx.config.trunks if t.name == request.trunk), None)
+        if trunk is None:
+            names = ", ".join(t.name for t in self.ctx.config.trunks)
+            raise ActionRefused(f"no trunk is named {request.trunk[:64]!r} (trunks: {names})", 422)
+        if trunk.outbound_proxy is None:
+            raise ActionRefused(f"trunk {trunk.name!r} places no calls: set its outbound_proxy",
+                                422)
+        if self.draining:
+            raise ActionRefused("the gateway is draining", 503)
+        if self.at_capacity():
+            raise ActionRefused("limits.max_calls reached", 503)
+        limit = self._trunk_limits.get(trunk.name)
+        if limit is not None and self._per_trunk[trunk.name] >= limit:
+            raise ActionRefused(f"trunk {trunk.name!r} is at its max_calls", 503)
+        self._next_placeholder -= 1
+        placeholder = CallHandle(self._next_placeholder)
+        call = OutboundCall(self.ctx, request, trunk, placeholder, self._bind)
+        self.calls[placeholder] = call
+        self._by_control_id[call.control_id] = call
+        self._per_trunk[trunk.name] += 1
+        self._idle.clear()
+        self.ctx.metrics.call_started(call.route_label, trunk.name)
+        self.ctx.metrics.set_active_calls(len(self.calls))
+        self._tasks[placeholder] = asyncio.create_task(self._run(call), name="outbound call")
+        return call
+
+    def _bind(self, call: Call, handle: CallHandle) -> None:
+        """The outbound call's INVITE is out: its SIP handle replaces the placeholder."""
+        task = self._tasks.pop(call.handle, None)
+        self.calls.pop(call.handle, None)
+        call.handle = handle
+        self.calls[handle] = call
+        if task is not None:
+            self._tasks[handle] = task
 
     # --- the operator API's view (gateway.control.actions.CallDirectory) ----------------------
     def controlled_calls(self) -> list[Call]:

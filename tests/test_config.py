@@ -312,3 +312,19 @@ def test_call_control_problems(raw: dict[str, object], problem: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(raw, {**ENV, "SHORT": "12345"})
     assert any(p.startswith(problem) for p in err.value.problems), err.value.problems
+
+
+def test_trunk_outbound_keys() -> None:
+    raw = {"trunks": [{"name": "carrier", "allow": ["192.0.2.10/32"],
+                       "outbound_proxy": "sip:192.0.2.10:5060;transport=udp",
+                       "from_user": "+4930123456"}]}
+    (trunk,) = parse_config(raw, ENV).trunks
+    assert (trunk.outbound_proxy, trunk.from_user) == ("sip:192.0.2.10:5060;transport=udp",
+                                                      "+4930123456")
+    raw["trunks"][0]["outbound_proxy"] = "192.0.2.10"
+    raw["trunks"][0]["from_user"] = "<evil>"
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, ENV)
+    assert any(p.startswith("trunks[0].outbound_proxy: '192.0.2.10' is not a SIP proxy URI")
+               for p in err.value.problems), err.value.problems
+    assert any(p.startswith("trunks[0].from_user:") for p in err.value.problems)

@@ -365,6 +365,19 @@ def _mcp_public_url(p: Problems, built: dict[str, Any]) -> None:
               "put the gateway behind TLS (a reverse proxy) and use https://")
 
 
+_PROXY_URI = re.compile(r"^sip:[A-Za-z0-9.\-\[\]:]+(:\d{1,5})?(;transport=(udp|tcp))?$", re.I)
+_FROM_USER = re.compile(r"^\+?[0-9A-Za-z._-]{1,32}$")
+
+
+def _outbound(p: Problems, pre: str, trunk: TrunkConfig) -> None:
+    if trunk.outbound_proxy is not None and not _PROXY_URI.match(trunk.outbound_proxy):
+        p.add(f"{pre}.outbound_proxy", f"{trunk.outbound_proxy!r} is not a SIP proxy URI",
+              'write "sip:192.0.2.10:5060;transport=udp" (host and port, udp or tcp)')
+    if trunk.from_user is not None and not _FROM_USER.match(trunk.from_user):
+        p.add(f"{pre}.from_user", f"{trunk.from_user!r} is not a SIP user part",
+              'use a number such as "+4930123456" or a name of letters and digits')
+
+
 # Rules a field's `setting` cannot express. "section.field": run right after that field's own
 # checks; "section": after the whole section (it may read sections built before it).
 RULES: dict[str, Rule] = {
@@ -416,6 +429,7 @@ def _trunks(raw: Any, env: Mapping[str, str], allow_public: bool, p: Problems
         trunk = _trunk(p, pre, table, env, names)
         if trunk is None:
             continue
+        _outbound(p, pre, trunk)
         if is_open_public(trunk) and not allow_public:
             p.add(f"{pre}.allow", "admits a wide public range without authentication: anyone "
                   "could open paid Orga sessions", "add username and password_env, narrow allow, "

@@ -210,6 +210,10 @@ class TrunkConfig:
     # Offered in this order (RFC 8760 §2.4). Some UACs (SIPp 3.6, old PBXs) answer only the
     # first challenge and know only MD5: such a trunk lists ["MD5"].
     digest_algorithms: tuple[str, ...] = DIGEST_ALGORITHMS
+    # Outbound calls (POST /v1/calls): where our INVITEs go, "sip:host:port;transport=udp";
+    # None = this trunk places no calls. `from_user`: the caller ID we present.
+    outbound_proxy: str | None = None
+    from_user: str | None = None
 
     @property
     def requires_auth(self) -> bool:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from gateway.outbound import OutboundRequest
 
 
 class Actor(enum.Enum):
@@ -47,3 +50,7 @@ class CallDirectory(Protocol):
     def controlled_calls(self) -> Iterable[ControlledCall]: ...
 
     def controlled_call(self, control_id: str) -> ControlledCall | None: ...
+
+    def place_call(self, request: OutboundRequest) -> ControlledCall:
+        """Start an outbound call (raises ActionRefused)."""
+        ...

@@ -32,6 +32,20 @@ class TransferRequest(BaseModel):
                         description="a name from the route's transfer_targets")
 
 
+class OutboundCallRequest(BaseModel):
+    to: str = Field(pattern=r"^(\+[1-9][0-9]{5,14}|sips?:[^\s<>\"]{3,200})$",
+                    description="an E.164 number (+4930...) or a SIP URI")
+    trunk: str = Field(min_length=1, max_length=64, description="a trunk with outbound_proxy")
+    from_: str | None = Field(default=None, alias="from", pattern=r"^\+?[0-9A-Za-z._-]{1,32}$",
+                              description="caller ID (user part); default the trunk's from_user")
+    instructions: str | None = Field(default=None, max_length=20000)
+    voice: str | None = Field(default=None, max_length=64)
+    model: str | None = Field(default=None, max_length=64)
+    temperature: float | None = Field(default=None, ge=0.0, le=1.0)
+    ring_timeout_s: float = Field(default=30.0, gt=0, le=300,
+                                  description="no final answer by then: CANCEL, no_answer")
+
+
 class HangupRequest(BaseModel):
     reason: str | None = Field(default=None, max_length=200)
 
@@ -51,6 +65,20 @@ def api_router(directory: CallDirectory, token: Secret | None) -> APIRouter:
     @router.get("/calls")
     async def list_calls() -> dict[str, Any]:
         return {"calls": [dict(c.info()) for c in directory.controlled_calls()]}
+
+    @router.post("/calls", status_code=status.HTTP_201_CREATED)
+    async def place_call(body: OutboundCallRequest) -> dict[str, Any]:
+        from gateway.outbound import OutboundRequest
+
+        request = OutboundRequest(
+            to=body.to, trunk=body.trunk, from_user=body.from_, instructions=body.instructions,
+            voice=body.voice, model=body.model, temperature=body.temperature,
+            ring_timeout_s=body.ring_timeout_s)
+        try:
+            call = directory.place_call(request)
+        except ActionRefused as exc:
+            raise HTTPException(exc.status, exc.message) from None
+        return dict(call.info())
 
     @router.get("/calls/{call_id}")
     async def get_call(call_id: str) -> dict[str, Any]:
