@@ -29,7 +29,7 @@ from gateway.orga.api import OrgaApi
 from gateway.orga.settings import OrgaClientSettings, PeerSettings
 from gateway.outcomes import Outcome
 from gateway.sdnotify import SystemdNotifier
-from gateway.security.screen import SecurityScreen
+from gateway.security.screen import NO_TRUNK, SecurityScreen
 from gateway.sip.address import Peer
 from gateway.sip.core import EndpointConfig
 from gateway.sip.endpoint import SipEndpoint
@@ -42,6 +42,7 @@ from gateway.transport.udp import UdpTransport
 log = logging.getLogger(__name__)
 
 PORT_QUARANTINE_S = 5.0  # a late packet of the last call must not reach the next one
+BYE_GRACE_T1 = 4  # shutdown waits up to 4·T1 for the endpoint to be idle (our BYEs answered)
 
 
 def endpoint_config(config: Config) -> EndpointConfig:
@@ -187,7 +188,7 @@ class Gateway:
     def _on_sip_event(self, event: Event) -> None:
         assert self.registry is not None
         if isinstance(event, InviteReceived):
-            self.registry.on_invite(event, self.screen.trunk_of(event.source))
+            self.registry.on_invite(event, event.trunk or NO_TRUNK)
         else:
             self.registry.on_event(event)
 
@@ -205,8 +206,10 @@ class Gateway:
         self.notifier.stopping()
         if self.registry is not None:
             await self.registry.hang_up_all(Outcome.SHUTDOWN)
-        # Give BYEs a moment on the wire before the sockets close.
-        await asyncio.sleep(0.05)
+        if self.driver is not None:
+            # Keep the sockets until every BYE (and CANCEL, ACK wait) is done, for at most the
+            # time a BYE and its first two retransmissions (T1, 2·T1 later) take to be answered.
+            await self.driver.wait_idle(BYE_GRACE_T1 * self.driver.endpoint.config.timers.T1)
         if self._udp is not None:
             self._udp.close()
         if self._tcp is not None:

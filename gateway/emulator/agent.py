@@ -4,7 +4,7 @@ The answerer accepts the SDK layout (audio sendrecv, video sendonly → answered
 channel `orga-realtime-client-events`), gathers on the configured addresses only (`ice.py`)
 with no ICE servers, and on data-channel open sends `session.created` then
 `conversation.created` (reference §7.2). It records every `session.update`. The agent detects
-caller utterances by energy (`audio.EnergyVad`), then sends the transcript event (when
+caller utterances by energy (`audio.UtteranceDetector`), then sends the transcript event (when
 `return_transcription`), plays the reply on its paced track, and sends
 `response.output_item.done` with text that carries an emotion tag. A session ends when the
 client closes, when the peer fails, or after a configured time limit (the emulator then closes
@@ -27,9 +27,9 @@ from aiortc.mediastreams import MediaStreamError
 
 from gateway.emulator.audio import (
     AgentAudioTrack,
-    EnergyVad,
     Samples,
     Utterance,
+    UtteranceDetector,
     frame_to_mono,
     load_wav,
     two_tone_phrase,
@@ -116,7 +116,7 @@ class EmulatedSession:
         self._pc = RTCPeerConnection(make_configuration([]))
         self._track = AgentAudioTrack()
         self._channel: RTCDataChannel | None = None
-        self._vad = EnergyVad(threshold_dbfs=settings.vad_threshold_dbfs)
+        self._vad = UtteranceDetector(threshold_dbfs=settings.vad_threshold_dbfs)
         self._audio_enabled = not settings.audio_gate
         self._reply_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()

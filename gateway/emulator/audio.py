@@ -1,7 +1,7 @@
 """The emulator agent's ears and voice: energy VAD, pitch estimate, reply audio, paced track.
 
-- `EnergyVad`: an utterance is ≥ 300 ms of frames above a level threshold followed by ≥ 500 ms
-  below it (issue 4, item 11). Driven by sample counts, not clocks, so it is deterministic.
+- `UtteranceDetector`: an utterance is ≥ 300 ms of frames above a level threshold followed by
+  ≥ 500 ms below it (issue 4, item 11). Driven by sample counts, not clocks, so it is deterministic.
 - `dominant_frequency`: the strongest spectral peak (Hann window, parabolic interpolation).
 - `two_tone_phrase`: the default "spoken-like" reply, ~1.5 s of six syllables (200 ms tone +
   50 ms pause, sine-shaped envelope) in the pattern A A B A A B with A = 660 Hz and B = 880 Hz
@@ -99,7 +99,7 @@ class Utterance:
     level_dbfs: float
 
 
-class EnergyVad:
+class UtteranceDetector:
     """Energy-based end-of-utterance detection over a stream of mono float frames."""
 
     def __init__(

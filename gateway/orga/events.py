@@ -142,7 +142,7 @@ def _opt_str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-class EndReason(enum.Enum):
+class OrgaEndReason(enum.Enum):
     """Why a session ended; a bounded metric label."""
 
     LOCAL_CLOSE = "local_close"
@@ -164,18 +164,18 @@ class SessionEndTracker:
     def __init__(self, disconnected_grace_s: float) -> None:
         self._grace = disconnected_grace_s
         self._disconnected_since: float | None = None
-        self.reason: EndReason | None = None
+        self.reason: OrgaEndReason | None = None
 
     def deadline(self) -> float | None:
         if self.reason is not None or self._disconnected_since is None:
             return None
         return self._disconnected_since + self._grace
 
-    def on_connection_state(self, state: str, now: float) -> EndReason | None:
+    def on_connection_state(self, state: str, now: float) -> OrgaEndReason | None:
         if state == "failed":
-            return self._end(EndReason.PEER_FAILED)
+            return self._end(OrgaEndReason.PEER_FAILED)
         if state == "closed":
-            return self._end(EndReason.PEER_CLOSED)
+            return self._end(OrgaEndReason.PEER_CLOSED)
         if state == "disconnected":
             if self._disconnected_since is None:
                 self._disconnected_since = now
@@ -183,19 +183,19 @@ class SessionEndTracker:
         self._disconnected_since = None  # recovered (connected/connecting)
         return None
 
-    def on_datachannel_closed(self) -> EndReason | None:
-        return self._end(EndReason.DATACHANNEL_CLOSED)
+    def on_datachannel_closed(self) -> OrgaEndReason | None:
+        return self._end(OrgaEndReason.DATACHANNEL_CLOSED)
 
-    def on_local_close(self) -> EndReason | None:
-        return self._end(EndReason.LOCAL_CLOSE)
+    def on_local_close(self) -> OrgaEndReason | None:
+        return self._end(OrgaEndReason.LOCAL_CLOSE)
 
-    def on_timer(self, now: float) -> EndReason | None:
+    def on_timer(self, now: float) -> OrgaEndReason | None:
         deadline = self.deadline()
         if deadline is not None and now >= deadline:
-            return self._end(EndReason.DISCONNECTED)
+            return self._end(OrgaEndReason.DISCONNECTED)
         return None
 
-    def _end(self, reason: EndReason) -> EndReason | None:
+    def _end(self, reason: OrgaEndReason) -> OrgaEndReason | None:
         if self.reason is not None:
             return None
         self.reason = reason

@@ -33,7 +33,7 @@ from gateway.orga.api import candidates_from_sdp
 from gateway.orga.errors import OrgaError, OrgaProtocolError
 from gateway.orga.events import (
     DATA_CHANNEL_LABEL,
-    EndReason,
+    OrgaEndReason,
     ServerEvent,
     ServerEventDecoder,
     SessionEndTracker,
@@ -42,7 +42,7 @@ from gateway.orga.events import (
 from gateway.orga.ice import make_configuration, restrict_host_addresses
 from gateway.orga.settings import PeerSettings, SessionParams
 
-__all__ = ["EndReason", "OrgaPeer", "candidates_from_sdp"]
+__all__ = ["OrgaEndReason", "OrgaPeer", "candidates_from_sdp"]
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class OrgaPeer:
         self.remote_audio: asyncio.Future[MediaStreamTrack] = self._loop.create_future()
         self.connected: asyncio.Future[None] = self._loop.create_future()
         self.datachannel_open: asyncio.Future[None] = self._loop.create_future()
-        self.ended: asyncio.Future[EndReason] = self._loop.create_future()
+        self.ended: asyncio.Future[OrgaEndReason] = self._loop.create_future()
         for future in (self.remote_audio, self.connected, self.datachannel_open):
             future.add_done_callback(_quiet)
         self.decoder = ServerEventDecoder()
@@ -242,7 +242,7 @@ class OrgaPeer:
         self._timer = None
         self._finish(self._tracker.on_timer(self._loop.time()))
 
-    def _finish(self, reason: EndReason | None) -> None:
+    def _finish(self, reason: OrgaEndReason | None) -> None:
         if reason is None or self.ended.done():
             return
         log.info("orga session %s ended: %s", self.conversation_id, reason.value)

@@ -20,7 +20,7 @@ from aiortc import RTCIceServer
 
 from gateway.orga.api import CallAnswer, OrgaApi, candidates_from_sdp
 from gateway.orga.errors import OrgaError, OrgaTimeoutError
-from gateway.orga.events import EndReason
+from gateway.orga.events import OrgaEndReason
 from gateway.orga.peer import OrgaPeer
 from gateway.orga.settings import SessionParams
 
@@ -162,7 +162,7 @@ async def _end_abandoned(request: asyncio.Future[CallAnswer], peer: OrgaPeer) ->
              answer.conversation_id)
 
 
-async def _first(wanted: asyncio.Future[None], ended: asyncio.Future[EndReason]) -> None:
+async def _first(wanted: asyncio.Future[None], ended: asyncio.Future[OrgaEndReason]) -> None:
     """Wait for `wanted`; fail if the session ends first."""
     waiting: set[asyncio.Future[Any]] = {wanted, ended}
     await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)

@@ -115,7 +115,7 @@ class ConcurrencyLimiter:
         self._total -= 1
 
 
-class Verdict(Enum):
+class RateVerdict(Enum):
     """Edge decision for one request; values are the `security_rejections` reasons."""
 
     ACCEPT = "accept"
@@ -126,15 +126,15 @@ class Verdict(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    verdict: Verdict
+    verdict: RateVerdict
     retry_after_s: float = 0.0
 
     @property
     def accepted(self) -> bool:
-        return self.verdict is Verdict.ACCEPT
+        return self.verdict is RateVerdict.ACCEPT
 
 
-ACCEPTED = Decision(Verdict.ACCEPT)
+ACCEPTED = Decision(RateVerdict.ACCEPT)
 
 
 class EdgeLimiter:
@@ -159,16 +159,17 @@ class EdgeLimiter:
     def request(self, source_ip: str, now: float) -> Decision:
         """The per-source bucket every message (request, or datagram before parsing) takes."""
         if not self._requests.take(source_ip, now):
-            return Decision(Verdict.RATE_SOURCE_REQUEST,
+            return Decision(RateVerdict.RATE_SOURCE_REQUEST,
                             self._requests.retry_after(source_ip, now))
         return ACCEPTED
 
     def new_call(self, source_ip: str, now: float) -> Decision:
         """The per-source INVITE bucket, then the global calls-per-second bucket."""
         if not self._invites.take(source_ip, now):
-            return Decision(Verdict.RATE_SOURCE_INVITE, self._invites.retry_after(source_ip, now))
+            return Decision(RateVerdict.RATE_SOURCE_INVITE,
+                            self._invites.retry_after(source_ip, now))
         if not self._calls.take(now):
-            return Decision(Verdict.RATE_GLOBAL, self._calls.retry_after(now))
+            return Decision(RateVerdict.RATE_GLOBAL, self._calls.retry_after(now))
         return ACCEPTED
 
     @property

@@ -12,7 +12,10 @@ Every UDP datagram takes its source's request token before it is parsed (`admit`
 is told `Retry-After: N` once; until the N seconds pass its datagrams are dropped unparsed, as
 are datagrams from sources no trunk allows in drop mode: refusing a flood must cost less than
 serving it. This object is the core's `PreDispatch` and `DatagramGate`; it reads no clock of
-its own — the core passes `now`.
+its own — the core passes `now` — and keeps nothing between the two hooks: the rate decision
+`admit` made for a datagram comes back to `screen` through the core (`admitted`). An allowed
+request's verdict names its trunk, which the core puts on `InviteReceived`: a call's source is
+identified once. Draining is the process's one `Draining` flag.
 """
 
 from __future__ import annotations
@@ -26,14 +29,13 @@ from gateway.config import Config, TrunkConfig
 from gateway.drain import Draining
 from gateway.logs import RateLimitedLog
 from gateway.metrics import Metrics
+from gateway.outcomes import Outcome, response_headers
 from gateway.security.acl import TrunkMatcher
-from gateway.security.policy import Action as PolicyAction
-from gateway.security.policy import screen_request
-from gateway.security.ratelimit import Decision, EdgeLimiter
-from gateway.security.ratelimit import Verdict as RateVerdict
+from gateway.security.policy import PolicyAction, screen_request
+from gateway.security.ratelimit import Decision, EdgeLimiter, RateVerdict
 from gateway.sip.address import Peer
 from gateway.sip.auth import Algorithm, AuthResult, DigestAuthenticator
-from gateway.sip.core import ALLOW, DROP, SipVerdict
+from gateway.sip.core import DROP, SipVerdict
 from gateway.sip.message import SipRequest
 
 log = logging.getLogger("gateway.security")
@@ -61,7 +63,6 @@ class SecurityScreen:
         self._trunks: dict[str, TrunkConfig | None] = {}  # match cache, bounded
         # Sources told to wait (503 Retry-After): until when, and why. Bounded like the buckets.
         self._penalty: OrderedDict[str, tuple[float, str]] = OrderedDict()
-        self._gated: tuple[str, float, Decision] | None = None  # admit() → screen() handoff
         self.draining = draining if draining is not None else Draining()
 
     def trunk(self, host: str) -> TrunkConfig | None:
@@ -72,37 +73,33 @@ class SecurityScreen:
             trunk = self._trunks[host] = self._matcher.match(host)
         return trunk  # type: ignore[return-value]
 
-    def trunk_of(self, peer: Peer) -> str:
-        trunk = self.trunk(peer.host)
-        return trunk.name if trunk is not None else NO_TRUNK
-
     @property
     def penalized_sources(self) -> int:
         return len(self._penalty)
 
-    def admit(self, host: str, now: float) -> bool:
+    def admit(self, host: str, now: float) -> Decision | None:
         """The core's `DatagramGate`: every datagram takes the source's request token here,
         before parsing — retransmissions and garbage included, which never reach `screen`.
-        Dropped unparsed: sources no trunk allows (drop mode) and sources still inside the
-        Retry-After they were given. The datagram that first goes over the rate is let through
-        so `screen` can answer it 503 with that Retry-After; the source waits from then on."""
+        Dropped unparsed (None): sources no trunk allows (drop mode) and sources still inside
+        the Retry-After they were given. The datagram that first goes over the rate is let
+        through so `screen` can answer it 503 with that Retry-After; the source waits from
+        then on. The decision returned comes back to `screen` with the parsed request."""
         if self._penalized(host, now):
-            return False
+            return None
         if self._security.unknown_source == "drop" and self.trunk(host) is None:
             self._count("unknown_source", host, now)
-            return False
+            return None
         decision = self._limiter.request(host, now)
-        self._gated = (host, now, decision)
         if not decision.accepted:
             self._penalize(host, now + _wait(decision), RateVerdict.RATE_SOURCE_REQUEST.value)
-        return True
+        return decision
 
-    def screen(self, source: Peer, request: SipRequest, now: float) -> SipVerdict:
+    def screen(self, source: Peer, request: SipRequest, now: float,
+               admitted: object | None = None) -> SipVerdict:
         method = request.method
         host = source.host
-        gated, self._gated = self._gated, None
-        if gated is not None and source.conn_id is None and gated[:2] == (host, now):
-            decision = gated[2]  # this datagram already took its token in `admit`
+        if isinstance(admitted, Decision):
+            decision = admitted  # this datagram already took its token in `admit`
         else:  # TCP, or a caller without the gate
             if self._penalized(host, now):
                 return DROP
@@ -129,10 +126,12 @@ class SecurityScreen:
                 503, "Rate Limited", [("Retry-After", str(_wait(decision)))], stateless=True)
             return self._refuse(decision.verdict.value, source, method, now, answer)
         if self.draining and method == "OPTIONS" and request.to.tag is None:
-            return SipVerdict.respond(503, "Draining", [("Retry-After", "60")])
+            d = Outcome.DRAINING.disposition
+            assert d.status is not None
+            return SipVerdict.respond(d.status, d.reason, response_headers(d))
         if new_call and trunk.requires_auth:
             return self._authenticate(trunk, source, request, now)
-        return ALLOW
+        return SipVerdict.allow(trunk.name)
 
     def _authenticate(self, trunk: TrunkConfig, source: Peer, request: SipRequest,
                       now: float) -> SipVerdict:
@@ -145,7 +144,7 @@ class SecurityScreen:
             algorithms=algorithms,
         )
         if result is AuthResult.OK:
-            return ALLOW
+            return SipVerdict.allow(trunk.name)
         challenge = self._auth.challenge(trunk.realm, source.host, now,
                                          stale=result is AuthResult.STALE, algorithms=algorithms)
         answer = SipVerdict.respond(401, None, [("WWW-Authenticate", c) for c in challenge])

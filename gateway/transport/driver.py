@@ -8,6 +8,8 @@ re-arms its single `loop.call_at` timer at `endpoint.get_timer()` — the aioqui
 
 Application commands go through `run`: `driver.run(lambda now: ep.answer(call, sdp, now))`, so
 the command sees loop time and its output is sent at once. Callbacks may call `run` again.
+`wait_idle(timeout)` lets a shutdown wait until the endpoint has nothing in flight (our BYEs
+answered, see `SipEndpoint.idle`) before the sockets close.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class SipDriver:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._dispatching = False
+        self._idle_waiters: list[asyncio.Future[None]] = []
 
     def now(self) -> float:
         return self._loop.time()
@@ -83,6 +86,21 @@ class SipDriver:
         finally:
             self._after_input()
 
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until `endpoint.idle`, at most `timeout` seconds; True when it got there."""
+        if self.endpoint.idle:
+            return True
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._idle_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return False
+        finally:
+            if waiter in self._idle_waiters:
+                self._idle_waiters.remove(waiter)
+        return True
+
     # --- internals --------------------------------------------------------------------------
     def _after_input(self) -> None:
         self._flush()
@@ -98,6 +116,12 @@ class SipDriver:
             finally:
                 self._dispatching = False
         self._arm()
+        # Only asked while someone waits: idle is a scan of the endpoint's tables.
+        if self._idle_waiters and self.endpoint.idle:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def _flush(self) -> None:
         for item in self.endpoint.datagrams_to_send():

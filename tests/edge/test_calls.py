@@ -85,12 +85,9 @@ async def test_max_call_duration_ends_the_call_with_a_bye() -> None:
         caller = Caller(rig.udp)
         await caller.start()
         call = await place_call(caller)
-        loop = asyncio.get_running_loop()
-        answered = loop.time()
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(30):  # liveness only: the limit is 1 s
             while not [r for r in caller.requests if r.startswith(b"BYE")]:
                 await asyncio.sleep(0.02)
-        assert 0.9 <= loop.time() - answered <= 2.5
         (bye,) = [r for r in caller.requests if r.startswith(b"BYE")]
         assert f"Call-ID: {call.call_id}".encode() in bye
         await call.rtp.stop()
@@ -98,6 +95,11 @@ async def test_max_call_duration_ends_the_call_with_a_bye() -> None:
         metrics = (await rig.http_get("/metrics")).decode()
         assert 'orga_gateway_calls_ended_total{result="max_duration",route="*",trunk="local"} 1.0' \
             in metrics
+        # Not before the limit, on the gateway's own clock (a timer never fires early; a
+        # bound on when the caller saw the BYE would measure how busy the machine is).
+        (duration,) = [float(line.split()[-1]) for line in metrics.splitlines()
+                       if line.startswith("orga_gateway_call_duration_seconds_sum")]
+        assert duration >= 1.0
         assert rig.emulator.state()["sessions_active"] == 0
         caller.close()
 

@@ -24,8 +24,8 @@ from gateway.emulator.server import Emulator
 from gateway.orga.api import OrgaApi
 from gateway.orga.events import (
     ConversationCreated,
-    EndReason,
     InputTranscript,
+    OrgaEndReason,
     ResponseDone,
     ServerEvent,
     SessionCreated,
@@ -123,7 +123,7 @@ async def test_tone_in_reply_out_events_and_close(emulator: Emulator) -> None:
     await peer.close()
     await asyncio.wait_for(emu_session.closed, 1.0)
     assert loop.time() - t0 < 1.0
-    assert peer.ended.result() is EndReason.LOCAL_CLOSE
+    assert peer.ended.result() is OrgaEndReason.LOCAL_CLOSE
     await peer.close()  # idempotent
     await asyncio.wait_for(reader, 2)
     await api.aclose()
@@ -139,7 +139,8 @@ async def test_emulator_ending_the_session_is_detected_within_1s(emulator: Emula
     t0 = loop.time()
     reason = await asyncio.wait_for(asyncio.shield(session.peer.ended), 1.0)
     assert loop.time() - t0 < 1.0
-    assert reason in (EndReason.DATACHANNEL_CLOSED, EndReason.PEER_CLOSED, EndReason.PEER_FAILED)
+    assert reason in (OrgaEndReason.DATACHANNEL_CLOSED, OrgaEndReason.PEER_CLOSED,
+                      OrgaEndReason.PEER_FAILED)
     assert emu_session.stats.end_reason == "time_limit"
     await session.peer.close()
     assert session.peer.ended.result() is reason  # reported once

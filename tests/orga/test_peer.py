@@ -12,7 +12,7 @@ import pytest
 from aiortc import RTCIceServer, RTCRtpReceiver
 from aiortc.mediastreams import AudioStreamTrack
 
-from gateway.orga.events import EndReason
+from gateway.orga.events import OrgaEndReason
 from gateway.orga.ice import make_configuration, stun_and_turn_servers
 from gateway.orga.peer import OrgaPeer, candidates_from_sdp
 from gateway.orga.settings import PeerSettings, SessionParams
@@ -91,7 +91,7 @@ async def test_close_is_idempotent_reports_once_and_leaks_nothing() -> None:
     await peer.create_offer()
     await asyncio.gather(peer.close(), peer.close())
     await peer.close()
-    assert peer.ended.result() is EndReason.LOCAL_CLOSE
+    assert peer.ended.result() is OrgaEndReason.LOCAL_CLOSE
     with pytest.raises(Exception, match="peer closed"):
         await peer.remote_audio
     await asyncio.sleep(0)

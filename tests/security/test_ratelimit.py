@@ -5,8 +5,8 @@ from gateway.security.ratelimit import (
     ConcurrencyLimiter,
     EdgeLimiter,
     KeyedBuckets,
+    RateVerdict,
     TokenBucket,
-    Verdict,
 )
 
 
@@ -61,15 +61,15 @@ def test_edge_limiter_orders_the_checks() -> None:
                          calls_per_second=1, calls_burst=3)
     edge = EdgeLimiter(cfg, now=0.0)
     ok = [edge.check("192.0.2.1", "INVITE", 0.0, new_call=True).verdict for _ in range(3)]
-    assert ok == [Verdict.ACCEPT, Verdict.ACCEPT, Verdict.RATE_SOURCE_INVITE]
+    assert ok == [RateVerdict.ACCEPT, RateVerdict.ACCEPT, RateVerdict.RATE_SOURCE_INVITE]
     # In-dialog requests from the same source are not INVITE-limited.
     assert edge.check("192.0.2.1", "BYE", 0.0).accepted
     # Another source gets its own INVITE bucket but shares the global call budget.
     assert edge.check("192.0.2.2", "INVITE", 0.0, new_call=True).accepted
     d = edge.check("192.0.2.3", "INVITE", 0.0, new_call=True)
-    assert d.verdict is Verdict.RATE_GLOBAL and d.retry_after_s == pytest.approx(1.0)
+    assert d.verdict is RateVerdict.RATE_GLOBAL and d.retry_after_s == pytest.approx(1.0)
     assert edge.check("192.0.2.1", "OPTIONS", 0.0).accepted  # its 5th request: burst is 5
     d = edge.check("192.0.2.1", "OPTIONS", 0.0)
-    assert d.verdict is Verdict.RATE_SOURCE_REQUEST and d.retry_after_s > 0
-    assert Verdict.RATE_GLOBAL.value == "rate_global"
+    assert d.verdict is RateVerdict.RATE_SOURCE_REQUEST and d.retry_after_s > 0
+    assert RateVerdict.RATE_GLOBAL.value == "rate_global"
     assert edge.tracked_sources == 3

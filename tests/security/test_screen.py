@@ -11,7 +11,7 @@ import pytest
 
 from gateway.config import Config, Secret, SecurityConfig, TrunkConfig
 from gateway.metrics import Metrics
-from gateway.security.screen import NO_TRUNK, SecurityScreen
+from gateway.security.screen import SecurityScreen
 from gateway.sip.address import Peer
 from gateway.sip.core import SipAction, SipVerdict
 from gateway.sip.message import SipRequest
@@ -91,11 +91,12 @@ def test_register_from_a_trunk_405_or_dropped() -> None:
     assert rejections(metrics) == {"register": 1}
 
 
-def test_trunk_name_for_calls_and_unknown() -> None:
+def test_an_allowed_request_names_its_trunk() -> None:
+    """The verdict carries the trunk (onto InviteReceived): the app never looks it up again."""
     s, _ = screen()
-    assert s.trunk_of(PBX) == "pbx"
-    assert s.trunk_of(OPEN) == "carrier"
-    assert s.trunk_of(STRANGER) == NO_TRUNK
+    assert s.screen(OPEN, request(), 1.0).trunk == "carrier"
+    assert s.screen(OPEN, request("BYE", to_tag="t"), 1.0).trunk == "carrier"
+    assert s.screen(STRANGER, request(), 1.0).trunk is None
 
 
 def test_trunk_without_credentials_passes() -> None:
@@ -250,11 +251,11 @@ def test_refusals_are_stateless_challenges_are_not() -> None:
 
 def test_gate_drops_unknown_sources_unparsed_in_drop_mode_only() -> None:
     s, metrics = screen()
-    assert s.admit(STRANGER.host, 1.0) is False
-    assert s.admit(OPEN.host, 1.0) is True
+    assert s.admit(STRANGER.host, 1.0) is None
+    assert s.admit(OPEN.host, 1.0) is not None
     assert rejections(metrics) == {"unknown_source": 1}
     s, _ = screen(unknown_source="reject")
-    assert s.admit(STRANGER.host, 1.0) is True  # parsed, to be answered 403
+    assert s.admit(STRANGER.host, 1.0) is not None  # parsed, to be answered 403
 
 
 def test_source_told_to_wait_is_dropped_unparsed_until_retry_after() -> None:
@@ -264,11 +265,12 @@ def test_source_told_to_wait_is_dropped_unparsed_until_retry_after() -> None:
     verdict = s.screen(OPEN, request("OPTIONS"), 10.0)
     assert (verdict.status, header(verdict, "Retry-After")) == (503, ["1"])
     assert s.penalized_sources == 1
-    assert [s.admit(OPEN.host, t) for t in (10.1, 10.5, 10.99)] == [False] * 3
+    assert [s.admit(OPEN.host, t) for t in (10.1, 10.5, 10.99)] == [None] * 3
     assert s.screen(OPEN, request("OPTIONS"), 10.5).action is SipAction.DROP  # TCP path
-    assert s.admit(PBX.host, 10.5) is True  # others unaffected
-    assert s.admit(OPEN.host, 11.0) is True  # Retry-After served
-    assert s.screen(OPEN, request("OPTIONS"), 11.0).action is SipAction.ALLOW
+    assert s.admit(PBX.host, 10.5) is not None  # others unaffected
+    admitted = s.admit(OPEN.host, 11.0)  # Retry-After served
+    assert admitted is not None
+    assert s.screen(OPEN, request("OPTIONS"), 11.0, admitted).action is SipAction.ALLOW
     assert s.penalized_sources == 0
     assert rejections(metrics) == {"rate_source_request": 5}
 
@@ -278,8 +280,9 @@ def test_invite_rate_alone_does_not_mute_a_source() -> None:
     s, _ = screen(invite_rate_per_source=1.0, invite_burst_per_source=1)
     assert s.screen(OPEN, request(call_id="a"), 1.0).action is SipAction.ALLOW
     assert s.screen(OPEN, request(call_id="b"), 1.0).status == 503
-    assert s.admit(OPEN.host, 1.1) is True
-    assert s.screen(OPEN, request("BYE", to_tag="t"), 1.1).action is SipAction.ALLOW
+    admitted = s.admit(OPEN.host, 1.1)
+    assert admitted is not None
+    assert s.screen(OPEN, request("BYE", to_tag="t"), 1.1, admitted).action is SipAction.ALLOW
 
 
 def test_unknown_source_flood_in_reject_mode_stops_getting_403s() -> None:
@@ -288,7 +291,7 @@ def test_unknown_source_flood_in_reject_mode_stops_getting_403s() -> None:
     statuses = [s.screen(STRANGER, request("INVITE", call_id=str(n)), 1.0).status
                 for n in range(6)]
     assert statuses == [403, 403, 403, 0, 0, 0]  # then silence, not amplification
-    assert s.admit(STRANGER.host, 1.5) is False
+    assert s.admit(STRANGER.host, 1.5) is None
     assert rejections(metrics) == {"unknown_source": 3, "rate_source_request": 4}
 
 
@@ -320,3 +323,17 @@ def test_floods_that_never_reach_screen_are_charged_at_the_gate(kind: str) -> No
     assert 10 <= len(out) <= 12
     assert all(line.startswith(first) for line in out[:10])
     assert rejections(metrics)["rate_source_request"] >= 189
+
+
+def test_the_gate_decision_is_passed_in_not_taken_twice() -> None:
+    """A datagram takes one request token in `admit`; `screen` uses that decision."""
+    s, _ = screen(request_rate_per_source=1.0, request_burst_per_source=2)
+    for call_id in ("a", "b"):
+        admitted = s.admit(OPEN.host, 5.0)
+        assert admitted is not None
+        assert s.screen(OPEN, request("OPTIONS", call_id=call_id), 5.0,
+                        admitted).action is SipAction.ALLOW
+    admitted = s.admit(OPEN.host, 5.0)  # the third within the burst of 2: over the rate
+    assert admitted is not None
+    verdict = s.screen(OPEN, request("OPTIONS", call_id="c"), 5.0, admitted)
+    assert (verdict.status, header(verdict, "Retry-After")) == (503, ["1"])
