@@ -21,7 +21,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -233,16 +233,16 @@ class Call:
 
     def request_transfer(self, target: str, actor: Actor) -> Transfer:
         """Blind transfer (REFER) of the caller to a name from the route's allowlist."""
-        targets = self.route.transfer_targets
-        if target not in targets:
-            allowed = ", ".join(sorted(targets)) if targets else "none"
+        uri = self.route.transfer_target(target)
+        if uri is None:
+            allowed = ", ".join(self.transfer_targets()) or "none"
             raise ActionRefused(f"{target[:64]!r} is not a transfer target of this call "
                                 f"(allowed: {allowed})", 422)
         if not self._answered or self._stop.done() or self._hang_up_pending:
             raise ActionRefused("a transfer needs an answered call that is not ending")
         if self._transfer is not None and not self._transfer.finished:
             raise ActionRefused("a transfer is already in progress")
-        transfer = Transfer(target, targets[target], actor, self._loop.time())
+        transfer = Transfer(target, uri, actor, self._loop.time())
         try:
             self._refer = self.ctx.signalling.send_request(self.handle, "REFER", headers=[
                 ("Refer-To", f"<{transfer.uri}>"), ("Referred-By", f"<{self.local_uri}>")])
@@ -261,7 +261,7 @@ class Call:
         return (await asyncio.shield(self._transfer_done)).outcome_text()
 
     def transfer_targets(self) -> list[str]:
-        return sorted(self.route.transfer_targets)
+        return sorted(name for name, _ in self.route.transfer_targets)
 
     def request_dtmf(self, digits: str) -> None:
         """Play `digits` to the phone as RFC 4733 events (one request at a time)."""
@@ -597,7 +597,7 @@ class Call:
         self._dtmf_digits = [*self._dtmf_digits[-(DTMF_MEMORY - 1):], event.digit]
         self.ctx.metrics.dtmf(event.digit)
         self.log.info("DTMF %s (%d ms, %s)", event.digit, event.duration_ms, event.source.value)
-        shortcuts: Mapping[str, str] = self.route.dtmf_transfer
+        shortcuts = dict(self.route.dtmf_transfer)
         if event.digit in shortcuts:
             try:
                 self.request_transfer(shortcuts[event.digit], Actor.DTMF)

@@ -281,8 +281,9 @@ def test_call_control_keys(tmp_path: Path) -> None:
     assert c.api_token is not None and c.api_token.reveal() == "f" * 32
     assert "f" * 32 not in repr(c) and "f" * 32 in c.secrets()
     assert c.mcp.public_url == "https://gw.example.com/"
-    assert c.routes[0].transfer_targets["sales"] == "tel:+4930555123"
-    assert c.routes[0].dtmf_transfer == {"0": "operator"}
+    assert c.routes[0].transfer_target("sales") == "tel:+4930555123"
+    assert c.routes[0].transfer_target("premium") is None
+    assert c.routes[0].dtmf_transfer == (("0", "operator"),)
     c = parse_config({"api": {"token_env": "OP_TOKEN"}}, {**ENV, "OP_TOKEN": "t" * 20})
     assert c.api_token is not None and c.api_token.reveal() == "t" * 20
     assert parse_config({}, ENV).api_token is None  # no [api]: the control API is off
@@ -298,10 +299,12 @@ def test_call_control_keys(tmp_path: Path) -> None:
     ({"mcp": {"public_url": "gw.example.com"}}, "mcp.public_url: 'gw.example.com' is not an"),
     ({"routes": [{"match": "*", "transfer_targets": {"op": "+4930123"}}]},
      "routes[0].transfer_targets.op: '+4930123' is not a SIP or tel URI"),
+    ({"routes": [{"match": "*", "transfer_targets": {"reject": "sip:a@b"}}]},
+     "routes[0].transfer_targets.reject: is not a usable target name"),
     ({"routes": [{"match": "*", "transfer_targets": {"bad name": "sip:a@b"}}]},
      "routes[0].transfer_targets.bad name: is not a usable target name"),
     ({"routes": [{"match": "*", "transfer_targets": ["sip:a@b"]}]},
-     "routes[0].transfer_targets: ['sip:a@b'] is not a table of strings"),
+     "routes[0].transfer_targets: must be a table of name = URI"),
     ({"routes": [{"match": "*", "dtmf_transfer": {"0": "operator"}}]},
      "routes[0].dtmf_transfer.0: 'operator' is not in this route's transfer_targets"),
     ({"routes": [{"match": "*", "transfer_targets": {"op": "sip:a@b"},

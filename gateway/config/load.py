@@ -11,7 +11,6 @@ and phrased `key: problem — fix`, so an operator fixes a file in one pass.
 
 from __future__ import annotations
 
-import collections.abc
 import difflib
 import ipaddress
 import math
@@ -142,11 +141,6 @@ def _coerce(value: Any, hint: Any) -> Any:
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return tuple(value)
         return _MISSING
-    if typing.get_origin(hint) in (dict, collections.abc.Mapping):
-        if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
-                                           for k, v in value.items()):
-            return dict(value)
-        return _MISSING
     if hint is bool:
         return value if isinstance(value, bool) else _MISSING
     if hint is int:
@@ -166,8 +160,6 @@ def _type_name(hint: Any) -> str:
         return _type_name(inner)
     if typing.get_origin(hint) is tuple:
         return "a list of strings"
-    if typing.get_origin(hint) in (dict, collections.abc.Mapping):
-        return 'a table of strings ({ name = "value" })'
     return _TYPE_NAMES[hint]
 
 
@@ -569,10 +561,16 @@ def _routes(raw: Any, trunk_names: set[str], p: Problems) -> tuple[Route, ...]:
     out = []
     for i, table in enumerate(raw):
         pre = f"routes[{i}]"
-        values = _typed_table(p, pre, table, Route)
+        by_hand = {"transfer_targets", "dtmf_transfer"}
+        values = _typed_table(p, pre, {k: v for k, v in table.items() if k not in by_hand}
+                              if isinstance(table, dict) else table, Route)
         match = values.get("match")
         if not isinstance(table, dict):
             continue
+        targets = _transfer_targets(p, f"{pre}.transfer_targets", table.get("transfer_targets"))
+        values["transfer_targets"] = targets
+        values["dtmf_transfer"] = _dtmf_transfer(p, f"{pre}.dtmf_transfer",
+                                                 table.get("dtmf_transfer"), targets)
         if match is None:
             p.add(f"{pre}.match", "missing", 'add match = "+4930*" (or "*" for every number)')
             continue
@@ -585,36 +583,58 @@ def _routes(raw: Any, trunk_names: set[str], p: Problems) -> tuple[Route, ...]:
                   "use one of: " + ", ".join(sorted(trunk_names)))
         for f in fields(Route):
             _check_value(p, f"{pre}.{f.name}", values.get(f.name), f.metadata.get("check"))
-        _route_transfers(p, pre, values)
         out.append(Route(**values))
     return tuple(out)
 
 
-_TARGET_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-_TARGET_URI = re.compile(r"^(sips?:[^\s<>\"]+@?[^\s<>\"]*|tel:\+[0-9]{3,20})$")
+# A transfer target: a SIP(S) URI with a host, or a global tel: number (RFC 3966).
+_TARGET_RE = re.compile(r"(sips?:[^\s<>\"@]+@[^\s<>\"@]+|sips?:[^\s<>\"@:;]+(:\d+)?"
+                        r"(;[^\s<>\"]*)?|tel:\+[0-9][0-9().-]*)")
+_TARGET_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _DTMF_KEYS = frozenset("0123456789*#ABCD")
 
 
-def _route_transfers(p: Problems, pre: str, values: Mapping[str, Any]) -> None:
-    """`transfer_targets`: short names to sip:/sips:/tel:+ URIs (the only numbers a transfer may
-    dial); `dtmf_transfer`: one DTMF key to one of those names."""
-    targets: Mapping[str, str] = values.get("transfer_targets", {})
-    for name, uri in targets.items():
-        key = f"{pre}.transfer_targets.{name}"
-        if not _TARGET_NAME.match(name):
-            p.add(key, "is not a usable target name",
-                  "use 1-32 letters, digits, '-' or '_' (the agent and the API name it)")
-        if not _TARGET_URI.match(uri):
-            p.add(key, f"{uri!r} is not a SIP or tel URI",
-                  'write "sip:operator@pbx.example.com" or "tel:+4930123456"')
-    for digit, name in values.get("dtmf_transfer", {}).items():
-        key = f"{pre}.dtmf_transfer.{digit}"
+def _transfer_targets(p: Problems, key: str, raw: Any) -> tuple[tuple[str, str], ...]:
+    """`transfer_targets = { name = "sip:..." | "tel:+..." }` as (name, uri) pairs."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        p.add(key, "must be a table of name = URI", 'write transfer_targets = { desk = '
+              '"sip:desk@pbx.example.com" }')
+        return ()
+    out = []
+    for name, uri in raw.items():
+        if not _TARGET_NAME_RE.fullmatch(name) or name == "reject":
+            p.add(f"{key}.{name}", "is not a usable target name",
+                  'use letters, digits, "_" or "-" (at most 32; "reject" is reserved)')
+        elif not isinstance(uri, str) or not _TARGET_RE.fullmatch(uri):
+            p.add(f"{key}.{name}", f"{uri!r} is not a SIP or tel URI",
+                  'write "sip:user@host" or "tel:+4930123456"')
+        else:
+            out.append((name, uri))
+    return tuple(out)
+
+
+def _dtmf_transfer(p: Problems, key: str, raw: Any, targets: tuple[tuple[str, str], ...]
+                   ) -> tuple[tuple[str, str], ...]:
+    """`dtmf_transfer = { "0" = "operator" }`: one DTMF key to a name of transfer_targets."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        p.add(key, "must be a table of key = target name", 'write dtmf_transfer = { "0" = '
+              '"operator" }')
+        return ()
+    names = [name for name, _ in targets]
+    out = []
+    for digit, name in raw.items():
         if digit not in _DTMF_KEYS:
-            p.add(key, "is not one DTMF key", "use one of 0-9 * # A-D")
-        if name not in targets:
-            known = ", ".join(sorted(targets)) or "none yet"
-            p.add(key, f"{name!r} is not in this route's transfer_targets",
-                  f"name one of them ({known}) or add it to transfer_targets")
+            p.add(f"{key}.{digit}", "is not one DTMF key", "use one of 0-9 * # A-D")
+        elif name not in names:
+            p.add(f"{key}.{digit}", f"{name!r} is not in this route's transfer_targets",
+                  f"name one of them ({', '.join(names) or 'none yet'}) or add it there")
+        else:
+            out.append((digit, name))
+    return tuple(out)
 
 
 def _api_token(api: ApiConfig, env: Mapping[str, str], p: Problems) -> Secret | None:

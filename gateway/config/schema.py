@@ -15,7 +15,6 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import TypeVar
 
@@ -237,10 +236,16 @@ class Route:
     instructions: str | None = setting(None, template=True)
     return_transcription: bool | None = None
     history: bool | None = None
-    # Call control (not Orga overrides): who calls of this route may be transferred to, by
-    # name ({"operator": "sip:..."}, nothing else can be dialled), and DTMF shortcuts to them.
-    transfer_targets: Mapping[str, str] = field(default_factory=dict)
-    dtmf_transfer: Mapping[str, str] = field(default_factory=dict)
+    # Route-only keys (not [orga] overrides). Named SIP/tel URIs a call of this route may be
+    # sent to (`name = "sip:desk@pbx.example"` / `"tel:+4930123"`): the Orga fallback uses one,
+    # call control (REFER transfer) names them too. Read with `transfer_target(name)`.
+    transfer_targets: tuple[tuple[str, str], ...] = ()
+    # Call control: a DTMF key the caller presses -> the name of a transfer target.
+    dtmf_transfer: tuple[tuple[str, str], ...] = ()
+
+    def transfer_target(self, name: str) -> str | None:
+        """The URI of the transfer target `name`, None if the route has none by that name."""
+        return dict(self.transfer_targets).get(name)
 
     @property
     def label(self) -> str:

@@ -33,8 +33,8 @@ SALES = "tel:+4930555123"
 
 
 def config(emu: Any) -> Any:
-    route = Route(match="*", transfer_targets={"operator": OPERATOR, "sales": SALES},
-                  dtmf_transfer={"0": "operator"})
+    route = Route(match="*", transfer_targets=(("operator", OPERATOR), ("sales", SALES)),
+                  dtmf_transfer=(("0", "operator"),))
     return replace(make_config(emu), routes=(route,), api_token=Secret(TOKEN),
                    mcp=McpConfig(public_url="http://127.0.0.1:9"))
 
