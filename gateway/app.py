@@ -88,10 +88,10 @@ class EndpointSignalling:
         self._driver.run(lambda now: self._ep.reject_offer(call, status, now,
                                                            headers=headers))
 
-    def invite(self, target: str, sdp: bytes, *, from_uri: str, peer: Peer
-               ) -> tuple[CallHandle, str]:
-        handle = self._driver.run(lambda now: self._ep.invite(target, now, sdp=sdp,
-                                                              from_uri=from_uri, peer=peer))
+    def invite(self, target: str, sdp: bytes, *, from_uri: str, peer: Peer,
+               credentials: tuple[str, str] | None = None) -> tuple[CallHandle, str]:
+        handle = self._driver.run(lambda now: self._ep.invite(
+            target, now, sdp=sdp, from_uri=from_uri, peer=peer, credentials=credentials))
         return handle, self._ep.call_request(handle).call_id
 
     def send_request(self, call: CallHandle, method: str, *,

@@ -5,7 +5,8 @@ with our SDP offer to the trunk's `outbound_proxy`; the Orga session is set up w
 rings, so the callee does not wait for the AI when they pick up. 180/183 mark the call ringing;
 the 2xx's SDP answer fixes the media and the bridge starts. The callee not answering is an
 `Outcome` like any other end: 486/600 `busy`, 603 `declined`, 408/480/487 or no final answer
-within `ring_timeout_s` (we CANCEL) `no_answer`, anything else `outbound_failed`; the Orga
+within `ring_timeout_s` (we CANCEL) `no_answer`, anything else `outbound_failed` (a 401/407
+is answered once with the trunk's outbound credentials, RFC 3261 §22.2); the Orga
 setup failing while it rings CANCELs the INVITE. Once answered the call is like an inbound
 one (transfer, tools, BYE from either side).
 """
@@ -191,8 +192,12 @@ class OutboundCall(Call):
         offer = build_offer(self.ctx.advertised_address, self._port, cfg.rtp.codecs,
                             self._session_id)
         target = target_uri(self.request.to, self._proxy)
+        trunk = self._trunk_cfg
+        credentials = ((trunk.outbound_username, trunk.outbound_password.reveal())
+                       if trunk.outbound_username and trunk.outbound_password else None)
         handle, self.call_id = self.ctx.signalling.invite(
-            target, offer, from_uri=f"<{self.local_uri}>", peer=self._proxy)
+            target, offer, from_uri=f"<{self.local_uri}>", peer=self._proxy,
+            credentials=credentials)
         self.log = self.log.bind(call_id=self.call_id)
         self._bind(self, handle)
         self.log.info("dialling %s via trunk %s", self.request.to, self.trunk)

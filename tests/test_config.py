@@ -331,3 +331,29 @@ def test_trunk_outbound_keys() -> None:
     assert any(p.startswith("trunks[0].outbound_proxy: '192.0.2.10' is not a SIP proxy URI")
                for p in err.value.problems), err.value.problems
     assert any(p.startswith("trunks[0].from_user:") for p in err.value.problems)
+
+
+def test_trunk_outbound_credentials(tmp_path: Path) -> None:
+    base = {"name": "carrier", "allow": ["192.0.2.10/32"],
+            "outbound_proxy": "sip:192.0.2.10:5060", "outbound_username": "gw"}
+    env = {**ENV, "CARRIER_PW": "pw-1"}
+    (trunk,) = parse_config({"trunks": [{**base, "outbound_password_env": "CARRIER_PW"}]},
+                            env).trunks
+    assert trunk.outbound_username == "gw" and trunk.outbound_password is not None
+    assert trunk.outbound_password.reveal() == "pw-1" and "pw-1" not in repr(trunk)
+    pw_file = tmp_path / "pw"
+    pw_file.write_text("pw-2\n")
+    c = parse_config({"trunks": [{**base, "outbound_password_file": str(pw_file)}]}, ENV)
+    assert c.trunks[0].outbound_password is not None and "pw-2" in c.secrets()
+    for raw, problem in (
+        ({**base}, "trunks[0].outbound_password_env: outbound_username needs exactly one"),
+        ({**base, "outbound_password_env": "NOPE"}, "trunks[0].outbound_password_env: "
+         "environment variable NOPE is not set"),
+        ({"name": "x", "allow": ["192.0.2.1/32"], "outbound_password_env": "CARRIER_PW"},
+         "trunks[0].outbound_username: an outbound password is configured without"),
+        ({**base, "outbound_password": "inline"}, "trunks[0].outbound_password: inline "
+         "passwords are not allowed"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            parse_config({"trunks": [raw]}, env)
+        assert any(p.startswith(problem) for p in err.value.problems), err.value.problems

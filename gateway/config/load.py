@@ -51,9 +51,9 @@ API_KEY_ENV = "ORGA_API_KEY"
 API_KEY_FILE_ENV = "ORGA_API_KEY_FILE"
 # Trunk keys with hand-written checks below; `password` is read from one of the two sources.
 TRUNK_KEYS = ("name", "allow", "username", "realm", "password_env", "password_file", "max_calls",
-              "digest_algorithms")
+              "digest_algorithms", "outbound_password_env", "outbound_password_file")
 _TRUNK_FIELDS_BY_HAND = {"name", "allow", "username", "realm", "password", "max_calls",
-                         "digest_algorithms"}
+                         "digest_algorithms", "outbound_password"}
 _MISSING = object()
 _SECRET_NAME = re.compile(r"(?i)(^key$|api_?key$|password$|secret$|token$)")
 
@@ -441,9 +441,9 @@ def _trunk(p: Problems, pre: str, table: dict[str, Any], env: Mapping[str, str],
     generic = _generic_trunk_fields()
     bad = False
     for k in table:
-        if k == "password":
-            p.add(f"{pre}.password", "inline passwords are not allowed",
-                  "remove it and set password_env (a variable name) or password_file")
+        if k in ("password", "outbound_password"):
+            p.add(f"{pre}.{k}", "inline passwords are not allowed",
+                  f"remove it and set {k}_env (a variable name) or {k}_file")
             bad = True
         elif k not in TRUNK_KEYS and k not in generic:
             _unknown(p, f"{pre}.{k}", k, [*TRUNK_KEYS, *generic])
@@ -490,12 +490,43 @@ def _trunk(p: Problems, pre: str, table: dict[str, Any], env: Mapping[str, str],
         p.add(f"{pre}.username", "a password is configured without a username",
               "add username = \"...\" or remove password_env/password_file")
         bad = True
-    if bad or password is _MISSING or allow is None:
+    outbound_password = _outbound_password(p, pre, table, extra.get("outbound_username"), env)
+    if bad or password is _MISSING or outbound_password is _MISSING or allow is None:
         return None
     return TrunkConfig(name=str(name), allow=allow, username=strs["username"],
                        realm=strs["realm"] or "orga-sip-gateway",
                        password=typing.cast("Secret | None", password), max_calls=max_calls,
-                       digest_algorithms=tuple(algorithms), **extra)
+                       digest_algorithms=tuple(algorithms),
+                       outbound_password=typing.cast("Secret | None", outbound_password), **extra)
+
+
+def _outbound_password(p: Problems, pre: str, table: Mapping[str, Any],
+                       username: str | None, env: Mapping[str, str]) -> Any:
+    """The password answering a proxy's challenge to our INVITEs: None without
+    outbound_username, `_MISSING` on a problem."""
+    var, path = table.get("outbound_password_env"), table.get("outbound_password_file")
+    for key, value in (("outbound_password_env", var), ("outbound_password_file", path)):
+        if value is not None and (not isinstance(value, str) or not value):
+            p.add(f"{pre}.{key}", f"{value!r} is not a non-empty string", "write a quoted string")
+            return _MISSING
+    if username is None:
+        if var or path:
+            p.add(f"{pre}.outbound_username", "an outbound password is configured without a "
+                  "username", 'add outbound_username = "..." or remove the password source')
+            return _MISSING
+        return None
+    if (var is None) == (path is None):
+        p.add(f"{pre}.outbound_password_env", "outbound_username needs exactly one password "
+              "source", "set outbound_password_env (a variable name) or outbound_password_file")
+        return _MISSING
+    if var is not None:
+        value = env.get(var, "")
+        if not value:
+            p.add(f"{pre}.outbound_password_env", f"environment variable {var} is not set or "
+                  "empty", f"export {var}=... before starting, or use outbound_password_file")
+            return _MISSING
+        return Secret(value)
+    return _secret_file(p, f"{pre}.outbound_password_file", str(path), "the password")
 
 
 def _networks(p: Problems, key: str, value: Any) -> tuple[Any, ...] | None:

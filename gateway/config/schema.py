@@ -213,6 +213,10 @@ class TrunkConfig:
     # None = this trunk places no calls. `from_user`: the caller ID we present.
     outbound_proxy: str | None = None
     from_user: str | None = None
+    # Digest credentials when the proxy challenges our INVITE (401/407); the password comes from
+    # outbound_password_env or outbound_password_file, never inline.
+    outbound_username: str | None = None
+    outbound_password: Secret | None = field(default=None, repr=False, compare=False)
 
     @property
     def requires_auth(self) -> bool:
@@ -285,6 +289,7 @@ class Config:
     def secrets(self) -> list[str]:
         """Every secret value, for registration with the log redaction filter."""
         values = [self.api_key.reveal()] + [t.password.reveal() for t in self.trunks if t.password]
+        values += [t.outbound_password.reveal() for t in self.trunks if t.outbound_password]
         if self.api_token is not None:
             values.append(self.api_token.reveal())
         return [v for v in values if v]

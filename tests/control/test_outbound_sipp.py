@@ -173,3 +173,37 @@ def _callee_config(emu: Any, port: int) -> Any:
     carrier = replace(trunk("carrier", "127.0.0.0/8"),
                       outbound_proxy=f"sip:127.0.0.1:{port};transport=udp")
     return replace(make_config(emu, trunks=(carrier,)), api_token=Secret(TOKEN))
+
+
+@pytest.mark.parametrize(("password", "answered"), [("pw-secret", True), ("wrong", False)])
+async def test_digest_challenge_is_answered(tmp_path: Path, password: str, answered: bool
+                                            ) -> None:
+    """A far end that challenges our INVITE (401): we retry once with Authorization, which
+    SIPp verifies; a wrong password gets 403 and the call ends as outbound_failed."""
+    base = free_port_block(6)
+
+    def config(emu: Any) -> Any:
+        carrier = replace(trunk("carrier", "127.0.0.0/8"),
+                          outbound_proxy=f"sip:127.0.0.1:{base};transport=udp",
+                          outbound_username="gw", outbound_password=Secret(password))
+        return replace(make_config(emu, trunks=(carrier,)), api_token=Secret(TOKEN))
+
+    async with running(config) as rig, httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{rig.http_port}", timeout=5,
+            headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        sipp = callee("uas_digest.xml", tmp_path, base)
+        await asyncio.sleep(0.3)
+        r = await api.post("/v1/calls", json={"to": "+4930123456", "trunk": "carrier"})
+        assert r.status_code == 201, r.text
+        if answered:
+            for _ in range(200):
+                if (await api.get(f"/v1/calls/{r.json()['id']}")).json().get("state") == "answered":
+                    break
+                await asyncio.sleep(0.05)
+            assert (await api.post(f"/v1/calls/{r.json()['id']}/hangup")).status_code == 202
+        run = await sipp
+        assert run.returncode == 0 and run.successful == 1, run.stderr
+        sent = [m.first_line for m in run.messages if m.direction == "sent"]
+        assert sent[0].startswith("SIP/2.0 401")
+        assert sent[1].startswith("SIP/2.0 200" if answered else "SIP/2.0 403"), sent
+        await ended(rig, "api_hangup" if answered else "outbound_failed")
