@@ -57,7 +57,7 @@ def transcoding_floor(fast: bool, seconds: float = 10.0) -> float:
     """% of one core per call for the codec work alone (both directions, no networking).
 
     fast=True: the path the gateway uses with CallerAudioTrack(opus=True) and
-    tune_receiver(decode_on_loop=True): G.711 decode → Opus NB encode at 8 kHz; Opus decode
+    aiortc_patches.tune_receiver: G.711 decode → Opus NB encode at 8 kHz; Opus decode
     (48 kHz mono) → resample → G.711 encode.
     fast=False: aiortc's own codec path: G.711 decode → resample to 48 kHz → aiortc's
     OpusEncoder (stereo 96 kb/s); aiortc's OpusDecoder (48 kHz stereo) → resample → G.711.
@@ -115,9 +115,11 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
                       fast: bool, tune: bool) -> dict[str, Any]:
     from aiortc import RTCRtpSender, RTCSessionDescription
 
-    from gateway.media.aiortc_receiver import tune_receiver
+    from gateway.aiortc_patches import tune_receiver
+    from gateway.clock import LoopClock
+    from gateway.media.downlink import AiAudioPump
     from gateway.media.rtp_session import RtpSession
-    from gateway.media.tracks import AiAudioPump, CallerAudioTrack
+    from gateway.media.uplink import CallerAudioTrack
     from gateway.sdp import Direction, MediaParams
     from tests.media.loopback import loopback_only_ice, new_peer
 
@@ -144,25 +146,27 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
     await send_msg(p_w, {"calls": calls})
     phone_ports = (await recv_msg(p_r))["ports"]
     sessions, peers, pumps = [], [], []
+    clock = LoopClock()
     with loopback_only_ice():
         for c in range(calls):
             params = MediaParams("127.0.0.1", phone_ports[c], "PCMU", 0, 8000, 20, None,
                                  Direction.SENDRECV, False)
-            session = await RtpSession.open("127.0.0.1", 0, params)
+            session = await RtpSession.open("127.0.0.1", 0, params, clock=clock)
             sessions.append(session)
             pc = new_peer()
             peers.append(pc)
-            tr = pc.addTransceiver(CallerAudioTrack(session, opus=fast), direction="sendrecv")
+            tr = pc.addTransceiver(CallerAudioTrack(session, clock, opus=fast),
+                                   direction="sendrecv")
             if fast:
                 caps = RTCRtpSender.getCapabilities("audio")
                 tr.setCodecPreferences([c for c in caps.codecs if c.name == "opus"])
-            if tune:
-                tune_receiver(tr.receiver, decode_on_loop=fast)
+            pump = AiAudioPump(session, clock)
+            pumps.append(pump)
+            if tune:  # AI audio straight from the receiver into the pump
+                tune_receiver(tr.receiver, deliver=pump.feed)
 
-            def on_track(track: Any, session: RtpSession = session) -> None:
-                pump = AiAudioPump(track, session)
-                pump.start()
-                pumps.append(pump)
+            def on_track(track: Any, pump: AiAudioPump = pump) -> None:
+                pump.start(track)
 
             pc.on("track", on_track)
             await pc.setLocalDescription(await pc.createOffer())

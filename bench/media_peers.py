@@ -171,7 +171,7 @@ async def orga_main(port: int, loss: float) -> None:
     from aiortc import RTCSessionDescription
     from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-    from gateway.media.aiortc_receiver import tune_receiver
+    from gateway.aiortc_patches import tune_receiver
     from tests.media.loopback import loopback_only_ice, new_peer
 
     if loss > 0:
@@ -213,7 +213,8 @@ async def orga_main(port: int, loss: float) -> None:
             tracks.append(track)
             pc.addTrack(track)
             for t in pc.getTransceivers():
-                tune_receiver(t.receiver)
+                tune_receiver(t.receiver, deliver=lambda frame, det=det: det.feed(
+                    frame_to_mono_s16(frame), time.monotonic()))
             await pc.setLocalDescription(await pc.createAnswer())
             await send_msg(writer, {"answer": pc.localDescription.sdp})
     # onset send times: the moment the onset frame left the track (before encode)

@@ -15,9 +15,10 @@ import signal
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
+from gateway.aiortc_patches import check_versions
 from gateway.call import CallContext
 from gateway.calls import CallRegistry
-from gateway.clock import MonotonicClock
+from gateway.clock import LoopClock
 from gateway.config import Config
 from gateway.control.app import operator_app
 from gateway.control.health import GatewayState
@@ -108,15 +109,16 @@ class Gateway:
         self._on_token = on_token
         self.metrics = Metrics(max_conversations=config.limits.max_calls)
         self.notifier = notifier or SystemdNotifier()
+        self.clock = LoopClock()  # the one clock of the process (gateway/clock.py)
         self.ports = PortPool(config.rtp.port_min, config.rtp.port_max, port_quarantine_s,
-                              MonotonicClock())
+                              self.clock)
         self.api: OrgaApi | None = None
         self.driver: SipDriver | None = None
         self.registry: CallRegistry | None = None
         self.http: OperatorServer | None = None
         self.draining = Draining()  # the one flag: screen, registry, /ready, systemd status
-        self.screen = SecurityScreen(config, self.metrics, now=MonotonicClock().now(),
-                                     draining=self.draining)
+        # Its buckets start full; the first `now` it is given (loop time) only refills them.
+        self.screen = SecurityScreen(config, self.metrics, draining=self.draining)
         self._udp: UdpTransport | None = None
         self._tcp: TcpTransport | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -124,6 +126,7 @@ class Gateway:
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
+        check_versions()  # the aiortc/aioice internals we patch: refuse an untested version
         cfg = self.config
         orga = cfg.orga
         self.api = OrgaApi(
@@ -148,6 +151,7 @@ class Gateway:
                 video_mline=orga.video_mline, ice_addresses=orga.ice_addresses or None,
             ),
             advertised_address=cfg.sip.public_address or cfg.rtp.bind,
+            clock=self.clock,
             mcp=mcp,
         )
         self.registry = CallRegistry(ctx, self.draining)
@@ -169,6 +173,7 @@ class Gateway:
         self.http = OperatorServer(app, host=cfg.http.host, port=cfg.http.port)
         await self.http.start()
         self.metrics.free_ports_from(lambda: self.ports.free_count)
+        self.metrics.loop_tasks_from(asyncio.get_running_loop())
         log.info("gateway ready: SIP %s:%d (%s), RTP %s:%d-%d, Orga %s", cfg.sip.bind,
                  cfg.sip.port, "+".join(cfg.sip.transports), cfg.rtp.bind, cfg.rtp.port_min,
                  cfg.rtp.port_max, orga.base_url)

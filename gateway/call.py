@@ -25,16 +25,20 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from gateway.aiortc_patches import tune_receiver
+from gateway.clock import Clock
 from gateway.config import Config, Route
 from gateway.control.actions import ActionRefused, Actor
 from gateway.control.transfer import Transfer, TransferState
 from gateway.logs import ContextAdapter, call_logger
-from gateway.media.aiortc_receiver import tune_receiver
+from gateway.media.downlink import AiAudioPump
 from gateway.media.dtmf import DtmfReceived, DtmfRelayError, parse_dtmf_relay
 from gateway.media.dtmf_send import send_digits
 from gateway.media.ports import PortPool
 from gateway.media.rtp_session import RtpSession, open_from_pool
-from gateway.media.tracks import AiAudioPump, CallerAudioTrack, TurnLatencyMeter
+from gateway.media.transcode import PHONE_RATE
+from gateway.media.uplink import CallerAudioTrack
+from gateway.media.voice import TurnLatencyMeter
 from gateway.metrics import ConversationStats, Metrics
 from gateway.orga.api import OrgaApi
 from gateway.orga.events import InputTranscript, ResponseDone, ServerEvent
@@ -107,6 +111,7 @@ class CallContext:
     signalling: CallSignalling
     peer_settings: PeerSettings
     advertised_address: str  # the address our SDP answer names (public_address or RTP bind)
+    clock: Clock  # the loop clock (gateway/clock.py): every time a call reads comes from it
     mcp: McpTools | None = None  # the agent's tool server, when [mcp] public_url is set
 
 
@@ -157,8 +162,8 @@ class Call:
         # (`call_id=... conversation_id=...`); a plain LoggerAdapter's extra would be dropped.
         self.log: ContextAdapter = call_logger(log, self.call_id)
         loop = asyncio.get_running_loop()
-        self._loop = loop
-        self.started_at = loop.time()
+        self._clock = ctx.clock
+        self.started_at = self._clock.now()
         self.answered_at: float | None = None
         self._stop: asyncio.Future[Outcome] = loop.create_future()
         self._sip_done = False  # the dialog is over on the SIP side (no BYE/final owed)
@@ -204,7 +209,7 @@ class Call:
                 self.on_notify(event.body)
         elif isinstance(event, RequestCompleted):
             if event.handle == self._refer and self._transfer is not None:
-                self._transfer.on_refer_response(event.status, self._loop.time())
+                self._transfer.on_refer_response(event.status, self._clock.now())
                 self._transfer_progress()
         elif isinstance(event, AckReceived):
             self.log.debug("ACK received")
@@ -225,7 +230,7 @@ class Call:
         outcome = _ASKED_TO_END[actor]
         self.log.info("hang-up requested by %s%s", actor.value,
                       f" ({reason[:200]})" if reason else "")
-        if actor is Actor.AGENT and self._pump is not None:
+        if actor is Actor.AGENT and self._answered and self._pump is not None:
             self._hang_up_pending = True
             self._spawn(self._end_after_goodbye(outcome))
         else:
@@ -242,14 +247,14 @@ class Call:
             raise ActionRefused("a transfer needs an answered call that is not ending")
         if self._transfer is not None and not self._transfer.finished:
             raise ActionRefused("a transfer is already in progress")
-        transfer = Transfer(target, uri, actor, self._loop.time())
+        transfer = Transfer(target, uri, actor, self._clock.now())
         try:
             self._refer = self.ctx.signalling.send_request(self.handle, "REFER", headers=[
                 ("Refer-To", f"<{transfer.uri}>"), ("Referred-By", f"<{self.local_uri}>")])
         except Exception as exc:  # the dialog cannot carry a request now (e.g. not ACKed)
             raise ActionRefused(f"the call cannot be transferred now ({exc})") from None
         self._transfer = transfer
-        self._transfer_done = self._loop.create_future()
+        self._transfer_done = asyncio.get_running_loop().create_future()
         self.log.info("transfer to %s requested by %s", target, actor.value)
         self._spawn(self._watch_transfer(transfer))
         return transfer
@@ -282,7 +287,7 @@ class Call:
     def on_notify(self, body: bytes) -> None:
         """A NOTIFY of our REFER's subscription (already answered 200)."""
         if self._transfer is not None:
-            self._transfer.on_notify(body, self._loop.time())
+            self._transfer.on_notify(body, self._clock.now())
             self._transfer_progress()
 
     async def _send_dtmf(self, rtp: RtpSession, digits: str) -> None:
@@ -294,20 +299,20 @@ class Call:
     async def _end_after_goodbye(self, outcome: Outcome) -> None:
         pump = self._pump
         assert pump is not None
-        deadline = self._loop.time() + GOODBYE_MAX_S
-        quiet_since = self._loop.time()
-        while self._loop.time() < deadline:
+        deadline = self._clock.now() + GOODBYE_MAX_S
+        quiet_since = self._clock.now()
+        while self._clock.now() < deadline:
             await asyncio.sleep(0.05)
             if pump.speaking:
-                quiet_since = self._loop.time()
-            elif self._loop.time() - quiet_since >= GOODBYE_QUIET_S:
+                quiet_since = self._clock.now()
+            elif self._clock.now() - quiet_since >= GOODBYE_QUIET_S:
                 break
         self._end(outcome)
 
     async def _watch_transfer(self, transfer: Transfer) -> None:
         while not transfer.finished:
             await asyncio.sleep(0.25)
-            if transfer.expired(self._loop.time()):
+            if transfer.expired(self._clock.now()):
                 self._transfer_progress()
 
     def _transfer_progress(self) -> None:
@@ -402,7 +407,7 @@ class Call:
 
     async def _setup(self) -> None:
         cfg = self.ctx.config
-        step = _Steps(self._loop, self.ctx.metrics)
+        step = _Steps(self._clock, self.ctx.metrics)
         if self.ctx.mcp is not None:
             self._grant = self.ctx.mcp.grant(self)
         async with asyncio.timeout(cfg.orga.setup_timeout_s):
@@ -410,13 +415,19 @@ class Call:
             rtp, answer = await self._open_media(offer)
             # Opus encoded here, on the loop (the Orga peer offers Opus only): half the CPU
             # of aiortc's resample-and-encode thread hand-off per 20 ms (bench/media_path.py).
-            self._track = CallerAudioTrack(rtp, meter=self._meter, opus=True)
+            self._track = CallerAudioTrack(rtp, self._clock, meter=self._meter, opus=True)
+            # The AI's audio goes from the receiver straight into the pump (aiortc_patches).
+            self._pump = pump = AiAudioPump(rtp, self._clock, meter=self._meter)
             step.done("media")
             track = self._track
 
             def peer_factory(ice_servers: list[Any]) -> OrgaPeer:
-                return OrgaPeer(track, self.ctx.peer_settings, self._session_params(),
-                                ice_servers, receiver_tuner=tune_receiver)
+                peer = OrgaPeer(track, self.ctx.peer_settings, self._session_params(),
+                                ice_servers,
+                                receiver_tuner=lambda r: tune_receiver(r, deliver=pump.feed))
+                # Before the offer: events sent on data-channel open (a greeting) are not lost.
+                peer.add_event_listener(self._orga_event)
+                return peer
 
             self._session = await open_session(self.ctx.api, peer_factory, self._session_params())
             for name, seconds in self._session.timings.items():
@@ -424,14 +435,12 @@ class Call:
                     self.ctx.metrics.setup_step(name, seconds)
             self.conversation_id = self._session.conversation_id
             self.log = self.log.bind(conversation_id=self.conversation_id)
-            self._session.peer.add_event_listener(self._orga_event)
             remote = await self._session.peer.remote_audio
-        self._pump = AiAudioPump(remote, rtp, meter=self._meter)
         self.ctx.signalling.answer(self.handle, answer.encode())
         self._answered = True
-        self.answered_at = self._loop.time()
+        self.answered_at = self._clock.now()
         self.ctx.metrics.call_setup(self.answered_at - self.started_at)
-        self._pump.start(self._tasks)
+        pump.start(remote, self._tasks)
         self.ctx.metrics.add_conversation(self.conversation_id or "", self.route_label, self.stats)
         self.log.info(
             "call answered from %s to %s in %.0f ms (route %s, trunk %s)", self.caller,
@@ -443,7 +452,9 @@ class Call:
         max_s = self.ctx.config.limits.max_call_duration_s
         waiters: dict[asyncio.Future[Any], Callable[[], Outcome]] = {
             self._stop: self._stop.result,
-            self._session.peer.ended: lambda: Outcome.ORGA_ENDED,
+            self._session.peer.ended: lambda: (
+                Outcome.ORGA_LOST if self._session is not None
+                and self._session.peer.ended.result().lost else Outcome.ORGA_ENDED),
             self._pump.track_ended: lambda: Outcome.ORGA_ENDED,
         }
         done, _ = await asyncio.wait(waiters, timeout=max_s, return_when=asyncio.FIRST_COMPLETED)
@@ -453,6 +464,8 @@ class Call:
         outcome = waiters[first]()
         if outcome is Outcome.ORGA_ENDED:
             self.log.info("Orga session ended (%s)", _describe(first))
+        elif outcome is Outcome.ORGA_LOST:
+            self.log.warning("Orga session lost (%s)", _describe(first))
         return outcome
 
     async def _teardown(self) -> None:
@@ -498,7 +511,7 @@ class Call:
         if self.conversation_id is not None:
             m.remove_conversation(self.conversation_id)
         result = outcome.result
-        duration = None if self.answered_at is None else self._loop.time() - self.answered_at
+        duration = None if self.answered_at is None else self._clock.now() - self.answered_at
         m.call_ended(result, self.route_label, self.trunk, duration)
         if self._rtp is not None:
             stats = self._rtp.stats
@@ -513,7 +526,7 @@ class Call:
             if pump.underruns_speech:
                 m.playout_underrun(pump.underruns_speech)
             if pump.dropped_backlog:
-                m.playout_dropped(pump.dropped_backlog * 0.02)
+                m.playout_dropped(pump.dropped_backlog_ms / 1000.0)
         if duration is not None:
             self.log.info("call ended: %s after %.1f s", result, duration)
 
@@ -532,6 +545,7 @@ class Call:
             self.ctx.ports, cfg.rtp.bind, params,
             inactivity_timeout_s=cfg.rtp.inactivity_timeout_s,
             max_packet_rate=cfg.security.rtp_max_packets_per_second,
+            clock=self._clock,
             on_dtmf=self._dtmf,
             on_timeout=lambda: self._end(Outcome.RTP_TIMEOUT),
             tasks=self._tasks,
@@ -616,8 +630,8 @@ class Call:
         rtp = self._rtp.stats if self._rtp is not None else None
         pump = self._pump.stats if self._pump is not None else None
         return ConversationStats(
-            audio_in_seconds=(rtp.received.packets * 0.02) if rtp else 0.0,
-            audio_out_seconds=(pump.sent_audio * 0.02) if pump else 0.0,
+            audio_in_seconds=(rtp.received.audio_seconds) if rtp else 0.0,
+            audio_out_seconds=(pump.samples_sent_audio / PHONE_RATE) if pump else 0.0,
             packets_in=rtp.received.packets if rtp else 0,
             packets_out=rtp.sent.packets if rtp else 0,
             packets_lost=rtp.received.lost if rtp else 0,
@@ -634,7 +648,7 @@ class Call:
 
     def info(self) -> dict[str, object]:
         """One call of the operator API (`GET /v1/calls/{id}`)."""
-        now = self._loop.time()
+        now = self._clock.now()
         return {
             "id": self.control_id,
             "sip_call_id": self.call_id,
@@ -661,7 +675,7 @@ class Call:
             "route": self.route_label,
             "trunk": self.trunk,
             "state": "answered" if self._answered else "setup",
-            "age_seconds": round(self._loop.time() - self.started_at, 3),
+            "age_seconds": round(self._clock.now() - self.started_at, 3),
             **_asdict(self.stats()),
         }
 
@@ -669,11 +683,11 @@ class Call:
 class _Steps:
     """Times consecutive setup steps into the per-step histogram."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> None:
-        self._loop, self._metrics, self._at = loop, metrics, loop.time()
+    def __init__(self, clock: Clock, metrics: Metrics) -> None:
+        self._clock, self._metrics, self._at = clock, metrics, clock.now()
 
     def done(self, name: str) -> None:
-        now = self._loop.time()
+        now = self._clock.now()
         self._metrics.setup_step(name, now - self._at)
         self._at = now
 

@@ -1,12 +1,17 @@
 """The one owner of time: everything that needs `now` gets it from a `Clock`.
 
-The SIP core and the media timers never read a clock themselves; drivers pass `clock.now()`
-in. Tests use `FakeClock` and step it by hand, so no test sleeps through a protocol timer.
+Production has one clock, the event loop's (`LoopClock`: `loop.time()`, the base every
+`asyncio.sleep` and `call_at` uses), injected through `CallContext` or the parts' constructors;
+nothing in the product reads `time.monotonic()` itself, so what a part measures and when the loop
+wakes it can never disagree (and a different loop, e.g. uvloop, brings its own clock along).
+The SIP core and the media timers never read a clock themselves; drivers pass `clock.now()` in.
+Tests use `FakeClock` and step it by hand, so no test sleeps through a protocol timer; media tests
+run the real loop on virtual time (tests/media/vclock.py), which `LoopClock` then reads.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
 from typing import Protocol
 
 
@@ -16,11 +21,11 @@ class Clock(Protocol):
         ...
 
 
-class MonotonicClock:
-    """Real time: `time.monotonic()`, the same base asyncio's default loop uses."""
+class LoopClock:
+    """The running event loop's time. Built anywhere; read only inside the loop."""
 
     def now(self) -> float:
-        return time.monotonic()
+        return asyncio.get_running_loop().time()
 
 
 class FakeClock:

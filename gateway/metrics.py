@@ -12,7 +12,9 @@ outnumber active calls and nobody has to push updates.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import platform
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -57,6 +59,15 @@ STEP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 TURN_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 DURATION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 JITTER_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2)
+
+
+def _thread_count() -> int:
+    """Threads of this process, native ones included (PyAV's filter graphs start their own):
+    /proc on Linux, else only those Python knows about."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
 
 
 def _label(value: str | Enum, allowed: frozenset[str]) -> str:
@@ -234,6 +245,10 @@ class Metrics:
                                    ("result",))
         self._conversations = _Conversations(max_conversations)
         r.register(self._conversations)
+        # Leak watch (issue 11 item 8): a call's tasks and native threads must end with it.
+        self._loop_tasks = gauge("event_loop_tasks", "asyncio tasks pending on the event loop")
+        self._threads = gauge("process_threads", "OS threads of the process (native included)")
+        self._threads.set_function(lambda: float(_thread_count()))
 
     # --- SIP ----------------------------------------------------------------------------------
     def sip_request(self, method: str, direction: str = "in") -> None:
@@ -301,6 +316,10 @@ class Metrics:
         """Read the free-port count at scrape time: ports come back from quarantine with no
         event to push the gauge (a pushed value stays one short after every call)."""
         self._ports_free.set_function(lambda: float(source()))
+
+    def loop_tasks_from(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Count `loop`'s pending tasks at scrape time."""
+        self._loop_tasks.set_function(lambda: float(len(asyncio.all_tasks(loop))))
 
     def dtmf(self, digit: str) -> None:
         self._dtmf.labels(_label(digit.upper(), DTMF_DIGITS)).inc()

@@ -20,11 +20,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.aiortc_patches import tune_receiver
 from gateway.call import Call, CallContext, _Steps
 from gateway.config import Route, TrunkConfig
-from gateway.media.aiortc_receiver import tune_receiver
+from gateway.media.downlink import AiAudioPump
 from gateway.media.rtp_session import open_from_pool
-from gateway.media.tracks import AiAudioPump, CallerAudioTrack
+from gateway.media.uplink import CallerAudioTrack
 from gateway.orga.peer import OrgaPeer
 from gateway.orga.session import open_session
 from gateway.outcomes import Outcome, classify
@@ -135,7 +136,7 @@ class OutboundCall(Call):
         self.direction = "outbound"
         self._bind = bind
         self._ringing = False
-        self._answer_sdp: asyncio.Future[bytes] = self._loop.create_future()
+        self._answer_sdp: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
     # --- SIP events of our INVITE --------------------------------------------------------------
     def sip_event(self, event: object) -> None:
@@ -179,13 +180,13 @@ class OutboundCall(Call):
 
     async def _setup(self) -> None:
         cfg = self.ctx.config
-        step = _Steps(self._loop, self.ctx.metrics)
+        step = _Steps(self._clock, self.ctx.metrics)
         if self.ctx.mcp is not None:
             self._grant = self.ctx.mcp.grant(self)
         rtp = await open_from_pool(
             self.ctx.ports, cfg.rtp.bind, _before_answer(),
             inactivity_timeout_s=cfg.rtp.inactivity_timeout_s,
-            max_packet_rate=cfg.security.rtp_max_packets_per_second,
+            max_packet_rate=cfg.security.rtp_max_packets_per_second, clock=self._clock,
             on_dtmf=self._dtmf, on_timeout=lambda: self._end(Outcome.RTP_TIMEOUT),
             tasks=self._tasks)
         self._rtp, self._port = rtp, rtp.local_address[1]
@@ -201,7 +202,9 @@ class OutboundCall(Call):
         self.log = self.log.bind(call_id=self.call_id)
         self._bind(self, handle)
         self.log.info("dialling %s via trunk %s", self.request.to, self.trunk)
-        self._track = CallerAudioTrack(rtp, meter=self._meter, opus=True)
+        self._track = CallerAudioTrack(rtp, self._clock, meter=self._meter, opus=True)
+        # The AI's audio goes from the receiver straight into the pump (aiortc_patches).
+        self._pump = AiAudioPump(rtp, self._clock, meter=self._meter)
         step.done("media")
         orga = self._tasks.create_task(self._open_orga(), name="outbound orga setup")
         try:
@@ -211,14 +214,13 @@ class OutboundCall(Call):
             rtp.update(params)
             # Answered: from here a BYE ends it, whatever happens to the AI side.
             self._answered = True
-            self.answered_at = self._loop.time()
+            self.answered_at = self._clock.now()
             async with asyncio.timeout(cfg.orga.setup_timeout_s):
                 remote = await orga
         finally:
             if not orga.done():
                 orga.cancel()
-        self._pump = AiAudioPump(remote, rtp, meter=self._meter)
-        self._pump.start(self._tasks)
+        self._pump.start(remote, self._tasks)
         self.ctx.metrics.call_setup(self.answered_at - self.started_at)
         self.ctx.metrics.add_conversation(self.conversation_id or "", self.route_label, self.stats)
         self.log.info("outbound call to %s answered after %.0f ms (trunk %s)", self.callee,
@@ -226,12 +228,12 @@ class OutboundCall(Call):
 
     async def _await_answer(self, orga: asyncio.Task[Any]) -> bytes:
         """The callee's SDP answer; the Orga setup failing or the ring timeout end it first."""
-        deadline = self._loop.time() + self.request.ring_timeout_s
+        deadline = self._clock.now() + self.request.ring_timeout_s
         while True:
             waiting: set[asyncio.Future[Any]] = {self._answer_sdp}
             if not orga.done():
                 waiting.add(orga)
-            timeout = deadline - self._loop.time()
+            timeout = deadline - self._clock.now()
             done, _ = await asyncio.wait(waiting, timeout=max(0.0, timeout),
                                          return_when=asyncio.FIRST_COMPLETED)
             if self._answer_sdp in done:
@@ -244,12 +246,14 @@ class OutboundCall(Call):
 
     async def _open_orga(self) -> Any:
         """The Orga session while the phone rings; returns the AI's audio track."""
-        track = self._track
-        assert track is not None
+        track, pump = self._track, self._pump
+        assert track is not None and pump is not None
 
         def peer_factory(ice_servers: list[Any]) -> OrgaPeer:
-            return OrgaPeer(track, self.ctx.peer_settings, self._session_params(), ice_servers,
-                            receiver_tuner=tune_receiver)
+            peer = OrgaPeer(track, self.ctx.peer_settings, self._session_params(), ice_servers,
+                            receiver_tuner=lambda r: tune_receiver(r, deliver=pump.feed))
+            peer.add_event_listener(self._orga_event)  # before the offer: a greeting is kept
+            return peer
 
         async with asyncio.timeout(self.ctx.config.orga.setup_timeout_s):
             self._session = await open_session(self.ctx.api, peer_factory,
@@ -259,7 +263,6 @@ class OutboundCall(Call):
                     self.ctx.metrics.setup_step(name, seconds)
             self.conversation_id = self._session.conversation_id
             self.log = self.log.bind(conversation_id=self.conversation_id)
-            self._session.peer.add_event_listener(self._orga_event)
             return await self._session.peer.remote_audio
 
     def _end_dialog(self) -> None:

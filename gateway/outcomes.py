@@ -55,6 +55,7 @@ class Outcome(enum.Enum):
     # Ended after the answer
     CALLER_BYE = Disposition("caller_bye")
     ORGA_ENDED = Disposition("orga_ended")
+    ORGA_LOST = Disposition("orga_lost")  # the Orga leg broke (no media, ICE failed)
     RTP_TIMEOUT = Disposition("rtp_timeout")
     MAX_DURATION = Disposition("max_duration")
     NO_ACK = Disposition("no_ack")

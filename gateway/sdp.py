@@ -25,7 +25,8 @@ from gateway.outcomes import Outcome
 _STATIC_AUDIO: dict[int, tuple[str, int]] = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
 SUPPORTED_CODECS = ("PCMU", "PCMA")
 _SUPPORTED_PROTO = "RTP/AVP"
-ANSWER_PTIME_MS = 20
+ANSWER_PTIME_MS = 20  # what we send when the offer names no packet time we support
+PACKET_TIMES_MS = frozenset({10, 20, 30, 40})  # a=ptime values we send as asked (RFC 3264 §5)
 _MAX_SDP_BYTES = 16384
 
 
@@ -201,9 +202,13 @@ def negotiate(
     local_port: int,
     session_id: int,
     session_version: int,
-    ptime_ms: int = ANSWER_PTIME_MS,
+    ptime_ms: int | None = None,
 ) -> tuple[MediaParams, str]:
     """Choose the stream and codec, and build the answer SDP (RFC 3264 §6).
+
+    Packet time (RFC 3264 §5): we send at the offer's `a=ptime` when it is one of
+    `PACKET_TIMES_MS`, else at `ptime_ms` (default `ANSWER_PTIME_MS`); the answer's `a=ptime`
+    says which.
 
     `codec_preference` is ours (config); the first of our codecs the offer carries wins.
     Raises `NoCommonCodec` or `UnusableOffer` (both 488).
@@ -243,7 +248,8 @@ def negotiate(
         codec=codec.encoding.upper(),
         payload_type=codec.payload_type,
         clock_rate=codec.clock_rate,
-        ptime_ms=ptime_ms,
+        ptime_ms=(stream.ptime_ms if stream.ptime_ms in PACKET_TIMES_MS
+                  else ptime_ms or ANSWER_PTIME_MS),
         telephone_event_pt=dtmf.payload_type if dtmf else None,
         direction=our_dir,
         on_hold=hold_address or offered_dir in (Direction.SENDONLY, Direction.INACTIVE),

@@ -46,6 +46,17 @@ def test_basic_offer_prefers_our_codec_and_mirrors_dtmf() -> None:
     assert answer.endswith("\r\n")
 
 
+@pytest.mark.parametrize(("offered", "sent"), [
+    ("a=ptime:10", 10), ("a=ptime:30", 30), ("a=ptime:40", 40),
+    ("a=ptime:60", 20),  # not one we packetise: RFC 3264 lets us send our own
+    ("a=ptime:x", 20), ("", 20),
+])
+def test_we_send_at_the_offered_packet_time(offered: str, sent: int) -> None:
+    params, answer = _neg(BASE.replace("a=ptime:20\r\n", offered + ("\r\n" if offered else "")))
+    assert params.ptime_ms == sent
+    assert f"a=ptime:{sent}" in answer.split("\r\n")
+
+
 def test_pcma_preference() -> None:
     params, answer = _neg(BASE, ("PCMA", "PCMU"))
     assert (params.codec, params.payload_type) == ("PCMA", 8)

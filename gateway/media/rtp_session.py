@@ -14,7 +14,8 @@ Owns (RFC 3550 §6.4.1 / A.1 / A.8, RFC 4961 symmetric RTP, RFC 4733 routing):
 - an inactivity timeout (no RTP for `inactivity_timeout_s`, suspended while on hold) that sets
   `timed_out` and calls `on_timeout`, which the call turns into a BYE.
 
-Time comes from a `Clock` so tests step it; the watchdog task only polls `check_inactivity`.
+Time comes from the injected `Clock` (the loop clock; tests step a fake one); the watchdog task
+only polls `check_inactivity`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gateway.clock import Clock, MonotonicClock
+from gateway.clock import Clock
 from gateway.media.dtmf import DtmfReceived, TelephoneEventReceiver
 from gateway.media.jitter import JitterBuffer
 from gateway.media.ports import PortPool
@@ -61,6 +62,7 @@ class ReceiveStats:
     unknown_payload_type: int = 0
     dtmf_packets: int = 0
     ssrc_changes: int = 0
+    audio_seconds: float = 0.0  # caller audio received (payload samples / clock rate)
 
 
 @dataclass(slots=True)
@@ -100,7 +102,7 @@ class RtpSession:
         self,
         params: MediaParams,
         *,
-        clock: Clock | None = None,
+        clock: Clock,
         jitter: JitterBuffer | None = None,
         inactivity_timeout_s: float = 30.0,
         max_packet_rate: float = 200.0,
@@ -109,8 +111,9 @@ class RtpSession:
         watchdog_interval_s: float = 1.0,
     ) -> None:
         self._params = params
-        self._clock = clock or MonotonicClock()
-        self.jitter = jitter or JitterBuffer(clock_rate=params.clock_rate)
+        self._clock = clock
+        self.jitter = jitter or JitterBuffer(clock_rate=params.clock_rate,
+                                             frame_ms=params.ptime_ms)
         self._inactivity_timeout_s = inactivity_timeout_s
         self._on_dtmf = on_dtmf
         self._on_timeout = on_timeout
@@ -132,6 +135,7 @@ class RtpSession:
             random.getrandbits(32),
         )
         self._recv = ReceiveStats()
+        self._audio_samples = 0
         self._sent = SendStats()
         self._watchdog: asyncio.Task[None] | None = None
         # While a DTMF event is being sent (RFC 4733 §2.5), audio only advances the timestamp.
@@ -148,7 +152,7 @@ class RtpSession:
         local_port: int,
         params: MediaParams,
         *,
-        clock: Clock | None = None,
+        clock: Clock,
         jitter: JitterBuffer | None = None,
         inactivity_timeout_s: float = 30.0,
         max_packet_rate: float = 200.0,
@@ -200,6 +204,7 @@ class RtpSession:
             jitter_ms=self._ssrc_state.jitter * 1000.0 / self._params.clock_rate,
             late=self.jitter.stats.late,
             duplicates=self.jitter.stats.duplicates,
+            audio_seconds=self._audio_samples / self._params.clock_rate,
         )
         return RtpStats(received, replace(self._sent))
 
@@ -315,6 +320,7 @@ class RtpSession:
                 self._emit_dtmf(event)
             return
         self.jitter.push(packet.sequence, packet.payload)
+        self._audio_samples += len(packet.payload)  # G.711: one octet per sample
         self.last_audio_arrival = now
 
     def _account(self, seq: int, ts: int, now: float) -> None:

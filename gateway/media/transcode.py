@@ -5,12 +5,17 @@ Caller → AI: PCMU/PCMA payload → s16 8 kHz (`G711Codec.decode`) → `CallerR
 Stereo on purpose: given mono, aiortc's own resampler upmixes with FFmpeg's -3 dB centre level,
 so the AI would hear the caller 3 dB quieter (measured in tests/media/test_two_peers.py).
 AI → caller: aiortc's decoded frames (48 kHz stereo s16, any layout/rate accepted) →
-`AiResampler` → mono 8 kHz → exact 20 ms (160-sample) chunks → `G711Codec.encode`.
+`AiResampler` → mono 8 kHz → exact packet-sized chunks (the SDP's ptime) → `G711Codec.encode`.
 
 Why G.711 goes through lookup tables: FFmpeg's `pcm_mulaw`/`pcm_alaw` codecs are run once, at
 first use, over every code (256 for decode, 65,536 s16 values for encode) to fill numpy tables;
 per frame we then index a table instead of building AVFrames and AVPackets, so the codec is
 bit-exact with FFmpeg's but costs no per-frame allocation beyond the output itself.
+Native threads: every FFmpeg filter graph (a PyAV `AudioResampler`, and the one PyAV builds
+inside each audio encoder to cut frames to the codec's size) runs a pool of native threads,
+about one per core. Each class here that owns a graph or codec has `close()`, which drops it at
+once; the owners call it when their call ends, so the threads go with the call rather than
+with the next full garbage collection (a call's objects sit in reference cycles, issue 11).
 Framing: each direction owns one resampler (its filter state must persist across frames) and a
 preallocated sample FIFO that carries the remainder from one frame to the next, so no sample
 is ever dropped or duplicated; only at stream start is the resampler's delay filled with zeros.
@@ -39,13 +44,16 @@ __all__ = [
     "OpusMonoDecoder",
     "OpusPhoneEncoder",
     "frame_to_mono_s16",
+    "g711",
     "make_frame",
 ]
 
 PHONE_RATE = 8000
 AI_RATE = 48000
+# The AI leg's frame: aiortc packetises Opus in 20 ms frames. The phone leg's packet time is
+# not this: it comes from the SDP (`MediaParams.ptime_ms`, 10 to 40 ms).
 FRAME_MS = 20
-PHONE_FRAME_SAMPLES = PHONE_RATE * FRAME_MS // 1000  # 160
+PHONE_FRAME_SAMPLES = PHONE_RATE * FRAME_MS // 1000  # 160: one AI-leg frame at 8 kHz
 AI_FRAME_SAMPLES = AI_RATE * FRAME_MS // 1000  # 960
 _FFMPEG_CODEC = {"PCMU": "pcm_mulaw", "PCMA": "pcm_alaw"}
 
@@ -76,8 +84,14 @@ def _tables(codec: str) -> tuple[Pcm, npt.NDArray[np.uint8]]:
     return decode, encode
 
 
+@cache
+def g711(codec: str) -> G711Codec:
+    """The shared codec for "PCMU" or "PCMA" (codecs are stateless; one of each suffices)."""
+    return G711Codec(codec)
+
+
 class G711Codec:
-    """PCMU or PCMA for one call direction (stateless apart from the shared tables)."""
+    """PCMU or PCMA (stateless apart from the shared tables: use `g711(name)`)."""
 
     def __init__(self, codec: str) -> None:
         if codec not in _FFMPEG_CODEC:
@@ -144,7 +158,9 @@ class CallerResampler:
     """8 kHz mono s16 (20 ms chunks) → 48 kHz stereo s16 `AudioFrame`s of exactly 20 ms."""
 
     def __init__(self) -> None:
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=AI_RATE)
+        self._resampler: av.AudioResampler | None = av.AudioResampler(
+            format="s16", layout="mono", rate=AI_RATE
+        )
         self._fifo = _Fifo(AI_FRAME_SAMPLES * 4)
         self._in_pts = 0
         self._out_pts = 0
@@ -159,6 +175,8 @@ class CallerResampler:
         frame.pts = self._in_pts
         frame.time_base = fractions.Fraction(1, PHONE_RATE)
         self._in_pts += pcm.shape[0]
+        if self._resampler is None:
+            raise RuntimeError("CallerResampler is closed")
         for out in self._resampler.resample(frame):
             self._fifo.push(_s16(out))
         if not self._primed:
@@ -186,13 +204,20 @@ class CallerResampler:
         self._out_pts += AI_FRAME_SAMPLES
         return out_frame
 
+    def close(self) -> None:
+        """Release the filter graph (and its native threads) now; `process` fails after."""
+        self._resampler = None
+
 
 class AiResampler:
-    """aiortc frames (any rate/layout) → mono 8 kHz, handed out in exact 160-sample chunks."""
+    """aiortc frames (any rate/layout) → mono 8 kHz, handed out in exact packet-sized chunks."""
 
     def __init__(self) -> None:
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=PHONE_RATE)
+        self._resampler: av.AudioResampler | None = av.AudioResampler(
+            format="s16", layout="mono", rate=PHONE_RATE
+        )
         self._fifo = _Fifo(PHONE_FRAME_SAMPLES * 16)
+        self._primed = False
 
     def push(self, frame: AudioFrame) -> None:
         if frame.sample_rate == PHONE_RATE and frame.format.name == "s16" and len(
@@ -200,17 +225,32 @@ class AiResampler:
         ) == 1:
             self._fifo.push(_s16(frame))  # already phone format: no resampler pass
             return
-        for out in self._resampler.resample(frame):
-            self._fifo.push(_s16(out))
+        if self._resampler is None:
+            raise RuntimeError("AiResampler is closed")
+        outs = [_s16(out) for out in self._resampler.resample(frame)]
+        if not self._primed:
+            # The resampler holds back its filter delay (~2 ms) at the start; pad once with
+            # zeros so the first frame yields its full length and packets of any ptime are
+            # whole from the first tick (as CallerResampler does the other way).
+            self._primed = True
+            got = sum(o.shape[0] for o in outs)
+            self._fifo.push_zeros(max(0, frame.samples * PHONE_RATE // frame.sample_rate - got))
+        for out in outs:
+            self._fifo.push(out)
+
+    def close(self) -> None:
+        """Release the filter graph (and its native threads) now; `push` fails after this."""
+        self._resampler = None
 
     @property
     def buffered_samples(self) -> int:
         return len(self._fifo)
 
-    def pop(self) -> Pcm | None:
-        if len(self._fifo) < PHONE_FRAME_SAMPLES:
+    def pop(self, samples: int = PHONE_FRAME_SAMPLES) -> Pcm | None:
+        """The next `samples` (one phone packet's worth), or None until that many are here."""
+        if len(self._fifo) < samples:
             return None
-        return self._fifo.take(PHONE_FRAME_SAMPLES)
+        return self._fifo.take(samples)
 
 
 class OpusPhoneEncoder:
@@ -231,7 +271,7 @@ class OpusPhoneEncoder:
         ctx.bit_rate = bitrate
         ctx.time_base = fractions.Fraction(1, PHONE_RATE)
         ctx.options = {"application": "voip"}
-        self._ctx = ctx
+        self._ctx: av.AudioCodecContext | None = ctx
         self._in_pts = 0
         self._out_pts = 0
         self._time_base = fractions.Fraction(1, AI_RATE)
@@ -242,6 +282,8 @@ class OpusPhoneEncoder:
         frame.pts = self._in_pts
         frame.time_base = fractions.Fraction(1, PHONE_RATE)
         self._in_pts += pcm.shape[0]
+        if self._ctx is None:
+            raise RuntimeError("OpusPhoneEncoder is closed")
         packets = list(self._ctx.encode(frame))
         for packet in packets:
             # Our own continuous clock: libopus starts at -pre-skip, aiortc wants 0-based.
@@ -250,11 +292,15 @@ class OpusPhoneEncoder:
             self._out_pts += AI_FRAME_SAMPLES
         return packets
 
+    def close(self) -> None:
+        """Release the codec and the filter graph PyAV keeps inside it (native threads)."""
+        self._ctx = None
+
 
 class OpusMonoDecoder:
     """Opus payloads → 48 kHz mono s16 frames, decoded on the event loop.
 
-    Used by `aiortc_receiver.tune_receiver` so the AI leg's audio skips aiortc's decoder thread
+    Used by `aiortc_patches.tune_receiver` so the AI leg's audio skips aiortc's decoder thread
     (and its per-frame thread hand-off) and arrives already mono for `AiResampler`.
     """
 

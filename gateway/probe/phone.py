@@ -26,8 +26,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gateway import __version__
+from gateway.clock import LoopClock
 from gateway.media.rtp_session import RtpSession
-from gateway.media.tracks import EnergyVad
+from gateway.media.voice import EnergyVad
 from gateway.probe.audio import Pcm, WavError, read_wav, split_frames, spoken_phrase, write_wav
 from gateway.probe.media import ProbeMedia
 from gateway.probe.report import ProbeReport, Provisional
@@ -228,7 +229,7 @@ class _Phone:
             else:
                 self.sip = await TcpTransport.start(self.driver, self.local_ip, 0)
             self.rtp = await RtpSession.open(
-                self.local_ip, 0, _placeholder_params(), jitter=self.media.tap,
+                self.local_ip, 0, _placeholder_params(), clock=LoopClock(), jitter=self.media.tap,
                 inactivity_timeout_s=self.options.seconds + 60.0,
             )
         except OSError as exc:

@@ -16,6 +16,7 @@ from gateway.orga.api import OrgaApi
 from gateway.orga.errors import (
     OrgaAuthError,
     OrgaProtocolError,
+    OrgaRequestError,
     OrgaTimeoutError,
     OrgaUnavailableError,
     OrgaValidationError,
@@ -48,7 +49,7 @@ def _registry(raw: dict[str, Any]) -> tuple[CallRegistry, RecordingSignalling, M
     metrics = Metrics()
     signalling = RecordingSignalling()
     ctx = CallContext(
-        config=config, metrics=metrics,
+        config=config, metrics=metrics, clock=FakeClock(),
         ports=PortPool(config.rtp.port_min, config.rtp.port_max, 5.0, FakeClock()),
         api=OrgaApi(OrgaClientSettings("http://127.0.0.1:9", "sk_orga_ai_test")),
         signalling=signalling, peer_settings=PeerSettings(ice_addresses=("127.0.0.1",)),
@@ -108,6 +109,7 @@ async def test_capacity_and_trunk_capacity() -> None:
         (OrgaAuthError("calls", 401, "Invalid ephemeral token"), Outcome.ORGA_AUTH, 503),
         (OrgaValidationError("calls", 422, [ValidationIssue(("body", "params"), "Field required")]),
          Outcome.ORGA_INVALID, 500),
+        (OrgaRequestError("calls", 400, "Invalid SDP offer"), Outcome.ORGA_INVALID, 500),
         (OrgaUnavailableError("calls", 502, "bad gateway"), Outcome.ORGA_UNAVAILABLE, 503),
         (OrgaProtocolError("calls", 200, "no conversation_id"), Outcome.ORGA_UNAVAILABLE, 503),
         (OrgaTimeoutError("setup", None, "budget"), Outcome.SETUP_TIMEOUT, 504),

@@ -18,7 +18,7 @@ import pytest
 
 from gateway import call as call_module
 from gateway.call import Call, CallContext
-from gateway.clock import MonotonicClock
+from gateway.clock import LoopClock
 from gateway.config import parse_config
 from gateway.media.ports import PortPool
 from gateway.media.rtp_session import RtpSession
@@ -96,12 +96,13 @@ class Rig:
                                     "limits": {"max_calls": 5}}, {"ORGA_API_KEY": "k"})
         self.metrics = Metrics()
         self.signalling = RecordingSignalling()
-        self.ports = PortPool(port, port + 9, 0.0, MonotonicClock())
+        self.clock = LoopClock()
+        self.ports = PortPool(port, port + 9, 0.0, self.clock)
         self.ctx = CallContext(
             config=self.config, metrics=self.metrics, ports=self.ports,
             api=OrgaApi(OrgaClientSettings("http://127.0.0.1:9", "k")),
             signalling=self.signalling, peer_settings=PeerSettings(),
-            advertised_address="127.0.0.1",
+            advertised_address="127.0.0.1", clock=self.clock,
         )
         self.track = FakeRemoteTrack()
         self.peer = FakePeer(self.track)

@@ -63,18 +63,19 @@ ENCODERS = {"PCMU": ulaw_encode, "PCMA": alaw_encode}
 
 
 def rtp_packets(pcm: Pcm, codec: str, *, ssrc: int = 0x5EED1234, seq: int = 1000,
-                timestamp: int = 160000) -> list[bytes]:
-    """One RTP packet per 20 ms of `pcm` (the tail is padded with silence)."""
-    pad = (-pcm.size) % FRAME
+                timestamp: int = 160000, frame: int = FRAME) -> list[bytes]:
+    """One RTP packet per `frame` samples (default 20 ms) of `pcm` (the tail is padded with
+    silence)."""
+    pad = (-pcm.size) % frame
     padded = np.concatenate([pcm, np.zeros(pad, dtype=np.int16)])
     payload = ENCODERS[codec](padded)
     pt = PAYLOAD_TYPES[codec]
     out = []
-    for i in range(padded.size // FRAME):
+    for i in range(padded.size // frame):
         marker = 0x80 if i == 0 else 0
         header = struct.pack("!BBHII", 0x80, marker | pt, (seq + i) & 0xFFFF,
-                             (timestamp + i * FRAME) & 0xFFFFFFFF, ssrc)
-        out.append(header + payload[i * FRAME:(i + 1) * FRAME])
+                             (timestamp + i * frame) & 0xFFFFFFFF, ssrc)
+        out.append(header + payload[i * frame:(i + 1) * frame])
     return out
 
 
@@ -118,10 +119,20 @@ def write_pcap(path: Path, packets: list[bytes], *, interval_s: float = 0.02,
 
 
 def speech_pcap(path: Path, codec: str = "PCMU", *, freq_hz: float = 440.0,
-                talk_s: float = 1.0, quiet_s: float = 2.0) -> Path:
-    """`talk_s` of tone then `quiet_s` of silence: one utterance for an energy VAD."""
+                talk_s: float = 1.0, quiet_s: float = 2.0, ptime_ms: int = 20) -> Path:
+    """`talk_s` of tone then `quiet_s` of silence: one utterance for an energy VAD, in packets
+    of `ptime_ms`."""
     pcm = np.concatenate([tone(freq_hz, talk_s), silence(quiet_s)])
-    return write_pcap(path, rtp_packets(pcm, codec))
+    frame = RATE * ptime_ms // 1000
+    return write_pcap(path, rtp_packets(pcm, codec, frame=frame), interval_s=ptime_ms / 1000)
+
+
+def ulaw_decode(payload: bytes) -> Pcm:
+    """ITU-T G.711 μ-law to linear, independent of the gateway's FFmpeg tables."""
+    code = ~np.frombuffer(payload, dtype=np.uint8).astype(np.int32) & 0xFF
+    exponent, mantissa = (code >> 4) & 0x07, code & 0x0F
+    magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84
+    return np.where(code & 0x80, -magnitude, magnitude).astype(np.int16)
 
 
 def read_pcap_rtp(path: Path) -> list[bytes]:

@@ -39,7 +39,6 @@ from gateway.config import (
 from gateway.emulator.agent import AgentSettings
 from gateway.emulator.server import Emulator, EmulatorConfig
 
-_KEEPALIVE = "HttpServer._on_connection"  # gateway/emulator/httpserver.py, one per connection
 API_KEY = "sk_orga_ai_e2e_key_0123456789"
 LOOPBACK = "127.0.0.1"
 
@@ -164,7 +163,7 @@ class EmulatorProcess:
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "emulator", "--listen", f"{LOOPBACK}:0",
-            "--api-key", API_KEY, "--audio-gate",
+            "--api-key", API_KEY,
             "--log-level", os.environ.get("E2E_EMULATOR_LOG", "WARNING"),
             cwd=Path(__file__).resolve().parents[2], stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE)
@@ -268,12 +267,11 @@ class Stack:
     def stray_tasks(self) -> list[asyncio.Task[Any]]:
         """Tasks started since `start()` that are still pending: the calls' own, their RTP
         watchdogs and pumps, aiortc's and aioice's per-peer tasks (ours and the emulator's).
-        Not counted: the test's own task and the emulator's HTTP keep-alive connections (httpx
-        pools connections to Orga across calls on purpose)."""
+        Not counted: the test's own task. (uvicorn keeps the emulator's idle keep-alive
+        connections, which httpx pools across calls on purpose, without a task.)"""
         current = asyncio.current_task()
         return [t for t in asyncio.all_tasks()
-                if t not in self.baseline_tasks and t is not current and not t.done()
-                and _KEEPALIVE not in getattr(t.get_coro(), "__qualname__", "")]
+                if t not in self.baseline_tasks and t is not current and not t.done()]
 
     async def assert_clean(self, timeout: float = 5.0) -> None:
         """Nothing of any call is left: registry, ports (after quarantine), tasks, sessions."""

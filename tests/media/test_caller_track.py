@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from gateway.clock import LoopClock
 from gateway.media.jitter import JitterBuffer
-from gateway.media.tracks import CallerAudioTrack, EnergyVad, TurnLatencyMeter
 from gateway.media.transcode import G711Codec, frame_to_mono_s16
+from gateway.media.uplink import CallerAudioTrack
+from gateway.media.voice import EnergyVad, TurnLatencyMeter
 from gateway.sdp import Direction, MediaParams
 from tests.media.audio import dominant_hz, rms_dbfs, tone
 from tests.media.vclock import virtual_time_loop
@@ -27,7 +29,7 @@ def run(source: Source, frames: int, feed: dict[int, bytes], track_kw: dict | No
     loop = virtual_time_loop()
 
     async def main() -> tuple[list, list[float], CallerAudioTrack]:
-        track = CallerAudioTrack(source, **(track_kw or {}))
+        track = CallerAudioTrack(source, LoopClock(), **(track_kw or {}))
         out, times = [], []
         for i in range(frames):
             if i in feed:
@@ -71,7 +73,7 @@ async def test_single_loss_concealed_with_fade_burst_loss_underruns_to_silence()
     payloads = [codec.encode(src[i * 160 : (i + 1) * 160]) for i in range(50)]
     source = Source("PCMA", 8)
     lost = {20, 30, 31, 32}
-    track = CallerAudioTrack(source)
+    track = CallerAudioTrack(source, LoopClock())
     chunks = []
     source.jitter.push(0, payloads[0])
     for i in range(49):  # packets arrive just in time for a 40 ms buffer
@@ -128,7 +130,7 @@ def test_schedule_phase_locks_to_phone_packets_once() -> None:
     source = Source()
 
     async def main() -> list[float]:
-        track = CallerAudioTrack(source)
+        track = CallerAudioTrack(source, LoopClock())
         times = []
         for i in range(10):
             if i == 3:  # the first packet arrived 13 ms after our last tick (at t = 1000.053)

@@ -5,6 +5,7 @@ import asyncio
 
 import pytest
 
+from gateway.clock import LoopClock
 from gateway.media.dtmf import TelephoneEventReceiver, parse_telephone_event
 from gateway.media.dtmf_send import DtmfUnavailable, send_digits
 from gateway.media.rtp import parse_rtp
@@ -14,7 +15,8 @@ from tests.media.test_rtp_session import Peer, params
 
 async def test_digits_are_rfc4733_events_in_the_audio_stream() -> None:
     phone = Peer()
-    session = await RtpSession.open("127.0.0.1", 0, params(phone.port), watchdog_interval_s=3600)
+    session = await RtpSession.open("127.0.0.1", 0, params(phone.port), clock=LoopClock(),
+                                    watchdog_interval_s=3600)
     try:
         session.send_audio(b"\xff" * 160, 160)
         audio_ts = session.send_timestamp
@@ -58,7 +60,7 @@ async def test_digits_are_rfc4733_events_in_the_audio_stream() -> None:
 async def test_without_telephone_event_nothing_is_sent() -> None:
     phone = Peer()
     session = await RtpSession.open("127.0.0.1", 0, params(phone.port, telephone_event_pt=None),
-                                    watchdog_interval_s=3600)
+                                    clock=LoopClock(), watchdog_interval_s=3600)
     try:
         with pytest.raises(DtmfUnavailable):
             await send_digits(session, "1")

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from gateway.clock import LoopClock
+from gateway.media.downlink import AiAudioPump
 from gateway.media.rtp import parse_rtp, ts_delta
 from gateway.media.rtp_session import RtpSession
-from gateway.media.tracks import AiAudioPump, TurnLatencyMeter
 from gateway.media.transcode import AudioFrame, make_frame
+from gateway.media.voice import TurnLatencyMeter
 from gateway.sdp import Direction, MediaParams
 from tests.media.audio import dominant_hz, tone
 from tests.media.vclock import virtual_time_loop
@@ -63,18 +65,20 @@ class Receiver(asyncio.DatagramProtocol):
         self.got.append((self._clock(), data))
 
 
-def run_pump(schedule: list[tuple[float, np.ndarray]], seconds: float, **pump_kw: object):
+def run_pump(schedule: list[tuple[float, np.ndarray]], seconds: float, ptime: int = 20,
+             **pump_kw: object):
     loop = virtual_time_loop()
 
     async def main() -> tuple[list[tuple[float, bytes]], AiAudioPump]:
         transport, rx = await loop.create_datagram_endpoint(
             lambda: Receiver(loop.time), local_addr=("127.0.0.1", 0))
         port = transport.get_extra_info("sockname")[1]
-        params = MediaParams("127.0.0.1", port, "PCMU", 0, 8000, 20, None,
+        params = MediaParams("127.0.0.1", port, "PCMU", 0, 8000, ptime, None,
                              Direction.SENDRECV, False)
-        session = await RtpSession.open("127.0.0.1", 0, params, watchdog_interval_s=3600)
-        pump = AiAudioPump(ScriptedTrack(schedule), session, **pump_kw)  # type: ignore[arg-type]
-        pump.start()
+        session = await RtpSession.open("127.0.0.1", 0, params, clock=LoopClock(),
+                                     watchdog_interval_s=3600)
+        pump = AiAudioPump(session, LoopClock(), **pump_kw)  # type: ignore[arg-type]
+        pump.start(ScriptedTrack(schedule))
         await asyncio.sleep(seconds)
         await pump.stop()
         await session.close()
@@ -122,6 +126,23 @@ def test_paced_20ms_through_a_2s_burst_without_gaps_or_drift() -> None:
     voiced = [p for p in pkts if p.payload != b"\xff" * 160]
     assert 495 <= len(voiced) <= 502
     assert st.underruns_speech == 0
+
+
+@pytest.mark.parametrize("ptime", [10, 30, 40])
+def test_packets_follow_the_sdp_packet_time(ptime: int) -> None:
+    schedule, _ = burst_schedule()
+    got, pump = run_pump(schedule, 10.0, ptime=ptime, max_queue_ms=2500)
+    times = np.array([t for t, _ in got])
+    assert np.abs(np.diff(times) - ptime / 1000).max() < 0.002  # one packet per ptime
+    pkts = [parse_rtp(d) for _, d in got]
+    assert {len(p.payload) for p in pkts} == {8 * ptime}
+    assert all(ts_delta(b.timestamp, a.timestamp) == 8 * ptime
+               for a, b in itertools.pairwise(pkts))
+    from gateway.media.transcode import G711Codec
+
+    pcm = np.concatenate([G711Codec("PCMU").decode(p.payload) for p in pkts])
+    assert abs(dominant_hz(pcm[:40000], 8000) - 1000) <= 5
+    assert pump.stats.underruns_speech == 0 and pump.stats.dropped_backlog == 0
 
 
 def test_backlog_beyond_bound_drops_oldest_and_counts() -> None:
@@ -185,7 +206,7 @@ def test_turn_latency_and_speech_start_hook() -> None:
     schedule += [(0.5 + 0.02 * i, speech[i]) for i in range(10)]
     meter = TurnLatencyMeter()
     starts: list[float] = []
-    meter.caller_frame(arrival=1000.0 + 0.1, voiced=True)  # caller's speech ended at +0.12
+    meter.caller_frame(arrival=1000.0 + 0.1, voiced=True, seconds=0.02)  # speech ended +0.12
     _, pump = run_pump(schedule, 1.0, meter=meter, on_speech_start=starts.append)
     assert len(starts) == 1 and pump.first_audio_at == starts[0]
     assert meter.turns == 1 and meter.last_turn_s is not None
@@ -197,10 +218,10 @@ def test_turn_meter_rules() -> None:
     turns: list[float] = []
     m = TurnLatencyMeter(on_turn=turns.append)
     assert m.ai_audio_started(5.0) is None  # nobody spoke yet
-    m.caller_frame(10.0, True)
-    m.caller_frame(10.02, False)
+    m.caller_frame(10.0, True, 0.02)
+    m.caller_frame(10.02, False, 0.02)
     assert m.ai_audio_started(10.01) is None  # AI overlapping the caller: not a turn
-    m.caller_frame(11.0, True)
+    m.caller_frame(11.0, True, 0.02)
     assert m.ai_audio_started(11.52) == pytest.approx(0.5)
     assert m.ai_audio_started(12.0) is None  # one utterance, one turn
     assert turns == [pytest.approx(0.5)]

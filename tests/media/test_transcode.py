@@ -105,3 +105,31 @@ def test_ai_resampler_takes_phone_rate_frames_without_resampling() -> None:
     chunks = [down.pop() for _ in range(5)]
     assert all(c is not None for c in chunks) and down.pop() is None
     assert np.array_equal(np.concatenate(chunks), pcm[:800])  # type: ignore[arg-type]
+
+
+def test_close_ends_the_native_threads_of_graphs_and_encoders_at_once() -> None:
+    """Issue 11 item 8: FFmpeg filter graphs (our resamplers, and the one PyAV builds inside an
+    audio encoder) run native threads; `close()` must end them without a garbage collection."""
+    import gc
+    import os
+
+    from gateway.media.transcode import OpusPhoneEncoder
+
+    def threads() -> int:
+        return len(os.listdir("/proc/self/task"))
+
+    gc.disable()
+    try:
+        before = threads()
+        up, down, enc = CallerResampler(), AiResampler(), OpusPhoneEncoder()
+        pcm = tone(300, 0.02, 8000)
+        down.push(up.process(pcm))
+        enc.encode(pcm)
+        started = threads()
+        for part in (up, down, enc):
+            part.close()
+        assert threads() == before < started
+        with pytest.raises(RuntimeError):
+            enc.encode(pcm)
+    finally:
+        gc.enable()

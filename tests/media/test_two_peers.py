@@ -10,11 +10,13 @@ import pytest
 from aiortc import RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from gateway.media.aiortc_receiver import receiver_stats, tune_receiver
+from gateway.aiortc_patches import receiver_stats, tune_receiver
+from gateway.clock import LoopClock
+from gateway.media.downlink import AiAudioPump
 from gateway.media.rtp import RtpSenderState, parse_rtp
 from gateway.media.rtp_session import RtpSession
-from gateway.media.tracks import AiAudioPump, CallerAudioTrack
 from gateway.media.transcode import G711Codec, frame_to_mono_s16
+from gateway.media.uplink import CallerAudioTrack
 from gateway.sdp import Direction, MediaParams
 from tests.media.audio import dominant_hz, rms_dbfs, tone
 from tests.media.loopback import (
@@ -48,27 +50,26 @@ async def record(track: MediaStreamTrack, into: list[np.ndarray]) -> None:
         pass
 
 
-@pytest.mark.parametrize(("opus", "decode_on_loop"), [(False, False), (True, True)])
-async def test_caller_440_to_ai_peer_and_ai_1000_back_to_rtp(
-    opus: bool, decode_on_loop: bool
-) -> None:
+@pytest.mark.parametrize("opus", [False, True])
+async def test_caller_440_to_ai_peer_and_ai_1000_back_to_rtp(opus: bool) -> None:
     loop = asyncio.get_running_loop()
     phone_transport, phone = await loop.create_datagram_endpoint(
         Phone, local_addr=("127.0.0.1", 0))
     phone_port = phone_transport.get_extra_info("sockname")[1]
     params = MediaParams("127.0.0.1", phone_port, "PCMU", 0, 8000, 20, 101,
                          Direction.SENDRECV, False)
-    session = await RtpSession.open("127.0.0.1", 0, params)
+    session = await RtpSession.open("127.0.0.1", 0, params, clock=LoopClock())
     gw, ai = new_peer(), new_peer()
-    caller_track = CallerAudioTrack(session, opus=opus)
+    caller_track = CallerAudioTrack(session, LoopClock(), opus=opus)
     transceiver = gw.addTransceiver(caller_track, direction="sendrecv")
     if opus:  # pre-encoded Opus only makes sense when Opus is what gets negotiated
         caps = RTCRtpSender.getCapabilities("audio")
         transceiver.setCodecPreferences([c for c in caps.codecs if c.name == "opus"])
-    assert tune_receiver(transceiver.receiver, decode_on_loop=decode_on_loop)
+    # The AI's audio goes from the receiver straight into the pump, as in a call.
+    pump = AiAudioPump(session, LoopClock())
+    tune_receiver(transceiver.receiver, deliver=pump.feed)
     heard_by_ai: list[np.ndarray] = []
     tasks: list[asyncio.Task[None]] = []
-    pumps: list[AiAudioPump] = []
 
     @ai.on("track")
     def on_ai_track(track: MediaStreamTrack) -> None:
@@ -76,9 +77,7 @@ async def test_caller_440_to_ai_peer_and_ai_1000_back_to_rtp(
 
     @gw.on("track")
     def on_gw_track(track: MediaStreamTrack) -> None:
-        pump = AiAudioPump(track, session)
-        pump.start()
-        pumps.append(pump)
+        pump.start(track)
 
     await connect(gw, ai, before_answer=lambda: ai.addTrack(
         GeneratedAudioTrack(tone_source(1000))))
@@ -94,8 +93,7 @@ async def test_caller_440_to_ai_peer_and_ai_1000_back_to_rtp(
         await asyncio.sleep(max(0.0, t0 + (i + 1) * 0.02 - loop.time()))
     await asyncio.sleep(0.3)
 
-    for pump in pumps:
-        await pump.stop()
+    await pump.stop()
     await gw.close()
     await ai.close()
     for task in tasks:
@@ -115,6 +113,6 @@ async def test_caller_440_to_ai_peer_and_ai_1000_back_to_rtp(
     pcm = np.concatenate([codec.decode(p.payload) for p in pkts[-100:-5]])
     assert abs(dominant_hz(pcm, 8000) - 1000) <= 5
     assert session.stats.received.packets == 150
-    assert pumps and pumps[0].stats.dropped_backlog == 0
+    assert pump.stats.dropped_backlog == 0 and pump.stats.frames_in > 100
     stats = receiver_stats(transceiver.receiver)
     assert stats is not None and stats.released > 100

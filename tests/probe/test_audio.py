@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from gateway.emulator.audio import UtteranceDetector as UtteranceVad
-from gateway.media.tracks import EnergyVad, rms_dbfs
 from gateway.media.transcode import G711Codec
+from gateway.media.voice import EnergyVad, rms_dbfs
 from gateway.probe.audio import (
     FRAME_SAMPLES,
     PHRASE,

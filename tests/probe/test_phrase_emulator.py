@@ -9,10 +9,11 @@ import asyncio
 
 import pytest
 
+from gateway.clock import LoopClock
 from gateway.emulator.server import Emulator
 from gateway.media.jitter import JitterBuffer
-from gateway.media.tracks import CallerAudioTrack
 from gateway.media.transcode import G711Codec
+from gateway.media.uplink import CallerAudioTrack
 from gateway.orga.api import OrgaApi
 from gateway.orga.events import ResponseDone, ServerEvent
 from gateway.orga.peer import OrgaPeer
@@ -38,7 +39,7 @@ async def test_emulator_hears_the_phrase_as_one_utterance_and_replies(
     emulator: Emulator,  # noqa: F811
 ) -> None:
     leg = _PhoneLeg()
-    caller = CallerAudioTrack(leg)
+    caller = CallerAudioTrack(leg, LoopClock())
     api = OrgaApi(OrgaClientSettings(base_url=emulator.base_url, api_key=API_KEY))
     params = SessionParams()
     session = await open_session(

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from gateway.clock import LoopClock
 from gateway.emulator.audio import Utterance
 from gateway.emulator.audio import UtteranceDetector as UtteranceVad
 from gateway.media.jitter import Output
@@ -142,7 +143,7 @@ class ToneUas:
         offer = parse_offer(sdp.decode())
         params, _ = negotiate(offer, self.behaviour.codecs, "127.0.0.1", 0, 7, 1)
         self.log.params = params
-        rtp = await RtpSession.open("127.0.0.1", 0, params)
+        rtp = await RtpSession.open("127.0.0.1", 0, params, clock=LoopClock())
         _, answer = negotiate(offer, self.behaviour.codecs, "127.0.0.1", rtp.local_address[1], 7, 1)
         if self.behaviour.g729_answer:
             answer = answer.replace("RTP/AVP 0 101", "RTP/AVP 18 101").replace(

@@ -1,0 +1,189 @@
+"""Soak (issue 11 item 8): many calls through one gateway, then is everything back to idle?
+
+Processes, all on 127.0.0.1: one gateway (`python -m gateway run`, the one measured), one Orga
+emulator, and the callers: `gateway.probe` phones placed from this process, `--concurrency` at a
+time, each talking for `--seconds` (audio both ways) and then hanging up. Before the first call
+and after the last (once `active_calls` is 0, after `--settle` seconds), the gateway's threads
+(/proc/<pid>/task, native ones included), open file descriptors (/proc/<pid>/fd), RSS, and the
+asyncio tasks pending on its loop (the `event_loop_tasks` gauge) are read and printed, with
+readings every `--every` calls in between. The idle baseline is taken after `--warmup` calls,
+because the first calls start process-wide pools that stay (asyncio's default executor, lazily
+imported modules, FFmpeg's codec tables).
+
+    nice -n -5 .venv/bin/python bench/soak.py [--calls 1000] [--concurrency 4] [--seconds 1.5]
+
+Exit code 0 when every call connected and threads, fds and tasks are back to (at most) their idle
+values
+and RSS is within `--rss-tolerance` (10 %) of it; 1 otherwise; 2 when a process failed to start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.load import (
+    KEY,
+    NUMBER,
+    PAGE,
+    BenchError,
+    Proc,
+    free_port,
+    scrape,
+    spawn,
+    stop,
+    wait_http,
+    worker_config,
+    write_reply_wav,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    calls: int
+    threads: int
+    fds: int
+    tasks: int
+    rss_mb: float
+
+    def row(self) -> str:
+        return (f"{self.calls:>7} {self.threads:>8} {self.fds:>5} {self.tasks:>6} "
+                f"{self.rss_mb:>8.1f}")
+
+
+HEADER = "  calls  threads   fds  tasks   RSS MB"
+
+
+def read(pid: int, http: int, calls: int) -> Reading:
+    with open(f"/proc/{pid}/statm") as f:
+        rss = int(f.read().split()[1]) * PAGE / 1e6
+    metrics = scrape(f"http://127.0.0.1:{http}/metrics")
+    return Reading(calls, len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd")),
+                   int(metrics.get("orga_gateway_event_loop_tasks", -1)), rss)
+
+
+def wait_idle(http: int, proc: Proc, settle: float) -> None:
+    deadline = time.monotonic() + 30.0
+    while scrape(f"http://127.0.0.1:{http}/metrics").get("orga_gateway_active_calls", 0) > 0:
+        if time.monotonic() > deadline or not proc.alive():
+            raise BenchError("the gateway did not go back to 0 active calls")
+        time.sleep(0.2)
+    time.sleep(settle)  # port quarantine, aiortc's closing tasks
+
+
+async def place(target: str, n: int, start_index: int, concurrency: int,
+                seconds: float) -> list[str]:
+    """Place `n` calls, `concurrency` at a time; return the failures."""
+    from gateway.probe import ProbeOptions, place_call
+
+    failures: list[str] = []
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(index: int) -> None:
+        async with gate:
+            options = ProbeOptions(transport="udp", seconds=seconds, local_ip="127.0.0.1",
+                                   from_user=f"soak{index}", answer_timeout_s=20.0)
+            try:
+                report = await place_call(target, options)
+            except Exception as exc:  # a crashed probe is a failed call, with its reason
+                failures.append(f"call {index}: {type(exc).__name__}: {exc}")
+                return
+            if not report.connected or report.packets_received == 0:
+                failures.append(f"call {index}: {report.status} {report.reason} "
+                                f"{report.error or ''} ({report.packets_received} packets)")
+
+    await asyncio.gather(*(one(start_index + i) for i in range(n)))
+    return failures
+
+
+def run(args: argparse.Namespace, logs: Path) -> int:
+    py = [sys.executable]
+    reply = logs / "reply.wav"
+    write_reply_wav(reply)
+    procs: list[Proc] = []
+    try:
+        emu_port = free_port(socket.SOCK_STREAM)
+        emulator = spawn("emulator", [*py, "-m", "gateway", "emulator", "--listen",
+                                      f"127.0.0.1:{emu_port}", "--api-key", KEY, "--reply-wav",
+                                      str(reply), "--log-level", "WARNING"], logs)
+        procs.append(emulator)
+        wait_http(f"http://127.0.0.1:{emu_port}/v1/realtime/ice-config", emulator, True)
+        sip, http = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+        base = 31000 + (os.getpid() % 500) * 40
+        cfg = logs / "gateway.toml"
+        cfg.write_text(worker_config(sip, http, base, base + 8 * args.concurrency + 60,
+                                     emu_port, 2 * args.concurrency + 4))
+        gateway = spawn("gateway", [*py, "-m", "gateway", "run", "--config", str(cfg)], logs)
+        procs.append(gateway)
+        wait_http(f"http://127.0.0.1:{http}/ready", gateway)
+        pid, target = gateway.popen.pid, f"sip:{NUMBER}@127.0.0.1:{sip}"
+        print(f"soak: {args.calls} calls, {args.concurrency} at a time, {args.seconds} s each; "
+              f"logs in {logs}; load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(HEADER)
+        start = read(pid, http, 0)
+        print(start.row(), " (gateway started)")
+        failures = asyncio.run(place(target, args.warmup, 0, args.concurrency, args.seconds))
+        wait_idle(http, gateway, args.settle)
+        idle = read(pid, http, args.warmup)
+        print(idle.row(), " (idle baseline, after warm-up)")
+        done = args.warmup
+        t0 = time.monotonic()
+        while done < args.calls:
+            batch = min(args.every, args.calls - done)
+            failures += asyncio.run(place(target, batch, done, args.concurrency, args.seconds))
+            done += batch
+            print(read(pid, http, done).row(), flush=True)
+        wait_idle(http, gateway, args.settle)
+        end = read(pid, http, done)
+        print(end.row(), f" (idle again; {time.monotonic() - t0:.0f} s; load "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})")
+        stop(gateway)
+    except BenchError as exc:
+        print(f"soak: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+    problems = [f"{len(failures)} failed call(s), e.g. {failures[0]}"] if failures else []
+    for what, before, after in (("threads", idle.threads, end.threads),
+                                ("fds", idle.fds, end.fds), ("tasks", idle.tasks, end.tasks)):
+        if after > before:  # fewer is fine: e.g. an idle keep-alive connection to Orga closed
+            problems.append(f"{what}: {before} idle, {after} after the calls")
+    growth = (end.rss_mb - idle.rss_mb) / idle.rss_mb
+    if growth > args.rss_tolerance:
+        problems.append(f"RSS grew {growth:.0%} ({idle.rss_mb:.1f} -> {end.rss_mb:.1f} MB)")
+    print(f"RSS {idle.rss_mb:.1f} -> {end.rss_mb:.1f} MB ({growth:+.1%}); "
+          f"threads {idle.threads} -> {end.threads}; fds {idle.fds} -> {end.fds}; "
+          f"tasks {idle.tasks} -> {end.tasks}")
+    for problem in problems:
+        print(f"  FAILED: {problem}")
+    return 1 if problems else 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--calls", type=int, default=1000)
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=1.5, help="each call's length after answer")
+    p.add_argument("--warmup", type=int, default=5, help="calls before the idle baseline")
+    p.add_argument("--every", type=int, default=100, help="print a reading every N calls")
+    p.add_argument("--settle", type=float, default=2.0,
+                   help="seconds to wait once idle before reading")
+    p.add_argument("--rss-tolerance", type=float, default=0.10)
+    args = p.parse_args()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    return run(args, Path(tempfile.mkdtemp(prefix="orga-soak-")))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""AI → phone: Orga's decoded audio, queued and paced out as G.711 RTP at the SDP's packet time.
+
+`AiAudioPump.feed(frame)` is called for each decoded AI frame, straight from the AI leg's
+receive path (`gateway.aiortc_patches.tune_receiver(receiver, deliver=pump.feed)`: packet →
+our reorder buffer → our Opus decoder → here, in the same call stack, no queue hop and no task
+per frame). It resamples to 8 kHz and queues packet-sized frames in a playout queue bounded in
+milliseconds. One task sends one packet per tick of the loop's clock, every `ptime` ms (RFC
+3264 §5: the packet time the phone's offer asked for, 10 to 40 ms), so bursts from the AI leg
+never reach the phone as bursts and the phone never hears gaps between queued frames (field
+notes §1).
+
+Policy: backlog beyond the bound is dropped oldest-first and counted; silence in a backlog
+above the target depth is skipped so standing delay shrinks between AI turns; a single frame
+missing mid-speech is concealed (faded repeat); underruns are counted separately during AI
+speech and in idle silence; while the AI is quiet, silence packets keep NATs and carriers
+seeing a live stream (configurable). The first voiced packet of a talkspurt carries the RTP
+marker and tells the turn meter the AI started answering.
+
+`start(track)` also reads aiortc's remote track: it ends when the AI leg does, and it carries
+frames only if aiortc's own decoder is in use (the receiver was not tuned).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from gateway.clock import Clock
+from gateway.media.transcode import PHONE_RATE, AiResampler, AudioFrame, Pcm, g711
+from gateway.media.voice import EnergyVad, TurnLatencyMeter, conceal
+from gateway.sdp import MediaParams
+
+logger = logging.getLogger(__name__)
+
+
+class RtpSink(Protocol):
+    """Where the pump sends (an `RtpSession` satisfies it)."""
+
+    @property
+    def params(self) -> MediaParams: ...
+
+    def send_audio(self, payload: bytes, samples: int, marker: bool = False) -> bool: ...
+
+    def skip_samples(self, samples: int) -> None: ...
+
+
+@dataclass(slots=True)
+class PumpStats:
+    frames_in: int = 0
+    sent_audio: int = 0
+    sent_silence: int = 0
+    samples_sent_audio: int = 0  # phone-rate samples of AI audio sent (any packet time)
+    underruns_speech: int = 0
+    underruns_idle: int = 0
+    dropped_backlog: int = 0  # oldest packets dropped because the queue passed max_queue_ms
+    dropped_backlog_ms: int = 0
+    skipped_silence: int = 0  # silent packets skipped to shrink standing delay
+    concealed: int = 0  # first missing packet in speech, filled with a faded repeat
+    clock_slips: int = 0  # the loop stalled > 3 packets; we skipped ahead instead of bursting
+    queue_ms: int = 0
+    queue_ms_peak: int = 0
+
+
+class AiAudioPump:
+    """Decoded AI frames → bounded playout queue → paced G.711 RTP, one packet per ptime."""
+
+    def __init__(
+        self,
+        sink: RtpSink,
+        clock: Clock,
+        *,
+        max_queue_ms: int = 1000,
+        target_queue_ms: int = 20,
+        keepalive: bool = True,
+        vad: EnergyVad | None = None,
+        meter: TurnLatencyMeter | None = None,
+        on_speech_start: Callable[[float], None] | None = None,
+        talkspurt_hangover_ms: int = 200,
+    ) -> None:
+        self._sink = sink
+        self._clock = clock
+        self._max_queue_ms = max_queue_ms
+        self._target_queue_ms = target_queue_ms
+        self._hangover_ms = talkspurt_hangover_ms
+        self._keepalive = keepalive
+        self._vad = vad or EnergyVad()
+        self._meter = meter
+        self._on_speech_start = on_speech_start
+        self._resampler = AiResampler()
+        self._queue: collections.deque[tuple[Pcm, bool]] = collections.deque()
+        self._talkspurt = False
+        self._quiet_ticks = 0  # ticks since the last voiced frame, while in a talkspurt
+        self._pending_underruns = 0
+        self._last_sent: Pcm | None = None
+        self._stats = PumpStats()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
+        self._packet_time(sink.params.ptime_ms)
+        self.first_audio_at: float | None = None
+        self.track_ended = asyncio.get_running_loop().create_future()
+
+    def _packet_time(self, ms: int) -> None:
+        """Size packets for `ms` (the SDP's ptime); bounds are kept in milliseconds."""
+        self._frame_ms = ms
+        self._frame_samples = PHONE_RATE * ms // 1000
+        self._max_frames = max(1, self._max_queue_ms // ms)
+        self._target_frames = max(1, self._target_queue_ms // ms)
+        self._hangover_ticks = max(1, self._hangover_ms // ms)
+
+    @property
+    def stats(self) -> PumpStats:
+        return replace(self._stats, queue_ms=len(self._queue) * self._frame_ms)
+
+    def start(self, track: MediaStreamTrack | None = None,
+              tasks: asyncio.TaskGroup | None = None) -> None:
+        """Start sending (in `tasks`, the owning call's task group, when given); with `track`,
+        also follow aiortc's remote track (its end, and any frames aiortc's own decoder
+        delivers)."""
+        spawn = tasks.create_task if tasks is not None else asyncio.create_task
+        self._tasks = [spawn(self._send(), name="ai-pump-send")]
+        if track is not None:
+            self._tasks.append(spawn(self._read(track), name="ai-pump-read"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            # A task that crashed was reported by the task group that owns it.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        self._stopped = True  # the AI leg may deliver a few more frames until it is closed
+        self._resampler.close()  # its filter graph's native threads end with the call
+
+    # ---------------------------------------------------------------- input
+
+    async def _read(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                if isinstance(frame, AudioFrame):
+                    self.feed(frame)
+        except MediaStreamError:
+            logger.info("AI audio track ended")
+        if not self.track_ended.done():
+            self.track_ended.set_result(None)
+
+    @property
+    def speaking(self) -> bool:
+        """The AI is in a talkspurt or has speech queued (e.g. its goodbye is still playing)."""
+        return self._talkspurt or any(voiced for _, voiced in self._queue)
+
+    def feed(self, frame: AudioFrame) -> None:
+        """Queue one decoded AI frame (any rate/layout); ignored once stopped."""
+        if self._stopped:
+            return
+        stats = self._stats
+        stats.frames_in += 1
+        self._resampler.push(frame)
+        queue, n = self._queue, self._frame_samples
+        while (pcm := self._resampler.pop(n)) is not None:
+            queue.append((pcm, self._vad.voiced(pcm)))
+            if len(queue) > self._max_frames:
+                dropped, _ = queue.popleft()
+                stats.dropped_backlog += 1
+                stats.dropped_backlog_ms += dropped.shape[0] * 1000 // PHONE_RATE
+        peak = len(queue) * self._frame_ms
+        if peak > stats.queue_ms_peak:
+            stats.queue_ms_peak = peak
+
+    # --------------------------------------------------------------- output
+
+    async def _send(self) -> None:
+        clock = self._clock
+        next_t = clock.now()
+        while True:
+            self.tick(clock.now())
+            frame_s = self._frame_ms / 1000
+            next_t += frame_s
+            delay = next_t - clock.now()
+            if delay < -3 * frame_s:
+                # The loop stalled: skip the missed ticks (timestamps jump, the phone's
+                # jitter buffer conceals) instead of bursting packets at the phone.
+                missed = int(-delay / frame_s)
+                next_t += missed * frame_s
+                self._sink.skip_samples(missed * self._frame_samples)
+                self._stats.clock_slips += 1
+                delay = next_t - clock.now()
+            await asyncio.sleep(max(0.0, delay))
+
+    def tick(self, now: float) -> None:
+        """One packet slot: send the next queued frame, or silence, or nothing."""
+        params = self._sink.params
+        if params.ptime_ms != self._frame_ms:
+            # A re-INVITE changed the packet time: new frames come in the new size; the few
+            # already queued go out in theirs (their timestamps still advance by their length).
+            self._packet_time(params.ptime_ms)
+        codec = g711(params.codec)
+        q = self._queue
+        # Shrink standing delay: drop silence while we hold more than the target (not inside a
+        # talkspurt, where short pauses are part of speech).
+        while len(q) > self._target_frames and not q[0][1] and not self._talkspurt:
+            q.popleft()
+            self._stats.skipped_silence += 1
+        if q:
+            pcm, voiced = q.popleft()
+            marker = False
+            if voiced:
+                if not self._talkspurt:
+                    self._talkspurt = True
+                    marker = True  # RFC 3551 §4.1: first packet of a talkspurt
+                    self._speech_started(now)
+                elif self._pending_underruns:
+                    self._stats.underruns_speech += self._pending_underruns
+                self._pending_underruns = 0
+                self._quiet_ticks = 0
+            else:
+                self._quiet(underrun=False)
+            self._sink.send_audio(codec.encode(pcm), pcm.shape[0], marker)
+            self._stats.sent_audio += 1
+            self._stats.samples_sent_audio += pcm.shape[0]
+            self._last_sent = pcm
+            return
+        first_gap_in_speech = self._talkspurt and self._pending_underruns == 0
+        self._quiet(underrun=True)
+        last = self._last_sent
+        if first_gap_in_speech and last is not None and last.shape[0] == self._frame_samples:
+            # A frame missing mid-speech (lost on the AI leg, or late): repeat the last one
+            # with a fade rather than cutting to silence; longer gaps fall to silence.
+            self._sink.send_audio(codec.encode(conceal(last)), self._frame_samples)
+            self._stats.concealed += 1
+        elif self._keepalive:
+            self._sink.send_audio(codec.silence(self._frame_samples), self._frame_samples)
+            self._stats.sent_silence += 1
+        else:
+            self._sink.skip_samples(self._frame_samples)
+
+    def _quiet(self, underrun: bool) -> None:
+        if not self._talkspurt:
+            if underrun:
+                self._stats.underruns_idle += 1
+            return
+        self._quiet_ticks += 1
+        if underrun:
+            self._pending_underruns += 1  # decided when we learn whether speech resumes
+        if self._quiet_ticks >= self._hangover_ticks:
+            self._talkspurt = False
+            self._stats.underruns_idle += self._pending_underruns
+            self._pending_underruns = 0
+
+    def _speech_started(self, now: float) -> None:
+        if self.first_audio_at is None:
+            self.first_audio_at = now
+        if self._meter is not None:
+            self._meter.ai_audio_started(now)
+        if self._on_speech_start is not None:
+            self._on_speech_start(now)
