@@ -126,7 +126,10 @@ class EmulatedSession:
         self.stats = SessionStats(
             conversation_id=conversation_id,
             session_id="sess_" + secrets.token_hex(12),
-            params=params.to_json(),
+            # The mcp_server URL holds the gateway's per-call secret: not in the state view.
+            params={**params.to_json(), **({"mcp_server": {
+                "id": params.mcp_server.id, "alias": params.mcp_server.alias, "url": "(secret)"}}
+                if params.mcp_server is not None else {})},
         )
         self._pc = RTCPeerConnection(make_configuration([]))
         self._track = AgentAudioTrack()

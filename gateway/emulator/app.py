@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from gateway.emulator.models import Offer, params_model, session_params
+from gateway.emulator.tool_caller import ToolRequestError
 from gateway.orga.settings import MODALITIES, MODELS
 
 CLIENT_SECRETS_PATH = "/v1/realtime/client-secrets"
@@ -146,6 +147,21 @@ def control_router(emu: Any) -> APIRouter:
     @router.get("/state", dependencies=[Depends(api_key)])
     async def state() -> dict[str, Any]:
         return dict(emu.state())
+
+    @router.post("/tools", dependencies=[Depends(api_key)])
+    async def tools(request: Request) -> dict[str, Any]:
+        """Call an agent tool of a session's mcp_server, as Orga's cloud would (tool_caller)."""
+        try:
+            body = json.loads(await request.body())
+            if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+                raise ToolRequestError('body must be {"name": ..., "arguments": {...}}')
+            arguments = body.get("arguments") or {}
+            if not isinstance(arguments, dict):
+                raise ToolRequestError("arguments must be an object")
+            outcome = await emu.tools.call(body.get("conversation_id"), body["name"], arguments)
+        except (ValueError, ToolRequestError) as exc:
+            raise ApiError(400, error_body(str(exc))) from None
+        return dict(outcome.to_json())
 
     @router.post("/faults", dependencies=[Depends(api_key)])
     async def faults(request: Request) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from gateway.orga.settings import SessionParams
+from gateway.orga.settings import McpServerParams, SessionParams
 
 _MLINE = re.compile(r"^m=(\w+) \d+ (\S+)", re.M)
 
@@ -74,6 +74,14 @@ class Offer(BaseModel):
         return self
 
 
+class McpServer(BaseModel):
+    """`params.mcp_server` (reference §4): the tool server Orga's cloud connects to."""
+
+    id: str
+    url: str
+    alias: str
+
+
 def params_model(voices: tuple[str, ...], models: tuple[str, ...],
                  modalities: tuple[str, ...]) -> type[BaseModel]:
     """The `params` model for a set of accepted voices (legacy voices are a switch)."""
@@ -89,6 +97,7 @@ def params_model(voices: tuple[str, ...], models: tuple[str, ...],
         instructions=(str | None, None),
         modalities=(list[modality_type] | None, None),
         history=(bool | None, None),
+        mcp_server=(McpServer | None, None),
     )
 
 
@@ -100,4 +109,6 @@ def session_params(params: BaseModel | None) -> SessionParams:
     if "modalities" in sent:
         sent["modalities"] = tuple(sent["modalities"])
     sent.setdefault("modalities", ("audio", "video"))
+    if "mcp_server" in sent:
+        sent["mcp_server"] = McpServerParams(**sent["mcp_server"])
     return SessionParams(**sent)

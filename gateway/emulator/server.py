@@ -35,6 +35,7 @@ from gateway.emulator.app import create_app, error_body
 from gateway.emulator.models import Offer
 from gateway.emulator.stun import LoopbackStunServer
 from gateway.emulator.tokens import TokenIssuer
+from gateway.emulator.tool_caller import ScriptedTool, ToolCaller
 from gateway.orga.settings import VOICES, SessionParams
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,8 @@ class EmulatorConfig:
     accept_legacy_voices: bool = False
     missing_auth_status: int = 403
     agent: AgentSettings = field(default_factory=AgentSettings)
+    # Play Orga's cloud for agent tools: call this tool of each session's mcp_server.
+    tool_script: ScriptedTool | None = None
 
 
 @dataclass(slots=True)
@@ -151,6 +154,7 @@ class Emulator:
         self._used: dict[str, int] = {}  # jti -> exp, for single use on /calls
         self._clock = clock
         self.sessions: dict[str, EmulatedSession] = {}
+        self.tools = ToolCaller(config.tool_script)  # agent tools over MCP (tool_caller.py)
         self.ended_sessions: list[EmulatedSession] = []
         self._reply = config.agent.reply_samples()
         self.voices = VOICES + (LEGACY_VOICES if config.accept_legacy_voices else ())
@@ -192,6 +196,7 @@ class Emulator:
             self._serving = None
         if self.stun is not None:
             self.stun.close()
+        await self.tools.close()
         for session in list(self.sessions.values()):
             await session.close()
 
@@ -211,6 +216,7 @@ class Emulator:
             "utterances": sum(len(s["utterances"]) for s in sessions),
             "faults": self.faults.snapshot(),
             "sessions": sessions,
+            "tool_calls": [o.to_json() for o in self.tools.outcomes],
         }
 
     # -- what the routes ask (app.py) -------------------------------------------------------
@@ -265,6 +271,7 @@ class Emulator:
             await session.close("offer_rejected")
             return Reply(400, error_body("Invalid SDP offer"))
         self.stats.calls_ok += 1
+        self.tools.session_started(conversation_id, params)
         if self.faults.end_after_s is not None:
             session.end_after(self.faults.end_after_s)
         if self.faults.media_stop_after_s is not None:
@@ -287,6 +294,7 @@ class Emulator:
         self._used[str(claims.get("jti"))] = int(claims["exp"])
 
     def _on_session_end(self, session: EmulatedSession) -> None:
+        self.tools.session_ended(session.conversation_id)
         if self.sessions.pop(session.conversation_id, None) is not None:
             self.stats.sessions_ended += 1
             self.ended_sessions.append(session)

@@ -59,13 +59,15 @@ class ScriptedTool:
 
 
 def mcp_server_url(params: object) -> str | None:
-    """The `url` of a `/calls` body's `params.mcp_server`, if it has a usable one."""
-    if not isinstance(params, dict):
+    """The `url` of a session's `params.mcp_server` (validated `SessionParams` or the raw
+    `/calls` body's dict), if it has a usable one."""
+    server = getattr(params, "mcp_server", None)
+    if server is not None:
+        url = getattr(server, "url", None)
+    elif isinstance(params, dict) and isinstance(params.get("mcp_server"), dict):
+        url = params["mcp_server"].get("url")
+    else:
         return None
-    server = params.get("mcp_server")
-    if not isinstance(server, dict):
-        return None
-    url = server.get("url")
     return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
 
 

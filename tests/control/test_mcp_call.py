@@ -103,3 +103,63 @@ async def test_tools_on_a_live_call_and_the_secret_dies_with_it() -> None:
         metrics = (await rig.http_get("/metrics")).decode()
         assert 'calls_ended_total{result="agent_hangup",route="*",trunk="local"} 1.0' in metrics
         caller.close()
+
+
+async def test_emulator_plays_orgas_cloud() -> None:
+    """The whole chain without a test-side MCP client: the emulator got params.mcp_server in
+    /calls, and its control endpoint (then a scripted --agent-tool) calls the tools."""
+    from gateway.emulator.tool_caller import ScriptedTool
+    from tests.edge.harness import API_KEY
+
+    def config(emu: Emulator) -> Config:
+        return replace(make_config(emu), mcp=McpConfig(public_url="http://127.0.0.1:9"))
+
+    async with running(config, emulator_config()) as rig:
+        tools = rig.gateway.registry.ctx.mcp  # type: ignore[union-attr]
+        assert tools is not None
+        tools.public_url = f"http://127.0.0.1:{rig.http_port}"
+        caller = Caller(rig.udp)
+        await caller.start()
+        call = await place_call(caller, user="300")
+        async with httpx.AsyncClient(base_url=rig.emulator.base_url,
+                                     headers={"Authorization": f"Bearer {API_KEY}"}) as emu:
+            r = await emu.post("/_emulator/tools", json={"name": "get_call_info"})
+            assert r.status_code == 200 and not r.json()["is_error"], r.text
+            assert json.loads(r.json()["text"])["callee"] == "300"
+            r = await emu.post("/_emulator/tools", json={"name": "transfer_call",
+                                                         "arguments": {"target": "nobody"}})
+            assert r.status_code == 200 and r.json()["is_error"]  # the route allows none
+            r = await emu.post("/_emulator/tools", json={"name": "hang_up"})
+            assert r.status_code == 200 and not r.json()["is_error"]
+            r = await emu.post("/_emulator/tools", json={"nope": 1})
+            assert r.status_code == 400
+        for _ in range(400):
+            if any(req.startswith(b"BYE ") for req in caller.requests):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("no BYE after the emulator's hang_up")
+        await call.rtp.stop()
+        await rig.idle()
+        assert [t["tool"] for t in rig.emulator.state()["tool_calls"]] == [
+            "get_call_info", "transfer_call", "hang_up"]
+        caller.close()
+
+    scripted = replace(emulator_config(), tool_script=ScriptedTool("hang_up", {}, 0.5))
+    async with running(config, scripted) as rig:
+        rig.gateway.registry.ctx.mcp.public_url = (  # type: ignore[union-attr]
+            f"http://127.0.0.1:{rig.http_port}")
+        caller = Caller(rig.udp)
+        await caller.start()
+        call = await place_call(caller, user="301")
+        for _ in range(400):
+            if any(req.startswith(b"BYE ") for req in caller.requests):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("no BYE after the scripted hang_up")
+        await call.rtp.stop()
+        await rig.idle()
+        metrics = (await rig.http_get("/metrics")).decode()
+        assert 'calls_ended_total{result="agent_hangup",route="*",trunk="local"} 1.0' in metrics
+        caller.close()
