@@ -228,8 +228,9 @@ class Call:
         if self._stop.done() or self._hang_up_pending:
             raise ActionRefused("the call is already ending")
         outcome = _ASKED_TO_END[actor]
-        self.log.info("hang-up requested by %s%s", actor.value,
-                      f" ({reason[:200]})" if reason else "")
+        self.log.info("hang-up requested by %s", actor.value)
+        if reason:  # the agent's words may quote the caller: not at INFO
+            self.log.debug("hang-up reason: %s", reason[:200])
         if actor is Actor.AGENT and self._answered and self._pump is not None:
             self._hang_up_pending = True
             self._spawn(self._end_after_goodbye(outcome))
