@@ -132,8 +132,7 @@ class OutboundCall(Call):
                       voice=request.voice, temperature=request.temperature,
                       instructions=request.instructions)
         self._init(ctx, placeholder, route, trunk.name, call_id="", caller=caller,
-                   callee=request.to, local_uri=f"sip:{caller}@{host}")
-        self.direction = "outbound"
+                   callee=request.to, local_uri=f"sip:{caller}@{host}", direction="outbound")
         self._bind = bind
         self._ringing = False
         self._answer_sdp: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
@@ -180,7 +179,7 @@ class OutboundCall(Call):
 
     async def _setup(self) -> None:
         cfg = self.ctx.config
-        step = _Steps(self._clock, self.ctx.metrics)
+        step = _Steps(self._clock, self.ctx.metrics, self.record)
         if self.ctx.mcp is not None:
             self._grant = self.ctx.mcp.grant(self)
         rtp = await open_from_pool(

@@ -38,12 +38,15 @@ from gateway.config.schema import (
     LimitsConfig,
     McpConfig,
     OrgaConfig,
+    RecordingConfig,
     Route,
     RtpConfig,
     Secret,
     SecurityConfig,
     SipConfig,
     TrunkConfig,
+    WebhooksConfig,
+    WorkersConfig,
     is_open_public,
     split_hostport,
 )
@@ -51,8 +54,8 @@ from gateway.config.schema import (
 __all__ = [
     "API_KEY_ENV", "API_KEY_FILE_ENV", "CODECS", "DEFAULT_ROUTES", "DEFAULT_TRUNKS",
     "DIGEST_ALGORITHMS", "PLACEHOLDERS", "TRANSPORTS", "ApiConfig", "Config", "ConfigError",
-    "HttpConfig", "IPNetwork", "LimitsConfig", "McpConfig", "OrgaConfig", "Route", "RtpConfig",
-    "Secret", "SecurityConfig",
-    "SipConfig", "TrunkConfig", "is_open_public", "load_config", "parse_config",
+    "HttpConfig", "IPNetwork", "LimitsConfig", "McpConfig", "OrgaConfig", "RecordingConfig",
+    "Route", "RtpConfig", "Secret", "SecurityConfig", "SipConfig", "TrunkConfig",
+    "WebhooksConfig", "WorkersConfig", "is_open_public", "load_config", "parse_config",
     "read_secret_file", "split_hostport",
 ]

@@ -1,7 +1,7 @@
 """The open, read-only operator endpoints: `/metrics`, `/healthz`, `/ready`, `/calls`.
 
 - `/healthz`: the event loop answers, so the process is alive (200).
-- `/ready`: 200 when new calls are welcome; 503 while draining or at `max_calls`.
+- `/ready`: 200 when new calls are welcome; 503 while draining, at `max_calls` or overloaded.
 - `/calls`: JSON list of the active calls from a provider (the call registry).
 - `/metrics`: the `Metrics` registry in the Prometheus text format.
 
@@ -35,16 +35,19 @@ class GatewayState:
     draining: bool
     active_calls: int
     max_calls: int
+    overloaded: bool = False  # gateway/overload.py: new calls get 503 Overloaded
 
     @property
     def ready(self) -> bool:
-        return not self.draining and self.active_calls < self.max_calls
+        return self.reason == "ready"
 
     @property
     def reason(self) -> str:
         if self.draining:
             return "draining"
-        return "at capacity" if self.active_calls >= self.max_calls else "ready"
+        if self.active_calls >= self.max_calls:
+            return "at capacity"
+        return "overloaded" if self.overloaded else "ready"
 
 
 StateProvider = Callable[[], GatewayState]

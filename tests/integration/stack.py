@@ -35,11 +35,16 @@ from gateway.config import (
     Secret,
     SecurityConfig,
     SipConfig,
+    TrunkConfig,
 )
 from gateway.emulator.agent import AgentSettings
 from gateway.emulator.server import Emulator, EmulatorConfig
 
 API_KEY = "sk_orga_ai_e2e_key_0123456789"
+# Overload protection refuses calls when this machine is busy, which a test cannot control:
+# off in test configs (tests/integration/test_overload.py turns it on on purpose).
+NO_OVERLOAD = {"overload_loop_lag_ms": 1000.0, "overload_cpu_percent": 0.0}
+NO_OVERLOAD_TOML = "overload_loop_lag_ms = 1000.0\noverload_cpu_percent = 0.0\n"
 LOOPBACK = "127.0.0.1"
 
 
@@ -80,12 +85,15 @@ def free_udp_range(count: int, low: int = 30000, high: int = 59000) -> tuple[int
 
 def e2e_config(orga_url: str, *, max_calls: int = 4, sip_port: int | None = None,
                rtp: dict[str, Any] | None = None, orga: dict[str, Any] | None = None,
-               limits: dict[str, Any] | None = None) -> Config:
-    """A loopback config with short timeouts; override sections with keyword dicts."""
+               limits: dict[str, Any] | None = None, sip: dict[str, Any] | None = None,
+               security: dict[str, Any] | None = None,
+               trunks: tuple[TrunkConfig, ...] | None = None, **whole: Any) -> Config:
+    """A loopback config with short timeouts; override sections with keyword dicts, or give
+    whole `Config` fields (`webhooks=`, `recording=`, `routes=`, `webhook_secret=`)."""
     port_min, port_max = free_udp_range(2 * max_calls + 2)
     return Config(
-        sip=SipConfig(bind=LOOPBACK, port=sip_port or free_sip_port(),
-                      transports=("udp", "tcp")),
+        sip=SipConfig(**{"bind": LOOPBACK, "port": sip_port or free_sip_port(),
+                         "transports": ("udp", "tcp"), **(sip or {})}),
         rtp=RtpConfig(**{"bind": LOOPBACK, "port_min": port_min, "port_max": port_max,
                          "inactivity_timeout_s": 10.0, **(rtp or {})}),
         orga=OrgaConfig(**{"base_url": orga_url, "ice_addresses": (LOOPBACK,),
@@ -94,12 +102,18 @@ def e2e_config(orga_url: str, *, max_calls: int = 4, sip_port: int | None = None
                            **(orga or {})}),
         http=HttpConfig(listen=f"{LOOPBACK}:0"),
         limits=LimitsConfig(**{"max_calls": max_calls, "max_call_duration_s": 60.0,
+                               **NO_OVERLOAD,
                                "drain_timeout_s": 5.0, **(limits or {})}),
         # One source (SIPp on 127.0.0.1) places every call: lift the per-source INVITE limits.
-        security=SecurityConfig(invite_rate_per_source=100.0, invite_burst_per_source=100,
-                                request_rate_per_source=1000.0, request_burst_per_source=1000,
-                                calls_per_second=100.0, calls_burst=100),
+        security=SecurityConfig(**{"invite_rate_per_source": 100.0,
+                                   "invite_burst_per_source": 100,
+                                   "request_rate_per_source": 1000.0,
+                                   "request_burst_per_source": 1000,
+                                   "calls_per_second": 100.0, "calls_burst": 100,
+                                   **(security or {})}),
+        **({"trunks": trunks} if trunks is not None else {}),
         api_key=Secret(API_KEY),
+        **whole,
     )
 
 
