@@ -114,7 +114,8 @@ async def test_emulator_plays_orgas_cloud() -> None:
     def config(emu: Emulator) -> Config:
         return replace(make_config(emu), mcp=McpConfig(public_url="http://127.0.0.1:9"))
 
-    async with running(config, emulator_config()) as rig:
+    # Short replies: the agent's hang_up acts once its audio has been quiet for a moment.
+    async with running(config, emulator_config(reply_seconds=0.5)) as rig:
         tools = rig.gateway.registry.ctx.mcp  # type: ignore[union-attr]
         assert tools is not None
         tools.public_url = f"http://127.0.0.1:{rig.http_port}"
@@ -133,7 +134,7 @@ async def test_emulator_plays_orgas_cloud() -> None:
             assert r.status_code == 200 and not r.json()["is_error"]
             r = await emu.post("/_emulator/tools", json={"nope": 1})
             assert r.status_code == 400
-        for _ in range(400):
+        for _ in range(1000):  # at most GOODBYE_MAX_S after the request
             if any(req.startswith(b"BYE ") for req in caller.requests):
                 break
             await asyncio.sleep(0.02)
@@ -145,14 +146,15 @@ async def test_emulator_plays_orgas_cloud() -> None:
             "get_call_info", "transfer_call", "hang_up"]
         caller.close()
 
-    scripted = replace(emulator_config(), tool_script=ScriptedTool("hang_up", {}, 0.5))
+    scripted = replace(emulator_config(reply_seconds=0.5),
+                       tool_script=ScriptedTool("hang_up", {}, 0.5))
     async with running(config, scripted) as rig:
         rig.gateway.registry.ctx.mcp.public_url = (  # type: ignore[union-attr]
             f"http://127.0.0.1:{rig.http_port}")
         caller = Caller(rig.udp)
         await caller.start()
         call = await place_call(caller, user="301")
-        for _ in range(400):
+        for _ in range(1000):
             if any(req.startswith(b"BYE ") for req in caller.requests):
                 break
             await asyncio.sleep(0.02)
