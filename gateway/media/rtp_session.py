@@ -11,8 +11,12 @@ Owns (RFC 3550 §6.4.1 / A.1 / A.8, RFC 4961 symmetric RTP, RFC 4733 routing):
   decoder), anything else dropped and counted;
 - a per-call packet-rate cap (token bucket) so a flood into one port cannot starve the loop;
 - counters per direction and the RFC 3550 interarrival jitter;
+- SRTP (SDES keys in `MediaParams.srtp`): packets are unprotected before anything else reads
+  them and protected last before `sendto` (`media/srtp.py`); a packet that fails is dropped and
+  counted, and only an authenticated packet can latch the peer address;
 - an inactivity timeout (no RTP for `inactivity_timeout_s`, suspended while on hold) that sets
-  `timed_out` and calls `on_timeout`, which the call turns into a BYE.
+  `timed_out` and calls `on_timeout`, which the call turns into a BYE;
+- an optional `tap` that sees each audio packet received and sent (call recording).
 
 Time comes from the injected `Clock` (the loop clock; tests step a fake one); the watchdog task
 only polls `check_inactivity`.
@@ -26,13 +30,14 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.clock import Clock
 from gateway.media.dtmf import DtmfReceived, TelephoneEventReceiver
 from gateway.media.jitter import JitterBuffer
 from gateway.media.ports import PortPool
 from gateway.media.rtp import RtpParseError, RtpSenderState, SequenceExtender, is_rtcp, parse_rtp
+from gateway.media.srtp import SrtpContext
 from gateway.sdp import MediaParams
 
 logger = logging.getLogger(__name__)
@@ -55,6 +60,7 @@ class ReceiveStats:
     dtmf_packets: int = 0
     ssrc_changes: int = 0
     audio_seconds: float = 0.0  # caller audio received (payload samples / clock rate)
+    srtp_failures: int = 0  # failed SRTP authentication, replay or parsing (dropped)
 
 
 @dataclass(slots=True)
@@ -87,6 +93,13 @@ class _SsrcState:
         return max(0, self.ext.highest - self.base + 1 - self.received)
 
 
+class RtpTap(Protocol):
+    """Sees each audio packet of the phone leg (a call recording); must only queue, on the loop."""
+
+    def received(self, payload: bytes, codec: str, timestamp: int, now: float) -> None: ...
+    def sent(self, payload: bytes, codec: str, timestamp: int, now: float) -> None: ...
+
+
 class RtpSession:
     """Create with `await RtpSession.open(...)`; always `await close()`."""
 
@@ -101,8 +114,11 @@ class RtpSession:
         on_dtmf: Callable[[DtmfReceived], None] | None = None,
         on_timeout: Callable[[], None] | None = None,
         watchdog_interval_s: float = 1.0,
+        on_srtp_failure: Callable[[str], None] | None = None,
     ) -> None:
         self._params = params
+        self._on_srtp_failure = on_srtp_failure
+        self._srtp = SrtpContext(params.srtp, on_srtp_failure) if params.srtp else None
         self._clock = clock
         self.jitter = jitter or JitterBuffer(clock_rate=params.clock_rate,
                                              frame_ms=params.ptime_ms)
@@ -132,6 +148,7 @@ class RtpSession:
         self._watchdog: asyncio.Task[None] | None = None
         self.timed_out: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._closed = False
+        self.tap: RtpTap | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -149,6 +166,7 @@ class RtpSession:
         on_dtmf: Callable[[DtmfReceived], None] | None = None,
         on_timeout: Callable[[], None] | None = None,
         watchdog_interval_s: float = 1.0,
+        on_srtp_failure: Callable[[str], None] | None = None,
         tasks: asyncio.TaskGroup | None = None,
     ) -> RtpSession:
         """Bind `local_address:local_port` (0 = ephemeral) and start the inactivity watchdog
@@ -156,7 +174,7 @@ class RtpSession:
         session = cls(
             params, clock=clock, jitter=jitter, inactivity_timeout_s=inactivity_timeout_s,
             max_packet_rate=max_packet_rate, on_dtmf=on_dtmf, on_timeout=on_timeout,
-            watchdog_interval_s=watchdog_interval_s,
+            watchdog_interval_s=watchdog_interval_s, on_srtp_failure=on_srtp_failure,
         )
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
@@ -206,6 +224,12 @@ class RtpSession:
             self._latched = None  # learn the new source (symmetric RTP again)
         if old.payload_type != params.payload_type:
             self._sender.payload_type = params.payload_type
+        if params.srtp is None:
+            self._srtp = None
+        elif self._srtp is None:
+            self._srtp = SrtpContext(params.srtp, self._on_srtp_failure)
+        else:
+            self._srtp.update(params.srtp)  # re-keys only a direction whose key changed
         self._last_activity = self._clock.now()  # hold/resume restarts the timer
 
     async def close(self) -> None:
@@ -219,6 +243,7 @@ class RtpSession:
                 await self._watchdog
         if self._transport is not None:
             self._transport.close()
+        self._srtp = None  # libsrtp's contexts (and key copies) end with the call, not at GC
         for event in self._dtmf.flush():
             self._emit_dtmf(event)
 
@@ -226,10 +251,15 @@ class RtpSession:
 
     def send_audio(self, payload: bytes, samples: int, marker: bool = False) -> bool:
         """Send one G.711 frame. Timestamps advance even when hold suppresses sending."""
+        timestamp = self._sender.timestamp
         data = self._sender.next_packet(payload, samples, marker)
         if self._transport is None or self._closed or not self._params.send_enabled:
             return False
+        if self._srtp is not None:
+            data = self._srtp.protect(data)
         self._transport.sendto(data, self.remote)
+        if self.tap is not None:
+            self.tap.sent(payload, self._params.codec, timestamp, self._clock.now())
         self._sent.packets += 1
         self._sent.bytes += len(data)
         return True
@@ -241,6 +271,8 @@ class RtpSession:
     # ------------------------------------------------------------ receiving
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
+        if self._closed:
+            return  # a packet read as the call ended: its SRTP context is already gone
         now = self._clock.now()
         addr = (addr[0], addr[1])
         # Foreign packets are dropped before the rate cap: a flood from another address must
@@ -252,7 +284,13 @@ class RtpSession:
             self._recv.rate_dropped += 1
             return
         if is_rtcp(data):
-            return  # rtcp-mux RTCP: we send none and need none of its reports
+            return  # rtcp-mux RTCP (or SRTCP): we send none and need none of its reports
+        if self._srtp is not None:
+            clear = self._srtp.unprotect(data)
+            if clear is None:
+                self._recv.srtp_failures += 1
+                return
+            data = clear
         try:
             packet = parse_rtp(data)
         except RtpParseError:
@@ -291,6 +329,8 @@ class RtpSession:
         self.jitter.push(packet.sequence, packet.payload)
         self._audio_samples += len(packet.payload)  # G.711: one octet per sample
         self.last_audio_arrival = now
+        if self.tap is not None:
+            self.tap.received(packet.payload, params.codec, packet.timestamp, now)
 
     def _account(self, seq: int, ts: int, now: float) -> None:
         st = self._ssrc_state

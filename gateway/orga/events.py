@@ -6,8 +6,10 @@ Owns the `orga-realtime-client-events` message formats (reference §7):
   frozen values; text taken from `transcript`/`text`/`message`; unknown types and bad JSON are
   counted, never fatal.
 It also owns the rule for when a session has ended (reference §8): data channel closed, peer
-connection `failed` or `closed`, or `disconnected` for longer than a grace period. That rule is
-a small state machine driven with explicit `now` values so tests step time by hand.
+connection `failed` or `closed`, `disconnected` for longer than a grace period, or no media
+from Orga for too long (the peer measures that). That rule is a small state machine driven with
+explicit `now` values so tests step time by hand. `OrgaEndReason.lost` tells a session that broke
+(failed, silent, disconnected) from one that was ended in order (closed by either side).
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ def _opt_str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-class EndReason(enum.Enum):
+class OrgaEndReason(enum.Enum):
     """Why a session ended; a bounded metric label."""
 
     LOCAL_CLOSE = "local_close"
@@ -150,7 +152,14 @@ class EndReason(enum.Enum):
     PEER_FAILED = "peer_failed"
     PEER_CLOSED = "peer_closed"
     DISCONNECTED = "disconnected_timeout"
+    MEDIA_TIMEOUT = "media_timeout"
     SETUP_FAILED = "setup_failed"
+
+    @property
+    def lost(self) -> bool:
+        """The leg broke rather than being closed by either side."""
+        return self in (OrgaEndReason.PEER_FAILED, OrgaEndReason.DISCONNECTED,
+                        OrgaEndReason.MEDIA_TIMEOUT)
 
 
 class SessionEndTracker:
@@ -164,18 +173,18 @@ class SessionEndTracker:
     def __init__(self, disconnected_grace_s: float) -> None:
         self._grace = disconnected_grace_s
         self._disconnected_since: float | None = None
-        self.reason: EndReason | None = None
+        self.reason: OrgaEndReason | None = None
 
     def deadline(self) -> float | None:
         if self.reason is not None or self._disconnected_since is None:
             return None
         return self._disconnected_since + self._grace
 
-    def on_connection_state(self, state: str, now: float) -> EndReason | None:
+    def on_connection_state(self, state: str, now: float) -> OrgaEndReason | None:
         if state == "failed":
-            return self._end(EndReason.PEER_FAILED)
+            return self._end(OrgaEndReason.PEER_FAILED)
         if state == "closed":
-            return self._end(EndReason.PEER_CLOSED)
+            return self._end(OrgaEndReason.PEER_CLOSED)
         if state == "disconnected":
             if self._disconnected_since is None:
                 self._disconnected_since = now
@@ -183,19 +192,22 @@ class SessionEndTracker:
         self._disconnected_since = None  # recovered (connected/connecting)
         return None
 
-    def on_datachannel_closed(self) -> EndReason | None:
-        return self._end(EndReason.DATACHANNEL_CLOSED)
+    def on_datachannel_closed(self) -> OrgaEndReason | None:
+        return self._end(OrgaEndReason.DATACHANNEL_CLOSED)
 
-    def on_local_close(self) -> EndReason | None:
-        return self._end(EndReason.LOCAL_CLOSE)
+    def on_media_timeout(self) -> OrgaEndReason | None:
+        return self._end(OrgaEndReason.MEDIA_TIMEOUT)
 
-    def on_timer(self, now: float) -> EndReason | None:
+    def on_local_close(self) -> OrgaEndReason | None:
+        return self._end(OrgaEndReason.LOCAL_CLOSE)
+
+    def on_timer(self, now: float) -> OrgaEndReason | None:
         deadline = self.deadline()
         if deadline is not None and now >= deadline:
-            return self._end(EndReason.DISCONNECTED)
+            return self._end(OrgaEndReason.DISCONNECTED)
         return None
 
-    def _end(self, reason: EndReason) -> EndReason | None:
+    def _end(self, reason: OrgaEndReason) -> OrgaEndReason | None:
         if self.reason is not None:
             return None
         self.reason = reason

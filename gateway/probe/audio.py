@@ -11,7 +11,7 @@ attack/release envelopes and short pauses between syllables; then silence.
 WAV files are mono (stereo is downmixed) 16-bit PCM at any rate; other rates go through the
 media plane's resampler (`transcode.AiResampler`, so PyAV stays in `transcode.py`).
 
-Analysis reuses the media plane's frame energy (`tracks.rms_dbfs`, `tracks.EnergyVad`); the
+Analysis reuses the media plane's frame energy (`voice.rms_dbfs`, `voice.EnergyVad`); the
 spectral peak is computed here rather than borrowed from the emulator, because the probe must
 not depend on the component it is used to test.
 """

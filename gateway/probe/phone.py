@@ -21,7 +21,6 @@ import contextlib
 import ipaddress
 import logging
 import random
-import re
 import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,11 +33,12 @@ from gateway.probe.audio import Pcm, WavError, read_wav, split_frames, spoken_ph
 from gateway.probe.media import ProbeMedia
 from gateway.probe.report import ProbeReport, Provisional
 from gateway.sdp import Direction, MediaParams, SdpNegotiationError, negotiate, parse_offer
-from gateway.sip.address import Addr, Peer, Transport
+from gateway.sip.address import Peer, Transport
 from gateway.sip.core import EndpointConfig
 from gateway.sip.endpoint import SipEndpoint
 from gateway.sip.errors import ParseError
 from gateway.sip.events import (
+    ByeCompleted,
     ByeReceived,
     CallAnswered,
     CallFailed,
@@ -61,8 +61,6 @@ log = logging.getLogger(__name__)
 CODECS = ("PCMU", "PCMA")
 _STATIC_PT = {"PCMU": 0, "PCMA": 8}
 TELEPHONE_EVENT_PT = 101
-_BYE_RESPONSE = re.compile(rb"^SIP/2\.0 [2-6]\d\d .*\r\nCSeq[ \t]*:[ \t]*\d+[ \t]+BYE\r\n",
-                           re.S | re.I)
 
 
 class ProbeError(Exception):
@@ -130,22 +128,6 @@ def _route_source(ip: str, port: int) -> str:
         return str(sock.getsockname()[0])
 
 
-class _ProbeDriver(SipDriver):
-    """The stock driver, plus a note when a response to our BYE arrives (so we can close)."""
-
-    bye_answered: asyncio.Event
-
-    def datagram_received(self, data: bytes, addr: Addr) -> None:
-        if _BYE_RESPONSE.match(data):
-            self.bye_answered.set()
-        super().datagram_received(data, addr)
-
-    def stream_received(self, data: bytes, conn_id: int, addr: Addr) -> bool:
-        if _BYE_RESPONSE.search(data):
-            self.bye_answered.set()
-        return super().stream_received(data, conn_id, addr)
-
-
 def _source_audio(options: ProbeOptions) -> Pcm:
     if options.phrase is not None:
         return options.phrase
@@ -201,8 +183,7 @@ class _Phone:
             timers=options.timers,
             session_expires=None,  # probe calls are short: no RFC 4028 refreshes
         ))
-        self.driver = _ProbeDriver(self.endpoint, self._on_event, self.loop)
-        self.driver.bye_answered = asyncio.Event()
+        self.driver = SipDriver(self.endpoint, self._on_event, self.loop)
         self.sip: UdpTransport | TcpTransport | None = None
         self.rtp: RtpSession | None = None
         self.local_ip = ""
@@ -222,6 +203,7 @@ class _Phone:
         self.params: MediaParams | None = None
         self.answered = asyncio.Event()
         self.ended = asyncio.Event()
+        self.bye_done = asyncio.Event()
 
     # ----------------------------------------------------------------------- setup
 
@@ -309,8 +291,7 @@ class _Phone:
             # Keep the socket open until the BYE is answered (or a few retransmissions' worth)
             # so a lost BYE is retransmitted by the core rather than left to RTP timeouts.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.driver.bye_answered.wait(),
-                                       4 * self.options.timers.T1)
+                await asyncio.wait_for(self.bye_done.wait(), 4 * self.options.timers.T1)
 
     def _hang_up(self) -> None:
         call = self.call
@@ -345,6 +326,8 @@ class _Phone:
             # Its status may be our own (487 after our CANCEL): only responses set `status`.
             self.end_reason = event.reason
             self.ended.set()
+        elif isinstance(event, ByeCompleted):
+            self.bye_done.set()  # our BYE has its final response: the sockets may close
         elif isinstance(event, ReinviteReceived):
             self._reinvite(event)
         elif isinstance(event, InviteReceived):
@@ -433,6 +416,8 @@ class _Phone:
             packets_received=stats.received.packets,
             packets_lost=stats.received.lost,
             jitter_ms=stats.received.jitter_ms,
+            max_gap_s=result.max_gap_s,
+            onset_delays_s=result.onset_delays_s,
             duration_s=ended_at - self.answered_at,
             ended_by=ended_by,
             recorded=str(self.options.record) if self.options.record else None,

@@ -14,7 +14,7 @@ from enum import Enum
 from gateway.config import SecurityConfig, TrunkConfig
 
 
-class Action(Enum):
+class PolicyAction(Enum):
     PASS = "pass"  # continue: rate limits, then auth (if the trunk has credentials), then call
     DROP = "drop"  # send nothing
     REJECT = "reject"  # answer with `status` (never for ACK)
@@ -22,7 +22,7 @@ class Action(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Screen:
-    action: Action
+    action: PolicyAction
     status: int = 0  # SIP status to send when action is REJECT
     reason: str = ""  # `security_rejections` reason when not PASS
 
@@ -32,9 +32,10 @@ def screen_request(trunk: TrunkConfig | None, method: str, security: SecurityCon
     drop = security.unknown_source == "drop"
     if trunk is None:
         if drop or method == "ACK":
-            return Screen(Action.DROP, reason="unknown_source")
-        return Screen(Action.REJECT, 403, "unknown_source")
+            return Screen(PolicyAction.DROP, reason="unknown_source")
+        return Screen(PolicyAction.REJECT, 403, "unknown_source")
     if method == "REGISTER":
-        return Screen(Action.DROP, reason="register") if drop else Screen(Action.REJECT, 405,
-                                                                          "register")
-    return Screen(Action.PASS)
+        if drop:
+            return Screen(PolicyAction.DROP, reason="register")
+        return Screen(PolicyAction.REJECT, 405, "register")
+    return Screen(PolicyAction.PASS)

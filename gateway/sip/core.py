@@ -1,5 +1,6 @@
 """Shared state of the SIP endpoint: configuration, the outbox, the event queue, transaction and
-call tables, and the helpers the UAS (`uas.py`) and UAC (`uac.py`) halves both use.
+call tables, and the named operations the UAS (`uas.py`) and UAC (`uac.py`) halves both use.
+A call's own state machine (what may happen next) is `callstate.py`.
 
 Nothing here decides protocol behaviour beyond RFC 3261 §8.2.6 (building responses with a To tag,
 Server, and the capability headers of §11) and RFC 4028 negotiation of a session interval.
@@ -10,16 +11,16 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.sip.address import Addr, Outgoing, Peer, Transport
+from gateway.sip.callstate import CallInput, InviteState, OfferInput, OfferState, SipCall
 from gateway.sip.dialog import (
     Dialog,
     Refresher,
     SessionExpires,
     SessionTimer,
-    TwoXXRetransmitter,
     new_branch,
     new_tag,
     parse_min_se,
@@ -70,7 +71,9 @@ class SipVerdict:
 
     `stateless` answers without a server transaction (RFC 3261 §8.2.7): nothing is kept and
     nothing retransmitted, so refusing a flood costs one datagram per request, not a
-    transaction living 64·T1 with Timer G retransmissions each.
+    transaction living 64·T1 with Timer G retransmissions each. An ALLOW may name the trunk
+    the screen identified the source as; a new call's `InviteReceived` carries it, so the
+    application never identifies the source a second time.
     """
 
     action: SipAction
@@ -78,6 +81,11 @@ class SipVerdict:
     reason: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
     stateless: bool = False
+    trunk: str | None = None
+
+    @classmethod
+    def allow(cls, trunk: str | None = None) -> SipVerdict:
+        return cls(SipAction.ALLOW, trunk=trunk)
 
     @classmethod
     def respond(
@@ -92,52 +100,26 @@ DROP = SipVerdict(SipAction.DROP)
 
 
 class PreDispatch(Protocol):
-    """Security seam: screens every new request (not retransmissions) before any event exists."""
+    """Security seam: screens every new request (not retransmissions) before any event exists.
 
-    def screen(self, source: Peer, request: SipRequest, now: float) -> SipVerdict: ...
+    `admitted` is what `DatagramGate.admit` returned for the datagram the request came in
+    (None for stream transports, or without a gate): the gate's decision, passed in so the
+    screen does not decide again."""
+
+    def screen(self, source: Peer, request: SipRequest, now: float,
+               admitted: object | None = None) -> SipVerdict: ...
 
 
 class DatagramGate(Protocol):
     """Security seam before parsing: may a datagram from `host` be parsed at all?
 
     Parsing is the costly part of refusing a request (about a millisecond in CPython), so a
-    source that is to be dropped anyway (not allowed, or flooding) is dropped here, unparsed.
+    source that is to be dropped anyway (not allowed, or flooding) is dropped here, unparsed:
+    `admit` returns None. Anything else admits the datagram and is handed, opaque, to
+    `PreDispatch.screen` with the request parsed from it.
     """
 
-    def admit(self, host: str, now: float) -> bool: ...
-
-
-class Role(enum.Enum):
-    UAS = "uas"
-    UAC = "uac"
-
-
-@dataclass(slots=True, eq=False)
-class CallState:
-    """Everything the endpoint keeps for one call (one INVITE dialog)."""
-
-    handle: CallHandle
-    role: Role
-    invite: SipRequest
-    peer: Peer  # UAS: where the INVITE came from; UAC: the first hop
-    dialog: Dialog | None = None
-    invite_server: ServerInviteTransaction | None = None
-    invite_client_key: TransactionKey | None = None
-    app_ended: bool = False  # DialogEnded was emitted
-    answered: bool = False  # UAS: 2xx sent; UAC: 2xx received
-    acked: bool = False  # UAS: the ACK for the initial 2xx arrived
-    retransmitter: TwoXXRetransmitter | None = None
-    retransmit_cseq: int = 0  # the INVITE CSeq whose 2xx is being retransmitted
-    retransmit_peer: Peer | None = None  # where that INVITE's responses go (§18.2.2)
-    bye_pending: bool = False  # hang_up() before the ACK: BYE once it arrives (§15)
-    cancel_pending: bool = False  # UAC hang_up() before any provisional (§9.1)
-    provisional_seen: bool = False
-    pending_offer: ServerTransaction | None = None  # re-INVITE/UPDATE waiting for the app
-    ack: SipRequest | None = None  # UAC: our ACK for the 2xx, resent on 2xx retransmissions
-    session: SessionTimer | None = None
-    local_sdp: bytes = b""
-    our_offer_pending: bool = False  # our re-INVITE/UPDATE is in progress (for 491)
-    extra: dict[str, str] = field(default_factory=dict)
+    def admit(self, host: str, now: float) -> object | None: ...
 
 
 class RequestKind(enum.Enum):
@@ -156,22 +138,29 @@ class ClientContext:
 
 
 class Core:
-    """The tables and output queues; one per endpoint."""
+    """The endpoint's tables and output queues; one per endpoint.
+
+    The tables are private: `Uas` and `Uac` change them through the named operations below
+    (calls: `add_call`, `register_dialog`, `drop_dialog`, `end_call`, `settle`; transactions:
+    `new_server_txn`, `respond_new`, `start_client`, `forget_client`; in-dialog sending:
+    `send_in_dialog`, `send_bye`) and read them through the lookups (`call`, `call_by_dialog`,
+    `call_by_invite`, `call_by_merge_key`, `server_txn`, `client`).
+    """
 
     def __init__(self, config: EndpointConfig, pre_dispatch: PreDispatch | None) -> None:
         self.config = config
         self.timers = config.timers
         self.pre_dispatch = pre_dispatch
-        self.outbox: list[Outgoing] = []
-        self.events: deque[Event] = deque()
-        self.server_txns: dict[TransactionKey, ServerTransaction] = {}
-        self.client_txns: dict[TransactionKey, ClientTransaction] = {}
-        self.client_ctx: dict[TransactionKey, ClientContext] = {}
-        self.calls: dict[CallHandle, CallState] = {}
-        self.dialogs: dict[tuple[str, str, str], CallHandle] = {}
-        self.invite_calls: dict[TransactionKey, CallHandle] = {}  # server INVITE key -> call
-        self.merged: dict[tuple[str, str, int], CallHandle] = {}  # (Call-ID, From tag, CSeq)
-        self.local: dict[Transport, Addr] = {}
+        self._outbox: list[Outgoing] = []
+        self._events: deque[Event] = deque()
+        self._server_txns: dict[TransactionKey, ServerTransaction] = {}
+        self._client_txns: dict[TransactionKey, ClientTransaction] = {}
+        self._client_ctx: dict[TransactionKey, ClientContext] = {}
+        self._calls: dict[CallHandle, SipCall] = {}
+        self._dialogs: dict[tuple[str, str, str], CallHandle] = {}
+        self._invite_calls: dict[TransactionKey, CallHandle] = {}  # server INVITE key -> call
+        self._merged: dict[tuple[str, str, int], CallHandle] = {}  # (Call-ID, From tag, CSeq)
+        self._local: dict[Transport, Addr] = {}
         self._next_handle = 0
 
     # --- identity -----------------------------------------------------------------------
@@ -183,25 +172,39 @@ class Core:
     def issued_handles(self) -> int:
         return self._next_handle
 
+    def bind(self, transport: Transport, addr: Addr) -> None:
+        self._local[transport] = addr
+
     def local_addr(self, transport: Transport) -> Addr:
-        return self.local.get(transport) or self.local.get(Transport.UDP) or ("127.0.0.1", 5060)
+        return self._local.get(transport) or self._local.get(Transport.UDP) or ("127.0.0.1", 5060)
 
     def via(self, transport: Transport, branch: str | None = None) -> str:
         host, port = self.local_addr(transport)
         branch = branch or new_branch()
         return f"SIP/2.0/{transport.value} {_bracket(host)}:{port};branch={branch};rport"
 
-    def contact(self, transport: Transport) -> str:
+    def contact(self, transport: Transport, *, secure: bool = False) -> str:
+        """Our Contact on `transport`; `secure`: a SIPS URI (RFC 3261 §12.1.1, §26.2.2), which
+        implies TLS and so carries no transport parameter (RFC 5630 §3.1.1)."""
         host, port = self.local_addr(transport)
+        if secure:
+            return f"<sips:{self.config.contact_user}@{_bracket(host)}:{port}>"
         suffix = "" if transport is Transport.UDP else f";transport={transport.value.lower()}"
         return f"<sip:{self.config.contact_user}@{_bracket(host)}:{port}{suffix}>"
 
     # --- output -------------------------------------------------------------------------
     def send(self, message: Message, peer: Peer) -> None:
-        self.outbox.append(Outgoing(message.to_bytes(), peer.addr, peer.transport, peer.conn_id))
+        self._outbox.append(Outgoing(message.to_bytes(), peer.addr, peer.transport, peer.conn_id))
 
     def emit(self, event: Event) -> None:
-        self.events.append(event)
+        self._events.append(event)
+
+    def take_outgoing(self) -> list[Outgoing]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
 
     def response(
         self, request: SipRequest, status: int, reason: str | None = None, *,
@@ -227,18 +230,23 @@ class Core:
             ("Supported", ", ".join(self.config.supported)),
         ]
 
+    # --- server transactions ------------------------------------------------------------
+    def server_txn(self, key: TransactionKey) -> ServerTransaction | None:
+        return self._server_txns.get(key)
+
     def new_server_txn(self, request: SipRequest, peer: Peer) -> ServerTransaction:
         txn: ServerTransaction
         if request.method == "INVITE":
             txn = ServerInviteTransaction(request, peer, self.timers, self.send)
         else:
             txn = ServerNonInviteTransaction(request, peer, self.timers, self.send)
-        self.server_txns[txn.key] = txn
+        self._server_txns[txn.key] = txn
         return txn
 
     def respond_new(
-        self, request: SipRequest, peer: Peer, status: int, now: float, reason: str | None = None,
-        headers: Iterable[tuple[str, str]] = (), to_tag: str | None = None,
+        self, request: SipRequest, peer: Peer, status: int, now: float,
+        reason: str | None = None, headers: Iterable[tuple[str, str]] = (),
+        to_tag: str | None = None,
     ) -> None:
         """Answer a request that has no transaction yet, creating one to absorb retransmits."""
         if request.method == "ACK":
@@ -247,35 +255,124 @@ class Core:
         response = self.response(request, status, reason, headers=headers, to_tag=to_tag)
         txn.send_response(response, now)
 
+    # --- client transactions ------------------------------------------------------------
+    def start_client(
+        self, request: SipRequest, peer: Peer, now: float, kind: RequestKind,
+        call: CallHandle | None = None, handle: RequestHandle | None = None,
+    ) -> ClientTransaction:
+        """Send `request` over a new client transaction; its outcome is told by `kind`."""
+        txn: ClientTransaction
+        if request.method == "INVITE":
+            txn = ClientInviteTransaction(request, peer, self.timers, self.send, now)
+        else:
+            txn = ClientNonInviteTransaction(request, peer, self.timers, self.send, now)
+        self._client_txns[txn.key] = txn
+        self._client_ctx[txn.key] = ClientContext(kind, call, handle)
+        return txn
+
+    def client(self, key: TransactionKey) -> tuple[ClientTransaction, ClientContext] | None:
+        txn = self._client_txns.get(key)
+        ctx = self._client_ctx.get(key)
+        return None if txn is None or ctx is None else (txn, ctx)
+
+    def forget_client(self, key: TransactionKey) -> ClientContext | None:
+        self._client_txns.pop(key, None)
+        return self._client_ctx.pop(key, None)
+
+    def send_in_dialog(
+        self, call: SipCall, request: SipRequest, kind: RequestKind, now: float,
+        handle: RequestHandle | None = None,
+    ) -> None:
+        """Send an in-dialog request over a new client transaction."""
+        assert call.dialog is not None
+        self.start_client(request, call.dialog.next_hop(), now, kind, call.handle, handle)
+
+    def send_bye(self, call: SipCall, now: float) -> None:
+        """BYE on the call's dialog; from now on requests in that dialog are answered 481."""
+        dialog = call.dialog
+        if dialog is None:
+            return
+        bye = dialog.create_request("BYE", self.via(dialog.next_hop().transport))
+        bye.headers.add("User-Agent", self.config.user_agent)
+        self.send_in_dialog(call, bye, RequestKind.BYE, now)
+        self.drop_dialog(call)
+
     # --- calls --------------------------------------------------------------------------
-    def end_call(self, call: CallState, reason: SipEndReason, status: int | None = None) -> None:
-        """Emit DialogEnded once; internal work (BYE after ACK, ...) may continue."""
-        if not call.app_ended:
-            call.app_ended = True
-            self.emit(DialogEnded(call.handle, reason, status))
-        self.maybe_forget(call)
-
-    def maybe_forget(self, call: CallState) -> None:
-        """Drop a call from the tables once the app is done and nothing is left to do."""
-        if not call.app_ended or call.bye_pending or call.cancel_pending:
-            return
-        if call.retransmitter is not None and call.retransmitter.next_at is not None:
-            return
-        pending_invite = call.invite_client_key in self.client_txns
-        if call.role is Role.UAC and pending_invite and not call.answered:
-            return  # still waiting for the final response to our (cancelled) INVITE
-        self.calls.pop(call.handle, None)
-        if call.dialog is not None:
-            self.dialogs.pop(call.dialog.key, None)
+    def add_call(self, call: SipCall, merge_key: tuple[str, str, int] | None = None) -> None:
+        """A new call; a UAS call is also found by its INVITE transaction and merge key."""
+        self._calls[call.handle] = call
         if call.invite_server is not None:
-            self.invite_calls.pop(call.invite_server.key, None)
-            invite = call.invite
-            self.merged.pop((invite.call_id, invite.from_.tag or "", invite.cseq.number), None)
-        call.session = None
+            self._invite_calls[call.invite_server.key] = call.handle
+        if merge_key is not None:
+            self._merged[merge_key] = call.handle
 
-    def register_dialog(self, call: CallState, dialog: Dialog) -> None:
+    def call(self, handle: CallHandle | None) -> SipCall | None:
+        return None if handle is None else self._calls.get(handle)
+
+    def calls(self) -> list[SipCall]:
+        return list(self._calls.values())
+
+    def call_by_dialog(self, key: tuple[str, str, str]) -> SipCall | None:
+        """The call whose dialog is (Call-ID, local tag, remote tag)."""
+        return self.call(self._dialogs.get(key))
+
+    def call_by_invite(self, key: TransactionKey) -> SipCall | None:
+        """The UAS call created by the INVITE server transaction `key`."""
+        return self.call(self._invite_calls.get(key))
+
+    def call_by_merge_key(self, key: tuple[str, str, int]) -> SipCall | None:
+        """§8.2.2.2: the call an INVITE with this (Call-ID, From tag, CSeq) already created."""
+        return self.call(self._merged.get(key))
+
+    def register_dialog(self, call: SipCall, dialog: Dialog) -> None:
         call.dialog = dialog
-        self.dialogs[dialog.key] = call.handle
+        self._dialogs[dialog.key] = call.handle
+
+    def drop_dialog(self, call: SipCall) -> None:
+        """The dialog is over on the wire (our BYE, or a fork replaced it)."""
+        if call.dialog is not None:
+            self._dialogs.pop(call.dialog.key, None)
+
+    def dialog_registered(self, call: SipCall) -> bool:
+        return call.dialog is not None and call.dialog.key in self._dialogs
+
+    def end_call(
+        self, call: SipCall, event: CallInput, reason: SipEndReason, status: int | None = None,
+        *, now: float, notice: Event | None = None,
+    ) -> None:
+        """Step the call by `event`; when that ends it for the application, answer an offer of
+        theirs it can no longer answer (487), emit `notice` (if any) and then DialogEnded,
+        exactly once per call. Then forget the call if nothing is left."""
+        was_live = not call.ended
+        call.step(event)
+        if was_live and call.ended:
+            self.withdraw_their_offer(call, now)
+            if notice is not None:
+                self.emit(notice)
+            self.emit(DialogEnded(call.handle, reason, status))
+        self.settle(call)
+
+    def withdraw_their_offer(self, call: SipCall, now: float) -> None:
+        """487 for their re-INVITE/UPDATE the app has not answered: the dialog is ending, and
+        its pending requests still get a response (RFC 3261 §15)."""
+        txn = call.their_offer
+        if call.offer is not OfferState.THEIRS or txn is None or call.dialog is None:
+            return
+        call.offer_step(OfferInput.OFFER_WITHDRAWN)
+        call.their_offer = None
+        txn.send_response(self.response(txn.request, 487, to_tag=call.dialog.local_tag), now)
+
+    def settle(self, call: SipCall) -> None:
+        """Drop an ENDED call from the tables once no 2xx of ours waits for its ACK."""
+        if call.state is not InviteState.ENDED or call.awaiting_ack:
+            return
+        self._calls.pop(call.handle, None)
+        self.drop_dialog(call)
+        if call.invite_server is not None:
+            self._invite_calls.pop(call.invite_server.key, None)
+            invite = call.invite
+            self._merged.pop((invite.call_id, invite.from_.tag or "", invite.cseq.number), None)
+        call.session = None
 
     # --- RFC 4028 -----------------------------------------------------------------------
     def session_answer(
@@ -301,32 +398,75 @@ class Core:
         timer = SessionTimer(offered.interval, refresher is Refresher.UAS, now)
         return headers, timer
 
-    def send_via_client(
-        self, call: CallState, request: SipRequest, kind: RequestKind, now: float,
-        handle: RequestHandle | None = None,
-    ) -> None:
-        """Send an in-dialog request over a new client transaction."""
-        assert call.dialog is not None
-        peer = call.dialog.next_hop()
-        txn: ClientTransaction
-        if request.method == "INVITE":
-            txn = ClientInviteTransaction(request, peer, self.timers, self.send, now)
-        else:
-            txn = ClientNonInviteTransaction(request, peer, self.timers, self.send, now)
-        self.client_txns[txn.key] = txn
-        self.client_ctx[txn.key] = ClientContext(kind, call.handle, handle)
+    # --- timers -------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        """The earliest deadline of any transaction, 2xx retransmission or session timer."""
+        deadlines: list[float] = []
+        for stxn in self._server_txns.values():
+            d = stxn.next_deadline()
+            if d is not None:
+                deadlines.append(d)
+        for ctxn in self._client_txns.values():
+            d = ctxn.next_deadline()
+            if d is not None:
+                deadlines.append(d)
+        for call in self._calls.values():
+            if call.retransmitter is not None:
+                d = call.retransmitter.next_deadline()
+                if d is not None:
+                    deadlines.append(d)
+            if call.session is not None and not call.ended:
+                deadlines.append(call.session.deadline)
+        return min(deadlines) if deadlines else None
 
-    def send_bye(self, call: CallState, now: float) -> None:
-        dialog = call.dialog
-        if dialog is None:
-            return
-        call.bye_pending = False
-        bye = dialog.create_request("BYE", self.via(dialog.next_hop().transport))
-        bye.headers.add("User-Agent", self.config.user_agent)
-        self.send_via_client(call, bye, RequestKind.BYE, now)
-        self.dialogs.pop(dialog.key, None)
+    def run_server_timers(self, now: float) -> None:
+        """Fire due server transaction timers; drop the transactions that ended."""
+        for key, stxn in list(self._server_txns.items()):
+            d = stxn.next_deadline()
+            if d is not None and d <= now:
+                stxn.handle_timer(now)
+            if stxn.terminated:
+                del self._server_txns[key]
+
+    def run_client_timers(self, now: float) -> list[tuple[TransactionKey, bool, bool]]:
+        """Fire due client transaction timers: (key, timed out, terminated) for each one that
+        timed out (Timer B/F: the caller reports a 408) or ended."""
+        fired: list[tuple[TransactionKey, bool, bool]] = []
+        for key, ctxn in list(self._client_txns.items()):
+            d = ctxn.next_deadline()
+            timed_out = d is not None and d <= now and ctxn.handle_timer(now)
+            if timed_out or ctxn.terminated:
+                fired.append((key, timed_out, ctxn.terminated))
+        return fired
+
+    # --- introspection ------------------------------------------------------------------
+    @property
+    def idle(self) -> bool:
+        """Nothing of ours is in flight: no call (live or finishing), no request of ours waiting
+        for its final response, no final response of ours to an INVITE waiting for its ACK."""
+        if self._calls:
+            return False
+        if any(txn.awaiting_final for txn in self._client_txns.values()):
+            return False
+        return not any(
+            isinstance(txn, ServerInviteTransaction) and txn.awaiting_ack
+            for txn in self._server_txns.values()
+        )
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            "server_transactions": len(self._server_txns),
+            "client_transactions": len(self._client_txns),
+            "calls": len(self._calls),
+            "dialogs": len(self._dialogs),
+            "invites": len(self._invite_calls),
+            "merge_keys": len(self._merged),
+        }
+
+    @property
+    def transaction_count(self) -> int:
+        return len(self._server_txns) + len(self._client_txns)
 
 
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
-

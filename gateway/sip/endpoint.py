@@ -9,7 +9,8 @@ Outputs (pulled):
 
 Security seams (given by the application): `gate.admit(host, now)` sees every datagram before
 it is parsed, requests and responses alike (a source to be dropped costs no parse);
-`pre_dispatch.screen(source, request, now)` sees every new request after parsing.
+`pre_dispatch.screen(source, request, now, admitted)` sees every new request after parsing,
+with what the gate returned for its datagram.
 
 Nothing malformed raises out of here (RFC 3261 §8.2, §16.3 spirit): an unparseable request that
 still names where a response goes is answered 400 (or the parser's status hint: 413, 414, 416,
@@ -23,15 +24,14 @@ import logging
 from collections.abc import Iterable
 
 from gateway.sip.address import Addr, Outgoing, Peer, Transport
+from gateway.sip.callstate import OfferState, Role, SipCall
 from gateway.sip.core import (
     ALLOW,
     DROP,
-    CallState,
     Core,
     DatagramGate,
     EndpointConfig,
     PreDispatch,
-    Role,
     SipAction,
     SipVerdict,
 )
@@ -79,7 +79,7 @@ class SipEndpoint:
 
     def bind(self, transport: Transport, host: str, port: int) -> None:
         """Tell the core the address a transport listens on (for Via and Contact)."""
-        self._core.local[transport] = (host, port)
+        self._core.bind(transport, (host, port))
 
     # --- inputs ----------------------------------------------------------------------------
     def receive_datagram(
@@ -87,8 +87,11 @@ class SipEndpoint:
         conn_id: int | None = None,
     ) -> None:
         """One complete message (a UDP datagram, or a message framed elsewhere)."""
-        if self._gate is not None and conn_id is None and not self._gate.admit(addr[0], now):
-            return  # dropped unparsed: a source we would refuse silently anyway
+        admitted: object | None = None
+        if self._gate is not None and conn_id is None:
+            admitted = self._gate.admit(addr[0], now)
+            if admitted is None:
+                return  # dropped unparsed: a source we would refuse silently anyway
         source = Peer(addr[0], addr[1], transport, conn_id)
         if not data.strip(b"\r\n"):
             return  # a keep-alive (RFC 5626 §4.4.1)
@@ -101,14 +104,16 @@ class SipEndpoint:
                 # It was never stamped with received/rport: answer where it came from.
                 self._core.send(response, source)
             return
-        self._dispatch(message, source, now)
+        self._dispatch(message, source, now, admitted)
 
-    def receive_stream(self, data: bytes, conn_id: int, addr: Addr, now: float) -> bool:
-        """Bytes read from a stream connection. False: framing broke, close this connection."""
+    def receive_stream(self, data: bytes, conn_id: int, addr: Addr, now: float,
+                       transport: Transport = Transport.TCP) -> bool:
+        """Bytes read from a stream connection (TCP, or TLS after decryption). False: framing
+        broke, close this connection."""
         parser = self._streams.get(conn_id)
         if parser is None:
             parser = self._streams[conn_id] = StreamParser(self._core.config.limits)
-        source = Peer(addr[0], addr[1], Transport.TCP, conn_id)
+        source = Peer(addr[0], addr[1], transport, conn_id)
         try:
             messages = parser.feed(data)
         except ParseError as exc:
@@ -127,10 +132,11 @@ class SipEndpoint:
         parser = self._streams.get(conn_id)
         return parser is not None and parser.in_message
 
-    def _dispatch(self, message: SipRequest | SipResponse, source: Peer, now: float) -> None:
+    def _dispatch(self, message: SipRequest | SipResponse, source: Peer, now: float,
+                  admitted: object | None = None) -> None:
         try:
             if isinstance(message, SipRequest):
-                self._uas.receive_request(message, source, now)
+                self._uas.receive_request(message, source, now, admitted)
             else:
                 self._uac.receive_response(message, now)
         except ParseError as exc:
@@ -145,7 +151,7 @@ class SipEndpoint:
     def _answer_bad(self, request: SipRequest, source: Peer, exc: ParseError, now: float) -> None:
         core = self._core
         try:
-            key_txn = core.server_txns.get(server_key(request))
+            key_txn = core.server_txn(server_key(request))
             if key_txn is not None and key_txn.final_sent:
                 return
             reply = response_peer(request.top_via, source)
@@ -164,51 +170,27 @@ class SipEndpoint:
 
     # --- outputs ---------------------------------------------------------------------------
     def datagrams_to_send(self) -> list[Outgoing]:
-        out, self._core.outbox = self._core.outbox, []
-        return out
+        return self._core.take_outgoing()
 
     def next_event(self) -> Event | None:
-        return self._core.events.popleft() if self._core.events else None
+        return self._core.next_event()
 
     def get_timer(self) -> float | None:
-        core = self._core
-        deadlines: list[float] = []
-        for stxn in core.server_txns.values():
-            d = stxn.next_deadline()
-            if d is not None:
-                deadlines.append(d)
-        for ctxn in core.client_txns.values():
-            d = ctxn.next_deadline()
-            if d is not None:
-                deadlines.append(d)
-        for call in core.calls.values():
-            if call.retransmitter is not None:
-                d = call.retransmitter.next_deadline()
-                if d is not None:
-                    deadlines.append(d)
-            if call.session is not None and not call.app_ended:
-                deadlines.append(call.session.deadline)
-        return min(deadlines) if deadlines else None
+        return self._core.next_deadline()
 
     def handle_timer(self, now: float) -> None:
         core = self._core
-        for key, stxn in list(core.server_txns.items()):
-            d = stxn.next_deadline()
-            if d is not None and d <= now:
-                stxn.handle_timer(now)
-            if stxn.terminated:
-                del core.server_txns[key]
-        for key, ctxn in list(core.client_txns.items()):
-            d = ctxn.next_deadline()
-            if d is not None and d <= now and ctxn.handle_timer(now):
+        core.run_server_timers(now)
+        for key, timed_out, terminated in core.run_client_timers(now):
+            if timed_out:
                 self._uac.on_timeout(key, now)
-            if ctxn.terminated:
+            if terminated:
                 self._uac.forget_txn(key)
-        for call in list(core.calls.values()):
+        for call in core.calls():
             if call.retransmitter is not None:
                 self._uas.retransmit_2xx(call, now)
-                core.maybe_forget(call)
-            if call.session is not None and call.session.deadline <= now and not call.app_ended:
+                core.settle(call)
+            if call.session is not None and call.session.deadline <= now and not call.ended:
                 self._uac.session_due(call, now)
 
     # --- commands: incoming calls -------------------------------------------------------------
@@ -254,7 +236,7 @@ class SipEndpoint:
     ) -> bool:
         """200 OK to the pending re-INVITE/UPDATE (see ReinviteReceived)."""
         state = self._live(call)
-        if state is None or state.pending_offer is None:
+        if state is None or state.offer is not OfferState.THEIRS:
             return False
         self._uas.answer_offer(state, sdp, now, headers)
         return True
@@ -265,7 +247,7 @@ class SipEndpoint:
     ) -> bool:
         """A non-2xx (typically 488) to the pending re-INVITE/UPDATE; the session stays."""
         state = self._live(call)
-        if state is None or state.pending_offer is None:
+        if state is None or state.offer is not OfferState.THEIRS:
             return False
         self._uas.reject_offer(state, status, now, reason, headers)
         return True
@@ -282,11 +264,11 @@ class SipEndpoint:
             self._uac.hang_up(state, now)
         return True
 
-    def _live(self, handle: CallHandle) -> CallState | None:
+    def _live(self, handle: CallHandle) -> SipCall | None:
         if not 0 < handle <= self._core.issued_handles:
             raise UsageError(f"call handle {handle} was never issued")
-        state = self._core.calls.get(handle)
-        return None if state is None or state.app_ended else state
+        state = self._core.call(handle)
+        return None if state is None or state.ended else state
 
     # --- commands: outgoing ---------------------------------------------------------------------
     def invite(
@@ -321,31 +303,30 @@ class SipEndpoint:
 
     @property
     def active_calls(self) -> int:
-        return sum(1 for c in self._core.calls.values() if not c.app_ended)
+        return sum(1 for c in self._core.calls() if not c.ended)
 
     def live_calls(self) -> list[CallHandle]:
         """Calls not yet ended (for draining: hang_up() each on shutdown)."""
-        return [h for h, c in self._core.calls.items() if not c.app_ended]
+        return [c.handle for c in self._core.calls() if not c.ended]
+
+    @property
+    def idle(self) -> bool:
+        """Nothing of ours is in flight: no call (not even one finishing: BYE after ACK, CANCEL
+        after a provisional), no request of ours without its final response (a BYE, a CANCEL),
+        no non-2xx of ours to an INVITE without its ACK. A shutdown waits for this (bounded)
+        before it closes the sockets."""
+        return self._core.idle
 
     @property
     def transaction_count(self) -> int:
-        return len(self._core.server_txns) + len(self._core.client_txns)
+        return self._core.transaction_count
 
     def table_sizes(self) -> dict[str, int]:
         """Sizes of every internal table (for metrics, and for tests proving nothing leaks)."""
-        core = self._core
-        return {
-            "server_transactions": len(core.server_txns),
-            "client_transactions": len(core.client_txns),
-            "calls": len(core.calls),
-            "dialogs": len(core.dialogs),
-            "invites": len(core.invite_calls),
-            "merge_keys": len(core.merged),
-            "streams": len(self._streams),
-        }
+        return {**self._core.sizes(), "streams": len(self._streams)}
 
-    def _call(self, handle: CallHandle) -> CallState:
-        state = self._core.calls.get(handle)
+    def _call(self, handle: CallHandle) -> SipCall:
+        state = self._core.call(handle)
         if state is None:
             raise UsageError(f"unknown or finished call {handle}")
         return state

@@ -1,7 +1,9 @@
 """Events the SIP endpoint hands to the application (`SipEndpoint.next_event()`).
 
 Every call the endpoint knows (an incoming `InviteReceived` or an outgoing `invite()`) ends with
-exactly one `DialogEnded`, whatever ended it, so the application has one teardown path. The
+exactly one `DialogEnded`, whatever ended it, so the application has one teardown path. After it
+only `ByeCompleted` may still name the call: how our BYE fared (for a driver that keeps its
+sockets open until the BYE is answered). The
 `call` field is an opaque `CallHandle` the application passes back to commands.
 """
 
@@ -38,6 +40,7 @@ class InviteReceived:
     request: SipRequest
     source: Peer
     sdp: bytes | None
+    trunk: str | None = None  # as the pre-dispatch screen identified the source (Verdict.trunk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,16 @@ class DialogEnded:
 
 
 @dataclass(frozen=True, slots=True)
+class ByeCompleted:
+    """Our BYE for `call` got its final response (`status`), or 408 with no response when it
+    timed out (Timer F). Comes after the call's DialogEnded; informational only."""
+
+    call: CallHandle
+    status: int
+    response: SipResponse | None
+
+
+@dataclass(frozen=True, slots=True)
 class ProvisionalReceived:
     """UAC: a 1xx (other than 100) to our INVITE."""
 
@@ -138,4 +151,5 @@ class RequestCompleted:
 Event = (
     InviteReceived | AckReceived | CallCancelled | ByeReceived | ReinviteReceived | InfoReceived
     | DialogEnded | ProvisionalReceived | CallAnswered | CallFailed | RequestCompleted
+    | ByeCompleted
 )

@@ -96,6 +96,11 @@ class ServerInviteTransaction:
     def final_sent(self) -> bool:
         return self.state is not ServerInviteState.PROCEEDING
 
+    @property
+    def awaiting_ack(self) -> bool:
+        """Our non-2xx final response is retransmitted until the ACK (Timer G/H)."""
+        return self.state is ServerInviteState.COMPLETED
+
     def receive_request(self, request: SipRequest, now: float) -> bool:
         """A retransmitted INVITE, or an ACK. True when the ACK belonged to this transaction
         (it acknowledged our non-2xx); False sends an ACK on to the dialog (the 2xx case)."""
@@ -239,6 +244,10 @@ class ClientInviteTransaction:
     def terminated(self) -> bool:
         return self.state is ClientState.TERMINATED
 
+    @property
+    def awaiting_final(self) -> bool:
+        return self.state in (ClientState.CALLING, ClientState.PROCEEDING)
+
     def receive_response(self, response: SipResponse, now: float) -> SipResponse | None:
         """Returns the response when the TU must see it, None when it was absorbed."""
         if self.state in (ClientState.CALLING, ClientState.PROCEEDING):
@@ -328,6 +337,10 @@ class ClientNonInviteTransaction:
     @property
     def terminated(self) -> bool:
         return self.state is ClientState.TERMINATED
+
+    @property
+    def awaiting_final(self) -> bool:
+        return self.state in (ClientState.TRYING, ClientState.PROCEEDING)
 
     def receive_response(self, response: SipResponse, now: float) -> SipResponse | None:
         if self.state not in (ClientState.TRYING, ClientState.PROCEEDING):

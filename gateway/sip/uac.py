@@ -8,10 +8,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gateway.sip.address import Peer, Transport
-from gateway.sip.core import CallState, ClientContext, Core, RequestKind, Role
+from gateway.sip.callstate import (
+    DIALOG_UP_STATES,
+    CallInput,
+    InviteState,
+    OfferInput,
+    OfferState,
+    Role,
+    SipCall,
+)
+from gateway.sip.core import ClientContext, Core, RequestKind
 from gateway.sip.dialog import (
     Dialog,
-    DialogState,
     Refresher,
     SessionTimer,
     hop_for_uri,
@@ -22,6 +30,7 @@ from gateway.sip.dialog import (
 )
 from gateway.sip.errors import UsageError
 from gateway.sip.events import (
+    ByeCompleted,
     CallAnswered,
     CallFailed,
     CallHandle,
@@ -34,7 +43,6 @@ from gateway.sip.headers import Headers, parse_name_addr
 from gateway.sip.message import SipRequest, SipResponse
 from gateway.sip.transaction import (
     ClientInviteTransaction,
-    ClientNonInviteTransaction,
     ClientTransaction,
     client_key,
 )
@@ -67,12 +75,9 @@ class Uac:
             request.headers.add("Content-Type", "application/sdp")
             request.body = sdp
         handle = CallHandle(core.new_handle())
-        txn = ClientInviteTransaction(request, hop, core.timers, core.send, now)
-        core.client_txns[txn.key] = txn
-        core.client_ctx[txn.key] = ClientContext(RequestKind.INVITE, handle)
-        core.calls[handle] = CallState(
-            handle, Role.UAC, request, hop, invite_client_key=txn.key, local_sdp=sdp or b""
-        )
+        txn = core.start_client(request, hop, now, RequestKind.INVITE, handle)
+        core.add_call(SipCall(handle, Role.UAC, request, hop, InviteState.CALLING,
+                              invite_client_key=txn.key, local_sdp=sdp or b""))
         return handle
 
     def send_options(
@@ -85,9 +90,7 @@ class Uac:
         request = self._new_request("OPTIONS", uri, hop, from_uri, None, call_id, 1, ())
         request.headers.add("Accept", "application/sdp")
         handle = RequestHandle(core.new_handle())
-        txn = ClientNonInviteTransaction(request, hop, core.timers, core.send, now)
-        core.client_txns[txn.key] = txn
-        core.client_ctx[txn.key] = ClientContext(RequestKind.APP, None, handle)
+        core.start_client(request, hop, now, RequestKind.APP, None, handle)
         return handle
 
     def _new_request(
@@ -111,21 +114,19 @@ class Uac:
         return SipRequest(headers=h, method=method, uri=uri)
 
     def send_request(
-        self, call: CallState, method: str, now: float, *, body: bytes,
+        self, call: SipCall, method: str, now: float, *, body: bytes,
         content_type: str | None, headers: Iterable[tuple[str, str]],
         kind: RequestKind = RequestKind.APP,
     ) -> RequestHandle:
         """An in-dialog request (INFO, UPDATE, re-INVITE, OPTIONS, ...)."""
         core = self.core
         dialog = call.dialog
-        if dialog is None or call.app_ended or dialog.state is not DialogState.CONFIRMED:
+        if dialog is None or call.state not in DIALOG_UP_STATES:
             raise UsageError("the call has no confirmed dialog")
         if method in ("ACK", "CANCEL", "BYE"):
             raise UsageError(f"{method} is sent by the endpoint itself")
         if method in ("INVITE", "UPDATE"):
-            if call.our_offer_pending or call.pending_offer is not None:
-                raise UsageError("an offer is already in progress on this dialog")
-            call.our_offer_pending = True
+            call.offer_step(OfferInput.OUR_OFFER)  # StateError while another offer is open
         extra = list(headers)
         if method in ("INVITE", "UPDATE") and call.session is not None:
             # We keep refreshing when we already do; otherwise the peer stays the refresher.
@@ -137,28 +138,25 @@ class Uac:
             content_type=content_type, extra=extra,
         )
         handle = RequestHandle(core.new_handle())
-        core.send_via_client(call, request, kind, now, handle)
+        core.send_in_dialog(call, request, kind, now, handle)
         if body and method in ("INVITE", "UPDATE"):
             call.local_sdp = body
         return handle
 
-    def hang_up(self, call: CallState, now: float) -> None:
+    def hang_up(self, call: SipCall, now: float) -> None:
         core = self.core
-        if call.answered:
-            if not call.app_ended:
-                core.send_bye(call, now)
-            core.end_call(call, SipEndReason.LOCAL_BYE)
-            return
-        # Not answered yet: CANCEL, but only once a provisional arrived (§9.1).
-        if call.provisional_seen:
-            self._send_cancel(call, now)
+        if call.state in (InviteState.CALLING, InviteState.EARLY):
+            # CANCEL only once a provisional arrived (§9.1); from CALLING the table moves to
+            # CANCEL_PENDING and the CANCEL goes with the first provisional.
+            if call.state is InviteState.EARLY:
+                self._send_cancel(call, now)
+            core.end_call(call, CallInput.HANG_UP, SipEndReason.CANCELLED, 487, now=now)
         else:
-            call.cancel_pending = True
-        core.end_call(call, SipEndReason.CANCELLED, 487)
+            core.send_bye(call, now)
+            core.end_call(call, CallInput.HANG_UP, SipEndReason.LOCAL_BYE, now=now)
 
-    def _send_cancel(self, call: CallState, now: float) -> None:
+    def _send_cancel(self, call: SipCall, now: float) -> None:
         core = self.core
-        call.cancel_pending = False
         invite = call.invite
         h = Headers()
         h.add("Via", invite.headers.fields("Via")[0])
@@ -169,97 +167,97 @@ class Uac:
             h.add(name, invite.headers.get(name) or "")
         h.add("CSeq", f"{invite.cseq.number} CANCEL")
         cancel = SipRequest(headers=h, method="CANCEL", uri=invite.uri)
-        txn = ClientNonInviteTransaction(cancel, call.peer, core.timers, core.send, now)
-        core.client_txns[txn.key] = txn
-        core.client_ctx[txn.key] = ClientContext(RequestKind.CANCEL, call.handle)
-        invite_txn = core.client_txns.get(call.invite_client_key or ())
-        if isinstance(invite_txn, ClientInviteTransaction):
-            invite_txn.cancel_sent(now)
+        core.start_client(cancel, call.peer, now, RequestKind.CANCEL, call.handle)
+        found = core.client(call.invite_client_key or ())
+        if found is not None and isinstance(found[0], ClientInviteTransaction):
+            found[0].cancel_sent(now)
 
     # --- responses -------------------------------------------------------------------------
     def receive_response(self, response: SipResponse, now: float) -> None:
         core = self.core
         key = client_key(response)
-        txn = core.client_txns.get(key)
-        ctx = core.client_ctx.get(key)
-        if txn is None or ctx is None:
+        found = core.client(key)
+        if found is None:
             return  # §18.1.2: a response matching no transaction is dropped
+        txn, ctx = found
         passed = txn.receive_response(response, now)
+        if passed is not None:
+            call = core.call(ctx.call)
+            if ctx.kind is RequestKind.INVITE and call is not None:
+                self._invite_response(call, passed, now)
+            elif ctx.kind in (RequestKind.APP, RequestKind.REFRESH):
+                self._request_response(ctx, call, txn, passed, now)
+            elif ctx.kind is RequestKind.BYE and ctx.call is not None and passed.status >= 200:
+                core.emit(ByeCompleted(ctx.call, passed.status, passed))
         if txn.terminated:
             self.forget_txn(key)
-        if passed is None:
-            return
-        call = core.calls.get(ctx.call) if ctx.call is not None else None
-        if ctx.kind is RequestKind.INVITE and call is not None:
-            self._invite_response(call, txn, passed, now)
-        elif ctx.kind in (RequestKind.APP, RequestKind.REFRESH):
-            self._request_response(ctx, call, txn, passed, now)
-        elif ctx.kind is RequestKind.BYE and call is not None:
-            core.maybe_forget(call)
 
-    def _invite_response(
-        self, call: CallState, txn: ClientTransaction, response: SipResponse, now: float
-    ) -> None:
-        core = self.core
+    def _invite_response(self, call: SipCall, response: SipResponse, now: float) -> None:
         status = response.status
+        if status == 100:
+            return
         if status < 200:
-            if status > 100:
-                call.provisional_seen = True
-                if call.dialog is None and response.to.tag:
-                    early = Dialog.from_response_as_uac(
-                        call.invite, response, call.peer, core.contact(call.peer.transport)
-                    )
-                    core.register_dialog(call, early)
-                if call.cancel_pending:
-                    self._send_cancel(call, now)
-                elif not call.app_ended:
-                    core.emit(ProvisionalReceived(call.handle, status, response.reason,
-                                                  response.body or None))
+            self._provisional(call, response, now)
+        elif status >= 300:
+            self._invite_failed(call, response, now)
+        elif call.ack is not None:
+            self._another_2xx(call, response, now)
+        else:
+            self._invite_answered(call, response, now)
+
+    def _provisional(self, call: SipCall, response: SipResponse, now: float) -> None:
+        core = self.core
+        if call.dialog is None and response.to.tag:
+            core.register_dialog(call, Dialog.from_response_as_uac(
+                call.invite, response, call.peer, core.contact(call.peer.transport)
+            ))
+        before = call.state
+        call.step(CallInput.PROVISIONAL)
+        if before is InviteState.CANCEL_PENDING:
+            self._send_cancel(call, now)  # hung up before: now the CANCEL may go (§9.1)
+        elif not call.ended:
+            core.emit(ProvisionalReceived(call.handle, response.status, response.reason,
+                                          response.body or None))
+
+    def _invite_failed(self, call: SipCall, response: SipResponse, now: float) -> None:
+        status = response.status
+        if status == 422 and not call.ended and self._retry_with_min_se(call, response, now):
             return
-        if status >= 300:
-            retry = status == 422 and not call.app_ended
-            if retry and self._retry_with_min_se(call, response, now):
-                return
-            if not call.app_ended:
-                core.emit(CallFailed(call.handle, status, response.reason))
-            call.cancel_pending = False
-            core.end_call(call, SipEndReason.FAILED, status)
-            core.maybe_forget(call)
-            return
-        # 2xx: the first one confirms the dialog; retransmissions get our ACK again (§13.2.2.4).
+        self.core.end_call(call, CallInput.FAILED, SipEndReason.FAILED, status,
+                           now=now, notice=CallFailed(call.handle, status, response.reason))
+
+    def _invite_answered(self, call: SipCall, response: SipResponse, now: float) -> None:
+        """The first 2xx confirms the dialog (§13.2.2.4) and gets our ACK."""
+        core = self.core
         dialog = call.dialog
-        if call.answered and dialog is not None:
-            if response.to.tag == dialog.remote_tag:
-                if call.ack is not None:
-                    core.send(call.ack, dialog.next_hop())
-            else:
-                self._end_forked_answer(call, response, now)
-            return
         if dialog is None or dialog.remote_tag != response.to.tag:
-            if dialog is not None:
-                core.dialogs.pop(dialog.key, None)
+            core.drop_dialog(call)
             dialog = Dialog.from_response_as_uac(
                 call.invite, response, call.peer, core.contact(call.peer.transport)
             )
             core.register_dialog(call, dialog)
-        dialog.state = DialogState.CONFIRMED
         dialog.update_target(response)
-        call.answered = True
-        call.cancel_pending = False
+        call.step(CallInput.ANSWERED)
         call.ack = dialog.create_request(
             "ACK", core.via(dialog.next_hop().transport), cseq=call.invite.cseq.number
         )
         core.send(call.ack, dialog.next_hop())
         self._session_from_response(call, response, now)
-        if call.app_ended:
-            core.send_bye(call, now)  # we cancelled, but the answer crossed the CANCEL
-            core.maybe_forget(call)
+        if call.ended:
+            core.send_bye(call, now)  # we hung up, but the answer crossed our CANCEL
+            core.settle(call)
             return
         core.emit(CallAnswered(call.handle, response, response.body or None))
 
-    def _end_forked_answer(self, call: CallState, response: SipResponse, now: float) -> None:
-        """§13.2.2.4: a second 2xx from another fork gets its ACK, then a BYE (one call only)."""
+    def _another_2xx(self, call: SipCall, response: SipResponse, now: float) -> None:
+        """§13.2.2.4: a retransmitted 2xx gets our ACK again; one from another fork gets its
+        own ACK and then a BYE (one call only)."""
         core = self.core
+        dialog = call.dialog
+        if dialog is not None and response.to.tag == dialog.remote_tag:
+            if call.ack is not None:
+                core.send(call.ack, dialog.next_hop())
+            return
         fork = Dialog.from_response_as_uac(
             call.invite, response, call.peer, core.contact(call.peer.transport)
         )
@@ -268,11 +266,9 @@ class Uac:
         )
         core.send(ack, fork.next_hop())
         bye = fork.create_request("BYE", core.via(fork.next_hop().transport))
-        txn = ClientNonInviteTransaction(bye, fork.next_hop(), core.timers, core.send, now)
-        core.client_txns[txn.key] = txn
-        core.client_ctx[txn.key] = ClientContext(RequestKind.BYE, None)
+        core.start_client(bye, fork.next_hop(), now, RequestKind.BYE)
 
-    def _retry_with_min_se(self, call: CallState, response: SipResponse, now: float) -> bool:
+    def _retry_with_min_se(self, call: SipCall, response: SipResponse, now: float) -> bool:
         """RFC 4028 §7.4: after 422, send the INVITE again with the peer's Min-SE (once)."""
         core = self.core
         min_se = parse_min_se(response)
@@ -286,14 +282,12 @@ class Uac:
         headers.set("Session-Expires", str(min_se))
         headers.set("Min-SE", str(min_se))
         request = SipRequest(headers=headers, body=old.body, method="INVITE", uri=old.uri)
-        txn = ClientInviteTransaction(request, call.peer, core.timers, core.send, now)
-        core.client_txns[txn.key] = txn
-        core.client_ctx[txn.key] = ClientContext(RequestKind.INVITE, call.handle)
+        txn = core.start_client(request, call.peer, now, RequestKind.INVITE, call.handle)
         call.invite = request
         call.invite_client_key = txn.key
         return True
 
-    def _session_from_response(self, call: CallState, response: SipResponse, now: float) -> None:
+    def _session_from_response(self, call: SipCall, response: SipResponse, now: float) -> None:
         """RFC 4028 §7.2: the 2xx names the refresher from our (the UAC's) point of view."""
         offered = parse_session_expires(response)
         if offered is None:
@@ -306,85 +300,109 @@ class Uac:
             call.session.restart(now, offered.interval)
 
     def _request_response(
-        self, ctx: ClientContext, call: CallState | None, txn: ClientTransaction,
+        self, ctx: ClientContext, call: SipCall | None, txn: ClientTransaction,
         response: SipResponse, now: float,
     ) -> None:
-        core = self.core
+        """The final response to send_request()/send_options() or to our RFC 4028 refresh."""
         status = response.status
         if status < 200:
             return
-        method = txn.request.method
-        dialog = call.dialog if call is not None else None
-        if dialog is not None and method == "INVITE" and 200 <= status < 300:
-            ack = dialog.create_request(
-                "ACK", core.via(dialog.next_hop().transport), cseq=txn.request.cseq.number
-            )
-            core.send(ack, dialog.next_hop())
-        if call is not None and method in ("INVITE", "UPDATE") and call.our_offer_pending:
-            call.our_offer_pending = False
-            if 200 <= status < 300:
-                if call.dialog is not None:
-                    call.dialog.update_target(response)
-                self._session_from_response(call, response, now)
+        if call is not None:
+            self._in_dialog_final(call, txn.request, response, now)
         if ctx.kind is RequestKind.REFRESH:
-            if status >= 300 and status != 491 and call is not None:
-                core.send_bye(call, now)
-                core.end_call(call, SipEndReason.SESSION_EXPIRED, status)
+            if status >= 300 and status != 491 and call is not None and not call.ended:
+                self._end_dialog(call, CallInput.SESSION_EXPIRED, SipEndReason.SESSION_EXPIRED,
+                                 status, now, bye=True)
             return
         if ctx.handle is not None:
-            core.emit(RequestCompleted(ctx.handle, ctx.call, method, status, response))
-        if call is not None and status in (408, 481) and call.dialog is not None:
-            if status == 408 and not call.app_ended:
-                core.send_bye(call, now)  # §12.2.1.2; after a 481 there is nobody to tell
-            core.end_call(call, SipEndReason.REMOTE_ERROR, status)
+            self.core.emit(
+                RequestCompleted(ctx.handle, ctx.call, txn.request.method, status, response)
+            )
+        if call is not None and status in (408, 481) and call.dialog is not None and not call.ended:
+            # §12.2.1.2: the dialog is gone; after a 481 there is nobody to send a BYE to.
+            self._end_dialog(call, CallInput.DIALOG_ERROR, SipEndReason.REMOTE_ERROR, status,
+                             now, bye=status == 408)
+
+    def _in_dialog_final(
+        self, call: SipCall, request: SipRequest, response: SipResponse, now: float
+    ) -> None:
+        """ACK a 2xx to our re-INVITE (§13.2.2.4); close our offer, taking its answer's target
+        and session interval when it succeeded."""
+        core = self.core
+        dialog = call.dialog
+        ok = 200 <= response.status < 300
+        if dialog is not None and request.method == "INVITE" and ok:
+            ack = dialog.create_request(
+                "ACK", core.via(dialog.next_hop().transport), cseq=request.cseq.number
+            )
+            core.send(ack, dialog.next_hop())
+        if request.method in ("INVITE", "UPDATE") and call.offer is OfferState.OURS:
+            call.offer_step(OfferInput.OFFER_DONE)
+            if ok:
+                if dialog is not None:
+                    dialog.update_target(response)
+                self._session_from_response(call, response, now)
+
+    def _end_dialog(
+        self, call: SipCall, event: CallInput, reason: SipEndReason, status: int | None,
+        now: float, *, bye: bool,
+    ) -> None:
+        if bye:
+            self.core.send_bye(call, now)
+        self.core.end_call(call, event, reason, status, now=now)
 
     def on_timeout(self, key: tuple[str, ...], now: float) -> None:
         """Timer B or F fired: the same as a 408 from the peer (§8.1.3.1)."""
         core = self.core
-        ctx = core.client_ctx.get(key)
-        txn = core.client_txns.get(key)
-        if ctx is None or txn is None:
+        found = core.client(key)
+        if found is None:
             return
-        call = core.calls.get(ctx.call) if ctx.call is not None else None
-        if call is not None and ctx.kind is not RequestKind.INVITE:
-            call.our_offer_pending = False  # our re-INVITE/UPDATE is over, it timed out
+        txn, ctx = found
+        call = core.call(ctx.call)
+        method = txn.request.method
+        if call is not None and ctx.kind is not RequestKind.INVITE and (
+            method in ("INVITE", "UPDATE") and call.offer is OfferState.OURS
+        ):
+            call.offer_step(OfferInput.OFFER_DONE)  # our re-INVITE/UPDATE is over: it timed out
         if ctx.kind is RequestKind.INVITE and call is not None:
-            if not call.app_ended:
-                core.emit(CallFailed(call.handle, 408, "Request Timeout"))
-            call.cancel_pending = False
-            core.end_call(call, SipEndReason.TIMEOUT, 408)
-        elif ctx.kind is RequestKind.REFRESH and call is not None:
-            core.send_bye(call, now)
-            core.end_call(call, SipEndReason.SESSION_EXPIRED, 408)
+            core.end_call(call, CallInput.FAILED, SipEndReason.TIMEOUT, 408,
+                          now=now, notice=CallFailed(call.handle, 408, "Request Timeout"))
+        elif ctx.kind is RequestKind.REFRESH and call is not None and not call.ended:
+            self._end_dialog(call, CallInput.SESSION_EXPIRED, SipEndReason.SESSION_EXPIRED, 408,
+                             now, bye=True)
         elif ctx.kind is RequestKind.APP and ctx.handle is not None:
-            core.emit(RequestCompleted(ctx.handle, ctx.call, txn.request.method, 408, None))
-            if call is not None and call.dialog is not None and not call.app_ended:
-                core.send_bye(call, now)  # §12.2.1.2: a timed-out dialog is ended
-                core.end_call(call, SipEndReason.REMOTE_ERROR, 408)
-        elif call is not None:
-            core.maybe_forget(call)
+            core.emit(RequestCompleted(ctx.handle, ctx.call, method, 408, None))
+            if call is not None and call.dialog is not None and not call.ended:
+                # §12.2.1.2: a timed-out dialog is ended.
+                self._end_dialog(call, CallInput.DIALOG_ERROR, SipEndReason.REMOTE_ERROR, 408,
+                                 now, bye=True)
+        elif ctx.kind is RequestKind.BYE and ctx.call is not None:
+            core.emit(ByeCompleted(ctx.call, 408, None))
 
     def forget_txn(self, key: tuple[str, ...]) -> None:
-        txn = self.core.client_txns.pop(key, None)
-        ctx = self.core.client_ctx.pop(key, None)
-        if txn is not None and ctx is not None and ctx.call is not None:
-            call = self.core.calls.get(ctx.call)
-            if call is not None:
-                self.core.maybe_forget(call)
+        """A client transaction ended. An abandoned call whose INVITE ended without a final
+        response (our CANCEL was ignored for 64·T1) is over."""
+        ctx = self.core.forget_client(key)
+        call = self.core.call(ctx.call) if ctx is not None else None
+        if call is None or call.state is not InviteState.ABANDONED:
+            return
+        if key == call.invite_client_key:
+            call.step(CallInput.FAILED)
+            self.core.settle(call)
 
     # --- RFC 4028 ---------------------------------------------------------------------------
-    def session_due(self, call: CallState, now: float) -> None:
+    def session_due(self, call: SipCall, now: float) -> None:
         """The session deadline passed: refresh if we are the refresher, else end with BYE."""
         core = self.core
         session = call.session
-        if session is None or call.dialog is None or call.app_ended:
+        if session is None or call.dialog is None or call.ended:
             return
         if not session.we_refresh:
             call.session = None
-            core.send_bye(call, now)
-            core.end_call(call, SipEndReason.SESSION_EXPIRED)
+            self._end_dialog(call, CallInput.SESSION_EXPIRED, SipEndReason.SESSION_EXPIRED, None,
+                             now, bye=True)
             return
-        if call.our_offer_pending or call.pending_offer is not None:
+        if call.offer is not OfferState.IDLE:
             session.deadline = now + core.timers.T1 * 4  # an offer is in flight: try shortly
             return
         # Push the deadline out so the timer does not fire again while the refresh is pending.

@@ -2,24 +2,26 @@
 §14.2, §15.1.2; RFC 3311 UPDATE; RFC 6086 INFO; RFC 4028 session timers) and the commands that
 answer incoming calls and offers.
 
-Order of checks for a new request (§8.2): pre-dispatch policy, method (405), Require (420),
-then CANCEL matching (§9.2), dialog matching (481 / §12.2.2 CSeq order), and method handling.
+Order of checks for a new request (§8.2): the transaction layer (retransmissions, the ACK for
+our non-2xx), pre-dispatch policy, method (405), Require (420), then CANCEL matching (§9.2),
+dialog matching (481 / §12.2.2 CSeq order), and the method's handler. What a request may do to
+a call is decided by the call's state (`callstate.py`), not here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from gateway.sip.address import Peer
-from gateway.sip.core import CallState, Core, Role, SipAction
+from gateway.sip.address import Peer, Transport
+from gateway.sip.callstate import CallInput, InviteState, OfferInput, OfferState, Role, SipCall
+from gateway.sip.core import Core, SipAction
 from gateway.sip.dialog import (
     Dialog,
-    DialogState,
     TwoXXRetransmitter,
     new_tag,
     parse_session_expires,
 )
-from gateway.sip.errors import UsageError
+from gateway.sip.errors import ParseError, UsageError
 from gateway.sip.events import (
     AckReceived,
     ByeReceived,
@@ -30,8 +32,8 @@ from gateway.sip.events import (
     ReinviteReceived,
     SipEndReason,
 )
-from gateway.sip.headers import parse_option_tags
-from gateway.sip.message import SipRequest
+from gateway.sip.headers import parse_name_addr, parse_option_tags
+from gateway.sip.message import SipRequest, SipResponse
 from gateway.sip.routing import response_peer, stamp_received
 from gateway.sip.transaction import (
     ServerInviteState,
@@ -40,64 +42,81 @@ from gateway.sip.transaction import (
     server_key,
 )
 
+_InDialogHandler = Callable[["Uas", SipCall, SipRequest, Peer, float], None]
+
 
 class Uas:
     def __init__(self, core: Core) -> None:
         self.core = core
 
     # --- incoming requests -------------------------------------------------------------
-    def receive_request(self, request: SipRequest, source: Peer, now: float) -> None:
-        core = self.core
+    def receive_request(self, request: SipRequest, source: Peer, now: float,
+                        admitted: object | None = None) -> None:
         stamp_received(request, source)
         reply = response_peer(request.top_via, source)
-        key = server_key(request)
-        txn = core.server_txns.get(key)
-        if txn is not None:
-            if request.method != "ACK":
-                txn.receive_request(request, now)  # a retransmission: never reaches the app
-                return
-            if txn.receive_request(request, now):
-                return  # the ACK for our non-2xx final response
-        if core.pre_dispatch is not None:
-            verdict = core.pre_dispatch.screen(source, request, now)
-            if verdict.action is SipAction.DROP:
-                return
-            if verdict.action is SipAction.RESPOND:
-                if verdict.stateless:
-                    if request.method != "ACK":
-                        core.send(core.response(request, verdict.status, verdict.reason,
-                                                headers=verdict.headers), reply)
-                else:
-                    core.respond_new(
-                        request, reply, verdict.status, now, verdict.reason, verdict.headers
-                    )
-                return
-        if request.method not in core.config.allow:
-            core.respond_new(request, reply, 405, now, headers=[("Allow", _allow(core))])
+        if self._absorbed(request, now):
             return
-        if request.method not in ("ACK", "CANCEL"):
-            required = parse_option_tags(request.headers.get_all("Require"))
-            unknown = [t for t in required if t.lower() not in core.config.supported]
-            if unknown:
-                core.respond_new(
-                    request, reply, 420, now, headers=[("Unsupported", ", ".join(unknown))]
-                )
-                return
-        if request.method == "CANCEL":
+        screened_in, trunk = self._screen(request, source, reply, now, admitted)
+        if not screened_in:
+            return
+        refusal = self._refusal(request)
+        if refusal is not None:
+            status, headers = refusal
+            self.core.respond_new(request, reply, status, now, headers=headers)
+        elif request.method == "CANCEL":
             self._on_cancel(request, reply, now)
         elif request.to.tag is not None:
-            self._in_dialog(request, source, reply, now)
+            self._in_dialog(request, reply, now)
         elif request.method == "INVITE":
-            self._on_invite(request, source, reply, now)
+            self._on_invite(request, source, reply, now, trunk)
         elif request.method == "OPTIONS":
-            core.respond_new(request, reply, 200, now, headers=core.capability_headers())
-        elif request.method != "ACK":
-            core.respond_new(request, reply, 481, now)  # BYE/INFO/UPDATE outside a dialog
+            self.core.respond_new(request, reply, 200, now, headers=self.core.capability_headers())
+        else:
+            self.core.respond_new(request, reply, 481, now)  # BYE/INFO/UPDATE outside a dialog
 
-    def _on_invite(self, request: SipRequest, source: Peer, reply: Peer, now: float) -> None:
+    def _absorbed(self, request: SipRequest, now: float) -> bool:
+        """A retransmission (never reaches the app), or the ACK for our non-2xx final."""
+        txn = self.core.server_txn(server_key(request))
+        if txn is None:
+            return False
+        absorbed = txn.receive_request(request, now)
+        return request.method != "ACK" or absorbed
+
+    def _screen(self, request: SipRequest, source: Peer, reply: Peer, now: float,
+                admitted: object | None) -> tuple[bool, str | None]:
+        """The pre-dispatch seam: (False, None) when it dropped or answered the request, else
+        (True, the trunk it matched)."""
+        core = self.core
+        if core.pre_dispatch is None:
+            return True, None
+        verdict = core.pre_dispatch.screen(source, request, now, admitted)
+        if verdict.action is SipAction.ALLOW:
+            return True, verdict.trunk
+        if verdict.action is SipAction.RESPOND:
+            if not verdict.stateless:
+                core.respond_new(request, reply, verdict.status, now, verdict.reason,
+                                 verdict.headers)
+            elif request.method != "ACK":
+                core.send(core.response(request, verdict.status, verdict.reason,
+                                        headers=verdict.headers), reply)
+        return False, None
+
+    def _refusal(self, request: SipRequest) -> tuple[int, list[tuple[str, str]]] | None:
+        """405 for a method we do not allow, 420 for a Require we do not support (§8.2.2)."""
+        config = self.core.config
+        if request.method not in config.allow:
+            return 405, [("Allow", _allow(self.core))]
+        if request.method in ("ACK", "CANCEL"):
+            return None
+        required = parse_option_tags(request.headers.get_all("Require"))
+        unknown = [t for t in required if t.lower() not in config.supported]
+        return (420, [("Unsupported", ", ".join(unknown))]) if unknown else None
+
+    def _on_invite(self, request: SipRequest, source: Peer, reply: Peer, now: float,
+                   trunk: str | None) -> None:
         core = self.core
         merge_key = (request.call_id, request.from_.tag or "", request.cseq.number)
-        earlier = core.calls.get(core.merged.get(merge_key, CallHandle(0)))
+        earlier = core.call_by_merge_key(merge_key)
         if earlier is not None and earlier.invite_server is not None:
             # §8.2.2.2: the same INVITE reached us again by another path (a forking proxy).
             core.respond_new(request, reply, 482, now)
@@ -109,16 +128,14 @@ class Uas:
             txn.send_response(core.response(request, 422, headers=too_small), now)
             return
         txn.send_response(core.response(request, 100), now)  # at once: stops Timer A
-        handle = CallHandle(core.new_handle())
-        dialog = Dialog.from_invite_as_uas(
-            request, new_tag(), source, core.contact(source.transport)
-        )
-        call = CallState(handle, Role.UAS, request, source, invite_server=txn)
-        core.calls[handle] = call
-        core.register_dialog(call, dialog)
-        core.invite_calls[txn.key] = handle
-        core.merged[merge_key] = handle
-        core.emit(InviteReceived(handle, request, source, _sdp(request)))
+        call = SipCall(CallHandle(core.new_handle()), Role.UAS, request, source,
+                       InviteState.INCOMING, invite_server=txn)
+        core.add_call(call, merge_key)
+        core.register_dialog(call, Dialog.from_invite_as_uas(
+            request, new_tag(), source,
+            core.contact(source.transport, secure=_sips_dialog(request, source))
+        ))
+        core.emit(InviteReceived(call.handle, request, source, _sdp(request), trunk))
 
     def _session_too_small(self, request: SipRequest) -> list[tuple[str, str]] | None:
         """RFC 4028 §8.1: an interval below our Min-SE is refused with 422 and our Min-SE."""
@@ -130,85 +147,69 @@ class Uas:
     def _on_cancel(self, request: SipRequest, reply: Peer, now: float) -> None:
         """§9.2: 200 for the CANCEL, then 487 for the INVITE if it is still pending."""
         core = self.core
-        invite_txn = core.server_txns.get(server_key(request, method="INVITE"))
+        invite_txn = core.server_txn(server_key(request, method="INVITE"))
         if not isinstance(invite_txn, ServerInviteTransaction):
             core.respond_new(request, reply, 481, now)
             return
-        handle = core.invite_calls.get(invite_txn.key)
-        call = core.calls.get(handle) if handle is not None else None
+        call = core.call_by_invite(invite_txn.key)
         tag = call.dialog.local_tag if call is not None and call.dialog is not None else None
         core.respond_new(request, reply, 200, now, to_tag=tag)  # same To tag as the INVITE's
         if invite_txn.state is not ServerInviteState.PROCEEDING:
             return  # already answered: the CANCEL has no effect
         invite_txn.send_response(core.response(invite_txn.request, 487, to_tag=tag), now)
-        if call is None:
+        if call is not None:
+            core.end_call(call, CallInput.CANCEL_RECEIVED, SipEndReason.CANCELLED, 487,
+                          now=now, notice=CallCancelled(call.handle))
             return
-        if call.invite_server is invite_txn:
-            if not call.app_ended:
-                core.emit(CallCancelled(call.handle))
-            core.end_call(call, SipEndReason.CANCELLED, 487)
-        elif call.pending_offer is invite_txn:
-            call.pending_offer = None  # a cancelled re-INVITE: the session stays as it was
+        # A cancelled re-INVITE: its offer is withdrawn, the session stays as it was.
+        call = core.call_by_dialog(
+            (request.call_id, request.to.tag or "", request.from_.tag or "")
+        )
+        if call is not None and call.their_offer is invite_txn:
+            self._take_their_offer(call, OfferInput.OFFER_WITHDRAWN)
 
-    def _in_dialog(self, request: SipRequest, source: Peer, reply: Peer, now: float) -> None:
+    def _in_dialog(self, request: SipRequest, reply: Peer, now: float) -> None:
+        """A request with a To tag: find its dialog, check CSeq order, hand it to its method."""
         core = self.core
-        key = (request.call_id, request.to.tag or "", request.from_.tag or "")
-        handle = core.dialogs.get(key)
-        call = core.calls.get(handle) if handle is not None else None
+        call = core.call_by_dialog(
+            (request.call_id, request.to.tag or "", request.from_.tag or "")
+        )
         if call is None or call.dialog is None:
             if request.method != "ACK":
                 core.respond_new(request, reply, 481, now)
             return
-        dialog = call.dialog
         if request.method == "ACK":
             self._on_ack(call, request, now)
-            return
-        if not dialog.check_remote_cseq(request):
+        elif not call.dialog.check_remote_cseq(request):
             core.respond_new(request, reply, 500, now, "CSeq Out of Order")
-            return
-        if request.method == "BYE":
-            core.respond_new(request, reply, 200, now)
-            if call.invite_server is not None and not call.invite_server.final_sent:
-                # BYE on an early dialog ends the INVITE too (§15.1.2).
-                call.invite_server.send_response(
-                    core.response(call.invite_server.request, 487, to_tag=dialog.local_tag), now
-                )
-            if call.pending_offer is not None:  # a re-INVITE/UPDATE the app had not answered
-                call.pending_offer.send_response(
-                    core.response(call.pending_offer.request, 487, to_tag=dialog.local_tag), now
-                )
-                call.pending_offer = None
-            if call.retransmitter is not None:
-                call.retransmitter.stop()
-            call.bye_pending = False
-            if not call.app_ended:
-                core.emit(ByeReceived(call.handle, request))
-            core.end_call(call, SipEndReason.REMOTE_BYE)
-        elif request.method in ("INVITE", "UPDATE"):
-            self._on_offer(call, request, reply, now)
-        elif request.method == "INFO":
-            core.respond_new(request, reply, 200, now)
-            if not call.app_ended:
-                core.emit(InfoReceived(call.handle, request.content_type, request.body, request))
-        elif request.method == "OPTIONS":
-            core.respond_new(request, reply, 200, now, headers=core.capability_headers())
         else:
-            core.respond_new(request, reply, 405, now, headers=[("Allow", _allow(core))])
+            _IN_DIALOG.get(request.method, Uas._on_unexpected)(self, call, request, reply, now)
 
-    def _on_offer(self, call: CallState, request: SipRequest, reply: Peer, now: float) -> None:
+    def _on_bye(self, call: SipCall, request: SipRequest, reply: Peer, now: float) -> None:
+        core = self.core
+        core.respond_new(request, reply, 200, now)
+        invite = call.invite_server
+        if invite is not None and not invite.final_sent:
+            # BYE on an early dialog ends the INVITE too (§15.1.2).
+            invite.send_response(self._to_dialog(call, invite.request, 487), now)
+        core.withdraw_their_offer(call, now)  # 487 for an offer the app had not answered
+        if call.retransmitter is not None:
+            call.retransmitter.stop()
+        core.end_call(call, CallInput.BYE_RECEIVED, SipEndReason.REMOTE_BYE,
+                      now=now, notice=ByeReceived(call.handle, request))
+
+    def _on_offer(self, call: SipCall, request: SipRequest, reply: Peer, now: float) -> None:
         """re-INVITE or UPDATE (§14.2, RFC 3311 §5.2): an offer the app answers, or a refresh."""
         core = self.core
         assert call.dialog is not None
-        if call.pending_offer is not None:
+        if call.offer is OfferState.THEIRS:
             core.respond_new(request, reply, 500, now, headers=[("Retry-After", "1")])
             return
-        awaiting_ack = call.retransmitter is not None and call.retransmitter.next_at is not None
-        if call.our_offer_pending or (
-            request.method == "INVITE"
-            and (call.dialog.state is not DialogState.CONFIRMED or awaiting_ack)
+        if call.offer is OfferState.OURS or (
+            request.method == "INVITE" and call.state is not InviteState.CONFIRMED
         ):
-            # Our own offer is in flight, or our last 2xx to an INVITE is not ACKed yet: the
-            # peer retries after a random delay (§14.1), and our 2xx bookkeeping stays simple.
+            # Our own offer is in flight, the dialog is early, or our last 2xx to an INVITE is
+            # not ACKed yet: the peer retries after a random delay (§14.1).
             core.respond_new(request, reply, 491, now)
             return
         too_small = self._session_too_small(request)
@@ -220,40 +221,48 @@ class Uas:
             txn.send_response(core.response(request, 100), now)
         call.dialog.update_target(request)
         if request.method == "UPDATE" and not request.body:
-            self._answer(call, txn.request, txn, None, now)  # a pure session refresh
-            return
-        call.pending_offer = txn
-        if call.app_ended:
-            txn.send_response(core.response(request, 481, to_tag=call.dialog.local_tag), now)
-            call.pending_offer = None
-            return
-        core.emit(ReinviteReceived(call.handle, request.method, _sdp(request), request))
+            self._answer(call, txn, None, now)  # a pure session refresh
+        elif call.ended:
+            txn.send_response(self._to_dialog(call, request, 481), now)
+        else:
+            call.offer_step(OfferInput.THEIR_OFFER)
+            call.their_offer = txn
+            core.emit(ReinviteReceived(call.handle, request.method, _sdp(request), request))
 
-    def _on_ack(self, call: CallState, request: SipRequest, now: float) -> None:
-        retransmitter = call.retransmitter
-        if retransmitter is None or retransmitter.next_at is None:
-            return  # a duplicate ACK
-        if request.cseq.number != call.retransmit_cseq:
-            return  # an ACK for some other INVITE
-        retransmitter.stop()
-        first = not call.acked
-        call.acked = True
-        if call.bye_pending:
-            self.core.send_bye(call, now)
-            self.core.maybe_forget(call)
-            return
-        if not call.app_ended:
+    def _on_info(self, call: SipCall, request: SipRequest, reply: Peer, now: float) -> None:
+        self.core.respond_new(request, reply, 200, now)
+        if not call.ended:
+            self.core.emit(
+                InfoReceived(call.handle, request.content_type, request.body, request)
+            )
+
+    def _on_options(self, call: SipCall, request: SipRequest, reply: Peer, now: float) -> None:
+        self.core.respond_new(request, reply, 200, now, headers=self.core.capability_headers())
+
+    def _on_unexpected(self, call: SipCall, request: SipRequest, reply: Peer, now: float) -> None:
+        self.core.respond_new(request, reply, 405, now, headers=[("Allow", _allow(self.core))])
+
+    def _on_ack(self, call: SipCall, request: SipRequest, now: float) -> None:
+        """The ACK for our 2xx ends its retransmissions (§13.3.1.4); others are duplicates."""
+        if not call.awaiting_ack or request.cseq.number != call.retransmit_cseq:
+            return  # a duplicate ACK, or one for some other INVITE
+        assert call.retransmitter is not None
+        call.retransmitter.stop()
+        before = call.state
+        call.step(CallInput.ACK)
+        if before is InviteState.BYE_AFTER_ACK:
+            self.core.send_bye(call, now)  # we hung up while waiting for this ACK (§15)
+        elif not call.ended:
             self.core.emit(AckReceived(call.handle, _sdp(request)))
-        elif first:
-            self.core.maybe_forget(call)
+        self.core.settle(call)
 
     # --- commands -------------------------------------------------------------------------
-    def ring(self, call: CallState, now: float, sdp: bytes | None) -> None:
-        txn = self._pending_invite(call)
+    def ring(self, call: SipCall, now: float, sdp: bytes | None) -> None:
+        call.step(CallInput.RING)
+        txn = self._invite(call)
         assert call.dialog is not None
-        status = 183 if sdp else 180
-        response = self.core.response(
-            txn.request, status, to_tag=call.dialog.local_tag,
+        response = self._to_dialog(
+            call, txn.request, 183 if sdp else 180,
             headers=[("Contact", call.dialog.local_contact)],
         )
         if sdp:
@@ -262,26 +271,23 @@ class Uas:
         txn.send_response(response, now)
 
     def answer(
-        self, call: CallState, sdp: bytes, now: float, headers: Iterable[tuple[str, str]]
+        self, call: SipCall, sdp: bytes, now: float, headers: Iterable[tuple[str, str]]
     ) -> None:
-        txn = self._pending_invite(call)
-        self._answer(call, txn.request, txn, sdp, now, headers)
-        call.answered = True
-        assert call.dialog is not None
-        call.dialog.state = DialogState.CONFIRMED
+        call.step(CallInput.ANSWER)
+        self._answer(call, self._invite(call), sdp, now, headers)
 
     def _answer(
-        self, call: CallState, request: SipRequest, txn: ServerTransaction, sdp: bytes | None,
-        now: float,
+        self, call: SipCall, txn: ServerTransaction, sdp: bytes | None, now: float,
         headers: Iterable[tuple[str, str]] = (),
     ) -> None:
         """Send a 2xx to an INVITE or UPDATE; an INVITE's 2xx is retransmitted until ACK."""
         core = self.core
+        request = txn.request
         dialog = call.dialog
         assert dialog is not None
         session_headers, session = core.session_answer(request, now)
-        response = core.response(
-            request, 200, to_tag=dialog.local_tag,
+        response = self._to_dialog(
+            call, request, 200,
             headers=[("Contact", dialog.local_contact), *core.capability_headers(),
                      *session_headers, *headers],
         )
@@ -300,60 +306,46 @@ class Uas:
             call.retransmit_peer = txn.peer
 
     def reject(
-        self, call: CallState, status: int, now: float, reason: str | None,
+        self, call: SipCall, status: int, now: float, reason: str | None,
         headers: Iterable[tuple[str, str]],
     ) -> None:
         if not 300 <= status <= 699:
             raise UsageError(f"reject needs a 3xx-6xx status, not {status}")
-        txn = self._pending_invite(call)
-        assert call.dialog is not None
-        txn.send_response(
-            self.core.response(txn.request, status, reason, to_tag=call.dialog.local_tag,
-                               headers=headers), now,
-        )
-        self.core.end_call(call, SipEndReason.REJECTED, status)
+        call.require(CallInput.REJECT)
+        txn = self._invite(call)
+        txn.send_response(self._to_dialog(call, txn.request, status, reason, headers), now)
+        self.core.end_call(call, CallInput.REJECT, SipEndReason.REJECTED, status, now=now)
 
     def answer_offer(
-        self, call: CallState, sdp: bytes | None, now: float, headers: Iterable[tuple[str, str]]
+        self, call: SipCall, sdp: bytes | None, now: float, headers: Iterable[tuple[str, str]]
     ) -> None:
-        txn = call.pending_offer
-        if txn is None:
-            raise UsageError("no re-INVITE or UPDATE is waiting for an answer")
-        call.pending_offer = None
-        self._answer(call, txn.request, txn, sdp, now, headers)
+        txn = self._take_their_offer(call, OfferInput.ANSWER_OFFER)
+        if txn.request.method == "INVITE":
+            call.step(CallInput.REINVITE_ANSWERED)
+        self._answer(call, txn, sdp, now, headers)
 
     def reject_offer(
-        self, call: CallState, status: int, now: float, reason: str | None,
+        self, call: SipCall, status: int, now: float, reason: str | None,
         headers: Iterable[tuple[str, str]],
     ) -> None:
-        txn = call.pending_offer
-        if txn is None:
-            raise UsageError("no re-INVITE or UPDATE is waiting for an answer")
         if not 300 <= status <= 699:
             raise UsageError(f"reject_offer needs a 3xx-6xx status, not {status}")
-        call.pending_offer = None
-        assert call.dialog is not None
-        txn.send_response(
-            self.core.response(txn.request, status, reason, to_tag=call.dialog.local_tag,
-                               headers=headers), now,
-        )
+        txn = self._take_their_offer(call, OfferInput.REJECT_OFFER)
+        txn.send_response(self._to_dialog(call, txn.request, status, reason, headers), now)
 
-    def hang_up(self, call: CallState, now: float) -> None:
+    def hang_up(self, call: SipCall, now: float) -> None:
         """End a UAS call the way its state requires (§15)."""
-        core = self.core
-        if not call.answered:
+        if call.state is InviteState.INCOMING:
             self.reject(call, 480, now, None, ())
             return
-        if call.pending_offer is not None:
-            self.reject_offer(call, 487, now, None, ())
-        if not call.acked and call.retransmitter is not None and call.retransmitter.next_at:
-            call.bye_pending = True  # §15: no BYE before the ACK (or its timeout)
-        else:
-            core.send_bye(call, now)
-        core.end_call(call, SipEndReason.LOCAL_BYE)
+        self.core.withdraw_their_offer(call, now)  # 487 before our BYE
+        if call.state is not InviteState.ANSWERED:
+            self.core.send_bye(call, now)
+        # In ANSWERED the table moves to BYE_AFTER_ACK: no BYE before the ACK (§15).
+        self.core.end_call(call, CallInput.HANG_UP, SipEndReason.LOCAL_BYE, now=now)
 
     # --- timers ---------------------------------------------------------------------------
-    def retransmit_2xx(self, call: CallState, now: float) -> None:
+    def retransmit_2xx(self, call: SipCall, now: float) -> None:
         """§13.3.1.4: resend the 2xx; after 64·T1 without ACK, end the dialog with BYE."""
         retransmitter = call.retransmitter
         if retransmitter is None:
@@ -361,22 +353,46 @@ class Uas:
         if retransmitter.expired(now):
             # §13.3.1.4 (and §14.2 for re-INVITEs): no ACK in 64·T1, so end the session.
             retransmitter.stop()
-            call.bye_pending = False
-            if call.dialog is not None and call.dialog.key in self.core.dialogs:
+            if self.core.dialog_registered(call):  # no BYE was sent or received yet
                 self.core.send_bye(call, now)
-            self.core.end_call(call, SipEndReason.ACK_TIMEOUT)
+            self.core.end_call(call, CallInput.ACK_TIMEOUT, SipEndReason.ACK_TIMEOUT, now=now)
             return
         if retransmitter.due(now):
             self.core.send(retransmitter.response, call.retransmit_peer or call.peer)
             retransmitter.advance(now)
 
-    def _pending_invite(self, call: CallState) -> ServerInviteTransaction:
+    # --- helpers --------------------------------------------------------------------------
+    def _invite(self, call: SipCall) -> ServerInviteTransaction:
         txn = call.invite_server
         if call.role is not Role.UAS or txn is None:
             raise UsageError("not an incoming call")
-        if txn.final_sent or call.app_ended:
-            raise UsageError("the INVITE was already answered or the call has ended")
         return txn
+
+    def _take_their_offer(self, call: SipCall, event: OfferInput) -> ServerTransaction:
+        """Close the offer line (answer, reject or withdrawal) and return its transaction."""
+        if call.offer is not OfferState.THEIRS or call.their_offer is None:
+            raise UsageError("no re-INVITE or UPDATE is waiting for an answer")
+        call.offer_step(event)
+        txn, call.their_offer = call.their_offer, None
+        return txn
+
+    def _to_dialog(
+        self, call: SipCall, request: SipRequest, status: int, reason: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> SipResponse:
+        """A response carrying our tag of the call's dialog."""
+        assert call.dialog is not None
+        return self.core.response(request, status, reason, to_tag=call.dialog.local_tag,
+                                  headers=headers)
+
+
+_IN_DIALOG: dict[str, _InDialogHandler] = {
+    "BYE": Uas._on_bye,
+    "INVITE": Uas._on_offer,
+    "UPDATE": Uas._on_offer,
+    "INFO": Uas._on_info,
+    "OPTIONS": Uas._on_options,
+}
 
 
 def _sdp(request: SipRequest) -> bytes | None:
@@ -385,6 +401,22 @@ def _sdp(request: SipRequest) -> bytes | None:
     return None
 
 
+def _sips_dialog(request: SipRequest, source: Peer) -> bool:
+    """§12.1.1: a dialog set up with a SIPS Request-URI, or a SIPS top Record-Route (else
+    Contact), gets a SIPS Contact from us — when it really arrived over TLS."""
+    if source.transport is not Transport.TLS:
+        return False
+    if request.uri is not None and request.uri.scheme == "sips":
+        return True
+    routes = request.headers.get_all("Record-Route")
+    first = routes[0] if routes else request.headers.get("Contact")
+    if not first:
+        return False
+    try:
+        return parse_name_addr(first).uri.scheme == "sips"
+    except ParseError:
+        return False
+
+
 def _allow(core: Core) -> str:
     return ", ".join(core.config.allow)
-

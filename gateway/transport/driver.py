@@ -1,6 +1,7 @@
 """The asyncio side of the sans-IO SIP endpoint: loop time in, bytes and events out, one timer.
 
-`SipDriver` owns one `SipEndpoint` and the transports registered with it (`udp.py`, `tcp.py`).
+`SipDriver` owns one `SipEndpoint` and the transports registered with it (`udp.py`, `tcp.py`,
+`tls.py`).
 After every input (a datagram, stream bytes, a timer, an application command) it flushes the
 endpoint's output to the right transport, hands every event to the application callback, and
 re-arms its single `loop.call_at` timer at `endpoint.get_timer()` — the aioquic
@@ -8,6 +9,8 @@ re-arms its single `loop.call_at` timer at `endpoint.get_timer()` — the aioqui
 
 Application commands go through `run`: `driver.run(lambda now: ep.answer(call, sdp, now))`, so
 the command sees loop time and its output is sent at once. Callbacks may call `run` again.
+`wait_idle(timeout)` lets a shutdown wait until the endpoint has nothing in flight (our BYEs
+answered, see `SipEndpoint.idle`) before the sockets close.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class SipDriver:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._dispatching = False
+        self._idle_waiters: list[asyncio.Future[None]] = []
 
     def now(self) -> float:
         return self._loop.time()
@@ -62,10 +66,11 @@ class SipDriver:
         self.endpoint.receive_datagram(data, addr, self.now())
         self._after_input()
 
-    def stream_received(self, data: bytes, conn_id: int, addr: Addr) -> bool:
+    def stream_received(self, data: bytes, conn_id: int, addr: Addr,
+                        transport: Transport = Transport.TCP) -> bool:
         if self._trace is not None:
             self._trace("in", data, addr)
-        ok = self.endpoint.receive_stream(data, conn_id, addr, self.now())
+        ok = self.endpoint.receive_stream(data, conn_id, addr, self.now(), transport)
         self._after_input()
         return ok
 
@@ -83,6 +88,21 @@ class SipDriver:
         finally:
             self._after_input()
 
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until `endpoint.idle`, at most `timeout` seconds; True when it got there."""
+        if self.endpoint.idle:
+            return True
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._idle_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return False
+        finally:
+            if waiter in self._idle_waiters:
+                self._idle_waiters.remove(waiter)
+        return True
+
     # --- internals --------------------------------------------------------------------------
     def _after_input(self) -> None:
         self._flush()
@@ -98,6 +118,12 @@ class SipDriver:
             finally:
                 self._dispatching = False
         self._arm()
+        # Only asked while someone waits: idle is a scan of the endpoint's tables.
+        if self._idle_waiters and self.endpoint.idle:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def _flush(self) -> None:
         for item in self.endpoint.datagrams_to_send():

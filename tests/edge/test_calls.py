@@ -19,6 +19,7 @@ from tests.edge.harness import (
     running,
     trunk,
 )
+from tests.integration.stack import NO_OVERLOAD
 
 
 async def test_plain_call_has_audio_both_ways() -> None:
@@ -79,18 +80,16 @@ async def test_wrong_password_gets_another_401_and_no_session() -> None:
 
 async def test_max_call_duration_ends_the_call_with_a_bye() -> None:
     def config(emu: object) -> object:
-        return make_config(emu, limits=LimitsConfig(max_calls=5, max_call_duration_s=1.0))  # type: ignore[arg-type]
+        return make_config(emu, limits=LimitsConfig(  # type: ignore[arg-type]
+            max_calls=5, max_call_duration_s=1.0, **NO_OVERLOAD))
 
     async with running(config) as rig:  # type: ignore[arg-type]
         caller = Caller(rig.udp)
         await caller.start()
         call = await place_call(caller)
-        loop = asyncio.get_running_loop()
-        answered = loop.time()
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(30):  # liveness only: the limit is 1 s
             while not [r for r in caller.requests if r.startswith(b"BYE")]:
                 await asyncio.sleep(0.02)
-        assert 0.9 <= loop.time() - answered <= 2.5
         (bye,) = [r for r in caller.requests if r.startswith(b"BYE")]
         assert f"Call-ID: {call.call_id}".encode() in bye
         await call.rtp.stop()
@@ -98,6 +97,11 @@ async def test_max_call_duration_ends_the_call_with_a_bye() -> None:
         metrics = (await rig.http_get("/metrics")).decode()
         assert 'orga_gateway_calls_ended_total{result="max_duration",route="*",trunk="local"} 1.0' \
             in metrics
+        # Not before the limit, on the gateway's own clock (a timer never fires early; a
+        # bound on when the caller saw the BYE would measure how busy the machine is).
+        (duration,) = [float(line.split()[-1]) for line in metrics.splitlines()
+                       if line.startswith("orga_gateway_call_duration_seconds_sum")]
+        assert duration >= 1.0
         assert rig.emulator.state()["sessions_active"] == 0
         caller.close()
 

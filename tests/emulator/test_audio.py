@@ -12,8 +12,8 @@ from gateway.emulator.agent import AgentSettings
 from gateway.emulator.audio import (
     FRAME_SAMPLES,
     REPLY_DOMINANT_HZ,
-    EnergyVad,
     Utterance,
+    UtteranceDetector,
     dominant_frequency,
     level_dbfs,
     load_wav,
@@ -36,7 +36,7 @@ def silence(seconds: float) -> np.ndarray:
     return np.zeros(int(seconds * RATE), dtype=np.float32)
 
 
-def feed(vad: EnergyVad, signal: np.ndarray) -> list[Utterance]:
+def feed(vad: UtteranceDetector, signal: np.ndarray) -> list[Utterance]:
     return [u for f in frames(signal) if (u := vad.feed(f)) is not None]
 
 
@@ -50,7 +50,7 @@ def feed(vad: EnergyVad, signal: np.ndarray) -> list[Utterance]:
     ],
 )
 def test_vad_thresholds(speech_s: float, silence_s: float, count: int) -> None:
-    vad = EnergyVad()
+    vad = UtteranceDetector()
     found = feed(vad, np.concatenate([tone(440, speech_s), silence(silence_s)]))
     assert len(found) == count
     if found:
@@ -61,7 +61,7 @@ def test_vad_thresholds(speech_s: float, silence_s: float, count: int) -> None:
 def test_vad_short_pauses_inside_an_utterance_do_not_split_it() -> None:
     signal = np.concatenate([tone(300, 0.4), silence(0.3), tone(300, 0.4), silence(0.6),
                              tone(500, 0.5), silence(0.5)])
-    found = feed(EnergyVad(), signal)
+    found = feed(UtteranceDetector(), signal)
     assert [round(u.speech_s, 2) for u in found] == [0.8, 0.5]
     assert [round(u.dominant_hz) for u in found] == [300, 500]
 
@@ -70,7 +70,7 @@ def test_vad_ignores_quiet_noise() -> None:
     rng = np.random.default_rng(1)
     noise = (rng.standard_normal(RATE * 2) * 0.002).astype(np.float32)  # about -54 dBFS
     assert level_dbfs(noise) < -50
-    assert feed(EnergyVad(), noise) == []
+    assert feed(UtteranceDetector(), noise) == []
 
 
 def test_reply_phrase_dominant_frequency_and_length() -> None:

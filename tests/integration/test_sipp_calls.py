@@ -89,7 +89,8 @@ async def test_retransmitted_invite_is_one_call(app: SipTestApp, tmp_path: Path)
     assert len(run.sent("INVITE")) == 2 and len(app.received("INVITE")) == 2
     (invite_at, _) = app.received("INVITE")
     assert len(run.received("SIP/2.0 100")) == 1  # 100 Trying at once, before the app acts
-    assert app.sent("SIP/2.0 100")[0] - invite_at < 0.05
+    # Before the caller's Timer A (T1, SIPp's default 500 ms) would retransmit the INVITE.
+    assert app.sent("SIP/2.0 100")[0] - invite_at < TimerSettings().T1
     assert len(run.received("SIP/2.0 180")) == 2  # the retransmission got our last response
     assert len(app.of_type(InviteReceived)) == 1
     assert ends(app) == [(SipEndReason.REMOTE_BYE, None)]

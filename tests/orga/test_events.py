@@ -9,8 +9,8 @@ import pytest
 from gateway.clock import FakeClock
 from gateway.orga.events import (
     ConversationCreated,
-    EndReason,
     InputTranscript,
+    OrgaEndReason,
     ResponseDone,
     ServerEventDecoder,
     SessionCreated,
@@ -94,7 +94,7 @@ def test_disconnected_ends_after_grace_only() -> None:
     clock.advance(4.9)
     assert tracker.on_timer(clock.now()) is None
     clock.advance(0.1)
-    assert tracker.on_timer(clock.now()) is EndReason.DISCONNECTED
+    assert tracker.on_timer(clock.now()) is OrgaEndReason.DISCONNECTED
     assert tracker.deadline() is None
     assert tracker.on_connection_state("failed", clock.now()) is None  # reported once
 
@@ -116,13 +116,13 @@ def test_disconnected_then_recovered_does_not_end() -> None:
 @pytest.mark.parametrize(
     ("feed", "reason"),
     [
-        (lambda t: t.on_connection_state("failed", 0.0), EndReason.PEER_FAILED),
-        (lambda t: t.on_connection_state("closed", 0.0), EndReason.PEER_CLOSED),
-        (lambda t: t.on_datachannel_closed(), EndReason.DATACHANNEL_CLOSED),
-        (lambda t: t.on_local_close(), EndReason.LOCAL_CLOSE),
+        (lambda t: t.on_connection_state("failed", 0.0), OrgaEndReason.PEER_FAILED),
+        (lambda t: t.on_connection_state("closed", 0.0), OrgaEndReason.PEER_CLOSED),
+        (lambda t: t.on_datachannel_closed(), OrgaEndReason.DATACHANNEL_CLOSED),
+        (lambda t: t.on_local_close(), OrgaEndReason.LOCAL_CLOSE),
     ],
 )
-def test_immediate_end_reasons_reported_once(feed: object, reason: EndReason) -> None:
+def test_immediate_end_reasons_reported_once(feed: object, reason: OrgaEndReason) -> None:
     tracker = SessionEndTracker(5.0)
     assert feed(tracker) is reason  # type: ignore[operator]
     assert tracker.on_datachannel_closed() is None

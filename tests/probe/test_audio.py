@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.emulator.audio import EnergyVad as UtteranceVad
+from gateway.emulator.audio import UtteranceDetector as UtteranceVad
 from gateway.media.transcode import G711Codec
 from gateway.media.voice import EnergyVad, rms_dbfs
 from gateway.probe.audio import (

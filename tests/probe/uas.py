@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from gateway.clock import LoopClock
-from gateway.emulator.audio import EnergyVad as UtteranceVad
 from gateway.emulator.audio import Utterance
+from gateway.emulator.audio import UtteranceDetector as UtteranceVad
 from gateway.media.jitter import Output
 from gateway.media.rtp_session import RtpSession
 from gateway.media.transcode import PHONE_FRAME_SAMPLES, PHONE_RATE, G711Codec

@@ -7,6 +7,7 @@ from gateway.sip.core import EndpointConfig
 from gateway.sip.endpoint import SipEndpoint
 from gateway.sip.events import (
     AckReceived,
+    ByeCompleted,
     ByeReceived,
     CallAnswered,
     CallCancelled,
@@ -33,6 +34,11 @@ def assert_empty(link: Link) -> None:
     for endpoint in (link.uac, link.uas):
         assert set(endpoint.table_sizes().values()) == {0}, endpoint.table_sizes()
         assert endpoint.active_calls == 0 and endpoint.get_timer() is None
+
+
+def bye_answered(event: object, call: int, status: int = 200) -> bool:
+    """Our BYE for `call` got its final response `status` (ByeCompleted)."""
+    return isinstance(event, ByeCompleted) and (event.call, event.status) == (call, status)
 
 
 def establish(link: Link) -> tuple[int, int]:
@@ -62,7 +68,9 @@ def test_call_and_bye_from_the_caller() -> None:
     events = link.take("uas")
     assert isinstance(events[0], ByeReceived)
     assert events[1] == DialogEnded(uas_call, SipEndReason.REMOTE_BYE)
-    assert link.take("uac") == [DialogEnded(uac_call, SipEndReason.LOCAL_BYE)]
+    ended, bye_done = link.take("uac")
+    assert ended == DialogEnded(uac_call, SipEndReason.LOCAL_BYE)
+    assert bye_answered(bye_done, uac_call)
     link.run_until(200.0)
     assert_empty(link)
 
@@ -74,7 +82,9 @@ def test_call_and_bye_from_the_callee() -> None:
     link.pump()
     assert link.sent("uas", "BYE") == [0.0] and link.sent("uac", "SIP/2.0 200") == [0.0]
     assert [type(e) for e in link.take("uac")] == [ByeReceived, DialogEnded]
-    assert link.take("uas") == [DialogEnded(uas_call, SipEndReason.LOCAL_BYE)]
+    ended, bye_done = link.take("uas")
+    assert ended == DialogEnded(uas_call, SipEndReason.LOCAL_BYE)
+    assert bye_answered(bye_done, uas_call)
     link.uas.hang_up(uas_call, link.now)  # idempotent
     link.run_until(100.0)
     assert_empty(link)
@@ -196,7 +206,9 @@ def test_lost_ack_means_2xx_retransmission_then_bye_after_64_t1() -> None:
     assert link.sent("uas", "BYE") == []
     link.run_until(32.0)
     assert link.sent("uas", "BYE") == [32.0]
-    assert link.take("uas") == [DialogEnded(invite.call, SipEndReason.ACK_TIMEOUT)]
+    ended, bye_done = link.take("uas")
+    assert ended == DialogEnded(invite.call, SipEndReason.ACK_TIMEOUT)
+    assert bye_answered(bye_done, invite.call)
     assert [type(e) for e in link.take("uac")] == [CallAnswered, ByeReceived, DialogEnded]
     link.run_until(100.0)
     assert link.sent("uas", "SIP/2.0 200") == expected
@@ -219,7 +231,8 @@ def test_hang_up_before_the_ack_waits_for_it() -> None:
     assert link.take("uas") == [DialogEnded(invite.call, SipEndReason.LOCAL_BYE)]
     link.run_until(1.5)  # the retransmitted 2xx at 1.5 gets an ACK through; BYE follows
     assert link.sent("uas", "BYE") == [1.5]
-    assert link.take("uas") == []
+    (bye_done,) = link.take("uas")
+    assert bye_answered(bye_done, invite.call)
     link.run_until(100.0)
     assert [type(e) for e in link.take("uac")][-2:] == [ByeReceived, DialogEnded]
     assert_empty(link)
@@ -277,7 +290,9 @@ def test_session_timer_refreshes_keep_the_call_and_a_missing_refresh_ends_it() -
     link.drop = lambda sender, data: data.startswith(b"UPDATE")
     link.run_until(300.0)
     assert link.sent("uas", "BYE") == [180.0 + 88.0]
-    assert link.take("uas") == [DialogEnded(uas_call, SipEndReason.SESSION_EXPIRED)]
+    ended, bye_done = link.take("uas")
+    assert ended == DialogEnded(uas_call, SipEndReason.SESSION_EXPIRED)
+    assert bye_answered(bye_done, uas_call)
     assert [type(e) for e in link.take("uac")] == [ByeReceived, DialogEnded]
     assert uac_call
     link.run_until(400.0)

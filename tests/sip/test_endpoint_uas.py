@@ -123,6 +123,7 @@ def test_malformed_but_addressable_requests_get_400_with_a_warning(
     ep.receive_datagram(data, SRC, 0.0)
     resp, out = only_response(ep)
     assert resp.status == 400 and warning in (resp.headers.get("Warning") or "")
+    assert resp.reason.startswith("Bad Request (")  # the wire's reason phrase, not a class name
     assert out.addr == SRC
     assert ep.next_event() is None
 
@@ -155,10 +156,16 @@ class Policy:
     def __init__(self, verdict: SipVerdict) -> None:
         self.verdict = verdict
         self.seen: list[tuple[Peer, str]] = []
+        self.admitted: list[object | None] = []
 
-    def screen(self, source: Peer, request: SipRequest, now: float) -> SipVerdict:
+    def screen(self, source: Peer, request: SipRequest, now: float,
+               admitted: object | None = None) -> SipVerdict:
         self.seen.append((source, request.method))
+        self.admitted.append(admitted)
         return self.verdict
+
+    def admit(self, host: str, now: float) -> object | None:
+        return None if host == "192.0.2.99" else ("token", host)
 
 
 def test_pre_dispatch_can_drop_or_answer_before_any_event() -> None:
@@ -174,6 +181,17 @@ def test_pre_dispatch_can_drop_or_answer_before_any_event() -> None:
     ep.receive_datagram(raw(branch="z9hG4bK-2"), SRC, 0.1)  # retransmission: no second screen
     assert len(policy.seen) == 2 and only_response(ep)[0].status == 503
     assert ep.next_event() is None
+
+
+def test_gate_decision_reaches_the_screen_and_the_trunk_reaches_the_event() -> None:
+    policy = Policy(SipVerdict.allow("pbx"))
+    ep = SipEndpoint(pre_dispatch=policy, gate=policy)
+    ep.receive_datagram(raw(), ("192.0.2.99", 5060), 0.0)  # the gate drops it unparsed
+    assert policy.seen == [] and ep.datagrams_to_send() == []
+    ep.receive_datagram(raw(), SRC, 0.0)
+    assert policy.admitted == [("token", SRC[0])]
+    event = ep.next_event()
+    assert isinstance(event, InviteReceived) and event.trunk == "pbx"
 
 
 def test_invite_event_and_admission_reject_with_headers(ep: SipEndpoint) -> None:

@@ -101,7 +101,9 @@ async def test_slow_loris_closed_by_header_timeout_while_others_served() -> None
                 closed_at = loop.time()
                 break
         assert await is_closed(loris)
-        assert closed_at is not None and 0.25 <= closed_at - t0 < 1.0
+        # Closed by the header timer: not before it, and before the headers were complete
+        # (`closed_at` is set only while bytes are still to come; 30 s idle is far off).
+        assert closed_at is not None and closed_at - t0 >= 0.3
         assert reasons == ["tcp_header_timeout"]
         assert await serves(good, "z9hG4bK-good")
         close_all(loris, good)
