@@ -1,8 +1,10 @@
 """Several gateway workers behind the real Kamailio, as `deploy/kamailio/` ships it.
 
-`Worker` is `orga-sip-gateway run --config FILE` in its own process, with its own SIP port, RTP
-range and HTTP port; `Balancer` is `kamailio -f deploy/kamailio/kamailio.cfg` started with the
-two defines the file takes (`LISTEN`, `DISPATCHER_LIST`), in the foreground, logging to stderr.
+`Worker` is `orga-sip-gateway run --config FILE --worker N` in its own process: all workers share
+one config file with `[workers] count`, and each derives its own SIP port, RTP slice and HTTP
+port from it, as the systemd template `orga-sip-gateway@N` runs them. `Balancer` is
+`kamailio -f deploy/kamailio/kamailio.cfg` started with the two defines the file takes
+(`LISTEN`, `DISPATCHER_LIST`), in the foreground, logging to stderr.
 Tests read the workers from outside, as an operator would: /metrics, /ready, the log, the exit
 code.
 """
@@ -15,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import tomllib
 import uuid
 from pathlib import Path
 
@@ -42,6 +45,9 @@ WORKER_CONFIG = """\
 bind = "127.0.0.1"
 port = {sip_port}
 transports = ["udp"]
+
+[workers]
+count = {count}
 
 [rtp]
 bind = "127.0.0.1"
@@ -71,27 +77,38 @@ match = "+4930*"
 """
 
 
-class Worker:
-    """One gateway worker process; `sip_port` and (after start) `http_port`."""
+def shared_config(workdir: Path, orga_url: str, count: int, *, max_calls: int = 8) -> Path:
+    """One config for `count` workers: `count` consecutive free SIP ports, an RTP range that
+    `count` slices of `max_calls` calls fit in, ephemeral HTTP ports."""
+    rtp_min, rtp_max = free_udp_range(count * (2 * max_calls + 2))  # from 30000 up
+    sip_port = free_udp_range(count, low=20000, high=29000)[0]  # below: never in the RTP range
+    path = workdir / "gateway.toml"
+    path.write_text(WORKER_CONFIG.format(
+        sip_port=sip_port, count=count, rtp_min=rtp_min, rtp_max=rtp_max, orga_url=orga_url,
+        max_calls=max_calls, no_overload=NO_OVERLOAD_TOML))
+    return path
 
-    def __init__(self, name: str, workdir: Path, orga_url: str, *, max_calls: int = 8) -> None:
-        self.name = name
-        self.sip_port = free_sip_port()
-        rtp_min, rtp_max = free_udp_range(2 * max_calls + 2)
-        self.config = workdir / f"{name}.toml"
-        self.config.write_text(WORKER_CONFIG.format(
-            sip_port=self.sip_port, rtp_min=rtp_min, rtp_max=rtp_max, orga_url=orga_url,
-            max_calls=max_calls, no_overload=NO_OVERLOAD_TOML))
+
+class Worker:
+    """Worker `index` of the shared config; `sip_port` and (after start) `http_port`."""
+
+    def __init__(self, index: int, config: Path) -> None:
+        self.index = index
+        self.name = f"w{index}"
+        self.config = config
+        self.sip_port = tomllib.loads(config.read_text())["sip"]["port"] + index - 1
         self.process: Process | None = None
         self.http_port = 0
 
     async def start(self) -> Worker:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ORGA_", "NOTIFY_"))}
         self.process = await Process.start("run", "--config", str(self.config),
+                                           "--worker", str(self.index),
                                            env={**env, "ORGA_API_KEY": API_KEY})
         match = await self.process.wait_for_line(r"HTTP endpoint on [\d.]+:(\d+)", 40)
         self.http_port = int(match.group(1))
-        await self.process.wait_for_line(r"gateway ready", 40)
+        ready = await self.process.wait_for_line(r"gateway ready: SIP [\d.]+:(\d+)", 40)
+        assert int(ready.group(1)) == self.sip_port  # the port worker N derives
         return self
 
     @property
