@@ -11,8 +11,6 @@ code.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import shutil
 import signal
@@ -137,51 +135,34 @@ class Balancer:
         self.dispatcher_list = workdir / "dispatcher.list"
         self.dispatcher_list.write_text("".join(
             f"1 sip:{LOOPBACK}:{w.sip_port} 0 0 duid={w.name}\n" for w in workers))
-        self.proc: asyncio.subprocess.Process | None = None
-        self.lines: list[str] = []
-        self._reader: asyncio.Task[None] | None = None
+        self.process: Process | None = None
 
     async def start(self) -> Balancer:
         assert KAMAILIO is not None
         run = self.workdir / "kamailio-run"
         run.mkdir(exist_ok=True)
-        self.proc = await asyncio.create_subprocess_exec(
+        self.process = await Process.run(
             KAMAILIO, "-DD", "-E", "-f", str(KAMAILIO_CFG),
             "-A", f"LISTEN=udp:{LOOPBACK}:{self.port}",
             "-A", f'DISPATCHER_LIST="{self.dispatcher_list}"',
             "-A", "LB_CHILDREN=2", "-m", "32", "-M", "4", "-w", str(self.workdir),
-            "-Y", str(run), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-        assert self.proc.stderr is not None
-        self._reader = asyncio.create_task(self._read(self.proc.stderr))
-        await wait_until(lambda: self.options_status() == 200 or self.exited, 20,
+            "-Y", str(run))
+        await wait_until(lambda: options_status(self.port) == 200 or self.exited, 20,
                          "Kamailio to answer OPTIONS")
         assert not self.exited, "\n".join(self.lines[-40:])
         return self
 
     @property
+    def lines(self) -> list[str]:
+        return self.process.lines if self.process is not None else []
+
+    @property
     def exited(self) -> bool:
-        return self.proc is None or self.proc.returncode is not None
-
-    async def _read(self, stream: asyncio.StreamReader) -> None:
-        async for raw in stream:
-            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-
-    def options_status(self, port: int | None = None, timeout: float = 0.5) -> int | None:
-        """Send one OPTIONS (to the balancer, or to `port`) and return the status, or None."""
-        return options_status(port or self.port, timeout)
+        return self.process is None or self.process.proc.returncode is not None
 
     async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        if self.process is not None:
+            await self.process.stop(signal.SIGTERM, 10)
 
 
 def options_status(port: int, timeout: float = 0.5) -> int | None:

@@ -96,7 +96,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     try:
         yield await running.start()
     finally:
-        lines = running.balancer.lines if running.balancer else []
+        lines = list(running.balancer.lines) if running.balancer else []
         for worker in running.workers:  # overload changes, as the workers logged them
             if worker.process is not None:
                 lines += [f"{worker.name}: {line}" for line in worker.proc.lines
