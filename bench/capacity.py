@@ -115,7 +115,7 @@ def ramp(args: argparse.Namespace, mode: str, workers: int, steps: list[int],
         n = per_worker * workers
         lay = Layout(n, workers, max(1, math.ceil(n / 40)), max(1, math.ceil(n / 25)))
         run_args = argparse.Namespace(
-            seconds=args.seconds, rate=args.rate, margin=2.0, stand_in_nice=0,
+            seconds=args.seconds, rate=args.rate, margin=2.0, stand_in_nice=args.stand_in_nice,
             sample_interval=0.5, floor_seconds=args.floor_seconds, far_end=True,
             balancer=workers > 1)
         step_logs = logs / f"{mode}-{n}"
@@ -146,6 +146,9 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="call length after answer")
     p.add_argument("--rate", type=float, default=5.0, help="new calls per second")
     p.add_argument("--floor-seconds", type=float, default=5.0)
+    p.add_argument("--stand-in-nice", type=int, default=0, metavar="N",
+                   help="run the far ends and callers at this nice level (e.g. 10) so the "
+                   "workers get the CPU first on a shared machine; default 0")
     p.add_argument("--keep-going", action="store_true",
                    help="run every step even after one failed (to see how quality degrades)")
     p.add_argument("--modes", nargs="+", choices=["one", "two"], default=["one", "two"],
