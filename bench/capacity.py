@@ -92,6 +92,8 @@ def summary_line(row: dict[str, Any], mode: str, ok: bool) -> dict[str, Any]:
         "delay_p99": each_way(row["onset"][1]), "max_gap": row["max_gap"],
         "load": (row["load_during"] or row["load_before"])[0],
         "busy": row.get("machine_busy", float("nan")),
+        # Share of the window the workers' loop threads were runnable but had no CPU.
+        "wait": max(row.get("wait", {}).values(), default=float("nan")),
     }
 
 
@@ -130,7 +132,8 @@ def ramp(args: argparse.Namespace, mode: str, workers: int, steps: list[int],
               f"({line['xfloor']:.1f}x floor {line['floor']:.2f} %), rss/call "
               f"{line['rss_per_call']:.2f} MB, lag p99 {ms(line['lag_p99'])} ms, setup p95 "
               f"{ms(line['setup_p95'])} ms, delay p99 {ms(line['delay_p99'])} ms each way, "
-              f"longest gap {ms(line['max_gap'])} ms, machine busy {line['busy']:.0f} %",
+              f"longest gap {ms(line['max_gap'])} ms, machine busy {line['busy']:.0f} %, "
+              f"worker loop waiting for a CPU {line['wait']:.0f} % of the time",
               flush=True)
         for w in why:
             print(f"   - {w}")
