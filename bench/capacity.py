@@ -94,6 +94,9 @@ def summary_line(row: dict[str, Any], mode: str, ok: bool) -> dict[str, Any]:
         "busy": row.get("machine_busy", float("nan")),
         # Share of the window the workers' loop threads were runnable but had no CPU.
         "wait": max(row.get("wait", {}).values(), default=float("nan")),
+        # The load generators (not measured as the gateway): % of one core per call.
+        "far_end_per_call": row.get("emu_cpu", float("nan")) / n,
+        "caller_per_call": row.get("caller_cpu", float("nan")) / n,
     }
 
 
@@ -133,7 +136,9 @@ def ramp(args: argparse.Namespace, mode: str, workers: int, steps: list[int],
               f"{line['rss_per_call']:.2f} MB, lag p99 {ms(line['lag_p99'])} ms, setup p95 "
               f"{ms(line['setup_p95'])} ms, delay p99 {ms(line['delay_p99'])} ms each way, "
               f"longest gap {ms(line['max_gap'])} ms, machine busy {line['busy']:.0f} %, "
-              f"worker loop waiting for a CPU {line['wait']:.0f} % of the time",
+              f"worker loop waiting for a CPU {line['wait']:.0f} % of the time; far end "
+              f"{line['far_end_per_call']:.2f} %, callers {line['caller_per_call']:.2f} % of a "
+              "core per call",
               flush=True)
         for w in why:
             print(f"   - {w}")
