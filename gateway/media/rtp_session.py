@@ -246,7 +246,10 @@ class RtpSession:
         if self._transport is None or self._closed or not self._params.send_enabled:
             return False
         if self._srtp is not None:
-            data = self._srtp.protect(data)
+            protected = self._srtp.protect(data)
+            if protected is None:
+                return False
+            data = protected
         self._transport.sendto(data, self.remote)
         self._sent.packets += 1
         self._sent.bytes += len(data)
