@@ -17,6 +17,7 @@ tones in a cheaper mode. The transcoding floor (G.711 decode + resample + aiortc
 encoder, and back: Opus decode + resample + G.711 encode) runs first in this same process.
 
     /work/venv/bin/python bench/media_path.py [--calls 1 10 30] [--loss 0 0.01] [--seconds 20]
+        [--record off ogg wav]   # each run without and with call recording (issue 16)
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ async def loop_lag(samples: list[float], stop: asyncio.Event) -> None:
 
 
 async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
-                      fast: bool, tune: bool) -> dict[str, Any]:
+                      fast: bool, tune: bool, record: str = "off") -> dict[str, Any]:
     from aiortc import RTCRtpSender, RTCSessionDescription
 
     from gateway.aiortc_patches import tune_receiver
@@ -173,6 +174,20 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
             await send_msg(o_w, {"offer": pc.localDescription.sdp})
             answer = (await recv_msg(o_r))["answer"]
             await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+    recorder = recordings = None
+    if record != "off":  # every call recorded, as with `record = true` on its route
+        import tempfile
+
+        from gateway.config import RecordingConfig
+        from gateway.records.recording import Recorder
+
+        recorder = Recorder(RecordingConfig(directory=tempfile.mkdtemp(prefix="bench-rec-"),
+                                            format=record))
+        recorder.prepare()
+        now = asyncio.get_running_loop().time()
+        recordings = [recorder.open(f"call{c}", now) for c in range(calls)]
+        for session, recording in zip(sessions, recordings, strict=True):
+            session.tap = recording
     await send_msg(p_w, {"gateway_ports": [s.local_address[1] for s in sessions]})
     await asyncio.sleep(warmup)
     lags: list[float] = []
@@ -192,6 +207,10 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
     phone = await recv_msg(p_r)
     orga = await recv_msg(o_r)
     underruns = sum(p.stats.underruns_speech for p in pumps)
+    if recorder is not None and recordings is not None:
+        written = [await r.close() for r in recordings]
+        recorder.close()
+        assert all(written), "a recording failed"
     for pump in pumps:
         await pump.stop()
     for pc in peers:
@@ -243,6 +262,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--receiver", choices=["tuned", "aiortc"], default="tuned",
                     help="aiortc: leave aiortc's own receive jitter buffer (for comparison)")
+    ap.add_argument("--record", choices=["off", "ogg", "wav"], nargs="+", default=["off"],
+                    help="record every call (issue 16); several values compare in one run")
     ap.add_argument("--mode", choices=["fast", "aiortc"], default="fast",
                     help="fast: Opus encoded/decoded by the gateway on the loop; "
                     "aiortc: aiortc's own codec path (thread pool, 48 kHz stereo)")
@@ -262,22 +283,23 @@ def main() -> int:
     print(f"transcoding floor, no network, % of one core per call: aiortc codec path "
           f"{floor_ref:.2f}, gateway fast path {floor_fast:.2f} (ratio below uses "
           f"{'fast' if fast else 'aiortc'})")
-    print("calls loss  cpu%/call  x floor  RSS MB/call | caller->AI ms p50   p99 "
+    print("rec   calls loss  cpu%/call  x floor  RSS MB/call | caller->AI ms p50   p99 "
           "| AI->caller ms p50   p99 | n_up n_down underruns | loop lag p99 ms | "
           "other processes % core: phone orga | RTP to phone: gap p99 max ms, >30 ms of n")
-    for calls in args.calls:
-        for loss in args.loss:
-            r = asyncio.run(gateway_run(calls, loss, args.seconds, args.warmup, fast,
-                                        args.receiver == "tuned"))
-            per_call = r["cpu_pct"] / calls
-            print(f"{calls:5d} {loss * 100:3.0f}%  {per_call:9.2f}  {per_call / floor:7.2f}  "
-                  f"{r['rss_per_call']:11.2f} |            {pct(r['up'], 50)} {pct(r['up'], 99)} "
-                  f"|            {pct(r['down'], 50)} {pct(r['down'], 99)} "
-                  f"| {len(r['up']):4d} {len(r['down']):6d} {r['underruns_speech']:9d} "
-                  f"| {r['loop_lag_p99']:15.1f} | {r['phone_cpu']:5.0f} {r['orga_cpu']:4.0f} "
-                  f"| {r['gap'][0]:5.1f} {r['gap'][1]:5.1f} {r['gap'][2]} of {r['gap'][3]} "
-                  f"load={os.getloadavg()[0]:.2f}",
-                  flush=True)
+    runs = [(c, loss, rec) for c in args.calls for loss in args.loss for rec in args.record]
+    for calls, loss, record in runs:
+        r = asyncio.run(gateway_run(calls, loss, args.seconds, args.warmup, fast,
+                                    args.receiver == "tuned", record))
+        per_call = r["cpu_pct"] / calls
+        print(f"{record:5s} {calls:5d} {loss * 100:3.0f}%  {per_call:9.2f}  "
+              f"{per_call / floor:7.2f}  "
+              f"{r['rss_per_call']:11.2f} |            {pct(r['up'], 50)} {pct(r['up'], 99)} "
+              f"|            {pct(r['down'], 50)} {pct(r['down'], 99)} "
+              f"| {len(r['up']):4d} {len(r['down']):6d} {r['underruns_speech']:9d} "
+              f"| {r['loop_lag_p99']:15.1f} | {r['phone_cpu']:5.0f} {r['orga_cpu']:4.0f} "
+              f"| {r['gap'][0]:5.1f} {r['gap'][1]:5.1f} {r['gap'][2]} of {r['gap'][3]} "
+              f"load={os.getloadavg()[0]:.2f}",
+              flush=True)
     return 0
 
 

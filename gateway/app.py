@@ -29,6 +29,8 @@ from gateway.metrics import Metrics
 from gateway.orga.api import OrgaApi
 from gateway.orga.settings import OrgaClientSettings, PeerSettings
 from gateway.outcomes import Outcome
+from gateway.overload import LoadMonitor, OverloadThresholds
+from gateway.records.service import RecordsService
 from gateway.sdnotify import SystemdNotifier
 from gateway.security.ratelimit import ConcurrencyLimiter
 from gateway.security.screen import NO_TRUNK, SecurityScreen
@@ -106,8 +108,14 @@ class Gateway:
         self.registry: CallRegistry | None = None
         self.http: HttpServer | None = None
         self.draining = Draining()  # the one flag: screen, registry, /ready, systemd status
+        lim = config.limits
+        self.load = LoadMonitor(OverloadThresholds(
+            loop_lag_s=lim.overload_loop_lag_ms / 1000, cpu_fraction=lim.overload_cpu_percent / 100,
+            window_s=lim.overload_window_s), self.metrics.event_loop_lag)
         # Its buckets start full; the first `now` it is given (loop time) only refills them.
-        self.screen = SecurityScreen(config, self.metrics, draining=self.draining)
+        self.screen = SecurityScreen(config, self.metrics, draining=self.draining,
+                                     availability=self._availability)
+        self.records = RecordsService(config, self.metrics)
         self._udp: UdpTransport | None = None
         self._tcp: TcpTransport | None = None
         self._tls: TlsTransport | None = None
@@ -128,6 +136,7 @@ class Gateway:
             observer=self.metrics.orga_request,
             on_token=self._on_token,
         )
+        await self.records.start()
         endpoint = SipEndpoint(endpoint_config(cfg), pre_dispatch=self.screen, gate=self.screen)
         self.driver = SipDriver(endpoint, self._on_sip_event)
         ctx = CallContext(
@@ -138,8 +147,10 @@ class Gateway:
             ),
             advertised_address=cfg.sip.public_address or cfg.rtp.bind,
             clock=self.clock,
+            records=self.records.sink, recorder=self.records.recorder,
         )
-        self.registry = CallRegistry(ctx, self.draining)
+        self.registry = CallRegistry(ctx, self.draining, lambda: self.load.overloaded)
+        self.load.start()
         advertise = cfg.sip.public_address
         if "udp" in cfg.sip.transports:
             self._udp = await UdpTransport.start(self.driver, cfg.sip.bind, cfg.sip.port,
@@ -202,7 +213,11 @@ class Gateway:
     def _state(self) -> GatewayState:
         assert self.registry is not None
         return GatewayState(bool(self.draining), len(self.registry.calls),
-                            self.config.limits.max_calls)
+                            self.config.limits.max_calls, self.load.overloaded)
+
+    def _availability(self) -> str | None:
+        """Why this worker takes no new call now (OPTIONS gets 503), or None."""
+        return self.registry.availability() if self.registry is not None else None
 
     def _status(self) -> str:
         calls = len(self.registry.calls) if self.registry else 0
@@ -241,6 +256,8 @@ class Gateway:
             await self._tls.close()
         if self.http is not None:
             await self.http.close()
+        await self.load.stop()
+        await self.records.stop()  # after the calls: their records are spooled, files closed
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):

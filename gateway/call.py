@@ -48,6 +48,8 @@ from gateway.outcomes import (
     response_headers,
     sip_warning,
 )
+from gateway.records.record import NULL_SINK, CallRecord, RecordSink
+from gateway.records.recording import CallRecording, Recorder
 from gateway.sdp import MediaParams, SdpNegotiationError, negotiate, parse_offer
 from gateway.sip.events import (
     AckReceived,
@@ -90,6 +92,8 @@ class CallContext:
     peer_settings: PeerSettings
     advertised_address: str  # the address our SDP answer names (public_address or RTP bind)
     clock: Clock  # the loop clock (gateway/clock.py): every time a call reads comes from it
+    records: RecordSink = NULL_SINK  # the webhook sender when [webhooks] is configured
+    recorder: Recorder | None = None  # when a route has record = true
 
 
 _SIP_END_OUTCOMES = {
@@ -98,6 +102,18 @@ _SIP_END_OUTCOMES = {
     SipEndReason.SESSION_EXPIRED: Outcome.SESSION_EXPIRED,
     SipEndReason.REMOTE_ERROR: Outcome.SIP_ERROR,
 }
+
+
+def callee_of(invite: InviteReceived) -> str:
+    """The dialed number: the request URI's user part ("" when there is none)."""
+    uri = invite.request.uri
+    return (uri.user_unescaped or "") if isinstance(uri, SipUri) else ""
+
+
+def caller_of(invite: InviteReceived) -> str:
+    """The caller's number: the From URI's user part ("" when there is none)."""
+    from_uri = invite.request.from_.sip_uri
+    return (from_uri.user_unescaped or "") if from_uri is not None else ""
 
 
 class Call:
@@ -113,10 +129,8 @@ class Call:
         self.route_label = route.label
         self.trunk = trunk
         self.call_id = invite.request.call_id
-        uri = invite.request.uri
-        self.callee = (uri.user_unescaped or "") if isinstance(uri, SipUri) else ""
-        from_uri = invite.request.from_.sip_uri
-        self.caller = (from_uri.user_unescaped or "") if from_uri is not None else ""
+        self.callee = callee_of(invite)
+        self.caller = caller_of(invite)
         self.conversation_id: str | None = None
         # `call_logger` puts the ids in the record's `ctx`, which the daemon's formatter prints
         # (`call_id=... conversation_id=...`); a plain LoggerAdapter's extra would be dropped.
@@ -133,7 +147,11 @@ class Call:
         self._track: CallerAudioTrack | None = None
         self._session: OrgaSession | None = None
         self._pump: AiAudioPump | None = None
-        self._meter = TurnLatencyMeter(on_turn=ctx.metrics.turn_latency)
+        self._recording: CallRecording | None = None
+        self.record = CallRecord(ctx.records, sip_call_id=self.call_id, direction="inbound",
+                                 trunk=trunk, route=self.route_label, caller=self.caller,
+                                 callee=self.callee, now=self.started_at)
+        self._meter = TurnLatencyMeter(on_turn=self._turn)
         self._sdp_version = 0
         self._tasks: asyncio.TaskGroup  # set by run(): owns every task of this call
         # How the call ended, once known; before the answer it is also the final response owed,
@@ -197,6 +215,7 @@ class Call:
     async def _setup_phase(self) -> Outcome | None:
         """Run the setup; return None once answered, else the outcome (response is queued)."""
         self.ctx.signalling.ring(self.handle)
+        self.record.ringing(self._clock.now())
         setup = self._tasks.create_task(self._setup_failure(), name=f"setup {self.call_id}")
         waiting: set[asyncio.Future[Any]] = {setup, self._stop}
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -228,7 +247,7 @@ class Call:
 
     async def _setup(self) -> None:
         cfg = self.ctx.config
-        step = _Steps(self._clock, self.ctx.metrics)
+        step = _Steps(self._clock, self.ctx.metrics, self.record)
         async with asyncio.timeout(cfg.orga.setup_timeout_s):
             offer = parse_offer((self.invite.sdp or b"").decode("utf-8", "replace"))
             rtp, answer = await self._open_media(offer)
@@ -252,6 +271,7 @@ class Call:
             for name, seconds in self._session.timings.items():
                 if name != "total":
                     self.ctx.metrics.setup_step(name, seconds)
+                    self.record.step(name, seconds)
             self.conversation_id = self._session.conversation_id
             self.log = self.log.bind(conversation_id=self.conversation_id)
             remote = await self._session.peer.remote_audio
@@ -259,6 +279,11 @@ class Call:
         self._answered = True
         self.answered_at = self._clock.now()
         self.ctx.metrics.call_setup(self.answered_at - self.started_at)
+        self.record.answered(self.answered_at, self.conversation_id)
+        if self.route.record and self.ctx.recorder is not None:
+            rtp.tap = self._recording = self.ctx.recorder.open(self.record.call_id,
+                                                               self.answered_at)
+            pump.play_first(self.ctx.recorder.announcement)  # "this call is recorded"
         pump.start(remote, self._tasks)
         self.ctx.metrics.add_conversation(self.conversation_id or "", self.route_label, self.stats)
         self.log.info(
@@ -304,6 +329,9 @@ class Call:
         if self._port is not None:
             self.ctx.ports.release(self._port)
             self._port = None
+        # 5. finish the recording (encoded off the loop) so the record can name it
+        if self._recording is not None:
+            self.record.recording(await self._recording.close())
 
     def _end_dialog(self) -> None:
         """BYE for an answered call, the final response for one that ended in setup; nothing
@@ -323,6 +351,7 @@ class Call:
         if self.conversation_id is not None:
             m.remove_conversation(self.conversation_id)
         result = outcome.result
+        status = 200 if self._answered else outcome.disposition.status
         duration = None if self.answered_at is None else self._clock.now() - self.answered_at
         m.call_ended(result, self.route_label, self.trunk, duration)
         if self._rtp is not None:
@@ -333,12 +362,19 @@ class Call:
             m.rtp_jitter(stats.received.jitter_ms / 1000.0)
             m.security_rejection("rtp_foreign_source", stats.received.foreign_dropped)
             m.security_rejection("rtp_rate", stats.received.rate_dropped)
+            got = stats.received
+            self.record.media("in", packets=got.packets, lost=got.lost, late=got.late,
+                              jitter_ms=round(got.jitter_ms, 2))
+            self.record.media("out", packets=stats.sent.packets)
         if self._pump is not None:
             pump = self._pump.stats
             if pump.underruns_speech:
                 m.playout_underrun(pump.underruns_speech)
             if pump.dropped_backlog:
                 m.playout_dropped(pump.dropped_backlog_ms / 1000.0)
+            self.record.media("out", underruns=pump.underruns_speech,
+                              dropped_ms=pump.dropped_backlog_ms)
+        self.record.ended(self._clock.now(), result, status)
         if duration is not None:
             self.log.info("call ended: %s after %.1f s", result, duration)
 
@@ -426,15 +462,23 @@ class Call:
 
     def _dtmf(self, event: DtmfReceived) -> None:
         self.ctx.metrics.dtmf(event.digit)
-        self.log.info("DTMF %s (%d ms, %s)", event.digit, event.duration_ms, event.source.value)
+        self.record.dtmf(event.digit, self._clock.now(), event.source.value)
+        # Digits are personal data (PINs, account numbers): the call record carries them.
+        self.log.debug("DTMF %s (%d ms, %s)", event.digit, event.duration_ms, event.source.value)
 
     def _orga_event(self, event: ServerEvent) -> None:
         if isinstance(event, InputTranscript):
             self.ctx.metrics.text_event("transcript")
-            self.log.info("caller said: %s", event.text)
+            self.record.utterance("caller", event.text, self._clock.now())
+            self.log.debug("caller said: %s", event.text)
         elif isinstance(event, ResponseDone):
             self.ctx.metrics.text_event("assistant")
-            self.log.info("assistant said: %s", event.clean_text)
+            self.record.utterance("assistant", event.clean_text, self._clock.now())
+            self.log.debug("assistant said: %s", event.clean_text)
+
+    def _turn(self, seconds: float) -> None:
+        self.ctx.metrics.turn_latency(seconds)
+        self.record.turn(seconds)
 
     def stats(self) -> ConversationStats:
         rtp = self._rtp.stats if self._rtp is not None else None
@@ -470,12 +514,13 @@ class Call:
 class _Steps:
     """Times consecutive setup steps into the per-step histogram."""
 
-    def __init__(self, clock: Clock, metrics: Metrics) -> None:
-        self._clock, self._metrics, self._at = clock, metrics, clock.now()
+    def __init__(self, clock: Clock, metrics: Metrics, record: CallRecord) -> None:
+        self._clock, self._metrics, self._record, self._at = clock, metrics, record, clock.now()
 
     def done(self, name: str) -> None:
         now = self._clock.now()
         self._metrics.setup_step(name, now - self._at)
+        self._record.step(name, now - self._at)
         self._at = now
 
 

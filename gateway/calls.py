@@ -1,7 +1,8 @@
 """The registry of active calls: admission, routing, event dispatch, drain and shutdown.
 
-Admission (issue 6 item 1, issue 7 item 4/7) happens here before a `Call` exists: draining →
-503, `limits.max_calls` reached → 503, the trunk's `max_calls` reached → 503, no route → 404;
+Admission (issue 6 item 1, issue 7 item 4/7, issue 12) happens here before a `Call` exists:
+draining → 503, `limits.max_calls` reached → 503, the worker overloaded → 503, the trunk's
+`max_calls` reached → 503, no route → 404;
 each rejection is a SIP response and a `calls_ended{result}` sample. Admitted calls run as tasks
 the registry owns; SIP events are dispatched to them by call handle. `drain()` stops admission
 and waits for calls to end, up to `limits.drain_timeout_s`, then hangs up the rest.
@@ -12,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
 
-from gateway.call import Call, CallContext
+from gateway.call import Call, CallContext, callee_of, caller_of
 from gateway.drain import Draining
 from gateway.outcomes import Outcome, response_headers
+from gateway.records.record import CallRecord
 from gateway.routes import match_route
 from gateway.sip.events import CallHandle, DialogEnded, InviteReceived
-from gateway.sip.uri import SipUri
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +28,15 @@ UNROUTED = "-"  # route label for calls rejected before a route was chosen
 
 
 class CallRegistry:
-    def __init__(self, ctx: CallContext, draining: Draining | None = None) -> None:
+    def __init__(self, ctx: CallContext, draining: Draining | None = None,
+                 overloaded: Callable[[], bool] | None = None) -> None:
         self.ctx = ctx
         self.calls: dict[CallHandle, Call] = {}
         self._tasks: dict[CallHandle, asyncio.Task[None]] = {}
         self._per_trunk: Counter[str] = Counter()
         self._trunk_limits = {t.name: t.max_calls for t in ctx.config.trunks}
         self.draining = draining if draining is not None else Draining()
+        self._overloaded = overloaded or (lambda: False)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -40,15 +44,27 @@ class CallRegistry:
     def at_capacity(self) -> bool:
         return len(self.calls) >= self.ctx.config.limits.max_calls
 
+    def availability(self) -> str | None:
+        """Why no new call is taken now — "draining", "at capacity", "overloaded" — or None.
+        The screen answers OPTIONS and /ready from it, so a balancer's probe sees what an
+        INVITE would get."""
+        if self.draining:
+            return "draining"
+        if self.at_capacity():
+            return "at capacity"
+        return "overloaded" if self._overloaded() else None
+
     def on_invite(self, event: InviteReceived, trunk: str) -> None:
         metrics = self.ctx.metrics
-        uri = event.request.uri
-        callee = (uri.user_unescaped or "") if isinstance(uri, SipUri) else ""
+        callee = callee_of(event)
         if self.draining:
             self._refuse(event, Outcome.DRAINING, trunk)
             return
         if self.at_capacity():
             self._refuse(event, Outcome.CAPACITY, trunk)
+            return
+        if self._overloaded():
+            self._refuse(event, Outcome.OVERLOADED, trunk)
             return
         limit = self._trunk_limits.get(trunk)
         if limit is not None and self._per_trunk[trunk] >= limit:
@@ -73,6 +89,10 @@ class CallRegistry:
         self.ctx.signalling.reject(event.call, d.status, reason=d.reason,
                                    headers=response_headers(d))
         self.ctx.metrics.call_ended(d.result, UNROUTED, trunk)
+        CallRecord.refused(self.ctx.records, sip_call_id=event.request.call_id, trunk=trunk,
+                           route=UNROUTED, caller=caller_of(event), callee=callee_of(event),
+                           result=d.result, sip_status=d.status,
+                           now=asyncio.get_running_loop().time())
         log.log(d.log_level, "refused call %s with %d (%s)", event.request.call_id, d.status,
                 d.result)
 

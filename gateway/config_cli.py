@@ -36,7 +36,23 @@ def summary(config: Config) -> str:
         f"drain {config.limits.drain_timeout_s:g} s",
         f"Trunks   {trunks}",
         f"Routes   {routes}",
+        *_workers(config),
     ])
+
+
+def _workers(config: Config) -> list[str]:
+    """One line per worker when several share the file (`run --worker N`)."""
+    from gateway.workers import worker_config
+
+    count = config.workers.count
+    if count == 1:
+        return []
+    lines = []
+    for n in range(1, count + 1):
+        w = worker_config(config, n)
+        lines.append(f"Worker {n:<2} SIP {w.sip.port}, HTTP {w.http.listen}, RTP "
+                     f"{w.rtp.port_min}-{w.rtp.port_max} ({w.rtp.call_capacity} calls)")
+    return lines
 
 
 def load_or_report(path: str, what: str = "") -> Config | None:

@@ -51,7 +51,8 @@ def test_example_documents_every_key_with_its_default() -> None:
 
     raw = tomllib.loads((ROOT / "config" / "gateway.example.toml").read_text())
     defaults = Config()
-    for section in ("sip", "rtp", "orga", "http", "limits", "security"):
+    for section in ("sip", "rtp", "orga", "http", "limits", "security", "webhooks",
+                    "recording"):
         obj = getattr(defaults, section)
         for key in obj.__dataclass_fields__:
             assert key in raw[section], f"{section}.{key} missing from the example"

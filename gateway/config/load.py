@@ -32,7 +32,9 @@ from gateway.config.schema import (
     DIGEST_ALGORITHMS,
     PLACEHOLDER_RE,
     PLACEHOLDERS,
+    RECORDING_FORMATS,
     TRANSPORTS,
+    WEBHOOK_EVENTS,
     Check,
     Config,
     ConfigError,
@@ -41,11 +43,13 @@ from gateway.config.schema import (
     Secret,
     SipConfig,
     TrunkConfig,
+    WebhooksConfig,
     check_of,
     is_open_public,
     sections,
     split_hostport,
 )
+from gateway.records.announcement import wav_problem
 from gateway.transport.tls_context import TlsFiles, check_files
 
 API_KEY_ENV = "ORGA_API_KEY"
@@ -89,9 +93,11 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str]) -> Config:
               'add a [[trunks]] entry (e.g. name = "pbx", allow = ["192.0.2.10/32"])')
     _tls(p, built["sip"], trunks)
     api_key = _api_key(env, p)
+    webhook_secret = _webhook_secret(built["webhooks"], env, p)
     if p.items:
         raise ConfigError(p.items)
-    return Config(trunks=trunks, routes=routes, api_key=api_key, **built)
+    return Config(trunks=trunks, routes=routes, api_key=api_key, webhook_secret=webhook_secret,
+                  **built)
 
 
 def read_secret_file(path: str) -> str:
@@ -341,11 +347,59 @@ def _limits_vs_rtp(p: Problems, built: dict[str, Any]) -> None:
               f"{first + 2 * max_calls - 1} or lower limits.max_calls")
 
 
+def _workers(p: Problems, built: dict[str, Any]) -> None:
+    """Several workers from this file must not clash (gateway/workers.py)."""
+    from gateway.workers import layout_problems
+
+    if not (_rtp_ports_in_range(built["rtp"]) and _in_range(built["workers"], "count")):
+        return
+    try:
+        split_hostport(built["http"].listen)
+    except ValueError:
+        return  # reported under http.listen
+    for key, problem, fix in layout_problems(built["sip"], built["rtp"], built["http"],
+                                             built["limits"], built["workers"].count):
+        p.add(key, problem, fix)
+
+
 def _unknown_source(p: Problems, built: dict[str, Any]) -> None:
     value = built["security"].unknown_source
     if value not in ("drop", "reject"):
         p.add("security.unknown_source", f"{value!r} is not a choice",
               'use "drop" (silent, default) or "reject" (403)')
+
+
+def _webhooks(p: Problems, built: dict[str, Any]) -> None:
+    hooks: WebhooksConfig = built["webhooks"]
+    if hooks.url is not None and hooks.urls:
+        p.add("webhooks.url", "both url and urls are set", "keep one of them")
+    for url in hooks.targets:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            p.add("webhooks.url", f"{url!r} is not an http(s) URL",
+                  'write a full URL, e.g. "https://crm.example/hooks/calls"')
+    unknown = [e for e in hooks.events if e not in WEBHOOK_EVENTS]
+    if unknown or not hooks.events:
+        p.add("webhooks.events", f"{list(hooks.events)!r} is not a list of known events",
+              "use some of: " + ", ".join(f'"{e}"' for e in WEBHOOK_EVENTS))
+    if hooks.targets and (hooks.secret_env is None) == (hooks.secret_file is None):
+        p.add("webhooks.secret_env", "webhooks need exactly one secret source",
+              "set secret_env (name of an environment variable) or secret_file")
+
+
+def _recording_format(p: Problems, built: dict[str, Any]) -> None:
+    value = built["recording"].format
+    if value not in RECORDING_FORMATS:
+        p.add("recording.format", f"{value!r} is not a format",
+              'use "ogg" (Opus, small) or "wav" (16-bit PCM)')
+
+
+def _recording_announcement(p: Problems, built: dict[str, Any]) -> None:
+    path = built["recording"].announcement
+    problem = wav_problem(path) if path is not None else None
+    if problem is not None:
+        p.add("recording.announcement", problem,
+              "name a 16-bit PCM WAV file the gateway's user can read, or remove the key")
 
 
 # Rules a field's `setting` cannot express. "section.field": run right after that field's own
@@ -360,6 +414,10 @@ RULES: dict[str, Rule] = {
     "http.listen": _http_listen,
     "limits": _limits_vs_rtp,
     "security.unknown_source": _unknown_source,
+    "workers": _workers,
+    "webhooks": _webhooks,
+    "recording.format": _recording_format,
+    "recording.announcement": _recording_announcement,
 }
 
 
@@ -594,6 +652,23 @@ def _routes(raw: Any, trunk_names: set[str], p: Problems) -> tuple[Route, ...]:
             _check_value(p, f"{pre}.{f.name}", values.get(f.name), f.metadata.get("check"))
         out.append(Route(**values))
     return tuple(out)
+
+
+def _webhook_secret(hooks: WebhooksConfig, env: Mapping[str, str], p: Problems) -> Secret:
+    """The HMAC key for webhook signatures, from `secret_env` or `secret_file` (never inline)."""
+    if not hooks.targets:
+        return Secret("")
+    if hooks.secret_env is not None:
+        value = env.get(hooks.secret_env, "").strip()
+        if not value:
+            p.add("webhooks.secret_env", f"environment variable {hooks.secret_env} is not set "
+                  "or empty", f"export {hooks.secret_env}=... before starting, or use secret_file")
+        return Secret(value)
+    if hooks.secret_file is not None:
+        secret = _secret_file(p, "webhooks.secret_file", hooks.secret_file,
+                              "the webhook secret", strip=True)
+        return secret if isinstance(secret, Secret) else Secret("")
+    return Secret("")
 
 
 def _api_key(env: Mapping[str, str], p: Problems) -> Secret:

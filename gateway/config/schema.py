@@ -22,11 +22,18 @@ TRANSPORTS = ("udp", "tcp", "tls")
 SRTP_POLICIES = ("off", "optional", "required")  # per trunk: SDES-SRTP on the phone leg
 CODECS = ("PCMU", "PCMA")
 DIGEST_ALGORITHMS = ("SHA-256", "MD5")
+WEBHOOK_EVENTS = ("call.started", "call.answered", "call.ended", "transcript")
+RECORDING_FORMATS = ("ogg", "wav")
+STATE_DIRECTORY = "/var/lib/orga-sip-gateway"  # systemd StateDirectory= of the units
 # The placeholders an `instructions` template may use (rendered in `gateway/orga/settings.py`).
 PLACEHOLDERS = ("caller", "callee", "call_id")
 PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Overload defaults, measured with bench/capacity.py (README "Capacity"): the loop lag p90 at
+# which phone-side pacing gaps appear, and a CPU share that leaves the loop room to breathe.
+OVERLOAD_LAG_MS = 10.0
+OVERLOAD_CPU_PERCENT = 90.0
 
 T = TypeVar("T")
 
@@ -161,6 +168,12 @@ class LimitsConfig:
     max_calls: int = setting(50, lo=1, hi=10000)
     max_call_duration_s: float = setting(3600.0, lo=10, hi=86400, unit=" s")
     drain_timeout_s: float = setting(300.0, lo=0, hi=86400, unit=" s")
+    # Overload (gateway/overload.py): new calls get 503 while the event loop's lag p90 over
+    # the window is above overload_loop_lag_ms, or the process used more than
+    # overload_cpu_percent of one core over it (0 = not checked).
+    overload_loop_lag_ms: float = setting(OVERLOAD_LAG_MS, lo=1, hi=1000, unit=" ms")
+    overload_cpu_percent: float = setting(OVERLOAD_CPU_PERCENT, lo=0, hi=800, unit=" %")
+    overload_window_s: float = setting(2.0, lo=0.5, hi=60, unit=" s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +194,49 @@ class SecurityConfig:
     max_message_size: int = setting(65535, lo=1500, hi=1_048_576)
     rtp_max_packets_per_second: int = setting(200, lo=50, hi=100000)
     nonce_ttl_s: float = setting(300.0, lo=10, hi=86400)
+    # Penalty box: this many failed digest answers from one source within the window drop
+    # everything from it for auth_ban_s (gateway/security/penalty.py).
+    auth_failures_max: int = setting(5, lo=1, hi=1000)
+    auth_failures_window_s: float = setting(60.0, lo=1, hi=86400, unit=" s")
+    auth_ban_s: float = setting(600.0, lo=1, hi=604800, unit=" s")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkersConfig:
+    """Worker processes on this host sharing this file; worker N derives its SIP port, HTTP
+    port and RTP slice from it (gateway/workers.py, systemd orga-sip-gateway@N)."""
+
+    count: int = setting(1, lo=1, hi=64)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhooksConfig:
+    """Where call records go (`gateway/records/webhooks.py`); no URL = no webhooks. The secret
+    comes from `secret_env` or `secret_file` and is held on `Config.webhook_secret`."""
+
+    url: str | None = None
+    urls: tuple[str, ...] = ()
+    secret_env: str | None = None
+    secret_file: str | None = None
+    events: tuple[str, ...] = ("call.ended",)
+    spool_dir: str = f"{STATE_DIRECTORY}/spool"
+    spool_max_mb: float = setting(100.0, lo=1, hi=100_000, unit=" MB")
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The receiver URLs (`url` or `urls`)."""
+        return self.urls or ((self.url,) if self.url else ())
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingConfig:
+    """How recorded calls are stored (`gateway/records/recording.py`); routes opt in with
+    `record = true`."""
+
+    directory: str = f"{STATE_DIRECTORY}/recordings"
+    format: str = "ogg"  # "ogg" (Opus) | "wav" (16-bit PCM)
+    retention_days: float = setting(0.0, lo=0, hi=36500, unit=" days")  # 0 = keep
+    announcement: str | None = None  # WAV played to the caller before the agent
 
 
 # --- [[trunks]] and [[routes]] ----------------------------------------------------------------
@@ -200,6 +256,10 @@ class TrunkConfig:
     # Offered in this order (RFC 8760 §2.4). Some UACs (SIPp 3.6, old PBXs) answer only the
     # first challenge and know only MD5: such a trunk lists ["MD5"].
     digest_algorithms: tuple[str, ...] = DIGEST_ALGORITHMS
+    # New calls per second this trunk may place, and its burst (issue 12: carriers sell
+    # 10-100 CPS, and behind a balancer the whole cluster's calls come from one address).
+    max_cps: float = setting(30.0, lo=0.01, hi=10000)
+    cps_burst: int = setting(60, lo=1, hi=100000)
     # SDES-SRTP on the phone leg: "off", "optional" (SRTP when offered) or "required" (488).
     srtp: str = setting("optional", choices=SRTP_POLICIES)
     # Mutual TLS: a CA file; TLS clients from this trunk must present a certificate it signed.
@@ -214,8 +274,9 @@ class TrunkConfig:
 class Route:
     """One `[[routes]]` entry: which calls it takes (`match`, `trunk`) and what it overrides.
 
-    Every other field is an override of the `[orga]` key of the same name; None means "as in
-    [orga]". `gateway/orga/settings.py` resolves them into the call's session parameters.
+    The fields from `model` to `history` override the `[orga]` key of the same name; None means
+    "as in [orga]". `gateway/orga/settings.py` resolves them into the call's session parameters.
+    `record` switches call recording on for this route (`[recording]`).
     """
 
     match: str = "*"
@@ -226,6 +287,7 @@ class Route:
     instructions: str | None = setting(None, template=True)
     return_transcription: bool | None = None
     history: bool | None = None
+    record: bool = False  # not an [orga] override: record this route's calls ([recording])
 
     @property
     def label(self) -> str:
@@ -247,9 +309,13 @@ class Config:
     http: HttpConfig = HttpConfig()
     limits: LimitsConfig = LimitsConfig()
     security: SecurityConfig = SecurityConfig()
+    workers: WorkersConfig = WorkersConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
+    recording: RecordingConfig = RecordingConfig()
     trunks: tuple[TrunkConfig, ...] = DEFAULT_TRUNKS
     routes: tuple[Route, ...] = DEFAULT_ROUTES
     api_key: Secret = field(default=Secret(""), repr=False, compare=False)
+    webhook_secret: Secret = field(default=Secret(""), repr=False, compare=False)
 
     def warnings(self) -> list[str]:
         """Things that are allowed but must be logged at every start (issue 7 item 2)."""
@@ -267,7 +333,8 @@ class Config:
 
     def secrets(self) -> list[str]:
         """Every secret value, for registration with the log redaction filter."""
-        values = [self.api_key.reveal()] + [t.password.reveal() for t in self.trunks if t.password]
+        values = [self.api_key.reveal(), self.webhook_secret.reveal()] + [
+            t.password.reveal() for t in self.trunks if t.password]
         return [v for v in values if v]
 
 

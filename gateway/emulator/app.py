@@ -27,7 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from gateway.emulator.models import Offer, params_model, session_params
+from gateway.emulator.models import OfferBody, params_model, session_params
 from gateway.orga.settings import MODALITIES, MODELS
 
 CLIENT_SECRETS_PATH = "/v1/realtime/client-secrets"
@@ -117,16 +117,17 @@ def realtime_router(emu: Any) -> APIRouter:
     if emu.config.params_required:
         @router.post(CALLS_PATH, dependencies=[counted("calls_requests")])
         async def calls(claims: Annotated[dict[str, Any], Depends(token_claims)],
-                        offer: Offer, params: Params) -> Response:  # type: ignore[valid-type]
+                        offer: OfferBody, params: Params) -> Response:  # type: ignore[valid-type]
             return await _calls(claims, offer, params)
     else:
         @router.post(CALLS_PATH, dependencies=[counted("calls_requests")])
         async def calls_lenient(claims: Annotated[dict[str, Any], Depends(token_claims)],
-                                offer: Offer,
+                                offer: OfferBody,
                                 params: Params | None = None) -> Response:  # type: ignore[valid-type]
             return await _calls(claims, offer, params)
 
-    async def _calls(claims: dict[str, Any], offer: Offer, params: BaseModel | None) -> Response:
+    async def _calls(claims: dict[str, Any], offer: OfferBody,
+                     params: BaseModel | None) -> Response:
         reply = await emu.create_call(claims, offer, session_params(params))
         if reply.raw is not None:  # an injected malformed answer
             return Response(reply.raw, status_code=reply.status, media_type="application/json")

@@ -43,13 +43,13 @@ def sdp_sections(sdp: str) -> list[tuple[str, str | None, str]]:
     return sections
 
 
-class Offer(BaseModel):
+class OfferBody(BaseModel):
     sdp: str
     type: Literal["offer"]
     candidates: list[Candidate]
 
     @model_validator(mode="after")
-    def _matches_the_sdk_layout(self) -> Offer:
+    def _matches_the_sdk_layout(self) -> OfferBody:
         sections = sdp_sections(self.sdp)
         if not any(media == "audio" and re.search(r"^a=rtpmap:\d+ opus/48000", text, re.M | re.I)
                    for media, _, text in sections):

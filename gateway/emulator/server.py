@@ -32,7 +32,7 @@ from fastapi import APIRouter
 
 from gateway.emulator.agent import AgentSettings, EmulatedSession
 from gateway.emulator.app import create_app, error_body
-from gateway.emulator.models import Offer
+from gateway.emulator.models import OfferBody
 from gateway.emulator.stun import LoopbackStunServer
 from gateway.emulator.tokens import TokenIssuer
 from gateway.orga.settings import VOICES, SessionParams
@@ -241,7 +241,7 @@ class Emulator:
         return servers if self.config.bare_ice_list else {"iceServers": servers}
 
     async def create_call(
-        self, claims: dict[str, Any], offer: Offer, params: SessionParams
+        self, claims: dict[str, Any], offer: OfferBody, params: SessionParams
     ) -> Reply:
         self._consume(claims)  # single use from here on, whatever happens next
         if self.faults.fail_calls > 0:

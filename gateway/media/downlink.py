@@ -30,10 +30,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from gateway.clock import Clock
-from gateway.media.transcode import PHONE_RATE, AiResampler, AudioFrame, Pcm, g711
+from gateway.media.transcode import (
+    PHONE_RATE,
+    AiResampler,
+    AudioFrame,
+    G711Codec,
+    Pcm,
+    g711,
+)
 from gateway.media.voice import EnergyVad, TurnLatencyMeter, conceal
 from gateway.sdp import MediaParams
 
@@ -95,6 +103,8 @@ class AiAudioPump:
         self._on_speech_start = on_speech_start
         self._resampler = AiResampler()
         self._queue: collections.deque[tuple[Pcm, bool]] = collections.deque()
+        self._first: Pcm | None = None  # see play_first
+        self._extra_ms = 0  # added to max_queue_ms while AI audio waits behind it
         self._talkspurt = False
         self._quiet_ticks = 0  # ticks since the last voiced frame, while in a talkspurt
         self._pending_underruns = 0
@@ -110,13 +120,23 @@ class AiAudioPump:
         """Size packets for `ms` (the SDP's ptime); bounds are kept in milliseconds."""
         self._frame_ms = ms
         self._frame_samples = PHONE_RATE * ms // 1000
-        self._max_frames = max(1, self._max_queue_ms // ms)
+        self._max_frames = max(1, (self._max_queue_ms + self._extra_ms) // ms)
         self._target_frames = max(1, self._target_queue_ms // ms)
         self._hangover_ticks = max(1, self._hangover_ms // ms)
 
     @property
     def stats(self) -> PumpStats:
         return replace(self._stats, queue_ms=len(self._queue) * self._frame_ms)
+
+    def play_first(self, pcm: Pcm) -> None:
+        """Send `pcm` (phone-rate audio) before any AI audio: the recording announcement.
+        AI audio arriving meanwhile waits behind it, not dropped: the queue's bound grows by
+        its length until the backlog is back under the usual bound (silence between AI turns
+        is skipped, so the added delay ends at the AI's first pause)."""
+        if pcm.size:
+            self._first = pcm
+            self._extra_ms = pcm.shape[0] * 1000 // PHONE_RATE
+            self._packet_time(self._frame_ms)
 
     def start(self, track: MediaStreamTrack | None = None,
               tasks: asyncio.TaskGroup | None = None) -> None:
@@ -199,6 +219,12 @@ class AiAudioPump:
             self._packet_time(params.ptime_ms)
         codec = g711(params.codec)
         q = self._queue
+        if self._first is not None:
+            self._send_first(codec)
+            return
+        if self._extra_ms and len(q) * self._frame_ms <= self._max_queue_ms:
+            self._extra_ms = 0  # the backlog that waited behind play_first has drained
+            self._packet_time(self._frame_ms)
         # Shrink standing delay: drop silence while we hold more than the target (not inside a
         # talkspurt, where short pauses are part of speech).
         while len(q) > self._target_frames and not q[0][1] and not self._talkspurt:
@@ -236,6 +262,15 @@ class AiAudioPump:
             self._stats.sent_silence += 1
         else:
             self._sink.skip_samples(self._frame_samples)
+
+    def _send_first(self, codec: G711Codec) -> None:
+        assert self._first is not None
+        n = self._frame_samples
+        pcm, rest = self._first[:n], self._first[n:]
+        self._first = rest if rest.size else None
+        if pcm.shape[0] < n:  # the last packet, padded to the packet time
+            pcm = np.concatenate([pcm, np.zeros(n - pcm.shape[0], dtype=np.int16)])
+        self._sink.send_audio(codec.encode(pcm), n)
 
     def _quiet(self, underrun: bool) -> None:
         if not self._talkspurt:

@@ -15,7 +15,8 @@ Owns (RFC 3550 §6.4.1 / A.1 / A.8, RFC 4961 symmetric RTP, RFC 4733 routing):
   them and protected last before `sendto` (`media/srtp.py`); a packet that fails is dropped and
   counted, and only an authenticated packet can latch the peer address;
 - an inactivity timeout (no RTP for `inactivity_timeout_s`, suspended while on hold) that sets
-  `timed_out` and calls `on_timeout`, which the call turns into a BYE.
+  `timed_out` and calls `on_timeout`, which the call turns into a BYE;
+- an optional `tap` that sees each audio packet received and sent (call recording).
 
 Time comes from the injected `Clock` (the loop clock; tests step a fake one); the watchdog task
 only polls `check_inactivity`.
@@ -29,7 +30,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.clock import Clock
 from gateway.media.dtmf import DtmfReceived, TelephoneEventReceiver
@@ -92,6 +93,13 @@ class _SsrcState:
         return max(0, self.ext.highest - self.base + 1 - self.received)
 
 
+class RtpTap(Protocol):
+    """Sees each audio packet of the phone leg (a call recording); must only queue, on the loop."""
+
+    def received(self, payload: bytes, codec: str, timestamp: int, now: float) -> None: ...
+    def sent(self, payload: bytes, codec: str, timestamp: int, now: float) -> None: ...
+
+
 class RtpSession:
     """Create with `await RtpSession.open(...)`; always `await close()`."""
 
@@ -140,6 +148,7 @@ class RtpSession:
         self._watchdog: asyncio.Task[None] | None = None
         self.timed_out: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._closed = False
+        self.tap: RtpTap | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -242,6 +251,7 @@ class RtpSession:
 
     def send_audio(self, payload: bytes, samples: int, marker: bool = False) -> bool:
         """Send one G.711 frame. Timestamps advance even when hold suppresses sending."""
+        timestamp = self._sender.timestamp
         data = self._sender.next_packet(payload, samples, marker)
         if self._transport is None or self._closed or not self._params.send_enabled:
             return False
@@ -251,6 +261,8 @@ class RtpSession:
                 return False
             data = protected
         self._transport.sendto(data, self.remote)
+        if self.tap is not None:
+            self.tap.sent(payload, self._params.codec, timestamp, self._clock.now())
         self._sent.packets += 1
         self._sent.bytes += len(data)
         return True
@@ -320,6 +332,8 @@ class RtpSession:
         self.jitter.push(packet.sequence, packet.payload)
         self._audio_samples += len(packet.payload)  # G.711: one octet per sample
         self.last_audio_arrival = now
+        if self.tap is not None:
+            self.tap.received(packet.payload, params.codec, packet.timestamp, now)
 
     def _account(self, seq: int, ts: int, now: float) -> None:
         st = self._ssrc_state

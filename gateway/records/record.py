@@ -15,6 +15,7 @@ Transcripts and digits are personal data: they go only to the configured sink, n
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -36,6 +37,9 @@ class NullSink:
         return None
 
 
+NULL_SINK = NullSink()
+
+
 @dataclass(slots=True)
 class _Transfer:
     target: str
@@ -48,13 +52,15 @@ class _Transfer:
 class CallRecord:
     """Builds one call's record; create it when the INVITE arrives."""
 
-    def __init__(self, sink: RecordSink, *, call_id: str, sip_call_id: str, direction: str,
-                 trunk: str, route: str, caller: str, callee: str, now: float,
+    def __init__(self, sink: RecordSink, *, sip_call_id: str, direction: str, trunk: str,
+                 route: str, caller: str, callee: str, now: float, call_id: str | None = None,
                  wall_now: float | None = None) -> None:
         self._sink = sink
         self._mono0 = now
         self._wall0 = time.time() if wall_now is None else wall_now
-        self._ids = {"call_id": call_id, "sip_call_id": sip_call_id, "conversation_id": None}
+        # Our own id: unique even when a carrier reuses a SIP Call-ID (names the recording).
+        self._ids = {"call_id": call_id or uuid.uuid4().hex, "sip_call_id": sip_call_id,
+                     "conversation_id": None}
         self._meta = {"direction": direction, "trunk": trunk, "route": route,
                       "caller": caller, "callee": callee}
         self._invite_at = now
@@ -114,7 +120,8 @@ class CallRecord:
         """Per-direction media figures: direction "in" (caller → us) or "out" (us → caller)."""
         self._media.setdefault(direction, {}).update(figures)
 
-    def recording(self, path: str) -> None:
+    def recording(self, path: str | None) -> None:
+        """The recording's file (None: recording failed, see the log)."""
         self._recording = path
 
     def ended(self, now: float, result: str, sip_status: int | None) -> dict[str, Any]:
@@ -123,6 +130,14 @@ class CallRecord:
         record = self.snapshot()
         self._sink.emit("call.ended", record)
         return record
+
+    @classmethod
+    def refused(cls, sink: RecordSink, *, sip_call_id: str, trunk: str, route: str, caller: str,
+                callee: str, result: str, sip_status: int, now: float) -> None:
+        """A call refused at admission (capacity, draining, no route) still gets its record."""
+        record = cls(sink, sip_call_id=sip_call_id, direction="inbound", trunk=trunk,
+                     route=route, caller=caller, callee=callee, now=now)
+        record.ended(now, result, sip_status)
 
     # --- output ---------------------------------------------------------------------------------
     @property

@@ -6,8 +6,9 @@ start. Names are a zero-padded sequence number, so the directory's sorted listin
 events were spooled in, across restarts. Files are 0600 in a 0700 directory: they hold
 transcripts and digits.
 
-All methods do blocking file I/O: the webhook sender calls them from one task through
-`asyncio.to_thread`, never on the event loop, and never two at a time.
+All methods do blocking file I/O: the webhook sender calls them through `asyncio.to_thread`,
+never on the event loop. Its writer appends while its delivery task reads and removes, from
+different threads: a lock keeps the index consistent.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import threading
 from pathlib import Path
 
 _SUFFIX = ".json"
@@ -30,6 +32,7 @@ class Spool:
         self._entries: collections.deque[tuple[str, int]] = collections.deque()  # (name, size)
         self._bytes = 0
         self._next = 1
+        self._lock = threading.Lock()
 
     @property
     def size_bytes(self) -> int:
@@ -56,6 +59,10 @@ class Spool:
 
     def append(self, data: bytes) -> str | None:
         """Store `data` durably after all others; None (nothing written) if it would not fit."""
+        with self._lock:
+            return self._append(data)
+
+    def _append(self, data: bytes) -> str | None:
         if self._bytes + len(data) > self.max_bytes:
             return None
         name = f"{self._next:016d}{_SUFFIX}"
@@ -74,6 +81,10 @@ class Spool:
 
     def oldest(self) -> tuple[str, bytes] | None:
         """The first pending entry and its bytes, or None when empty."""
+        with self._lock:
+            return self._oldest()
+
+    def _oldest(self) -> tuple[str, bytes] | None:
         while self._entries:
             name, size = self._entries[0]
             try:
@@ -85,6 +96,10 @@ class Spool:
 
     def remove(self, name: str) -> None:
         """Forget the oldest entry (delivered, or refused for good)."""
+        with self._lock:
+            self._remove(name)
+
+    def _remove(self, name: str) -> None:
         if not self._entries or self._entries[0][0] != name:
             raise ValueError(f"{name} is not the oldest spool entry")
         _, size = self._entries.popleft()

@@ -32,11 +32,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 
-from gateway.records.settings import WebhooksConfig, spool_directory
+from gateway.config import Secret, WebhooksConfig
 from gateway.records.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,11 @@ BACKOFF_MAX_S = 300.0
 QUEUE_MAX = 10_000  # events waiting for the writer; ~minutes of a busy gateway's events
 STOP_FLUSH_S = 2.0  # on stop, how long delivery may go on before pending events stay spooled
 _RETRY_STATUSES = frozenset({408, 425, 429})
+
+
+def spool_directory(config: WebhooksConfig, url: str) -> Path:
+    """Each receiver has its own spool (its own order and its own outages)."""
+    return Path(config.spool_dir) / hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 class WebhookMetrics(Protocol):
@@ -90,14 +96,14 @@ class _Receiver:
 class WebhookSender:
     """Owned by the app: `await start()`, `emit()` from calls, `await stop()` at shutdown."""
 
-    def __init__(self, config: WebhooksConfig, metrics: WebhookMetrics, *,
+    def __init__(self, config: WebhooksConfig, secret: Secret, metrics: WebhookMetrics, *,
                  transport: httpx.AsyncBaseTransport | None = None,
                  wall_clock: Callable[[], float] = time.time,
                  backoff_s: tuple[float, float] = (BACKOFF_FIRST_S, BACKOFF_MAX_S),
                  stop_flush_s: float = STOP_FLUSH_S) -> None:
         self.config = config
         self._metrics = metrics
-        self._secret = config.secret.reveal().encode()
+        self._secret = secret.reveal().encode()
         self._wall = wall_clock
         self._backoff_first, self._backoff_max = backoff_s
         self._stop_flush_s = stop_flush_s
@@ -107,7 +113,7 @@ class WebhookSender:
         self._receivers = [
             _Receiver(url, Spool(spool_directory(config, url), max_bytes), asyncio.Event(),
                       asyncio.Event())
-            for url in config.urls
+            for url in config.targets
         ]
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
@@ -178,10 +184,13 @@ class WebhookSender:
     async def _deliver(self, receiver: _Receiver) -> None:
         failures = 0
         while True:
+            # Cleared before looking, so an entry spooled while we look sets it again and the
+            # wait below returns at once (no lost wake-up).
+            receiver.wake.clear()
             entry = await asyncio.to_thread(receiver.spool.oldest)
             if entry is None:
-                receiver.idle.set()
-                receiver.wake.clear()
+                if not receiver.wake.is_set():
+                    receiver.idle.set()
                 await receiver.wake.wait()
                 continue
             name, body = entry

@@ -158,7 +158,7 @@ class SipEndpoint:
             status = exc.status if 400 <= exc.status < 600 else 400
             warning = clean_reason(exc.reason)
             response = core.response(
-                request, status, f"Bad SipRequest ({warning})" if status == 400 else None,
+                request, status, f"Bad Request ({warning})" if status == 400 else None,
                 headers=[("Warning", f'399 - "{warning}"')],
             )
             if key_txn is not None:

@@ -17,7 +17,6 @@ from gateway.sip.callstate import CallInput, InviteState, OfferInput, OfferState
 from gateway.sip.core import Core, SipAction
 from gateway.sip.dialog import (
     Dialog,
-    DialogState,
     TwoXXRetransmitter,
     new_tag,
     parse_session_expires,
@@ -160,7 +159,14 @@ class Uas:
         invite_txn.send_response(core.response(invite_txn.request, 487, to_tag=tag), now)
         if call is not None:
             core.end_call(call, CallInput.CANCEL_RECEIVED, SipEndReason.CANCELLED, 487,
-                          notice=CallCancelled(call.handle))
+                          now=now, notice=CallCancelled(call.handle))
+            return
+        # A cancelled re-INVITE: its offer is withdrawn, the session stays as it was.
+        call = core.call_by_dialog(
+            (request.call_id, request.to.tag or "", request.from_.tag or "")
+        )
+        if call is not None and call.their_offer is invite_txn:
+            self._take_their_offer(call, OfferInput.OFFER_WITHDRAWN)
 
     def _in_dialog(self, request: SipRequest, reply: Peer, now: float) -> None:
         """A request with a To tag: find its dialog, check CSeq order, hand it to its method."""
@@ -186,13 +192,11 @@ class Uas:
         if invite is not None and not invite.final_sent:
             # BYE on an early dialog ends the INVITE too (§15.1.2).
             invite.send_response(self._to_dialog(call, invite.request, 487), now)
-        if call.offer is OfferState.THEIRS:  # a re-INVITE/UPDATE the app had not answered
-            txn = self._take_their_offer(call, OfferInput.OFFER_WITHDRAWN)
-            txn.send_response(self._to_dialog(call, txn.request, 487), now)
+        core.withdraw_their_offer(call, now)  # 487 for an offer the app had not answered
         if call.retransmitter is not None:
             call.retransmitter.stop()
         core.end_call(call, CallInput.BYE_RECEIVED, SipEndReason.REMOTE_BYE,
-                      notice=ByeReceived(call.handle, request))
+                      now=now, notice=ByeReceived(call.handle, request))
 
     def _on_offer(self, call: SipCall, request: SipRequest, reply: Peer, now: float) -> None:
         """re-INVITE or UPDATE (§14.2, RFC 3311 §5.2): an offer the app answers, or a refresh."""
@@ -271,8 +275,6 @@ class Uas:
     ) -> None:
         call.step(CallInput.ANSWER)
         self._answer(call, self._invite(call), sdp, now, headers)
-        assert call.dialog is not None
-        call.dialog.state = DialogState.CONFIRMED
 
     def _answer(
         self, call: SipCall, txn: ServerTransaction, sdp: bytes | None, now: float,
@@ -312,7 +314,7 @@ class Uas:
         call.require(CallInput.REJECT)
         txn = self._invite(call)
         txn.send_response(self._to_dialog(call, txn.request, status, reason, headers), now)
-        self.core.end_call(call, CallInput.REJECT, SipEndReason.REJECTED, status)
+        self.core.end_call(call, CallInput.REJECT, SipEndReason.REJECTED, status, now=now)
 
     def answer_offer(
         self, call: SipCall, sdp: bytes | None, now: float, headers: Iterable[tuple[str, str]]
@@ -336,12 +338,11 @@ class Uas:
         if call.state is InviteState.INCOMING:
             self.reject(call, 480, now, None, ())
             return
-        if call.offer is OfferState.THEIRS:
-            self.reject_offer(call, 487, now, None, ())
+        self.core.withdraw_their_offer(call, now)  # 487 before our BYE
         if call.state is not InviteState.ANSWERED:
             self.core.send_bye(call, now)
         # In ANSWERED the table moves to BYE_AFTER_ACK: no BYE before the ACK (§15).
-        self.core.end_call(call, CallInput.HANG_UP, SipEndReason.LOCAL_BYE)
+        self.core.end_call(call, CallInput.HANG_UP, SipEndReason.LOCAL_BYE, now=now)
 
     # --- timers ---------------------------------------------------------------------------
     def retransmit_2xx(self, call: SipCall, now: float) -> None:
@@ -354,7 +355,7 @@ class Uas:
             retransmitter.stop()
             if self.core.dialog_registered(call):  # no BYE was sent or received yet
                 self.core.send_bye(call, now)
-            self.core.end_call(call, CallInput.ACK_TIMEOUT, SipEndReason.ACK_TIMEOUT)
+            self.core.end_call(call, CallInput.ACK_TIMEOUT, SipEndReason.ACK_TIMEOUT, now=now)
             return
         if retransmitter.due(now):
             self.core.send(retransmitter.response, call.retransmit_peer or call.peer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -83,6 +84,22 @@ async def test_draining_is_503_with_retry_after() -> None:
     assert _sample(metrics, "draining") == 1
 
 
+async def test_overloaded_worker_is_503_and_says_so_to_the_balancer() -> None:
+    registry, sig, metrics = _registry({})
+    load = [True]
+    registry._overloaded = lambda: load[0]
+    assert registry.availability() == "overloaded"
+    registry.on_invite(_invite(5), "loopback")
+    kind, _, status, reason, headers = sig.sent[0]
+    assert (kind, status, reason) == ("reject", 503, "Overloaded")
+    assert ("Retry-After", "5") in headers
+    assert _sample(metrics, "overloaded") == 1 and not registry.calls
+    load[0] = False
+    assert registry.availability() is None
+    registry.draining.begin()
+    assert registry.availability() == "draining"  # draining says so first
+
+
 async def test_capacity_and_trunk_capacity() -> None:
     registry, sig, metrics = _registry({
         "limits": {"max_calls": 1},
@@ -120,3 +137,20 @@ async def test_capacity_and_trunk_capacity() -> None:
 def test_failure_table(error: BaseException, outcome: Outcome, status: int) -> None:
     assert classify(error) is outcome
     assert outcome.disposition.status == status
+
+
+async def test_a_refused_call_still_gets_its_record() -> None:
+    registry, _, _ = _registry({"routes": [{"match": "+4930*"}]})
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    class Sink:
+        def emit(self, event: str, body: dict[str, Any]) -> None:
+            events.append((event, body))
+
+    registry.ctx = replace(registry.ctx, records=Sink())
+    registry.on_invite(_invite(5, "800"), "loopback")
+    assert [e for e, _ in events] == ["call.started", "call.ended"]
+    record = events[-1][1]
+    assert (record["result"], record["sip_status"], record["callee"]) == ("no_route", 404, "800")
+    assert record["route"] == UNROUTED and record["sip_call_id"]
+    assert record["timestamps"]["answer"] is None and record["duration_s"] is None

@@ -36,6 +36,7 @@ from gateway.config import (
 from gateway.emulator.agent import AgentSettings
 from gateway.emulator.server import Emulator, EmulatorConfig
 from tests.edge.digest import digest_authorization
+from tests.integration.stack import NO_OVERLOAD
 
 API_KEY = "sk_orga_ai_edge_key_5f3c9a7e21d04b68"
 DIGEST_PASSWORD = "pbx-secret-7d1e93b0c4"
@@ -82,7 +83,7 @@ def make_config(emulator: Emulator, *, trunks: tuple[TrunkConfig, ...] | None = 
         orga=OrgaConfig(base_url=emulator.base_url, ice_addresses=("127.0.0.1",),
                         setup_timeout_s=15.0),
         http=HttpConfig(listen="127.0.0.1:0"),
-        limits=limits or LimitsConfig(max_calls=20),
+        limits=limits or LimitsConfig(max_calls=20, **NO_OVERLOAD),
         security=security or SecurityConfig(),
         trunks=trunks if trunks is not None else (trunk("local", "127.0.0.0/8"),),
         api_key=Secret(API_KEY),

@@ -41,6 +41,10 @@ from gateway.emulator.agent import AgentSettings
 from gateway.emulator.server import Emulator, EmulatorConfig
 
 API_KEY = "sk_orga_ai_e2e_key_0123456789"
+# Overload protection refuses calls when this machine is busy, which a test cannot control:
+# off in test configs (tests/integration/test_overload.py turns it on on purpose).
+NO_OVERLOAD = {"overload_loop_lag_ms": 1000.0, "overload_cpu_percent": 0.0}
+NO_OVERLOAD_TOML = "overload_loop_lag_ms = 1000.0\noverload_cpu_percent = 0.0\n"
 LOOPBACK = "127.0.0.1"
 
 
@@ -83,8 +87,9 @@ def e2e_config(orga_url: str, *, max_calls: int = 4, sip_port: int | None = None
                rtp: dict[str, Any] | None = None, orga: dict[str, Any] | None = None,
                limits: dict[str, Any] | None = None, sip: dict[str, Any] | None = None,
                security: dict[str, Any] | None = None,
-               trunks: tuple[TrunkConfig, ...] | None = None) -> Config:
-    """A loopback config with short timeouts; override sections with keyword dicts."""
+               trunks: tuple[TrunkConfig, ...] | None = None, **whole: Any) -> Config:
+    """A loopback config with short timeouts; override sections with keyword dicts, or give
+    whole `Config` fields (`webhooks=`, `recording=`, `routes=`, `webhook_secret=`)."""
     port_min, port_max = free_udp_range(2 * max_calls + 2)
     return Config(
         sip=SipConfig(**{"bind": LOOPBACK, "port": sip_port or free_sip_port(),
@@ -97,6 +102,7 @@ def e2e_config(orga_url: str, *, max_calls: int = 4, sip_port: int | None = None
                            **(orga or {})}),
         http=HttpConfig(listen=f"{LOOPBACK}:0"),
         limits=LimitsConfig(**{"max_calls": max_calls, "max_call_duration_s": 60.0,
+                               **NO_OVERLOAD,
                                "drain_timeout_s": 5.0, **(limits or {})}),
         # One source (SIPp on 127.0.0.1) places every call: lift the per-source INVITE limits.
         security=SecurityConfig(**{"invite_rate_per_source": 100.0,
@@ -107,6 +113,7 @@ def e2e_config(orga_url: str, *, max_calls: int = 4, sip_port: int | None = None
                                    **(security or {})}),
         **({"trunks": trunks} if trunks is not None else {}),
         api_key=Secret(API_KEY),
+        **whole,
     )
 
 

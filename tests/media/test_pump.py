@@ -66,7 +66,7 @@ class Receiver(asyncio.DatagramProtocol):
 
 
 def run_pump(schedule: list[tuple[float, np.ndarray]], seconds: float, ptime: int = 20,
-             **pump_kw: object):
+             first: np.ndarray | None = None, **pump_kw: object):
     loop = virtual_time_loop()
 
     async def main() -> tuple[list[tuple[float, bytes]], AiAudioPump]:
@@ -78,6 +78,8 @@ def run_pump(schedule: list[tuple[float, np.ndarray]], seconds: float, ptime: in
         session = await RtpSession.open("127.0.0.1", 0, params, clock=LoopClock(),
                                      watchdog_interval_s=3600)
         pump = AiAudioPump(session, LoopClock(), **pump_kw)  # type: ignore[arg-type]
+        if first is not None:
+            pump.play_first(first)
         pump.start(ScriptedTrack(schedule))
         await asyncio.sleep(seconds)
         await pump.stop()
@@ -242,3 +244,38 @@ def test_receiver_socket_is_loopback_only() -> None:
     s.bind(("127.0.0.1", 0))
     assert s.getsockname()[0] == "127.0.0.1"
     s.close()
+
+
+def test_announcement_plays_first_and_the_ai_waits_behind_it_without_loss() -> None:
+    from gateway.media.transcode import G711Codec
+
+    first = tone(500, 2.0, 8000, dbfs=-12)  # 2 s: 100 packets of 20 ms
+    speech = frames_of(tone(1000, 1.5, 48000, dbfs=-12))
+    silence = np.zeros(AI_FRAME, dtype=np.int16)
+    # The AI greets at once (1.5 s), then is quiet: its greeting arrives during the announcement.
+    schedule = [(0.02 * i, speech[i]) for i in range(75)]
+    schedule += [(1.5 + 0.02 * i, silence) for i in range(200)]
+    got, pump = run_pump(schedule, 6.0, first=first, max_queue_ms=1000)
+    codec = G711Codec("PCMU")
+    pcm = np.concatenate([codec.decode(parse_rtp(d).payload) for _, d in got])
+    assert abs(dominant_hz(pcm[800:15200], 8000) - 500) <= 5  # the announcement, first
+    assert abs(dominant_hz(pcm[16800:27200], 8000) - 1000) <= 5  # then the greeting
+    peaks = np.abs(pcm[16000:].astype(np.int32)).reshape(-1, 160).max(axis=1)
+    assert 74 <= (peaks > 5000).sum() <= 76  # all 75 frames: nothing dropped behind the bound
+    assert pump.stats.dropped_backlog == 0
+    times = np.array([t for t, _ in got])
+    assert np.diff(times).max() <= 0.030  # paced throughout
+    # After the greeting the stale silence is skipped: the queue is back under its bound.
+    assert pump.stats.skipped_silence >= 50 and pump.stats.queue_ms <= 1000
+
+
+def test_announcement_is_cut_to_the_calls_packet_time() -> None:
+    from gateway.media.transcode import G711Codec
+
+    got, _ = run_pump([], 1.0, ptime=30, first=tone(500, 0.5, 8000, dbfs=-12))
+    pkts = [parse_rtp(d) for _, d in got]
+    assert {len(p.payload) for p in pkts} == {240}  # 30 ms packets, the last one padded
+    assert all(ts_delta(b.timestamp, a.timestamp) == 240 for a, b in itertools.pairwise(pkts))
+    pcm = np.concatenate([G711Codec("PCMU").decode(p.payload) for p in pkts])
+    assert abs(dominant_hz(pcm[:4000], 8000) - 500) <= 5
+    assert np.abs(pcm[4080:].astype(np.int32)).max() < 100  # then keepalive silence

@@ -8,14 +8,14 @@ import socket
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gateway.config import Secret
+from gateway.config import Secret, WebhooksConfig
 from gateway.metrics import Metrics
-from gateway.records.settings import WebhooksConfig, spool_directory
 from gateway.records.spool import Spool
-from gateway.records.webhooks import WebhookSender, sign, verify_signature
+from gateway.records.webhooks import WebhookSender, sign, spool_directory, verify_signature
 from tests.records.receiver import Receiver
 
 SECRET = "s3cret-for-tests"
@@ -64,7 +64,11 @@ def test_signature_recipe() -> None:
 def _config(tmp_path: Path, *urls: str, events: tuple[str, ...] = ("call.ended",),
             max_mb: float = 1.0) -> WebhooksConfig:
     return WebhooksConfig(urls=urls, events=events, spool_dir=str(tmp_path / "spool"),
-                          spool_max_mb=max_mb, secret=Secret(SECRET))
+                          spool_max_mb=max_mb)
+
+
+def _sender(config: WebhooksConfig, metrics: Any, **kwargs: Any) -> WebhookSender:
+    return WebhookSender(config, Secret(SECRET), metrics, **kwargs)
 
 
 def _value(metrics: Metrics, outcome: str) -> float:
@@ -88,7 +92,7 @@ def _free_port() -> int:
 async def test_signed_events_reach_the_receiver_filtered_by_config(tmp_path: Path) -> None:
     metrics = Metrics()
     with Receiver(SECRET.encode()) as rx:
-        sender = WebhookSender(_config(tmp_path, rx.url, events=("call.answered", "call.ended")),
+        sender = _sender(_config(tmp_path, rx.url, events=("call.answered", "call.ended")),
                                metrics)
         await sender.start()
         sender.emit("call.started", {"call_id": "1"})  # not configured: not sent
@@ -108,7 +112,7 @@ async def test_receiver_down_then_up_gets_every_event_in_order_also_after_a_rest
     port = _free_port()
     url = f"http://127.0.0.1:{port}/hook"
     metrics = Metrics()
-    first = WebhookSender(_config(tmp_path, url), metrics, backoff_s=(0.05, 0.2),
+    first = _sender(_config(tmp_path, url), metrics, backoff_s=(0.05, 0.2),
                           stop_flush_s=0.2)
     await first.start()
     for i in range(5):
@@ -119,7 +123,7 @@ async def test_receiver_down_then_up_gets_every_event_in_order_also_after_a_rest
     assert len(list(spool_directory(first.config, url).glob("*.json"))) == 5
 
     metrics2 = Metrics()
-    second = WebhookSender(_config(tmp_path, url), metrics2, backoff_s=(0.05, 0.2))
+    second = _sender(_config(tmp_path, url), metrics2, backoff_s=(0.05, 0.2))
     await second.start()
     for i in range(5, 8):
         second.emit("call.ended", {"n": i})
@@ -139,7 +143,7 @@ async def test_refused_event_is_counted_failed_and_the_next_one_goes_on(tmp_path
     metrics = Metrics()
     with Receiver(SECRET.encode()) as rx:
         rx.fail_with = 400
-        sender = WebhookSender(_config(tmp_path, rx.url), metrics)
+        sender = _sender(_config(tmp_path, rx.url), metrics, backoff_s=(0.05, 0.2))
         await sender.start()
         sender.emit("call.ended", {"n": 0})
         await _until(lambda: _value(metrics, "failed") == 1)
@@ -154,7 +158,7 @@ async def test_full_spool_drops_and_counts(tmp_path: Path, caplog: pytest.LogCap
                                            ) -> None:
     url = f"http://127.0.0.1:{_free_port()}/hook"
     metrics = Metrics()
-    sender = WebhookSender(_config(tmp_path, url, max_mb=1.0), metrics, backoff_s=(10, 10),
+    sender = _sender(_config(tmp_path, url, max_mb=1.0), metrics, backoff_s=(10, 10),
                            stop_flush_s=0.2)
     await sender.start()
     big = {"text": "x" * 400_000}
@@ -168,7 +172,7 @@ async def test_full_spool_drops_and_counts(tmp_path: Path, caplog: pytest.LogCap
 async def test_each_receiver_has_its_own_spool_and_order(tmp_path: Path) -> None:
     with Receiver(SECRET.encode()) as a, Receiver(SECRET.encode()) as b:
         b.fail_with = 503
-        sender = WebhookSender(_config(tmp_path, a.url, b.url), Metrics(), backoff_s=(0.05, 0.2))
+        sender = _sender(_config(tmp_path, a.url, b.url), Metrics(), backoff_s=(0.05, 0.2))
         await sender.start()
         for i in range(3):
             sender.emit("call.ended", {"n": i})
