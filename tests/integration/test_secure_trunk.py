@@ -275,3 +275,29 @@ async def test_daemon_reloads_its_certificate_on_sighup(pki: Pki, tmp_path: Path
         assert pki.server.key.read_text().splitlines()[1] not in log
     finally:
         await gateway.stop(signal.SIGINT)
+
+
+async def test_probe_places_a_tls_srtp_call_and_a_plain_one_is_refused(pki: Pki) -> None:
+    """The operator's probe speaks TLS and SDES-SRTP: it hears the agent over an encrypted
+    call, and the same trunk refuses its plain-RTP offer with 488."""
+    from gateway.probe.phone import ProbeOptions, place_call
+
+    async with secure_stack(pki) as stack:
+        target = tls_target(stack)
+        report = await place_call(target, ProbeOptions(srtp=True, ca_file=str(pki.ca.cert),
+                                                       seconds=4.0))
+        assert report.connected and report.transport == "tls", report
+        assert report.srtp == "AES_CM_128_HMAC_SHA1_80"
+        assert report.reply_heard and report.packets_received > 50, report
+        plain = await place_call(target, ProbeOptions(ca_file=str(pki.ca.cert), seconds=1.0))
+        assert not plain.connected and plain.status == 488, plain
+        # A probe that does not trust the gateway's CA (system store only) never connects: the
+        # INVITE is not sent over an unverified connection.
+        untrusted = await place_call(target, ProbeOptions(srtp=True, seconds=1.0,
+                                                          answer_timeout_s=2.0))
+        assert not untrusted.connected and untrusted.status is None, untrusted
+        assert untrusted.error is not None and "no answer" in untrusted.error
+        await stack.assert_clean()
+        metrics = await stack.metrics()
+        assert sum(s.value for s in metrics
+                   if s.name == "orga_gateway_rtp_srtp_failures_total") == 0
