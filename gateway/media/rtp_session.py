@@ -269,7 +269,10 @@ class RtpSession:
         if self._transport is None or self._closed or not self._params.send_enabled:
             return False
         if self._srtp is not None:
-            data = self._srtp.protect(data)
+            protected = self._srtp.protect(data)
+            if protected is None:
+                return False
+            data = protected
         self._transport.sendto(data, self.remote)
         if self.tap is not None:
             self.tap.sent(payload, self._params.codec, timestamp, self._clock.now())
