@@ -14,11 +14,15 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $(STAMP)
 
 # Real SIP peers for the integration tests; only installable as root (CI, fresh machines).
+# kamailio: the SIP load balancer of deploy/kamailio/, tested in front of two workers; the tests
+# start their own, so the package's default service (a stock config on 5060) is switched off.
 peers:
-	@if ! command -v sipp >/dev/null 2>&1 || ! command -v baresip >/dev/null 2>&1; then \
+	@if ! command -v sipp >/dev/null 2>&1 || ! command -v baresip >/dev/null 2>&1 \
+	    || ! { command -v kamailio || test -x /usr/sbin/kamailio; } >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester baresip >/dev/null; \
-	  else echo "sipp/baresip missing and not root: their tests will be skipped"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester baresip kamailio >/dev/null; \
+	    systemctl disable --now kamailio >/dev/null 2>&1 || true; \
+	  else echo "sipp/baresip/kamailio missing and not root: their tests will be skipped"; fi; \
 	fi
 
 lint: $(STAMP)

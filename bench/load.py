@@ -34,6 +34,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -90,7 +91,8 @@ async def caller_main(spec: dict[str, Any]) -> None:
                 "turns": r.turns, "turns_answered": r.turns_answered,
                 "turn_latencies_s": list(r.turn_latencies_s), "ended_by": r.ended_by,
                 "packets_sent": r.packets_sent, "packets_received": r.packets_received,
-                "packets_lost": r.packets_lost}
+                "packets_lost": r.packets_lost, "max_gap_s": r.max_gap_s,
+                "onset_delays_s": list(r.onset_delays_s)}
 
     results = await asyncio.gather(*(one(i, t) for i, t in spec["calls"]))
     for result in results:
@@ -201,6 +203,10 @@ listen = "127.0.0.1:{http}"
 max_calls = {max_calls}
 max_call_duration_s = 600.0
 drain_timeout_s = 5.0
+# Overload protection off: the bench measures where quality fails (and the loop lag there),
+# which is what sets the protection's defaults.
+overload_loop_lag_ms = 1000.0
+overload_cpu_percent = 0.0
 
 [security]
 invite_rate_per_source = 1000.0
@@ -217,6 +223,44 @@ allow = ["127.0.0.0/8"]
 [[routes]]
 match = "*"
 """
+
+
+def start_balancer(port: int, worker_ports: list[int], logs: Path) -> Proc:
+    """Kamailio with deploy/kamailio/kamailio.cfg in front of the workers; returns once it
+    answers OPTIONS and has probed the workers (its dispatcher pings every second)."""
+    kamailio = shutil.which("kamailio") or "/usr/sbin/kamailio"
+    dispatcher = logs / "dispatcher.list"
+    dispatcher.write_text("".join(f"1 sip:127.0.0.1:{p} 0 0\n" for p in worker_ports))
+    (logs / "kamailio-run").mkdir(exist_ok=True)
+    proc = spawn("balancer", [kamailio, "-DD", "-E", "-f",
+                              str(ROOT / "deploy" / "kamailio" / "kamailio.cfg"),
+                              "-A", f"LISTEN=udp:127.0.0.1:{port}",
+                              "-A", f'DISPATCHER_LIST="{dispatcher}"', "-m", "64", "-M", "8",
+                              "-w", str(logs), "-Y", str(logs / "kamailio-run")], logs)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while sip_options(port) != 200:
+        if not proc.alive() or time.monotonic() > deadline:
+            raise BenchError(f"kamailio did not start:\n{proc.tail()}")
+        time.sleep(0.2)
+    time.sleep(2.5)  # two probe rounds: every worker answered 200
+    return proc
+
+
+def sip_options(port: int) -> int | None:
+    """Status of one OPTIONS to 127.0.0.1:port, or None after 0.5 s."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(0.5)
+        local, tag = sock.getsockname()[1], os.urandom(4).hex()
+        sock.sendto((f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+                     f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{tag};rport\r\n"
+                     f"From: <sip:bench@127.0.0.1>;tag={tag}\r\nTo: <sip:127.0.0.1:{port}>\r\n"
+                     f"Call-ID: {tag}@bench\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+                     "Content-Length: 0\r\n\r\n").encode(), ("127.0.0.1", port))
+        try:
+            return int(sock.recv(65535).split(b" ", 2)[1])
+        except (OSError, IndexError, ValueError):
+            return None
 
 
 # ------------------------------------------------------------------------------- sampling
@@ -292,6 +336,9 @@ def scrape(url: str) -> dict[str, float]:
         if name == "orga_gateway_calls_ended_total" and 'result="' in name_labels:
             result = name_labels.split('result="', 1)[1].split('"', 1)[0]
             key = f"{name}:{result}"
+        elif name.endswith("_bucket") and 'le="' in name_labels:
+            le = name_labels.split('le="', 1)[1].split('"', 1)[0]
+            key = f"{name}:{le}"
         with contextlib.suppress(ValueError):
             out[key] = out.get(key, 0.0) + float(value)
     return out
@@ -328,11 +375,13 @@ def run_one(args: argparse.Namespace, lay: Layout, logs: Path) -> tuple[dict[str
         emu_ports = []
         for e in range(lay.emulators):
             port = free_port(socket.SOCK_STREAM)
-            procs.append(spawn(f"emulator{e}", [*py, "-m", "gateway", "emulator", "--listen",
-                                                f"127.0.0.1:{port}", "--api-key", KEY,
-                                                "--reply-wav", str(reply),
-                                                "--log-level", "WARNING"], logs,
-                                         nice=args.stand_in_nice))
+            if getattr(args, "far_end", False):  # bench/far_end.py: echoes, decodes nothing
+                argv = [*py, str(ROOT / "bench" / "far_end.py"), "--listen",
+                        f"127.0.0.1:{port}", "--api-key", KEY]
+            else:
+                argv = [*py, "-m", "gateway", "emulator", "--listen", f"127.0.0.1:{port}",
+                        "--api-key", KEY, "--reply-wav", str(reply), "--log-level", "WARNING"]
+            procs.append(spawn(f"emulator{e}", argv, logs, nice=args.stand_in_nice))
             emu_ports.append(port)
         for e, port in enumerate(emu_ports):
             wait_http(f"http://127.0.0.1:{port}/v1/realtime/ice-config", procs[e], True)
@@ -351,6 +400,10 @@ def run_one(args: argparse.Namespace, lay: Layout, logs: Path) -> tuple[dict[str
             workers.append((proc, sip, http))
         for proc, _, http in workers:
             wait_http(f"http://127.0.0.1:{http}/ready", proc)
+        balancer_port = None
+        if getattr(args, "balancer", False):  # deploy/kamailio in front of the workers
+            balancer_port = free_port(socket.SOCK_DGRAM)
+            procs.append(start_balancer(balancer_port, [sip for _, sip, _ in workers], logs))
         gw = {p.name: p for p, _, _ in workers}
         others = {p.name: p for p in procs if p.name not in gw}
         samples = Samples()
@@ -361,8 +414,8 @@ def run_one(args: argparse.Namespace, lay: Layout, logs: Path) -> tuple[dict[str
         idle_rss = samples.mean_rss(list(gw), 0, len(samples.times) - 1)
         # Calls: round-robin over workers; caller process c gets every callers-th call.
         start = time.monotonic() + 1.0
-        targets = [(i, f"sip:{NUMBER}@127.0.0.1:{workers[i % lay.workers][1]}")
-                   for i in range(n)]
+        targets = [(i, f"sip:{NUMBER}@127.0.0.1:"
+                    f"{balancer_port or workers[i % lay.workers][1]}") for i in range(n)]
         outputs: list[Path] = []
         for c in range(lay.callers):
             spec = {"start": start, "rate": args.rate, "seconds": args.seconds,
@@ -429,6 +482,9 @@ def run_one(args: argparse.Namespace, lay: Layout, logs: Path) -> tuple[dict[str
         why = None
         if not r.get("connected"):
             why = f"not connected: {r.get('status')} {r.get('reason')} {r.get('error') or ''}"
+        elif getattr(args, "far_end", False):
+            if not r.get("onset_delays_s"):  # an echo is heard during the phrase, not after
+                why = "no echo of our phrases heard"
         elif r["turns_answered"] < 1 or r["turns_answered"] < r["turns"] - 1:
             why = f"replies heard for {r['turns_answered']} of {r['turns']} phrases"
         elif r.get("ended_by") != "probe":
@@ -455,6 +511,11 @@ def run_one(args: argparse.Namespace, lay: Layout, logs: Path) -> tuple[dict[str
     lost = sum(r["packets_lost"] for r in connected)
     recv = sum(r["packets_received"] for r in connected)
     row["packets"] = (sent, recv, lost)
+    gaps = [r["max_gap_s"] for r in connected if r.get("max_gap_s") is not None]
+    row["max_gap"] = max(gaps, default=float("nan"))
+    row["gaps_over_40ms"] = sum(1 for g in gaps if g > 0.040)
+    onsets = [d for r in connected for d in r.get("onset_delays_s", [])]
+    row["onset"] = (pct(onsets, 50), pct(onsets, 99), len(onsets))
     expected = sum(r["duration_s"] for r in connected) * 50  # 20 ms packets
     row["delivered"] = recv / expected * 100 if expected else float("nan")
     window = None

@@ -3,7 +3,8 @@
 `Gateway.start()` binds the SIP transports, the HTTP endpoint and the Orga client, then tells
 systemd READY=1. SIP events go to the call registry (new INVITEs after trunk identification);
 `drain()` is SIGTERM (503 to new calls, active calls finish or are hung up after
-`limits.drain_timeout_s`), `stop()` is the fast path (SIGINT, or after a drain).
+`limits.drain_timeout_s`), `stop()` is the fast path (SIGINT, or after a drain). SIGHUP reloads
+the TLS certificate and key (`reload_tls()`): new connections use them, calls go on.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from gateway.call import CallContext
 from gateway.calls import CallRegistry
 from gateway.clock import LoopClock
 from gateway.config import Config
+from gateway.config.load import tls_files
 from gateway.drain import Draining
 from gateway.http import GatewayState, HttpServer
 from gateway.media.ports import PortPool
@@ -27,8 +29,10 @@ from gateway.metrics import Metrics
 from gateway.orga.api import OrgaApi
 from gateway.orga.settings import OrgaClientSettings, PeerSettings
 from gateway.outcomes import Outcome
+from gateway.overload import LoadMonitor, OverloadThresholds
 from gateway.records.service import RecordsService
 from gateway.sdnotify import SystemdNotifier
+from gateway.security.ratelimit import ConcurrencyLimiter
 from gateway.security.screen import NO_TRUNK, SecurityScreen
 from gateway.sip.core import EndpointConfig
 from gateway.sip.endpoint import SipEndpoint
@@ -36,6 +40,8 @@ from gateway.sip.events import CallHandle, Event, InviteReceived
 from gateway.sip.parser import DEFAULT_LIMITS
 from gateway.transport.driver import SipDriver
 from gateway.transport.tcp import TcpLimits, TcpTransport
+from gateway.transport.tls import TlsTransport
+from gateway.transport.tls_context import TlsConfigError, TlsContexts, check_files
 from gateway.transport.udp import UdpTransport
 
 log = logging.getLogger(__name__)
@@ -102,11 +108,18 @@ class Gateway:
         self.registry: CallRegistry | None = None
         self.http: HttpServer | None = None
         self.draining = Draining()  # the one flag: screen, registry, /ready, systemd status
+        lim = config.limits
+        self.load = LoadMonitor(OverloadThresholds(
+            loop_lag_s=lim.overload_loop_lag_ms / 1000, cpu_fraction=lim.overload_cpu_percent / 100,
+            window_s=lim.overload_window_s), self.metrics.event_loop_lag)
         # Its buckets start full; the first `now` it is given (loop time) only refills them.
-        self.screen = SecurityScreen(config, self.metrics, draining=self.draining)
+        self.screen = SecurityScreen(config, self.metrics, draining=self.draining,
+                                     availability=self._availability)
         self.records = RecordsService(config, self.metrics)
         self._udp: UdpTransport | None = None
         self._tcp: TcpTransport | None = None
+        self._tls: TlsTransport | None = None
+        self.tls_contexts: TlsContexts | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
@@ -136,36 +149,75 @@ class Gateway:
             clock=self.clock,
             records=self.records.sink, recorder=self.records.recorder,
         )
-        self.registry = CallRegistry(ctx, self.draining)
+        self.registry = CallRegistry(ctx, self.draining, lambda: self.load.overloaded)
+        self.load.start()
         advertise = cfg.sip.public_address
         if "udp" in cfg.sip.transports:
             self._udp = await UdpTransport.start(self.driver, cfg.sip.bind, cfg.sip.port,
                                                  advertise=advertise)
+        sec = cfg.security
+        # TLS connections share the TCP limits (per source, total, idle, header timeout); the
+        # connection caps count TCP and TLS connections together.
+        limits = TcpLimits(idle_timeout=sec.tcp_idle_timeout_s,
+                           header_timeout=sec.tcp_header_timeout_s,
+                           max_per_source=sec.tcp_max_connections_per_source,
+                           max_total=sec.tcp_max_connections)
+        admission = ConcurrencyLimiter(limits.max_per_source, limits.max_total)
         if "tcp" in cfg.sip.transports:
-            sec = cfg.security
             self._tcp = await TcpTransport.start(
-                self.driver, cfg.sip.bind, cfg.sip.port, advertise=advertise,
-                limits=TcpLimits(idle_timeout=sec.tcp_idle_timeout_s,
-                                 header_timeout=sec.tcp_header_timeout_s,
-                                 max_per_source=sec.tcp_max_connections_per_source,
-                                 max_total=sec.tcp_max_connections),
-                on_reject=self.metrics.security_rejection)
+                self.driver, cfg.sip.bind, cfg.sip.port, advertise=advertise, limits=limits,
+                on_reject=self.metrics.security_rejection, admission=admission)
+        if "tls" in cfg.sip.transports:
+            screen = self.screen
+
+            def trunk_name(host: str) -> str | None:
+                trunk = screen.trunk(host)
+                return trunk.name if trunk is not None else None
+
+            self.tls_contexts = TlsContexts(tls_files(cfg), trunk_name)
+            self._warn_tls_expiry()
+            self._tls = await TlsTransport.listen(
+                self.driver, self.tls_contexts, cfg.sip.bind, cfg.sip.tls_port,
+                advertise=advertise, limits=limits, on_reject=self.metrics.security_rejection,
+                admission=admission)
         self.http = HttpServer(self.metrics, self._state, self.registry.describe,
                                host=cfg.http.host, port=cfg.http.port)
         await self.http.start()
         self.metrics.free_ports_from(lambda: self.ports.free_count)
         self.metrics.loop_tasks_from(asyncio.get_running_loop())
-        log.info("gateway ready: SIP %s:%d (%s), RTP %s:%d-%d, Orga %s", cfg.sip.bind,
-                 cfg.sip.port, "+".join(cfg.sip.transports), cfg.rtp.bind, cfg.rtp.port_min,
-                 cfg.rtp.port_max, orga.base_url)
+        log.info("gateway ready: SIP %s:%d (%s)%s, RTP %s:%d-%d, Orga %s", cfg.sip.bind,
+                 cfg.sip.port, "+".join(cfg.sip.transports),
+                 f", TLS :{cfg.sip.tls_port}" if self._tls else "", cfg.rtp.bind,
+                 cfg.rtp.port_min, cfg.rtp.port_max, orga.base_url)
         self.notifier.ready(self._status())
         if self.notifier.enabled:
             self._watchdog = asyncio.create_task(self.notifier.run_watchdog(self._status))
 
+    def reload_tls(self) -> bool:
+        """SIGHUP: load the certificate, key and CA files again; on failure keep the old ones."""
+        if self.tls_contexts is None:
+            return False
+        try:
+            self.tls_contexts.reload(tls_files(self.config))
+        except TlsConfigError as exc:
+            log.error("TLS reload failed, keeping the certificate in use: %s", exc)
+            return False
+        log.info("TLS certificate reloaded (generation %d)", self.tls_contexts.generation)
+        self._warn_tls_expiry()
+        return True
+
+    def _warn_tls_expiry(self) -> None:
+        for warning in check_files(tls_files(self.config))[1]:
+            log.warning("%s", warning)
+
     def _state(self) -> GatewayState:
         assert self.registry is not None
         return GatewayState(bool(self.draining), len(self.registry.calls),
-                            self.config.limits.max_calls)
+                            self.config.limits.max_calls, self.load.overloaded)
+
+    def _availability(self) -> str | None:
+        """Why this worker takes no new call now (OPTIONS gets 503), or None."""
+        return self.registry.availability() if self.registry is not None else None
 
     def _status(self) -> str:
         calls = len(self.registry.calls) if self.registry else 0
@@ -200,8 +252,11 @@ class Gateway:
             self._udp.close()
         if self._tcp is not None:
             await self._tcp.close()
+        if self._tls is not None:
+            await self._tls.close()
         if self.http is not None:
             await self.http.close()
+        await self.load.stop()
         await self.records.stop()  # after the calls: their records are spooled, files closed
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -224,8 +279,10 @@ class Gateway:
 
         loop.add_signal_handler(signal.SIGTERM, on_signal, True)
         loop.add_signal_handler(signal.SIGINT, on_signal, False)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_tls)
         try:
             await self._stopped.wait()
         finally:
             loop.remove_signal_handler(signal.SIGTERM)
             loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGHUP)

@@ -31,6 +31,7 @@ from gateway.media.downlink import AiAudioPump
 from gateway.media.dtmf import DtmfReceived, DtmfRelayError, parse_dtmf_relay
 from gateway.media.ports import PortPool
 from gateway.media.rtp_session import RtpSession, open_from_pool
+from gateway.media.srtp import SrtpParams
 from gateway.media.transcode import PHONE_RATE
 from gateway.media.uplink import CallerAudioTrack
 from gateway.media.voice import TurnLatencyMeter
@@ -259,9 +260,12 @@ class Call:
             track = self._track
 
             def peer_factory(ice_servers: list[Any]) -> OrgaPeer:
-                return OrgaPeer(track, self.ctx.peer_settings, self._session_params(),
+                peer = OrgaPeer(track, self.ctx.peer_settings, self._session_params(),
                                 ice_servers,
                                 receiver_tuner=lambda r: tune_receiver(r, deliver=pump.feed))
+                # Before the offer: events sent on data-channel open (a greeting) are not lost.
+                peer.add_event_listener(self._orga_event)
+                return peer
 
             self._session = await open_session(self.ctx.api, peer_factory, self._session_params())
             for name, seconds in self._session.timings.items():
@@ -270,7 +274,6 @@ class Call:
                     self.record.step(name, seconds)
             self.conversation_id = self._session.conversation_id
             self.log = self.log.bind(conversation_id=self.conversation_id)
-            self._session.peer.add_event_listener(self._orga_event)
             remote = await self._session.peer.remote_audio
         self.ctx.signalling.answer(self.handle, answer.encode())
         self._answered = True
@@ -293,7 +296,9 @@ class Call:
         max_s = self.ctx.config.limits.max_call_duration_s
         waiters: dict[asyncio.Future[Any], Callable[[], Outcome]] = {
             self._stop: self._stop.result,
-            self._session.peer.ended: lambda: Outcome.ORGA_ENDED,
+            self._session.peer.ended: lambda: (
+                Outcome.ORGA_LOST if self._session is not None
+                and self._session.peer.ended.result().lost else Outcome.ORGA_ENDED),
             self._pump.track_ended: lambda: Outcome.ORGA_ENDED,
         }
         done, _ = await asyncio.wait(waiters, timeout=max_s, return_when=asyncio.FIRST_COMPLETED)
@@ -303,6 +308,8 @@ class Call:
         outcome = waiters[first]()
         if outcome is Outcome.ORGA_ENDED:
             self.log.info("Orga session ended (%s)", _describe(first))
+        elif outcome is Outcome.ORGA_LOST:
+            self.log.warning("Orga session lost (%s)", _describe(first))
         return outcome
 
     async def _teardown(self) -> None:
@@ -381,7 +388,7 @@ class Call:
         """
         cfg = self.ctx.config
         params, _ = negotiate(offer, cfg.rtp.codecs, self.ctx.advertised_address, 0,
-                              self._session_id, self._sdp_version)
+                              self._session_id, self._sdp_version, srtp=self._srtp_policy())
         rtp = await open_from_pool(
             self.ctx.ports, cfg.rtp.bind, params,
             inactivity_timeout_s=cfg.rtp.inactivity_timeout_s,
@@ -390,16 +397,24 @@ class Call:
             on_dtmf=self._dtmf,
             on_timeout=lambda: self._end(Outcome.RTP_TIMEOUT),
             tasks=self._tasks,
+            on_srtp_failure=self.ctx.metrics.srtp_failure,
         )
         self._rtp, self._port = rtp, rtp.local_address[1]
-        _, answer = self._negotiate(offer)
+        _, answer = self._negotiate(offer, params)  # same keys: the session already has them
         return rtp, answer
 
-    def _negotiate(self, offer: Any) -> tuple[MediaParams, str]:
+    def _negotiate(self, offer: Any, current: MediaParams) -> tuple[MediaParams, str]:
+        """Our answer on our port; SRTP keys stay those of `current` unless the peer re-keyed."""
         assert self._port is not None
         self._sdp_version += 1
         return negotiate(offer, self.ctx.config.rtp.codecs, self.ctx.advertised_address,
-                         self._port, self._session_id, self._sdp_version)
+                         self._port, self._session_id, self._sdp_version,
+                         srtp=self._srtp_policy(), previous_srtp=current.srtp)
+
+    def _srtp_policy(self) -> str:
+        """The trunk's `srtp` setting ("off", "optional", "required")."""
+        trunk = next((t for t in self.ctx.config.trunks if t.name == self.trunk), None)
+        return trunk.srtp if trunk is not None else "optional"
 
     def _session_params(self) -> SessionParams:
         return session_params(self.ctx.config.orga, self.route, caller=self.caller,
@@ -427,7 +442,8 @@ class Call:
             self._refuse_offer(OfferRefusal.REQUIRED)
             return
         try:
-            params, answer = self._negotiate(parse_offer(event.sdp.decode("utf-8", "replace")))
+            params, answer = self._negotiate(parse_offer(event.sdp.decode("utf-8", "replace")),
+                                             self._rtp.params)
         except SdpNegotiationError as exc:
             self._refuse_offer(OfferRefusal.NOT_ACCEPTABLE, exc.sip_warning)
             return
@@ -478,6 +494,9 @@ class Call:
             last_turn_latency_seconds=self._meter.last_turn_s,
         )
 
+    def _srtp_params(self) -> SrtpParams | None:
+        return self._rtp.params.srtp if self._rtp is not None else None
+
     def describe(self) -> dict[str, object]:
         """One entry of `GET /calls`."""
         return {
@@ -487,6 +506,7 @@ class Call:
             "trunk": self.trunk,
             "state": "answered" if self._answered else "setup",
             "age_seconds": round(self._clock.now() - self.started_at, 3),
+            "srtp": srtp.suite.value if (srtp := self._srtp_params()) is not None else None,
             **_asdict(self.stats()),
         }
 

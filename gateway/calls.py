@@ -1,7 +1,8 @@
 """The registry of active calls: admission, routing, event dispatch, drain and shutdown.
 
-Admission (issue 6 item 1, issue 7 item 4/7) happens here before a `Call` exists: draining →
-503, `limits.max_calls` reached → 503, the trunk's `max_calls` reached → 503, no route → 404;
+Admission (issue 6 item 1, issue 7 item 4/7, issue 12) happens here before a `Call` exists:
+draining → 503, `limits.max_calls` reached → 503, the worker overloaded → 503, the trunk's
+`max_calls` reached → 503, no route → 404;
 each rejection is a SIP response and a `calls_ended{result}` sample. Admitted calls run as tasks
 the registry owns; SIP events are dispatched to them by call handle. `drain()` stops admission
 and waits for calls to end, up to `limits.drain_timeout_s`, then hangs up the rest.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
 
 from gateway.call import Call, CallContext, callee_of, caller_of
 from gateway.drain import Draining
@@ -26,19 +28,31 @@ UNROUTED = "-"  # route label for calls rejected before a route was chosen
 
 
 class CallRegistry:
-    def __init__(self, ctx: CallContext, draining: Draining | None = None) -> None:
+    def __init__(self, ctx: CallContext, draining: Draining | None = None,
+                 overloaded: Callable[[], bool] | None = None) -> None:
         self.ctx = ctx
         self.calls: dict[CallHandle, Call] = {}
         self._tasks: dict[CallHandle, asyncio.Task[None]] = {}
         self._per_trunk: Counter[str] = Counter()
         self._trunk_limits = {t.name: t.max_calls for t in ctx.config.trunks}
         self.draining = draining if draining is not None else Draining()
+        self._overloaded = overloaded or (lambda: False)
         self._idle = asyncio.Event()
         self._idle.set()
 
     # --- admission ----------------------------------------------------------------------------
     def at_capacity(self) -> bool:
         return len(self.calls) >= self.ctx.config.limits.max_calls
+
+    def availability(self) -> str | None:
+        """Why no new call is taken now — "draining", "at capacity", "overloaded" — or None.
+        The screen answers OPTIONS and /ready from it, so a balancer's probe sees what an
+        INVITE would get."""
+        if self.draining:
+            return "draining"
+        if self.at_capacity():
+            return "at capacity"
+        return "overloaded" if self._overloaded() else None
 
     def on_invite(self, event: InviteReceived, trunk: str) -> None:
         metrics = self.ctx.metrics
@@ -48,6 +62,9 @@ class CallRegistry:
             return
         if self.at_capacity():
             self._refuse(event, Outcome.CAPACITY, trunk)
+            return
+        if self._overloaded():
+            self._refuse(event, Outcome.OVERLOADED, trunk)
             return
         limit = self._trunk_limits.get(trunk)
         if limit is not None and self._per_trunk[trunk] >= limit:

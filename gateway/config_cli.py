@@ -9,6 +9,8 @@ import argparse
 import sys
 
 from gateway.config import Config, ConfigError, load_config
+from gateway.config.load import tls_files
+from gateway.transport.tls_context import check_files
 
 EXIT_INVALID = 2
 
@@ -19,11 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def summary(config: Config) -> str:
     trunks = ", ".join(
-        f"{t.name} ({', '.join(map(str, t.allow))}{', digest auth' if t.requires_auth else ''})"
+        f"{t.name} ({', '.join(map(str, t.allow))}{', digest auth' if t.requires_auth else ''}"
+        f"{', mutual TLS' if t.tls_client_ca else ''}, srtp {t.srtp})"
         for t in config.trunks)
+    tls = f" (TLS on {config.sip.tls_port})" if "tls" in config.sip.transports else ""
     routes = ", ".join(r.match + (f" [{r.trunk}]" if r.trunk else "") for r in config.routes)
     return "\n".join([
-        f"SIP      {config.sip.bind}:{config.sip.port} {'+'.join(config.sip.transports)}",
+        f"SIP      {config.sip.bind}:{config.sip.port} {'+'.join(config.sip.transports)}{tls}",
         f"RTP      {config.rtp.bind} {config.rtp.port_min}-{config.rtp.port_max} "
         f"({config.rtp.call_capacity} calls) codecs {','.join(config.rtp.codecs)}",
         f"Orga     {config.orga.base_url} model {config.orga.model} voice {config.orga.voice}",
@@ -32,7 +36,23 @@ def summary(config: Config) -> str:
         f"drain {config.limits.drain_timeout_s:g} s",
         f"Trunks   {trunks}",
         f"Routes   {routes}",
+        *_workers(config),
     ])
+
+
+def _workers(config: Config) -> list[str]:
+    """One line per worker when several share the file (`run --worker N`)."""
+    from gateway.workers import worker_config
+
+    count = config.workers.count
+    if count == 1:
+        return []
+    lines = []
+    for n in range(1, count + 1):
+        w = worker_config(config, n)
+        lines.append(f"Worker {n:<2} SIP {w.sip.port}, HTTP {w.http.listen}, RTP "
+                     f"{w.rtp.port_min}-{w.rtp.port_max} ({w.rtp.call_capacity} calls)")
+    return lines
 
 
 def load_or_report(path: str, what: str = "") -> Config | None:
@@ -50,7 +70,10 @@ def main(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
         return EXIT_INVALID
-    for warning in config.warnings():
+    warnings = config.warnings()
+    if "tls" in config.sip.transports:
+        warnings += check_files(tls_files(config))[1]  # a certificate about to expire
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.config}: OK")
     print(summary(config))

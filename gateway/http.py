@@ -6,7 +6,7 @@ so it needs no framework. It bounds what a client can cost (header size, header 
 concurrent connections), because the port may be reachable by more than Prometheus.
 
 - `/healthz`: the event loop answers, so the process is alive (200).
-- `/ready`: 200 when new calls are welcome; 503 while draining or at `max_calls`.
+- `/ready`: 200 when new calls are welcome; 503 while draining, at `max_calls` or overloaded.
 - `/calls`: JSON list of the active calls from a provider (the call registry).
 - `/metrics`: the `Metrics` registry in the Prometheus text format.
 """
@@ -38,16 +38,19 @@ class GatewayState:
     draining: bool
     active_calls: int
     max_calls: int
+    overloaded: bool = False  # gateway/overload.py: new calls get 503 Overloaded
 
     @property
     def ready(self) -> bool:
-        return not self.draining and self.active_calls < self.max_calls
+        return self.reason == "ready"
 
     @property
     def reason(self) -> str:
         if self.draining:
             return "draining"
-        return "at capacity" if self.active_calls >= self.max_calls else "ready"
+        if self.active_calls >= self.max_calls:
+            return "at capacity"
+        return "overloaded" if self.overloaded else "ready"
 
 
 StateProvider = Callable[[], GatewayState]

@@ -45,7 +45,10 @@ SECURITY_REASONS = frozenset({
     "trunk_capacity", "auth_missing", "auth_failed", "auth_stale", "auth_replay",
     "auth_bad_nonce", "tcp_connections_source", "tcp_connections_total", "tcp_idle",
     "tcp_header_timeout", "message_too_large", "malformed", "rtp_foreign_source", "rtp_rate",
+    "rate_trunk", "auth_banned",
+    "tls_handshake_timeout", "tls_handshake", "tls_client_certificate",
 })
+SRTP_FAILURES = frozenset({"auth", "replay", "malformed"})  # media/srtp.py FAILURE_REASONS
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 TEXT_EVENT_KINDS = frozenset({"transcript", "assistant"})
 WEBHOOK_OUTCOMES = frozenset({"delivered", "failed", "spooled", "dropped"})
@@ -56,6 +59,7 @@ STEP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 TURN_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 DURATION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 JITTER_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2)
+LOOP_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0)
 
 
 def _thread_count() -> int:
@@ -213,6 +217,8 @@ class Metrics:
         self._rtp_lost = counter("rtp_lost_packets", "RTP packets lost", ("direction",))
         self._rtp_late = counter("rtp_late_packets", "RTP packets too late to play",
                                  ("direction",))
+        self._srtp_failures = counter("rtp_srtp_failures", "Caller SRTP packets dropped: failed "
+                                      "authentication, replay check or parsing", ("reason",))
         self._jitter = histogram("rtp_jitter_seconds", "Caller RTP interarrival jitter",
                                  JITTER_BUCKETS)
         self._underruns = counter("playout_underruns", "Playout ran dry while AI audio was due")
@@ -226,6 +232,10 @@ class Metrics:
                                  ("reason",))
         self._turn = histogram("turn_latency_seconds", "Caller stops speaking to first AI audio "
                                "sent to the phone", TURN_BUCKETS)
+        # Overload (issue 12): how late the loop's 50 ms ticker wakes, every tick.
+        self._loop_lag = histogram("event_loop_lag_seconds", "How late the event loop runs a "
+                                   "50 ms timer (overload protection watches its p90)",
+                                   LOOP_LAG_BUCKETS)
         # Webhooks (issue 16): per event, not per receiver URL (URLs may carry secrets).
         self._webhook_events = counter("webhook_events", "Webhook events by outcome: delivered, "
                                        "failed (refused for good), spooled, dropped (spool full)",
@@ -292,6 +302,9 @@ class Metrics:
         if late:
             self._rtp_late.labels(d).inc(late)
 
+    def srtp_failure(self, reason: str) -> None:
+        self._srtp_failures.labels(_label(reason, SRTP_FAILURES)).inc()
+
     def rtp_jitter(self, seconds: float) -> None:
         self._jitter.observe(seconds)
 
@@ -322,6 +335,9 @@ class Metrics:
 
     def turn_latency(self, seconds: float) -> None:
         self._turn.observe(seconds)
+
+    def event_loop_lag(self, seconds: float) -> None:
+        self._loop_lag.observe(seconds)
 
     # --- daemon and security ------------------------------------------------------------------
     def set_draining(self, draining: bool) -> None:

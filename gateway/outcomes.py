@@ -40,6 +40,9 @@ class Outcome(enum.Enum):
     CAPACITY = Disposition("capacity", 503, "At Capacity", retry_after_s=30)
     TRUNK_CAPACITY = Disposition("trunk_capacity", 503, "Trunk At Capacity", retry_after_s=30)
     DRAINING = Disposition("draining", 503, "Draining", retry_after_s=60, log_level=logging.INFO)
+    # The worker's event loop or CPU is at its limit (gateway/overload.py): calls in progress
+    # keep their audio; a balancer tries another worker, a trunk retries after 5 s.
+    OVERLOADED = Disposition("overloaded", 503, "Overloaded", retry_after_s=5)
     # Failed during setup (gateway/call.py; the boundary errors carry these)
     NO_CODEC = Disposition("no_codec", 488)
     BAD_OFFER = Disposition("bad_offer", 488)
@@ -55,6 +58,7 @@ class Outcome(enum.Enum):
     # Ended after the answer
     CALLER_BYE = Disposition("caller_bye")
     ORGA_ENDED = Disposition("orga_ended")
+    ORGA_LOST = Disposition("orga_lost")  # the Orga leg broke (no media, ICE failed)
     RTP_TIMEOUT = Disposition("rtp_timeout")
     MAX_DURATION = Disposition("max_duration")
     NO_ACK = Disposition("no_ack")

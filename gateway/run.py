@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 
 from gateway.config_cli import EXIT_INVALID, load_or_report
 from gateway.logs import setup_logging
@@ -18,6 +19,9 @@ log = logging.getLogger("gateway")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, metavar="FILE", help="TOML config file")
+    parser.add_argument("--worker", type=int, default=None, metavar="N",
+                        help="run as worker N (1..workers.count) of a shared config: SIP port, "
+                        "HTTP port and RTP range derived from it (systemd orga-sip-gateway@N)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
 
@@ -26,6 +30,15 @@ def main(args: argparse.Namespace) -> int:
     config = load_or_report(args.config, "; not starting")
     if config is None:
         return EXIT_INVALID
+    if args.worker is not None:
+        from gateway.workers import worker_config
+
+        try:
+            config = worker_config(config, args.worker)
+        except ValueError as exc:
+            print(f"--worker: {exc} — use a worker number the config's [workers] count "
+                  "allows, or raise count", file=sys.stderr)
+            return EXIT_INVALID
     redaction = setup_logging(args.log_level, secrets=config.secrets())
     for warning in config.warnings():
         log.warning("config: %s", warning)

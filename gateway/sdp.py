@@ -2,9 +2,15 @@
 
 Owns RFC 4566 parsing (the subset a G.711 phone leg needs) and the RFC 3264 answer rules:
 one answer m-line per offered m-line (rejected streams get port 0, §6), the first usable
-`audio RTP/AVP` stream carries the call, the direction attribute is mirrored (§6.1), and hold is
+audio stream carries the call, the direction attribute is mirrored (§6.1), and hold is
 understood both as `a=sendonly`/`a=inactive` and as the RFC 2543 `c=0.0.0.0` form (§8.4).
 Re-INVITE offers go through the same two functions with an incremented `o=` version (§8).
+
+SRTP with SDES (RFC 4568) follows the trunk's `srtp` policy: `RTP/SAVP` streams (and
+`RTP/AVP` streams carrying `a=crypto`, the best-effort form some SBCs send) are answered with
+the first offered crypto line we support and a fresh key of ours (`media/srtp.py`); "optional"
+prefers such a stream and falls back to plain RTP; "required" answers 488 with Warning 302
+when no SRTP is offered (306 when only suites we do not know are); "off" takes plain RTP only.
 
 The result is `MediaParams`, the only contract between signalling and media. Failures are
 `SdpNegotiationError` values carrying the SIP status (488) and a Warning code (RFC 3261 §20.43)
@@ -19,12 +25,15 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gateway.media.srtp import SdesCrypto, SrtpParams, choose_params, parse_crypto
 from gateway.outcomes import Outcome
 
 # Static payload types we understand without an rtpmap (RFC 3551 §6).
 _STATIC_AUDIO: dict[int, tuple[str, int]] = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
 SUPPORTED_CODECS = ("PCMU", "PCMA")
 _SUPPORTED_PROTO = "RTP/AVP"
+_SECURE_PROTO = "RTP/SAVP"
+SRTP_POLICIES = ("off", "optional", "required")
 ANSWER_PTIME_MS = 20  # what we send when the offer names no packet time we support
 PACKET_TIMES_MS = frozenset({10, 20, 30, 40})  # a=ptime values we send as asked (RFC 3264 §5)
 _MAX_SDP_BYTES = 16384
@@ -87,7 +96,8 @@ class NoCommonCodec(SdpNegotiationError):
 
 
 class UnusableOffer(SdpNegotiationError):
-    """Malformed SDP, no audio stream, or only transports we do not speak (e.g. RTP/SAVP)."""
+    """Malformed SDP, no audio stream, or only transports the trunk's policy refuses (plain RTP
+    where SRTP is required, RTP/SAVP where it is off)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +117,12 @@ class MediaDescription:
     connection: str | None  # media-level c= address, if any
     ptime_ms: int | None
     direction: Direction | None  # media-level attribute, if any
+    crypto: tuple[SdesCrypto, ...] = ()  # usable a=crypto lines, in offer order (RFC 4568)
+    crypto_lines: int = 0  # every a=crypto line, usable or not
+
+    @property
+    def secure_proto(self) -> bool:
+        return self.proto.upper() == _SECURE_PROTO
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +149,7 @@ class MediaParams:
     direction: Direction  # our direction, as written in the answer
     on_hold: bool  # the caller put us on hold (sendonly/inactive offer or c=0.0.0.0)
     remote_ptime_ms: int | None = None
+    srtp: SrtpParams | None = None  # SDES keys when the stream is SRTP (keys hidden in repr)
 
     @property
     def send_enabled(self) -> bool:
@@ -203,6 +220,9 @@ def negotiate(
     session_id: int,
     session_version: int,
     ptime_ms: int | None = None,
+    *,
+    srtp: str = "off",
+    previous_srtp: SrtpParams | None = None,
 ) -> tuple[MediaParams, str]:
     """Choose the stream and codec, and build the answer SDP (RFC 3264 §6).
 
@@ -211,26 +231,43 @@ def negotiate(
     says which.
 
     `codec_preference` is ours (config); the first of our codecs the offer carries wins.
+    `srtp` is the trunk's policy ("off", "optional", "required"); `previous_srtp` the keys
+    in use (a re-INVITE, or the same offer answered again), kept while the peer keeps its key.
     Raises `NoCommonCodec` or `UnusableOffer` (both 488).
     """
     prefs = [c.upper() for c in codec_preference if c.upper() in SUPPORTED_CODECS]
     if not prefs:
         raise ValueError("codec_preference names neither PCMU nor PCMA")
+    if srtp not in SRTP_POLICIES:
+        raise ValueError(f"srtp policy {srtp!r} is not one of {SRTP_POLICIES}")
     chosen_index: int | None = None
     chosen: tuple[PayloadFormat, PayloadFormat | None] | None = None
+    secure = False
     saw_audio_rtp = False
-    for index, m in enumerate(offer.media):
-        if m.media != "audio" or m.port == 0 or m.proto.upper() != _SUPPORTED_PROTO:
-            continue
-        saw_audio_rtp = True
-        pick = _choose_codec(m, prefs)
-        if pick is not None:
-            chosen_index, chosen = index, pick
+    # "optional" looks for an SRTP stream first, then a plain one; the others look once.
+    passes = {"off": (False,), "optional": (True, False), "required": (True,)}[srtp]
+    for want_secure in passes:
+        for index, m in enumerate(offer.media):
+            if not _acceptable(m, want_secure):
+                continue
+            saw_audio_rtp = True
+            pick = _choose_codec(m, prefs)
+            if pick is not None:
+                chosen_index, chosen, secure = index, pick, want_secure
+                break
+        if chosen is not None:
             break
     if chosen is None or chosen_index is None:
         if saw_audio_rtp:
             raise NoCommonCodec()
-        if any(m.media == "audio" and m.port != 0 for m in offer.media):
+        audio = [m for m in offer.media if m.media == "audio" and m.port != 0]
+        if srtp == "required" and any(m.crypto_lines for m in audio):
+            raise UnusableOffer("Attribute not understood: no a=crypto suite we support "
+                                "(AES_CM_128_HMAC_SHA1_80/32, AEAD_AES_128_GCM)", warn_code=306)
+        if srtp == "required" and audio:
+            raise UnusableOffer("Incompatible transport protocol: SRTP (RTP/SAVP with "
+                                "a=crypto) required", warn_code=302)
+        if audio:
             raise UnusableOffer("Incompatible transport protocol: RTP/AVP required", warn_code=302)
         raise UnusableOffer("Media type not available: no audio stream", warn_code=304)
 
@@ -254,6 +291,7 @@ def negotiate(
         direction=our_dir,
         on_hold=hold_address or offered_dir in (Direction.SENDONLY, Direction.INACTIVE),
         remote_ptime_ms=stream.ptime_ms,
+        srtp=choose_params(stream.crypto[0], previous_srtp) if secure else None,
     )
     answer = _build_answer(
         offer, chosen_index, params, codec, dtmf, local_address, local_port,
@@ -265,9 +303,19 @@ def negotiate(
 # ---------------------------------------------------------------------------- internals
 
 
+def _acceptable(m: MediaDescription, secure: bool) -> bool:
+    """An audio stream we could carry the call on, as SRTP (`secure`) or as plain RTP."""
+    if m.media != "audio" or m.port == 0:
+        return False
+    proto = m.proto.upper()
+    if secure:
+        return proto in (_SECURE_PROTO, _SUPPORTED_PROTO) and bool(m.crypto)
+    return proto == _SUPPORTED_PROTO
+
+
 class _MediaBuilder:
-    __slots__ = ("connection", "direction", "fmtp", "formats", "media", "port", "proto",
-                 "ptime", "rtpmap")
+    __slots__ = ("connection", "crypto", "crypto_lines", "direction", "fmtp", "formats", "media",
+                 "port", "proto", "ptime", "rtpmap")
 
     def __init__(self, media: str, port: int, proto: str, formats: list[int]) -> None:
         self.media, self.port, self.proto, self.formats = media, port, proto, formats
@@ -276,6 +324,8 @@ class _MediaBuilder:
         self.ptime: int | None = None
         self.rtpmap: dict[int, tuple[str, int]] = {}
         self.fmtp: dict[int, str] = {}
+        self.crypto: list[SdesCrypto] = []
+        self.crypto_lines = 0
 
     def attribute(self, name: str, arg: str) -> None:
         if name == "rtpmap":
@@ -293,6 +343,10 @@ class _MediaBuilder:
         elif name == "ptime":
             with contextlib.suppress(ValueError):
                 self.ptime = int(float(arg))
+        elif name == "crypto":
+            self.crypto_lines += 1
+            if len(self.crypto) < 16 and (crypto := parse_crypto(arg)) is not None:
+                self.crypto.append(crypto)
 
     def build(self) -> MediaDescription:
         formats = []
@@ -309,6 +363,8 @@ class _MediaBuilder:
             connection=self.connection,
             ptime_ms=self.ptime,
             direction=self.direction,
+            crypto=tuple(self.crypto),
+            crypto_lines=self.crypto_lines,
         )
 
 
@@ -406,11 +462,15 @@ def _build_answer(
         fmts = [str(codec.payload_type)]
         if dtmf is not None:
             fmts.append(str(dtmf.payload_type))
-        lines.append(f"m=audio {local_port} {_SUPPORTED_PROTO} {' '.join(fmts)}")
+        # Our answer mirrors the offered profile (RTP/SAVP, or best-effort RTP/AVP+crypto).
+        proto = m.proto if params.srtp is not None else _SUPPORTED_PROTO
+        lines.append(f"m=audio {local_port} {proto} {' '.join(fmts)}")
         lines.append(f"a=rtpmap:{codec.payload_type} {codec.encoding.upper()}/{codec.clock_rate}")
         if dtmf is not None:
             lines.append(f"a=rtpmap:{dtmf.payload_type} telephone-event/{dtmf.clock_rate}")
             lines.append(f"a=fmtp:{dtmf.payload_type} 0-15")
         lines.append(f"a=ptime:{params.ptime_ms}")
         lines.append(f"a={params.direction.value}")
+        if params.srtp is not None:
+            lines.append(f"a=crypto:{params.srtp.answer_attribute()}")
     return "\r\n".join(lines) + "\r\n"

@@ -41,6 +41,9 @@ async def test_endpoints(state: dict[str, GatewayState]) -> None:
         state["s"] = GatewayState(draining=True, active_calls=0, max_calls=2)
         status, _, body = await get(server.port, "/ready")
         assert status == 503 and json.loads(body)["reason"] == "draining"
+        state["s"] = GatewayState(draining=False, active_calls=0, max_calls=2, overloaded=True)
+        status, _, body = await get(server.port, "/ready")
+        assert status == 503 and json.loads(body)["reason"] == "overloaded"
         status, headers, body = await get(server.port, "/calls")
         assert status == 200 and json.loads(body) == calls
         assert (await get(server.port, "/nope"))[0] == 404

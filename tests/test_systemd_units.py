@@ -67,9 +67,16 @@ def test_unit_has_required_directives(path: Path) -> None:
     assert "network-online.target" in unit["Unit"]["After"][0]
 
 
-def test_template_runs_one_config_per_instance() -> None:
+def test_template_runs_worker_n_of_one_shared_config() -> None:
+    """orga-sip-gateway@2 is `run --worker 2` of gateway.toml (its ports derived from it)."""
+    from gateway.cli import build_parser
+
     svc = parse_unit(UNITS[1])["Service"]
-    assert svc["ExecStart"][0].endswith("--config /etc/orga-sip-gateway/%i.toml")
+    command = svc["ExecStart"][0]
+    assert command.endswith("run --config /etc/orga-sip-gateway/gateway.toml --worker %i")
+    args = build_parser().parse_args(command.split(" orga-sip-gateway ", 1)[1]
+                                     .replace("%i", "2").split())
+    assert (args.config, args.worker) == ("/etc/orga-sip-gateway/gateway.toml", 2)
     assert "%i" in svc["User"][0]
 
 

@@ -44,6 +44,7 @@ from gateway.config.schema import (
     SipConfig,
     TrunkConfig,
     WebhooksConfig,
+    WorkersConfig,
     is_open_public,
     split_hostport,
 )
@@ -52,6 +53,6 @@ __all__ = [
     "API_KEY_ENV", "API_KEY_FILE_ENV", "CODECS", "DEFAULT_ROUTES", "DEFAULT_TRUNKS",
     "DIGEST_ALGORITHMS", "PLACEHOLDERS", "TRANSPORTS", "Config", "ConfigError", "HttpConfig",
     "IPNetwork", "LimitsConfig", "OrgaConfig", "RecordingConfig", "Route", "RtpConfig", "Secret",
-    "SecurityConfig", "SipConfig", "TrunkConfig", "WebhooksConfig", "is_open_public",
-    "load_config", "parse_config", "read_secret_file", "split_hostport",
+    "SecurityConfig", "SipConfig", "TrunkConfig", "WebhooksConfig", "WorkersConfig",
+    "is_open_public", "load_config", "parse_config", "read_secret_file", "split_hostport",
 ]

@@ -41,6 +41,7 @@ from gateway.config.schema import (
     Route,
     RtpConfig,
     Secret,
+    SipConfig,
     TrunkConfig,
     WebhooksConfig,
     check_of,
@@ -49,6 +50,7 @@ from gateway.config.schema import (
     split_hostport,
 )
 from gateway.records.announcement import wav_problem
+from gateway.transport.tls_context import TlsFiles, check_files
 
 API_KEY_ENV = "ORGA_API_KEY"
 API_KEY_FILE_ENV = "ORGA_API_KEY_FILE"
@@ -89,6 +91,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     if "trunks" in raw and isinstance(raw["trunks"], list) and not raw["trunks"]:
         p.add("trunks", "is empty: no call would ever be accepted",
               'add a [[trunks]] entry (e.g. name = "pbx", allow = ["192.0.2.10/32"])')
+    _tls(p, built["sip"], trunks)
     api_key = _api_key(env, p)
     webhook_secret = _webhook_secret(built["webhooks"], env, p)
     if p.items:
@@ -210,6 +213,9 @@ def _check_value(p: Problems, key: str, value: Any, check: Check | None) -> None
         _check_placeholders(p, key, value)
     if check.lo is not None and check.hi is not None:
         _range(p, key, value, check.lo, check.hi, check.unit)
+    if check.choices and value not in check.choices:
+        p.add(key, f"{value!r} is not a choice",
+              "use " + " or ".join(f'"{c}"' for c in check.choices))
 
 
 def _in_range(obj: Any, name: str) -> bool:
@@ -267,7 +273,8 @@ def _sip_transports(p: Problems, built: dict[str, Any]) -> None:
     transports = built["sip"].transports
     for t in transports:
         if t not in TRANSPORTS:
-            p.add("sip.transports", f"{t!r} is not a transport we offer", 'use "udp" and/or "tcp"')
+            p.add("sip.transports", f"{t!r} is not a transport we offer",
+                  'use any of "udp", "tcp", "tls"')
     if not transports or len(set(transports)) != len(transports):
         p.add("sip.transports", "must list each transport once and at least one",
               'use ["udp", "tcp"]')
@@ -340,6 +347,21 @@ def _limits_vs_rtp(p: Problems, built: dict[str, Any]) -> None:
               f"{first + 2 * max_calls - 1} or lower limits.max_calls")
 
 
+def _workers(p: Problems, built: dict[str, Any]) -> None:
+    """Several workers from this file must not clash (gateway/workers.py)."""
+    from gateway.workers import layout_problems
+
+    if not (_rtp_ports_in_range(built["rtp"]) and _in_range(built["workers"], "count")):
+        return
+    try:
+        split_hostport(built["http"].listen)
+    except ValueError:
+        return  # reported under http.listen
+    for key, problem, fix in layout_problems(built["sip"], built["rtp"], built["http"],
+                                             built["limits"], built["workers"].count):
+        p.add(key, problem, fix)
+
+
 def _unknown_source(p: Problems, built: dict[str, Any]) -> None:
     value = built["security"].unknown_source
     if value not in ("drop", "reject"):
@@ -392,10 +414,50 @@ RULES: dict[str, Rule] = {
     "http.listen": _http_listen,
     "limits": _limits_vs_rtp,
     "security.unknown_source": _unknown_source,
+    "workers": _workers,
     "webhooks": _webhooks,
     "recording.format": _recording_format,
     "recording.announcement": _recording_announcement,
 }
+
+
+def tls_files(config: Config) -> TlsFiles:
+    """The TLS files a config names: `[sip]` certificate, key and CA, each trunk's client CA."""
+    sip = config.sip
+    return TlsFiles(
+        certificate=sip.tls_certificate or "", private_key=sip.tls_private_key or "",
+        client_cas={t.name: t.tls_client_ca for t in config.trunks if t.tls_client_ca},
+        server_ca=sip.tls_ca or None,
+    )
+
+
+def _tls(p: Problems, sip: SipConfig, trunks: tuple[TrunkConfig, ...]) -> None:
+    """SIP over TLS: the files must be there, match, be valid now and name public_address."""
+    cas = {t.name: t.tls_client_ca for t in trunks if t.tls_client_ca}
+    if "tls" not in sip.transports:
+        for name in cas:
+            p.add(f"trunks.{name}.tls_client_ca", 'has no effect without "tls" in '
+                  "sip.transports", 'add "tls" to sip.transports or remove tls_client_ca')
+        return
+    if "tcp" in sip.transports and sip.tls_port == sip.port:
+        p.add("sip.tls_port", f"{sip.tls_port} is sip.port, which TCP already listens on",
+              "use another port (5061 is the standard)")
+    missing = False
+    for key in ("tls_certificate", "tls_private_key"):
+        if not getattr(sip, key):
+            p.add(f"sip.{key}", 'is required with "tls" in sip.transports',
+                  "set it to a PEM file (the certificate chain / its private key)")
+            missing = True
+    if missing:
+        return
+    files = TlsFiles(sip.tls_certificate or "", sip.tls_private_key or "", client_cas=cas,
+                     server_ca=sip.tls_ca or None)
+    names = [sip.public_address] if sip.public_address else []
+    problems, _ = check_files(files, names)  # warnings (expiry soon) are logged at start
+    p.items.extend(problems)  # already `key: problem — fix`
+    if sip.tls_ca and not Path(sip.tls_ca).is_file():
+        p.add("sip.tls_ca", f"cannot read {sip.tls_ca}",
+              'check the path, or remove it for the system store')
 
 
 def _url_host(url: str) -> str | None:

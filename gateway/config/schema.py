@@ -18,7 +18,8 @@ import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import TypeVar
 
-TRANSPORTS = ("udp", "tcp")
+TRANSPORTS = ("udp", "tcp", "tls")
+SRTP_POLICIES = ("off", "optional", "required")  # per trunk: SDES-SRTP on the phone leg
 CODECS = ("PCMU", "PCMA")
 DIGEST_ALGORITHMS = ("SHA-256", "MD5")
 WEBHOOK_EVENTS = ("call.started", "call.answered", "call.ended", "transcript")
@@ -29,6 +30,10 @@ PLACEHOLDERS = ("caller", "callee", "call_id")
 PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Overload defaults, measured with bench/capacity.py (README "Capacity"): the loop lag p90 at
+# which phone-side pacing gaps appear, and a CPU share that leaves the loop room to breathe.
+OVERLOAD_LAG_MS = 10.0
+OVERLOAD_CPU_PERCENT = 90.0
 
 T = TypeVar("T")
 
@@ -39,7 +44,7 @@ class Check:
 
     `lo`/`hi`: inclusive range, reported as `use a value from {lo} to {hi}{unit}`. `ip`: an IP
     address literal (each item of a list). `template`: an instructions template, whose
-    `{placeholders}` must be in `PLACEHOLDERS`.
+    `{placeholders}` must be in `PLACEHOLDERS`. `choices`: the value must be one of these.
     """
 
     lo: float | None = None
@@ -47,12 +52,13 @@ class Check:
     unit: str = ""
     ip: bool = False
     template: bool = False
+    choices: tuple[str, ...] = ()
 
 
 def setting(default: T, *, lo: float | None = None, hi: float | None = None, unit: str = "",
-            ip: bool = False, template: bool = False) -> T:
+            ip: bool = False, template: bool = False, choices: tuple[str, ...] = ()) -> T:
     """A config field with its default and the checks `load.py` applies to it."""
-    check = Check(lo, hi, unit, ip, template)
+    check = Check(lo, hi, unit, ip, template, choices)
     return field(default=default, metadata={"check": check})
 
 
@@ -105,6 +111,12 @@ class SipConfig:
     port: int = setting(5060, lo=1, hi=65535)
     transports: tuple[str, ...] = ("udp", "tcp")
     public_address: str | None = None
+    # SIP over TLS (transports has "tls"): its port, our certificate chain and key (PEM files,
+    # reloaded on SIGHUP), and the CA bundle for servers we connect to (None: system store).
+    tls_port: int = setting(5061, lo=1, hi=65535)
+    tls_certificate: str | None = None
+    tls_private_key: str | None = None
+    tls_ca: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +168,12 @@ class LimitsConfig:
     max_calls: int = setting(50, lo=1, hi=10000)
     max_call_duration_s: float = setting(3600.0, lo=10, hi=86400, unit=" s")
     drain_timeout_s: float = setting(300.0, lo=0, hi=86400, unit=" s")
+    # Overload (gateway/overload.py): new calls get 503 while the event loop's lag p90 over
+    # the window is above overload_loop_lag_ms, or the process used more than
+    # overload_cpu_percent of one core over it (0 = not checked).
+    overload_loop_lag_ms: float = setting(OVERLOAD_LAG_MS, lo=1, hi=1000, unit=" ms")
+    overload_cpu_percent: float = setting(OVERLOAD_CPU_PERCENT, lo=0, hi=800, unit=" %")
+    overload_window_s: float = setting(2.0, lo=0.5, hi=60, unit=" s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +194,19 @@ class SecurityConfig:
     max_message_size: int = setting(65535, lo=1500, hi=1_048_576)
     rtp_max_packets_per_second: int = setting(200, lo=50, hi=100000)
     nonce_ttl_s: float = setting(300.0, lo=10, hi=86400)
+    # Penalty box: this many failed digest answers from one source within the window drop
+    # everything from it for auth_ban_s (gateway/security/penalty.py).
+    auth_failures_max: int = setting(5, lo=1, hi=1000)
+    auth_failures_window_s: float = setting(60.0, lo=1, hi=86400, unit=" s")
+    auth_ban_s: float = setting(600.0, lo=1, hi=604800, unit=" s")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkersConfig:
+    """Worker processes on this host sharing this file; worker N derives its SIP port, HTTP
+    port and RTP slice from it (gateway/workers.py, systemd orga-sip-gateway@N)."""
+
+    count: int = setting(1, lo=1, hi=64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +256,14 @@ class TrunkConfig:
     # Offered in this order (RFC 8760 §2.4). Some UACs (SIPp 3.6, old PBXs) answer only the
     # first challenge and know only MD5: such a trunk lists ["MD5"].
     digest_algorithms: tuple[str, ...] = DIGEST_ALGORITHMS
+    # New calls per second this trunk may place, and its burst (issue 12: carriers sell
+    # 10-100 CPS, and behind a balancer the whole cluster's calls come from one address).
+    max_cps: float = setting(30.0, lo=0.01, hi=10000)
+    cps_burst: int = setting(60, lo=1, hi=100000)
+    # SDES-SRTP on the phone leg: "off", "optional" (SRTP when offered) or "required" (488).
+    srtp: str = setting("optional", choices=SRTP_POLICIES)
+    # Mutual TLS: a CA file; TLS clients from this trunk must present a certificate it signed.
+    tls_client_ca: str | None = None
 
     @property
     def requires_auth(self) -> bool:
@@ -270,6 +309,7 @@ class Config:
     http: HttpConfig = HttpConfig()
     limits: LimitsConfig = LimitsConfig()
     security: SecurityConfig = SecurityConfig()
+    workers: WorkersConfig = WorkersConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
     recording: RecordingConfig = RecordingConfig()
     trunks: tuple[TrunkConfig, ...] = DEFAULT_TRUNKS
@@ -279,11 +319,17 @@ class Config:
 
     def warnings(self) -> list[str]:
         """Things that are allowed but must be logged at every start (issue 7 item 2)."""
-        return [
+        open_public = [
             f"trunk {t.name!r} accepts calls from {', '.join(map(str, t.allow))} without "
             "authentication (security.allow_unauthenticated_public = true): every call opens "
             "a paid Orga session" for t in self.trunks if is_open_public(t)
         ]
+        clear_keys = [
+            f"trunk {t.name!r} requires SRTP but sip.transports has no \"tls\": its SDES keys "
+            "travel readable in the SDP" for t in self.trunks
+            if t.srtp == "required" and "tls" not in self.sip.transports
+        ]
+        return open_public + clear_keys
 
     def secrets(self) -> list[str]:
         """Every secret value, for registration with the log redaction filter."""

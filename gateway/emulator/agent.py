@@ -3,12 +3,18 @@
 The answerer accepts the SDK layout (audio sendrecv, video sendonly → answered recvonly, data
 channel `orga-realtime-client-events`), gathers on the configured addresses only (`ice.py`)
 with no ICE servers, and on data-channel open sends `session.created` then
-`conversation.created` (reference §7.2). It records every `session.update`. The agent detects
-caller utterances by energy (`audio.UtteranceDetector`), then sends the transcript event (when
+`conversation.created` (reference §7.2). It records every `session.update`; a malformed one
+(not JSON, not an object, unknown event, bad field values) or a data channel with another label
+is a protocol error it logs and reports in its stats (the real service has no error event to
+send). Caller audio is ignored until a `session.update` with "audio" arrives (the audio gate,
+on by default: the quirk the RN SDK works around, reference §6). The agent detects caller
+utterances by energy (`audio.UtteranceDetector`), then sends the transcript event (when
 `return_transcription`), plays the reply on its paced track, and sends
-`response.output_item.done` with text that carries an emotion tag. A session ends when the
-client closes, when the peer fails, or after a configured time limit (the emulator then closes
-without any event, like the real service is believed to).
+`response.output_item.done` with text that carries an emotion tag. In barge-in mode the reply
+stops on the first caller frame above the speech threshold. A session ends when the client
+closes, when the peer fails, or after a configured time limit (the emulator then closes
+without any event, like the real service is believed to). A "dead leg" fault stops its media
+while ICE/DTLS stay up, as a crashed or stuck media server would look to the client.
 """
 
 from __future__ import annotations
@@ -32,12 +38,13 @@ from gateway.emulator.audio import (
     Utterance,
     UtteranceDetector,
     frame_to_mono,
+    level_dbfs,
     load_wav,
     two_tone_phrase,
 )
 from gateway.orga.events import DATA_CHANNEL_LABEL
 from gateway.orga.ice import make_configuration
-from gateway.orga.settings import SessionParams
+from gateway.orga.settings import MODALITIES, MODELS, VOICES, SessionParams
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +62,8 @@ class AgentSettings:
     greeting: str | None = None  # spoken (reply audio) and sent as text on connect when set
     vad_threshold_dbfs: float = -40.0
     legacy_events: bool = False  # `event`/`message` keys, as mid-2025 servers sent
-    audio_gate: bool = False  # ignore caller audio until a session.update with "audio"
+    audio_gate: bool = True  # ignore caller audio until a session.update with "audio"
+    barge_in: bool = False  # stop the reply as soon as the caller speaks
     ice_addresses: tuple[str, ...] | None = ("127.0.0.1",)
 
     def reply_samples(self) -> Samples:
@@ -75,6 +83,8 @@ class SessionStats:
     utterances: list[Utterance] = field(default_factory=list)
     events_sent: list[str] = field(default_factory=list)
     replies_played: int = 0
+    barge_ins: int = 0
+    protocol_errors: list[str] = field(default_factory=list)
     connected: bool = False
     end_reason: str | None = None
 
@@ -90,6 +100,8 @@ class SessionStats:
             ],
             "events_sent": self.events_sent,
             "replies_played": self.replies_played,
+            "barge_ins": self.barge_ins,
+            "protocol_errors": self.protocol_errors,
             "connected": self.connected,
             "end_reason": self.end_reason,
         }
@@ -103,8 +115,10 @@ class EmulatedSession:
         settings: AgentSettings,
         reply: Samples,
         on_end: Callable[[EmulatedSession], None],
+        voices: tuple[str, ...] = VOICES,
     ) -> None:
         self.conversation_id = conversation_id
+        self.voices = voices
         self.params = params
         self.settings = settings
         self._reply = reply
@@ -136,6 +150,8 @@ class EmulatedSession:
         @pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
             if channel.label != DATA_CHANNEL_LABEL:
+                self._protocol_error(f"data channel label {channel.label[:64]!r} is not "
+                                     f"{DATA_CHANNEL_LABEL!r}")
                 return
             self._channel = channel
             channel.on("message", self._on_message)
@@ -159,6 +175,10 @@ class EmulatedSession:
 
     def end_after(self, seconds: float) -> None:
         self._timer = asyncio.get_running_loop().call_later(seconds, self.end, "time_limit")
+
+    def stop_media_after(self, seconds: float) -> None:
+        """A dead leg: after `seconds` no more RTP, while ICE, DTLS and the channel stay up."""
+        asyncio.get_running_loop().call_later(seconds, self._track.freeze)
 
     def end(self, reason: str) -> None:
         if self._closing is None:
@@ -210,20 +230,33 @@ class EmulatedSession:
         })
         self._send("conversation.created", conversation={"id": self.conversation_id})
 
+    def _protocol_error(self, problem: str) -> None:
+        log.warning("emulated session %s: protocol error: %s", self.conversation_id, problem)
+        self.stats.protocol_errors.append(problem)
+        del self.stats.protocol_errors[:-20]  # bounded
+
     def _on_message(self, message: str | bytes) -> None:
         try:
             decoded = json.loads(message)
         except (ValueError, UnicodeDecodeError):
-            log.warning("emulated session %s: client sent non-JSON", self.conversation_id)
+            self._protocol_error("client message is not JSON")
             return
-        if not isinstance(decoded, dict) or decoded.get("event") != "session.update":
+        if not isinstance(decoded, dict):
+            self._protocol_error("client message is not an object")
+            return
+        if decoded.get("event") != "session.update":
+            self._protocol_error(f"unknown client event {str(decoded.get('event'))[:64]!r}")
             return
         data = decoded.get("data")
-        if isinstance(data, dict):
-            self.stats.session_updates.append(data)
-            modalities = data.get("modalities")
-            if isinstance(modalities, list) and "audio" in modalities:
-                self._audio_enabled = True
+        problems = session_update_problems(data, self.voices)
+        if problems:
+            for problem in problems:
+                self._protocol_error(f"session.update: {problem}")
+            return
+        assert isinstance(data, dict)
+        self.stats.session_updates.append(data)
+        if "audio" in data.get("modalities", []):
+            self._audio_enabled = True
 
     # -- the agent -------------------------------------------------------------------------
 
@@ -240,7 +273,12 @@ class EmulatedSession:
                 return
             if not self._audio_enabled:
                 continue
-            utterance = self._vad.feed(frame_to_mono(frame))  # type: ignore[arg-type]
+            samples = frame_to_mono(frame)  # type: ignore[arg-type]
+            if (self.settings.barge_in and self._track.playing
+                    and level_dbfs(samples) >= self.settings.vad_threshold_dbfs):
+                self._track.interrupt()  # the caller talks over the reply: stop it now
+                self.stats.barge_ins += 1
+            utterance = self._vad.feed(samples)
             if utterance is not None:
                 self.stats.utterances.append(utterance)
                 log.info("emulated session %s: utterance %.2f s at %.0f Hz",
@@ -262,6 +300,31 @@ class EmulatedSession:
             await self._play_and_send(text)
 
     async def _play_and_send(self, text: str) -> None:
-        await self._track.play(self._reply)
+        await self._track.play(self._reply)  # resolves early when interrupted (barge-in)
         self.stats.replies_played += 1
         self._send("response.output_item.done", text=text)
+
+
+def session_update_problems(data: object, voices: tuple[str, ...]) -> list[str]:
+    """What is wrong with a `session.update` `data` object (reference §7.1); [] if nothing."""
+    if not isinstance(data, dict):
+        return ["data is not an object"]
+    problems = [f"unknown field {key[:32]!r}" for key in data if key not in UPDATE_FIELDS]
+    if "model" in data and data["model"] not in MODELS:
+        problems.append(f"model {str(data['model'])[:32]!r} is not one of {list(MODELS)}")
+    if "voice" in data and data["voice"] not in voices:
+        problems.append(f"voice {str(data['voice'])[:32]!r} is not a known voice")
+    temperature = data.get("temperature")
+    if "temperature" in data and (isinstance(temperature, bool)
+                                  or not isinstance(temperature, int | float)
+                                  or not 0.0 <= temperature <= 1.0):
+        problems.append("temperature must be a number from 0 to 1")
+    if "instructions" in data and not isinstance(data["instructions"], str | None):
+        problems.append("instructions must be a string")
+    modalities = data.get("modalities")
+    if not isinstance(modalities, list) or not all(m in MODALITIES for m in modalities):
+        problems.append(f"modalities must be a list within {list(MODALITIES)}")
+    return problems
+
+
+UPDATE_FIELDS = ("model", "voice", "temperature", "instructions", "modalities")

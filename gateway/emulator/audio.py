@@ -28,6 +28,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
 
 from gateway.analysis import dominant_frequency as _dominant_frequency
 
@@ -154,6 +155,27 @@ class AgentAudioTrack(MediaStreamTrack):
         self._offset = 0
         self._start: float | None = None
         self._pts = 0
+        self._frozen: asyncio.Future[None] | None = None
+
+    @property
+    def playing(self) -> bool:
+        return self._current is not None or bool(self._queue)
+
+    def interrupt(self) -> None:
+        """Barge-in: drop the reply being played and any queued; their futures resolve."""
+        pending = [done for _, done in self._queue]
+        if self._current_done is not None:
+            pending.append(self._current_done)
+        self._queue.clear()
+        self._current, self._current_done = None, None
+        for done in pending:
+            if not done.done():
+                done.set_result(None)
+
+    def freeze(self) -> None:
+        """Hand out no more frames (the sender then sends no RTP) until stopped."""
+        if self._frozen is None:
+            self._frozen = asyncio.get_running_loop().create_future()
 
     def play(self, samples: Samples) -> asyncio.Future[None]:
         """Queue a reply; the future resolves when its last frame has been handed out."""
@@ -182,9 +204,9 @@ class AgentAudioTrack(MediaStreamTrack):
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
-            from aiortc.mediastreams import MediaStreamError
-
             raise MediaStreamError
+        if self._frozen is not None:
+            await self._frozen  # cancelled with the sender when the peer closes
         if self._start is None:
             self._start = time.monotonic()
         else:
@@ -201,6 +223,8 @@ class AgentAudioTrack(MediaStreamTrack):
 
     def stop(self) -> None:
         super().stop()
+        if self._frozen is not None and not self._frozen.done():
+            self._frozen.cancel()
         for _, done in self._queue:
             if not done.done():
                 done.cancel()

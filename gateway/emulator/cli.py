@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
+import re
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,20 +32,39 @@ def _listen(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _loopback_ice_url(value: str) -> str:
+    """ice-config URLs are for rehearsing on this machine: loopback hosts only."""
+    match = re.match(r"[A-Za-z]+:(\[[^\]]+\]|[^:?]+)", value.strip())
+    host = match.group(1).strip("[]") if match else ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise argparse.ArgumentTypeError(f"{value!r}: the emulator serves loopback hosts only")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", type=_listen, default=("127.0.0.1", 8089),
                         metavar="HOST:PORT", help="address to serve on (default 127.0.0.1:8089)")
     parser.add_argument("--api-key", action="append", default=[], metavar="KEY",
                         help="accepted API key (repeatable; default: $ORGA_API_KEY)")
-    parser.add_argument("--token-ttl", type=float, default=900.0, metavar="S",
-                        help="ephemeral token lifetime in seconds (default 900)")
+    parser.add_argument("--token-ttl", type=float, default=120.0, metavar="S",
+                        help="ephemeral token lifetime in seconds (default 120, within the "
+                        "documented 60-120 s)")
     parser.add_argument("--ice-address", action="append", default=None, metavar="ADDR",
                         help="local address for the answerer's ICE candidates (repeatable; "
                         "default 127.0.0.1)")
     parser.add_argument("--ice-all-addresses", action="store_true",
                         help="gather on every non-loopback address instead")
     parser.add_argument("--ice-server", action="append", default=[], metavar="URL",
-                        help="STUN/TURN URL that ice-config returns (default: none)")
+                        type=_loopback_ice_url,
+                        help="STUN/TURN URL on a loopback host that ice-config returns, in any "
+                        "form providers use, e.g. stun:127.0.0.1:3478?transport=udp "
+                        "(default: none)")
+    parser.add_argument("--stun-server", action="store_true",
+                        help="run a loopback STUN server and list it first in ice-config")
     agent = parser.add_argument_group("agent")
     agent.add_argument("--reply-wav", type=Path, help="16-bit PCM WAV played as every reply")
     agent.add_argument("--reply-seconds", type=float, default=1.5,
@@ -55,8 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     agent.add_argument("--vad-threshold-dbfs", type=float, default=-40.0)
     agent.add_argument("--legacy-events", action="store_true",
                        help="send `event`/`message` keys like mid-2025 servers")
-    agent.add_argument("--audio-gate", action="store_true",
-                       help="ignore caller audio until a session.update with audio arrives")
+    agent.add_argument("--no-audio-gate", action="store_true",
+                       help="process caller audio before any session.update with audio "
+                       "(default: ignored until then, as the real service is believed to)")
+    agent.add_argument("--barge-in", action="store_true",
+                       help="stop the reply as soon as the caller speaks")
     strict = parser.add_argument_group("validation")
     strict.add_argument("--lenient-params", action="store_true",
                         help="accept /calls without params (default: 422 Missing params)")
@@ -69,14 +93,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--fail-calls", type=int, default=0, metavar="N",
                         help="fail the next N /calls")
     faults.add_argument("--fail-status", type=int, default=503, help="status for --fail-calls")
+    faults.add_argument("--retry-after", type=int, default=None, metavar="S",
+                        help="Retry-After header on --fail-calls responses")
     faults.add_argument("--delay", type=float, default=0.0, metavar="S",
                         help="delay every API response")
+    faults.add_argument("--calls-delay", type=float, default=0.0, metavar="S",
+                        help="delay /calls answers after the session exists")
     faults.add_argument("--omit-conversation-id", action="store_true",
                         help="answer /calls without conversation_id")
     faults.add_argument("--malformed-calls", action="store_true",
                         help="answer /calls 200 with a body that is not JSON")
     faults.add_argument("--end-after", type=float, default=None, metavar="S",
                         help="end every session after S seconds")
+    faults.add_argument("--media-stop-after", type=float, default=None, metavar="S",
+                        help="stop each session's audio after S seconds, ICE/DTLS still up "
+                        "(a dead leg)")
     faults.add_argument("--reject-tokens", action="store_true",
                         help="answer 401 Invalid ephemeral token to every token")
     parser.add_argument("--log-level", default="INFO")
@@ -94,6 +125,7 @@ def build(args: argparse.Namespace) -> tuple[EmulatorConfig, Faults]:
         api_keys=keys,
         token_ttl_s=args.token_ttl,
         ice_servers=tuple({"urls": url} for url in args.ice_server),
+        stun_server=args.stun_server,
         params_required=not args.lenient_params,
         email_required=args.email_required,
         accept_legacy_voices=args.accept_legacy_voices,
@@ -105,17 +137,21 @@ def build(args: argparse.Namespace) -> tuple[EmulatorConfig, Faults]:
             greeting=args.greeting,
             vad_threshold_dbfs=args.vad_threshold_dbfs,
             legacy_events=args.legacy_events,
-            audio_gate=args.audio_gate,
+            audio_gate=not args.no_audio_gate,
+            barge_in=args.barge_in,
             ice_addresses=addresses,
         ),
     )
     faults = Faults(
         fail_calls=args.fail_calls,
         fail_status=args.fail_status,
+        retry_after_s=args.retry_after,
         delay_s=args.delay,
+        calls_delay_s=args.calls_delay,
         omit_conversation_id=args.omit_conversation_id,
         malformed_calls=args.malformed_calls,
         end_after_s=args.end_after,
+        media_stop_after_s=args.media_stop_after,
         reject_tokens=args.reject_tokens,
     )
     return config, faults

@@ -1,48 +1,58 @@
-"""The emulated Orga REST API: three endpoints with the reference's exact errors, plus control.
+"""The emulated Orga REST API: state, tokens, sessions and faults behind the FastAPI app.
 
-Endpoints (reference §2-§4, §11):
-- `POST /v1/realtime/client-secrets`: Bearer API key → HS256 token; 401 with the nested
-  envelope for a wrong key; 403 `Not authenticated` without a header; `email` optional (strict
-  legacy mode: 422 when missing).
-- `GET /v1/realtime/ice-config`: Bearer token (not consumed) → `{"iceServers": [...]}`.
-- `POST /v1/realtime/calls`: Bearer token, single use; 422 FastAPI `detail` for a bad body;
+Endpoints (reference §2-§4, §11; the HTTP mapping is `app.py`):
+- `POST /v1/realtime/client-secrets`: Bearer API key → HS256 token (default TTL 120 s, within
+  the documented 60-120 s); 401 with the nested envelope for a wrong key; 403 `Not
+  authenticated` without a header; `email` optional (strict legacy mode: 422 when missing).
+- `GET /v1/realtime/ice-config`: Bearer token (not consumed) → `{"iceServers": [...]}`, with
+  an optional loopback STUN server (`stun.py`) listed first in the provider URL form.
+- `POST /v1/realtime/calls`: Bearer token, single use; pydantic-validated body (`models.py`);
   runs an `EmulatedSession` answerer and returns `{answer, conversation_id}`.
 - `GET /_emulator/state`, `POST /_emulator/faults`: counters and fault injection for tests and
   users' resilience drills (Bearer API key required).
-Faults: fail the next N /calls with a status, delay every response, answer without
-`conversation_id`, answer with malformed JSON, end sessions after N seconds, reject all tokens.
+Faults: fail the next N /calls with a status (and a Retry-After), delay every response or only
+/calls answers, answer without `conversation_id`, answer with malformed JSON, end sessions
+after N seconds, stop a session's media without closing it (a dead leg), reject all tokens.
+Served by uvicorn inside the caller's event loop (tests use port 0).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+import uvicorn
+from fastapi import APIRouter
+
 from gateway.emulator.agent import AgentSettings, EmulatedSession
-from gateway.emulator.httpserver import HttpServer, Request, Response
+from gateway.emulator.app import create_app, error_body
+from gateway.emulator.models import OfferBody
+from gateway.emulator.stun import LoopbackStunServer
 from gateway.emulator.tokens import TokenIssuer
-from gateway.emulator.validation import json_invalid, missing, validate_call
-from gateway.orga.settings import VOICES
+from gateway.orga.settings import VOICES, SessionParams
 
 log = logging.getLogger(__name__)
 
 LEGACY_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage",
                  "shimmer")
 
-
-def error_body(message: Any, kind: str = "invalid_request_error") -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+DEFAULT_TOKEN_TTL_S = 120.0  # the how-to's "ttl": 120; the docs say about 1-2 minutes
 
 
-BAD_KEY_BODY = error_body(error_body("Incorrect or inactive API key provided."))  # nested
-INVALID_TOKEN_BODY = error_body("Invalid ephemeral token")
-NOT_AUTHENTICATED_BODY = error_body("Not authenticated")
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What /calls answers; `raw` bytes replace the JSON body (malformed-answer fault)."""
+
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -51,23 +61,28 @@ class Faults:
 
     fail_calls: int = 0  # fail the next N /calls ...
     fail_status: int = 503  # ... with this status
+    retry_after_s: int | None = None  # ... and this Retry-After header
     delay_s: float = 0.0  # delay every API response
+    calls_delay_s: float = 0.0  # delay /calls answers after the session exists (slow Orga)
     omit_conversation_id: bool = False
     malformed_calls: bool = False  # answer /calls 200 with a body that is not JSON
     end_after_s: float | None = None  # end each session after this long
+    media_stop_after_s: float | None = None  # then send no more RTP, keep ICE/DTLS up (dead leg)
     reject_tokens: bool = False
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply a JSON object of changes; all or nothing, each value type-checked."""
-        kinds = {"fail_calls": int, "fail_status": int, "delay_s": float,
+        kinds = {"fail_calls": int, "fail_status": int, "delay_s": float, "calls_delay_s": float,
+                 "retry_after_s": int,
                  "omit_conversation_id": bool, "malformed_calls": bool, "end_after_s": float,
+                 "media_stop_after_s": float,
                  "reject_tokens": bool}
         checked: dict[str, Any] = {}
         for key, value in changes.items():
             kind = kinds.get(key)
             if kind is None:
                 raise ValueError(f"unknown fault {key!r}")
-            if key == "end_after_s" and value is None:
+            if key in ("end_after_s", "retry_after_s", "media_stop_after_s") and value is None:
                 checked[key] = None
             elif kind is float and isinstance(value, int | float) and not isinstance(value, bool):
                 checked[key] = float(value)
@@ -85,8 +100,9 @@ class Faults:
 @dataclass(frozen=True, slots=True)
 class EmulatorConfig:
     api_keys: tuple[str, ...] = field(repr=False, default=())
-    token_ttl_s: float = 900.0  # the docs' example token
+    token_ttl_s: float = DEFAULT_TOKEN_TTL_S
     ice_servers: tuple[dict[str, Any], ...] = ()  # what ice-config returns (loopback: none)
+    stun_server: bool = False  # run a loopback STUN server and list it first in ice-config
     bare_ice_list: bool = False  # v11-guide shape: a bare list
     params_required: bool = True  # 422 "Missing params" (strict)
     email_required: bool = False  # legacy strict mode for client-secrets
@@ -104,8 +120,19 @@ class EmulatorStats:
     sessions_ended: int = 0
 
 
+class _Server(uvicorn.Server):
+    """uvicorn inside our loop: signals stay with whoever runs the loop (CLI, pytest)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class Emulator:
-    """The whole emulator; `start()` inside a running loop, read `port`, `stop()` at the end."""
+    """The whole emulator; `start()` inside a running loop, read `port`, `stop()` at the end.
+
+    `extra_routers` are added to the FastAPI app (another mode's routes, see `app.py`).
+    """
 
     def __init__(
         self,
@@ -115,6 +142,7 @@ class Emulator:
         *,
         faults: Faults | None = None,
         clock: Callable[[], float] = time.time,
+        extra_routers: Sequence[APIRouter] = (),
     ) -> None:
         self.config = config
         self.faults = faults or Faults()
@@ -122,25 +150,48 @@ class Emulator:
         self._tokens = TokenIssuer(secrets.token_bytes(32), config.token_ttl_s, clock)
         self._used: dict[str, int] = {}  # jti -> exp, for single use on /calls
         self._clock = clock
-        self._http = HttpServer(self.handle, host, port)
         self.sessions: dict[str, EmulatedSession] = {}
         self.ended_sessions: list[EmulatedSession] = []
         self._reply = config.agent.reply_samples()
-        self._voices = VOICES + (LEGACY_VOICES if config.accept_legacy_voices else ())
+        self.voices = VOICES + (LEGACY_VOICES if config.accept_legacy_voices else ())
+        self.stun: LoopbackStunServer | None = None
+        self._ice_servers: list[dict[str, Any]] = list(config.ice_servers)
+        self.app = create_app(self, extra_routers=extra_routers)
+        self._server = _Server(uvicorn.Config(
+            self.app, host=host, port=port, log_config=None, access_log=False,
+            lifespan="off", timeout_graceful_shutdown=1, ws="none",
+        ))
+        self._serving: asyncio.Task[None] | None = None
+        self._host = host
 
     @property
     def port(self) -> int:
-        return self._http.port
+        assert self._server.started, "emulator not started"
+        return int(self._server.servers[0].sockets[0].getsockname()[1])
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self._host}:{self.port}"
 
     async def start(self) -> None:
-        await self._http.start()
+        if self.config.stun_server:
+            self.stun = LoopbackStunServer()
+            await self.stun.start()
+            self._ice_servers.insert(0, {"urls": self.stun.url})
+        self._serving = asyncio.create_task(self._server.serve(), name="emulator http")
+        while not self._server.started:
+            if self._serving.done():  # bind failed: surface uvicorn's error
+                self._serving.result()
+                raise OSError(f"emulator could not listen on {self._host}")
+            await asyncio.sleep(0.005)
 
     async def stop(self) -> None:
-        await self._http.close()
+        if self._serving is not None:
+            self._server.should_exit = True
+            await self._serving
+            self._serving = None
+        if self.stun is not None:
+            self.stun.close()
         for session in list(self.sessions.values()):
             await session.close()
 
@@ -162,46 +213,18 @@ class Emulator:
             "sessions": sessions,
         }
 
-    # -- routing ---------------------------------------------------------------------------
+    # -- what the routes ask (app.py) -------------------------------------------------------
 
-    async def handle(self, request: Request) -> Response:
-        routes = {
-            "/v1/realtime/client-secrets": ("POST", self._client_secrets),
-            "/v1/realtime/ice-config": ("GET", self._ice_config),
-            "/v1/realtime/calls": ("POST", self._calls),
-            "/_emulator/state": ("GET", self._control_state),
-            "/_emulator/faults": ("POST", self._control_faults),
-        }
-        route = routes.get(request.path.rstrip("/") or "/")
-        if route is None:
-            return Response.json(404, {"detail": "Not Found"})
-        method, handler = route
-        if request.method != method:
-            return Response.json(405, {"detail": "Method Not Allowed"})
-        counter = {
-            "/v1/realtime/client-secrets": "client_secrets_requests",
-            "/v1/realtime/ice-config": "ice_config_requests",
-            "/v1/realtime/calls": "calls_requests",
-        }.get(request.path.rstrip("/"))
-        if counter is not None:  # counted on arrival, before any injected delay
-            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
-            if self.faults.delay_s > 0:
-                await asyncio.sleep(self.faults.delay_s)
-        return await handler(request)
+    async def arrived(self, counter: str) -> None:
+        """A realtime request arrived: count it, then apply the injected delay."""
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        if self.faults.delay_s > 0:
+            await asyncio.sleep(self.faults.delay_s)
 
-    @staticmethod
-    def _bearer(request: Request) -> str | None:
-        header = request.headers.get("authorization")
-        if header is None:
-            return None
-        scheme, _, value = header.partition(" ")
-        # FastAPI's HTTPBearer also answers 403 for a non-Bearer scheme.
-        return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    def is_api_key(self, key: str) -> bool:
+        return any(secrets.compare_digest(key, k) for k in self.config.api_keys)
 
-    def _not_authenticated(self) -> Response:
-        return Response.json(self.config.missing_auth_status, NOT_AUTHENTICATED_BODY)
-
-    def _token_claims(self, token: str) -> dict[str, Any] | None:
+    def token_claims(self, token: str) -> dict[str, Any] | None:
         if self.faults.reject_tokens:
             return None
         claims = self._tokens.verify(token)
@@ -209,73 +232,52 @@ class Emulator:
             return None
         return claims
 
-    # -- endpoints -------------------------------------------------------------------------
-
-    async def _client_secrets(self, request: Request) -> Response:
-        key = self._bearer(request)
-        if key is None:
-            return self._not_authenticated()
-        if not any(secrets.compare_digest(key, k) for k in self.config.api_keys):
-            return Response.json(401, BAD_KEY_BODY)
-        if self.config.email_required and "email" not in request.query:
-            return Response.json(422, {"detail": [missing(["query", "email"])]})
+    def mint(self, key: str) -> dict[str, Any]:
         token, expires_at, _ = self._tokens.mint(key)
-        return Response.json(200, {"ephemeral_token": token, "token_type": "bearer",
-                                   "expires_at": expires_at})
+        return {"ephemeral_token": token, "token_type": "bearer", "expires_at": expires_at}
 
-    async def _ice_config(self, request: Request) -> Response:
-        token = self._bearer(request)
-        if token is None:
-            return self._not_authenticated()
-        if self._token_claims(token) is None:
-            return Response.json(401, INVALID_TOKEN_BODY)
-        servers = list(self.config.ice_servers)
-        return Response.json(200, servers if self.config.bare_ice_list else {"iceServers": servers})
+    def ice_config(self) -> Any:
+        servers = list(self._ice_servers)
+        return servers if self.config.bare_ice_list else {"iceServers": servers}
 
-    async def _calls(self, request: Request) -> Response:
-        token = self._bearer(request)
-        if token is None:
-            return self._not_authenticated()
-        claims = self._token_claims(token)
-        if claims is None:
-            return Response.json(401, INVALID_TOKEN_BODY)
-        try:
-            body = json.loads(request.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return Response.json(422, {"detail": [json_invalid(str(exc).split(":")[0])]})
-        call, errors = validate_call(
-            body, voices=self._voices, params_required=self.config.params_required
-        )
-        if call is None:
-            return Response.json(422, {"detail": errors})
+    async def create_call(
+        self, claims: dict[str, Any], offer: OfferBody, params: SessionParams
+    ) -> Reply:
         self._consume(claims)  # single use from here on, whatever happens next
         if self.faults.fail_calls > 0:
             self.faults.fail_calls -= 1
             status = self.faults.fail_status
-            return Response.json(status, error_body(f"Injected failure ({status})", "api_error"))
+            headers = ({"Retry-After": str(self.faults.retry_after_s)}
+                       if self.faults.retry_after_s is not None else {})
+            return Reply(status, error_body(f"Injected failure ({status})", "api_error"),
+                         headers)
 
         conversation_id = secrets.token_hex(12)
         session = EmulatedSession(
-            conversation_id, call.params, self.config.agent, self._reply, self._on_session_end
+            conversation_id, params, self.config.agent, self._reply, self._on_session_end,
+            self.voices,
         )
         self.sessions[conversation_id] = session
         try:
-            answer_sdp = await session.answer(call.offer_sdp)
+            answer_sdp = await session.answer(offer.sdp)
         except Exception as exc:
             log.warning("emulator answerer rejected the offer: %s", exc)
             await session.close("offer_rejected")
-            return Response.json(400, error_body("Invalid SDP offer"))
+            return Reply(400, error_body("Invalid SDP offer"))
         self.stats.calls_ok += 1
         if self.faults.end_after_s is not None:
             session.end_after(self.faults.end_after_s)
+        if self.faults.media_stop_after_s is not None:
+            session.stop_media_after(self.faults.media_stop_after_s)
         answer = {"sdp": answer_sdp, "type": "answer"}
-        if self.faults.omit_conversation_id:
-            await session.close("answer_without_conversation_id")
-            return Response.json(200, {"answer": answer})
+        if self.faults.calls_delay_s > 0:
+            await asyncio.sleep(self.faults.calls_delay_s)
+        if self.faults.omit_conversation_id:  # the session stays up: the client must end it
+            return Reply(200, {"answer": answer})
         if self.faults.malformed_calls:
             await session.close("malformed_answer")
-            return Response(200, b'{"answer": {"sdp": "v=0', {"Content-Type": "application/json"})
-        return Response.json(200, {"answer": answer, "conversation_id": conversation_id})
+            return Reply(200, raw=b'{"answer": {"sdp": "v=0')
+        return Reply(200, {"answer": answer, "conversation_id": conversation_id})
 
     def _consume(self, claims: dict[str, Any]) -> None:
         now = self._clock()
@@ -289,30 +291,6 @@ class Emulator:
             self.stats.sessions_ended += 1
             self.ended_sessions.append(session)
             del self.ended_sessions[:-100]  # bounded history for the control endpoint
-
-    # -- control ---------------------------------------------------------------------------
-
-    def _control_allowed(self, request: Request) -> bool:
-        key = self._bearer(request)
-        return key is not None and any(secrets.compare_digest(key, k)
-                                       for k in self.config.api_keys)
-
-    async def _control_state(self, request: Request) -> Response:
-        if not self._control_allowed(request):
-            return Response.json(401, BAD_KEY_BODY)
-        return Response.json(200, self.state())
-
-    async def _control_faults(self, request: Request) -> Response:
-        if not self._control_allowed(request):
-            return Response.json(401, BAD_KEY_BODY)
-        try:
-            changes = json.loads(request.body)
-            if not isinstance(changes, dict):
-                raise ValueError("body must be an object")
-            self.faults.update(changes)
-        except ValueError as exc:
-            return Response.json(400, error_body(str(exc)))
-        return Response.json(200, self.faults.snapshot())
 
 
 def with_agent(config: EmulatorConfig, **changes: Any) -> EmulatorConfig:

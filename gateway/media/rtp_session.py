@@ -11,6 +11,9 @@ Owns (RFC 3550 §6.4.1 / A.1 / A.8, RFC 4961 symmetric RTP, RFC 4733 routing):
   decoder), anything else dropped and counted;
 - a per-call packet-rate cap (token bucket) so a flood into one port cannot starve the loop;
 - counters per direction and the RFC 3550 interarrival jitter;
+- SRTP (SDES keys in `MediaParams.srtp`): packets are unprotected before anything else reads
+  them and protected last before `sendto` (`media/srtp.py`); a packet that fails is dropped and
+  counted, and only an authenticated packet can latch the peer address;
 - an inactivity timeout (no RTP for `inactivity_timeout_s`, suspended while on hold) that sets
   `timed_out` and calls `on_timeout`, which the call turns into a BYE;
 - an optional `tap` that sees each audio packet received and sent (call recording).
@@ -34,6 +37,7 @@ from gateway.media.dtmf import DtmfReceived, TelephoneEventReceiver
 from gateway.media.jitter import JitterBuffer
 from gateway.media.ports import PortPool
 from gateway.media.rtp import RtpParseError, RtpSenderState, SequenceExtender, is_rtcp, parse_rtp
+from gateway.media.srtp import SrtpContext
 from gateway.sdp import MediaParams
 
 logger = logging.getLogger(__name__)
@@ -56,6 +60,7 @@ class ReceiveStats:
     dtmf_packets: int = 0
     ssrc_changes: int = 0
     audio_seconds: float = 0.0  # caller audio received (payload samples / clock rate)
+    srtp_failures: int = 0  # failed SRTP authentication, replay or parsing (dropped)
 
 
 @dataclass(slots=True)
@@ -109,8 +114,11 @@ class RtpSession:
         on_dtmf: Callable[[DtmfReceived], None] | None = None,
         on_timeout: Callable[[], None] | None = None,
         watchdog_interval_s: float = 1.0,
+        on_srtp_failure: Callable[[str], None] | None = None,
     ) -> None:
         self._params = params
+        self._on_srtp_failure = on_srtp_failure
+        self._srtp = SrtpContext(params.srtp, on_srtp_failure) if params.srtp else None
         self._clock = clock
         self.jitter = jitter or JitterBuffer(clock_rate=params.clock_rate,
                                              frame_ms=params.ptime_ms)
@@ -158,6 +166,7 @@ class RtpSession:
         on_dtmf: Callable[[DtmfReceived], None] | None = None,
         on_timeout: Callable[[], None] | None = None,
         watchdog_interval_s: float = 1.0,
+        on_srtp_failure: Callable[[str], None] | None = None,
         tasks: asyncio.TaskGroup | None = None,
     ) -> RtpSession:
         """Bind `local_address:local_port` (0 = ephemeral) and start the inactivity watchdog
@@ -165,7 +174,7 @@ class RtpSession:
         session = cls(
             params, clock=clock, jitter=jitter, inactivity_timeout_s=inactivity_timeout_s,
             max_packet_rate=max_packet_rate, on_dtmf=on_dtmf, on_timeout=on_timeout,
-            watchdog_interval_s=watchdog_interval_s,
+            watchdog_interval_s=watchdog_interval_s, on_srtp_failure=on_srtp_failure,
         )
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
@@ -215,6 +224,12 @@ class RtpSession:
             self._latched = None  # learn the new source (symmetric RTP again)
         if old.payload_type != params.payload_type:
             self._sender.payload_type = params.payload_type
+        if params.srtp is None:
+            self._srtp = None
+        elif self._srtp is None:
+            self._srtp = SrtpContext(params.srtp, self._on_srtp_failure)
+        else:
+            self._srtp.update(params.srtp)  # re-keys only a direction whose key changed
         self._last_activity = self._clock.now()  # hold/resume restarts the timer
 
     async def close(self) -> None:
@@ -228,6 +243,7 @@ class RtpSession:
                 await self._watchdog
         if self._transport is not None:
             self._transport.close()
+        self._srtp = None  # libsrtp's contexts (and key copies) end with the call, not at GC
         for event in self._dtmf.flush():
             self._emit_dtmf(event)
 
@@ -239,6 +255,8 @@ class RtpSession:
         data = self._sender.next_packet(payload, samples, marker)
         if self._transport is None or self._closed or not self._params.send_enabled:
             return False
+        if self._srtp is not None:
+            data = self._srtp.protect(data)
         self._transport.sendto(data, self.remote)
         if self.tap is not None:
             self.tap.sent(payload, self._params.codec, timestamp, self._clock.now())
@@ -253,6 +271,8 @@ class RtpSession:
     # ------------------------------------------------------------ receiving
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
+        if self._closed:
+            return  # a packet read as the call ended: its SRTP context is already gone
         now = self._clock.now()
         addr = (addr[0], addr[1])
         # Foreign packets are dropped before the rate cap: a flood from another address must
@@ -264,7 +284,13 @@ class RtpSession:
             self._recv.rate_dropped += 1
             return
         if is_rtcp(data):
-            return  # rtcp-mux RTCP: we send none and need none of its reports
+            return  # rtcp-mux RTCP (or SRTCP): we send none and need none of its reports
+        if self._srtp is not None:
+            clear = self._srtp.unprotect(data)
+            if clear is None:
+                self._recv.srtp_failures += 1
+                return
+            data = clear
         try:
             packet = parse_rtp(data)
         except RtpParseError:

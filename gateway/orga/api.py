@@ -21,6 +21,7 @@ import random
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -29,6 +30,7 @@ from aiortc import RTCIceServer
 from gateway.orga.errors import (
     OrgaAuthError,
     OrgaError,
+    OrgaIncompleteAnswer,
     OrgaProtocolError,
     OrgaRequestError,
     OrgaTimeoutError,
@@ -36,6 +38,7 @@ from gateway.orga.errors import (
     OrgaValidationError,
     ValidationIssue,
 )
+from gateway.orga.ice_servers import normalise_ice_servers
 from gateway.orga.settings import OrgaClientSettings, SessionParams
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ CALLS_PATH = "/v1/realtime/calls"
 # "Exponential Backoff and Jitter"); the widget SDK uses 200 ms x 2^n.
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 2.0
+DETACHED_JOIN_S = 5.0  # how long ending an unused session may take once its answer is in
 MAX_ERROR_TEXT = 300  # bound what we keep from a non-JSON error body
 
 
@@ -120,31 +124,17 @@ def candidates_from_sdp(sdp: str) -> list[dict[str, Any]]:
 
 
 def parse_ice_servers(body: object, endpoint: str = "ice_config") -> list[RTCIceServer]:
-    """`{"iceServers": [...]}` or a bare list (v11 guide); `urls` a string or a list."""
+    """`{"iceServers": [...]}` or a bare list (v11 guide); URLs normalised by `ice_servers.py`.
+
+    Only a body with no server list at all is an error; a URL or entry aiortc cannot use is
+    skipped with one warning, never a failed call.
+    """
     servers = body.get("iceServers") if isinstance(body, dict) else body
     if not isinstance(servers, list):
         raise OrgaProtocolError(endpoint, 200, "response has no iceServers list")
-    result: list[RTCIceServer] = []
-    for entry in servers:
-        if not isinstance(entry, dict):
-            raise OrgaProtocolError(endpoint, 200, "iceServers entry is not an object")
-        urls = entry.get("urls", entry.get("url"))
-        if isinstance(urls, str):
-            url_list = [urls]
-        elif isinstance(urls, list) and urls and all(isinstance(u, str) for u in urls):
-            url_list = list(urls)
-        else:
-            raise OrgaProtocolError(endpoint, 200, "iceServers entry has no urls")
-        username = entry.get("username")
-        credential = entry.get("credential")
-        result.append(
-            RTCIceServer(
-                urls=url_list,
-                username=username if isinstance(username, str) else None,
-                credential=credential if isinstance(credential, str) else None,
-            )
-        )
-    return result
+    parsed = normalise_ice_servers(servers)
+    parsed.warn_skipped()
+    return parsed.servers
 
 
 def _server_message(body: object) -> str:
@@ -243,8 +233,10 @@ class OrgaApi:
 
     async def aclose(self) -> None:
         if self._detached:
-            _, pending = await asyncio.wait(set(self._detached),
-                                            timeout=self.settings.request_timeout_s)
+            # A detached session end waits for a late /calls answer (up to two request
+            # timeouts, see `session.py`) and then for the join (`DETACHED_JOIN_S`).
+            bound = 2 * self.settings.request_timeout_s + DETACHED_JOIN_S
+            _, pending = await asyncio.wait(set(self._detached), timeout=bound)
             for task in pending:
                 task.cancel()
             if pending:
@@ -306,7 +298,7 @@ class OrgaApi:
         if not isinstance(sdp, str) or not sdp:
             raise OrgaProtocolError("calls", 200, "response has no answer")
         if not isinstance(conversation_id, str) or not conversation_id:
-            raise OrgaProtocolError("calls", 200, "response has no conversation_id")
+            raise OrgaIncompleteAnswer("calls", 200, "response has no conversation_id", sdp)
         return CallAnswer(sdp=sdp, conversation_id=conversation_id)
 
     # -- retried steps ---------------------------------------------------------------------
@@ -336,15 +328,28 @@ class OrgaApi:
             try:
                 return await attempt(min(self.settings.request_timeout_s, remaining))
             except OrgaError as exc:
-                if not exc.retryable:
-                    raise
-                delay = self._rng() * min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2**tries))
                 tries += 1
-                if loop.time() + delay >= deadline:
-                    raise
-                log.info("orga %s failed (%s), retry %d in %.2f s", endpoint, exc.reason,
-                         tries, delay)
-                await self._sleep(delay)
+                await self.back_off(exc, tries, deadline)
+
+    async def back_off(self, exc: OrgaError, tries: int, deadline: float) -> None:
+        """Wait before retry number `tries` after `exc`, or re-raise `exc` when a retry cannot
+        help or could not start before `deadline` (loop time).
+
+        The wait is full jitter over an exponential cap, or the server's `Retry-After` (429,
+        503) when it sent one: asking earlier would only be refused again.
+        """
+        if not exc.retryable:
+            raise exc
+        retry_after = exc.retry_after_s if isinstance(exc, OrgaUnavailableError) else None
+        if retry_after is not None:
+            delay = retry_after
+        else:
+            delay = self._rng() * min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2 ** (tries - 1)))
+        if asyncio.get_running_loop().time() + delay >= deadline:
+            raise exc
+        log.info("orga %s failed (%s), retry %d in %.2f s%s", exc.endpoint, exc.reason, tries,
+                 delay, " (Retry-After)" if retry_after is not None else "")
+        await self._sleep(delay)
 
     # -- one request, errors mapped --------------------------------------------------------
 
@@ -415,8 +420,30 @@ class OrgaApi:
             ]
             raise OrgaValidationError(endpoint, status, issues)
         if status == 429 or status >= 500:
-            raise OrgaUnavailableError(endpoint, status, message)
+            raise OrgaUnavailableError(endpoint, status, message,
+                                       retry_after_s=parse_retry_after(response.headers))
         raise OrgaRequestError(endpoint, status, message)
+
+
+MAX_RETRY_AFTER_S = 3600.0
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """`Retry-After` as seconds (RFC 9110 §10.2.3: delay-seconds or an HTTP-date); None when
+    absent or unreadable."""
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER_S)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return min(max(0.0, (when - datetime.now(UTC)).total_seconds()), MAX_RETRY_AFTER_S)
 
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:

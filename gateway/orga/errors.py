@@ -82,17 +82,29 @@ class OrgaValidationError(OrgaError):
 
 
 class OrgaRequestError(OrgaError):
-    """Any other 4xx (400 malformed request, 404 unknown user in legacy email mode, ...)."""
+    """Any other 4xx (400 malformed request, 404 unknown user in legacy email mode, ...).
+
+    Permanent like a 422: asking again fails again, so the call gets 500 without the
+    Retry-After that would invite the PBX to retry (it was 503 Retry-After 10)."""
 
     reason = "rejected"
+    outcome = Outcome.ORGA_INVALID
 
 
 class OrgaUnavailableError(OrgaError):
-    """429, 5xx, timeouts and connection errors: the service may answer if asked again."""
+    """429, 5xx, timeouts and connection errors: the service may answer if asked again.
+
+    `retry_after_s` is the server's `Retry-After` (429/503), when it sent one: the earliest
+    time a retry is welcome.
+    """
 
     reason = "unavailable"
 
-    def __init__(self, endpoint: str, status: int | None, message: str) -> None:
+    def __init__(
+        self, endpoint: str, status: int | None, message: str,
+        *, retry_after_s: float | None = None,
+    ) -> None:
+        self.retry_after_s = retry_after_s
         super().__init__(endpoint, status, message, retryable=True)
 
 
@@ -107,3 +119,12 @@ class OrgaProtocolError(OrgaError):
     """A 2xx response we cannot use (malformed JSON, missing fields), or a broken WebRTC answer."""
 
     reason = "protocol"
+
+
+class OrgaIncompleteAnswer(OrgaProtocolError):
+    """A /calls 2xx with an SDP answer but no `conversation_id`: Orga created a session we
+    cannot use, but can still end (join it with `answer_sdp`, then close)."""
+
+    def __init__(self, endpoint: str, status: int | None, message: str, answer_sdp: str) -> None:
+        self.answer_sdp = answer_sdp
+        super().__init__(endpoint, status, message)

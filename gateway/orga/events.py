@@ -6,8 +6,10 @@ Owns the `orga-realtime-client-events` message formats (reference §7):
   frozen values; text taken from `transcript`/`text`/`message`; unknown types and bad JSON are
   counted, never fatal.
 It also owns the rule for when a session has ended (reference §8): data channel closed, peer
-connection `failed` or `closed`, or `disconnected` for longer than a grace period. That rule is
-a small state machine driven with explicit `now` values so tests step time by hand.
+connection `failed` or `closed`, `disconnected` for longer than a grace period, or no media
+from Orga for too long (the peer measures that). That rule is a small state machine driven with
+explicit `now` values so tests step time by hand. `OrgaEndReason.lost` tells a session that broke
+(failed, silent, disconnected) from one that was ended in order (closed by either side).
 """
 
 from __future__ import annotations
@@ -150,7 +152,14 @@ class OrgaEndReason(enum.Enum):
     PEER_FAILED = "peer_failed"
     PEER_CLOSED = "peer_closed"
     DISCONNECTED = "disconnected_timeout"
+    MEDIA_TIMEOUT = "media_timeout"
     SETUP_FAILED = "setup_failed"
+
+    @property
+    def lost(self) -> bool:
+        """The leg broke rather than being closed by either side."""
+        return self in (OrgaEndReason.PEER_FAILED, OrgaEndReason.DISCONNECTED,
+                        OrgaEndReason.MEDIA_TIMEOUT)
 
 
 class SessionEndTracker:
@@ -185,6 +194,9 @@ class SessionEndTracker:
 
     def on_datachannel_closed(self) -> OrgaEndReason | None:
         return self._end(OrgaEndReason.DATACHANNEL_CLOSED)
+
+    def on_media_timeout(self) -> OrgaEndReason | None:
+        return self._end(OrgaEndReason.MEDIA_TIMEOUT)
 
     def on_local_close(self) -> OrgaEndReason | None:
         return self._end(OrgaEndReason.LOCAL_CLOSE)

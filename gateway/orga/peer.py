@@ -10,13 +10,21 @@ the configured local addresses only (`ice.py`), with an explicit ICE server list
 channel open it sends `session.update`; server events are decoded into typed values
 (`events.py`). The session end is reported once on `ended`; `close()` is idempotent.
 aiortc exceptions are mapped to `OrgaProtocolError` here.
+
+A dead leg is found by its media: once connected, the audio receiver's last-packet time
+(`getSynchronizationSources`, public aiortc API) is checked every `MEDIA_CHECK_S`; no new RTP
+for `media_timeout_s` ends the session as MEDIA_TIMEOUT. Why media: when Orga's side dies
+without closing, aiortc reports nothing until ICE consent expires (~30 s; it never reports
+`disconnected`), while a live session sends audio continuously (20 ms frames, silence
+included; the SDKs' browsers and aiortc alike). Worst-case detection is the timeout plus one
+check interval.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiortc import (
@@ -47,10 +55,9 @@ __all__ = ["OrgaEndReason", "OrgaPeer", "candidates_from_sdp"]
 
 log = logging.getLogger(__name__)
 
-MAX_QUEUED_EVENTS = 256  # events are rare (a few per turn); a full queue means nobody reads
-
 ReceiverTuner = Callable[[RTCRtpReceiver], object]
 OPUS_ONLY = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.name == "opus"]
+MEDIA_CHECK_S = 0.25
 
 
 def _quiet(future: asyncio.Future[Any]) -> None:
@@ -81,11 +88,12 @@ class OrgaPeer:
         for future in (self.remote_audio, self.connected, self.datachannel_open):
             future.add_done_callback(_quiet)
         self.decoder = ServerEventDecoder()
-        self.dropped_events = 0
-        self._events: asyncio.Queue[ServerEvent] = asyncio.Queue(MAX_QUEUED_EVENTS)
         self._listeners: list[Callable[[ServerEvent], None]] = []
         self._tracker = SessionEndTracker(settings.disconnected_grace_s)
         self._timer: asyncio.TimerHandle | None = None
+        self._media_timer: asyncio.TimerHandle | None = None
+        self._media_mark: object = None  # the receiver's newest last-packet timestamp seen
+        self._media_seen_at = 0.0  # loop time when that mark last changed
         self._close_task: asyncio.Task[None] | None = None
 
         self._pc = RTCPeerConnection(make_configuration(ice_servers))
@@ -136,26 +144,12 @@ class OrgaPeer:
     # -- events ----------------------------------------------------------------------------
 
     def add_event_listener(self, listener: Callable[[ServerEvent], None]) -> None:
-        """Call `listener` for every decoded server event (in addition to `events()`)."""
-        self._listeners.append(listener)
+        """Call `listener` for every decoded server event, as it arrives.
 
-    async def events(self) -> AsyncIterator[ServerEvent]:
-        """Decoded server events in arrival order; ends after the session has ended."""
-        while True:
-            if not self._events.empty():
-                yield self._events.get_nowait()
-                continue
-            if self.ended.done():
-                return
-            getter = asyncio.ensure_future(self._events.get())
-            waiting: set[asyncio.Future[Any]] = {getter, self.ended}
-            try:
-                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                if not getter.done():
-                    getter.cancel()
-            if getter.done() and not getter.cancelled():
-                yield getter.result()
+        Events are delivered, never stored: register before `create_offer` (in the peer
+        factory) to see the ones sent on data-channel open.
+        """
+        self._listeners.append(listener)
 
     def send_session_update(self, params: SessionParams | None = None) -> None:
         if self._channel.readyState == "open":
@@ -176,6 +170,9 @@ class OrgaPeer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._media_timer is not None:
+            self._media_timer.cancel()
+            self._media_timer = None
         try:
             await self._pc.close()
         except Exception:  # a half-built pc can fail to close; nothing else to release
@@ -201,6 +198,7 @@ class OrgaPeer:
             log.debug("orga peer %s connection %s", self.conversation_id, state)
             if state == "connected" and not self.connected.done():
                 self.connected.set_result(None)
+                self._watch_media()
             self._finish(self._tracker.on_connection_state(state, self._loop.time()))
             self._arm_timer()
 
@@ -221,10 +219,6 @@ class OrgaPeer:
             self._finish(self._tracker.on_datachannel_closed())
 
     def _deliver(self, event: ServerEvent) -> None:
-        if self._events.full():  # bounded: drop the oldest, count it
-            self._events.get_nowait()
-            self.dropped_events += 1
-        self._events.put_nowait(event)
         for listener in self._listeners:
             try:
                 listener(event)
@@ -238,6 +232,28 @@ class OrgaPeer:
         deadline = self._tracker.deadline()
         if deadline is not None:
             self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _watch_media(self) -> None:
+        if self.settings.media_timeout_s <= 0 or self._media_timer is not None:
+            return
+        self._media_seen_at = self._loop.time()
+        self._media_timer = self._loop.call_later(MEDIA_CHECK_S, self._check_media)
+
+    def _check_media(self) -> None:
+        self._media_timer = None
+        if self.ended.done():
+            return
+        sources = self._audio.receiver.getSynchronizationSources()
+        mark = max((source.timestamp for source in sources), default=None)
+        now = self._loop.time()
+        if mark is not None and mark != self._media_mark:
+            self._media_mark, self._media_seen_at = mark, now
+        elif now - self._media_seen_at >= self.settings.media_timeout_s:
+            log.warning("orga session %s: no audio for %.1f s, the leg is lost",
+                        self.conversation_id, now - self._media_seen_at)
+            self._finish(self._tracker.on_media_timeout())
+            return
+        self._media_timer = self._loop.call_later(MEDIA_CHECK_S, self._check_media)
 
     def _on_timer(self) -> None:
         self._timer = None

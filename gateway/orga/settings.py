@@ -79,11 +79,14 @@ class PeerSettings:
 
     `ice_addresses`: the local addresses ICE gathers host candidates on. None means aioice's own
     choice (every non-loopback address); tests and the demo set ("127.0.0.1",).
+    `media_timeout_s`: a connected session from which no RTP has arrived for this long is
+    lost (0 turns the check off; see `peer.py`).
     """
 
     video_mline: bool = True
     ice_addresses: tuple[str, ...] | None = None
     disconnected_grace_s: float = 5.0
+    media_timeout_s: float = 2.0
 
 
 # Caller and callee come from SIP headers the caller controls: only characters that a phone

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -59,6 +59,8 @@ class Turn:
     reply_at: float | None = None  # first non-silent frame received at or after phrase_end_at
     reply_samples: int = 0  # non-silent samples received after phrase_end_at
     last_voice_at: float | None = None
+    started_at: float | None = None  # our phrase's first voiced frame was sent
+    heard_from_start_at: float | None = None  # first non-silent frame received after that
 
     @property
     def latency_s(self) -> float | None:
@@ -82,6 +84,14 @@ class MediaResult:
     turns: tuple[Turn, ...]  # the phrases we began, in order
     heard_hz: float | None
     heard_dbfs: float | None
+    max_gap_s: float | None = None  # longest time between two packets received
+
+    @property
+    def onset_delays_s(self) -> tuple[float, ...]:
+        """Our phrase's start → first voice heard after it, per phrase. Against an echoing far
+        end (bench/far_end.py) this is the round trip of audio through the gateway."""
+        return tuple(t.heard_from_start_at - t.started_at for t in self.turns
+                     if t.started_at is not None and t.heard_from_start_at is not None)
 
     @property
     def turns_answered(self) -> int:
@@ -132,6 +142,8 @@ class ProbeMedia:
         self._spoke_frames = 0
         self._pending: list[Pcm] = []
         self._pending_samples = 0
+        self._last_arrival: float | None = None
+        self._max_gap = 0.0
         self.tap = ArrivalTap(self._arrived)
 
     def attach(self, rtp: RtpSession) -> None:
@@ -152,12 +164,17 @@ class ProbeMedia:
         if self._rtp is None:
             return
         now = self._loop.time()
+        if self._last_arrival is not None:
+            self._max_gap = max(self._max_gap, now - self._last_arrival)
+        self._last_arrival = now
         pcm = self._codec().decode(payload)
         if not self._heard.add(pcm):
             return
         if self._first_audio_at is None:
             self._first_audio_at = now
         turn = self._turns[-1] if self._turns else None
+        if turn is not None and turn.started_at is not None and turn.heard_from_start_at is None:
+            turn.heard_from_start_at = now
         # Before our phrase is out, what we hear is a greeting or crosstalk, not a reply.
         if turn is not None and turn.phrase_end_at is not None and now >= turn.phrase_end_at:
             if turn.reply_at is None:
@@ -221,6 +238,8 @@ class ProbeMedia:
         voiced = self._voiced[cursor]
         starts = voiced and (cursor == 0 or not self._voiced[cursor - 1])
         self._spoke_frames += voiced
+        if starts and self._turns[-1].started_at is None:
+            self._turns[-1].started_at = now
         self._rtp.send_audio(codec.encode(self._frames[cursor]), FRAME_SAMPLES, starts)
         if cursor == self._last_voiced:
             self._turns[-1].phrase_end_at = now + FRAME_S
@@ -257,8 +276,8 @@ class ProbeMedia:
         return MediaResult(
             spoke_s=self._spoke_frames * FRAME_S,
             first_audio_at=self._first_audio_at,
-            turns=tuple(Turn(t.phrase_end_at, t.reply_at, t.reply_samples, t.last_voice_at)
-                        for t in self._turns),
+            turns=tuple(replace(t) for t in self._turns),
             heard_hz=self._heard.dominant_hz(),
             heard_dbfs=self._heard.level_dbfs(),
+            max_gap_s=self._max_gap if self._last_arrival is not None else None,
         )

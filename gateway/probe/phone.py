@@ -416,6 +416,8 @@ class _Phone:
             packets_received=stats.received.packets,
             packets_lost=stats.received.lost,
             jitter_ms=stats.received.jitter_ms,
+            max_gap_s=result.max_gap_s,
+            onset_delays_s=result.onset_delays_s,
             duration_s=ended_at - self.answered_at,
             ended_by=ended_by,
             recorded=str(self.options.record) if self.options.record else None,

@@ -56,6 +56,8 @@ class ProbeReport:
     packets_received: int = 0
     packets_lost: int = 0
     jitter_ms: float = 0.0
+    max_gap_s: float | None = None  # longest time between two received packets (pacing gaps)
+    onset_delays_s: tuple[float, ...] = ()  # start of each phrase → first voice heard after it
     duration_s: float | None = None  # 2xx → end of the call
     ended_by: str | None = None  # "probe" (our BYE), "remote" (their BYE), or a SIP end reason
     recorded: str | None = None  # path of the recording, if one was written

@@ -8,7 +8,11 @@
 - `ConcurrencyLimiter`: counts live things per key with a per-key and a total cap (TCP
   connections per source/total, calls per trunk).
 - `EdgeLimiter`: the per-request decision the SIP driver needs, built from the `[security]`
-  config: per-source request bucket, per-source INVITE bucket, global new-call bucket.
+  config: per-source request bucket, per-source INVITE bucket, global new-call bucket. These
+  are for sources that match no trunk and for INVITEs that have not authenticated.
+- `TrunkLimiter`: what a configured trunk gets instead (issue 12 item 2): its own new-call
+  bucket (`max_cps`, `cps_burst`) for calls it places, and per-source request buckets sized for
+  that rate — behind a SIP load balancer every call of a whole cluster comes from one address.
 """
 
 from __future__ import annotations
@@ -122,6 +126,7 @@ class RateVerdict(Enum):
     RATE_SOURCE_REQUEST = "rate_source_request"
     RATE_SOURCE_INVITE = "rate_source_invite"
     RATE_GLOBAL = "rate_global"
+    RATE_TRUNK = "rate_trunk"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,3 +180,44 @@ class EdgeLimiter:
     @property
     def tracked_sources(self) -> int:
         return max(len(self._requests), len(self._invites))
+
+
+# SIP requests one call costs a source: INVITE, ACK, BYE, and one more (a retransmission, an
+# in-dialog refresh or a balancer's OPTIONS probe). Sizes a trunk source's request bucket.
+REQUESTS_PER_CALL = 4
+
+
+@dataclass(frozen=True, slots=True)
+class TrunkRate:
+    """One trunk's new-call rate: `max_cps` per second, bursts of `cps_burst`."""
+
+    name: str
+    max_cps: float
+    cps_burst: int
+
+
+class TrunkLimiter:
+    """Per trunk: one new-call bucket for the whole trunk, and per-source request buckets of
+    `REQUESTS_PER_CALL` times its call rate (never smaller than `[security]`'s per-source
+    request limits)."""
+
+    def __init__(self, trunks: list[TrunkRate], config: SecurityConfig, now: float) -> None:
+        self._calls = {t.name: TokenBucket(t.max_cps, t.cps_burst, now) for t in trunks}
+        self._requests = {
+            t.name: KeyedBuckets(max(config.request_rate_per_source, REQUESTS_PER_CALL * t.max_cps),
+                                 max(config.request_burst_per_source,
+                                     REQUESTS_PER_CALL * t.cps_burst),
+                                 config.max_tracked_sources)
+            for t in trunks}
+
+    def request(self, trunk: str, source_ip: str, now: float) -> Decision:
+        buckets = self._requests[trunk]
+        if not buckets.take(source_ip, now):
+            return Decision(RateVerdict.RATE_SOURCE_REQUEST, buckets.retry_after(source_ip, now))
+        return ACCEPTED
+
+    def new_call(self, trunk: str, now: float) -> Decision:
+        bucket = self._calls[trunk]
+        if not bucket.take(now):
+            return Decision(RateVerdict.RATE_TRUNK, bucket.retry_after(now))
+        return ACCEPTED

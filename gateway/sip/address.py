@@ -1,4 +1,4 @@
-"""Where a SIP message came from or goes to: transport, address and (for TCP) connection.
+"""Where a SIP message came from or goes to: transport, address and (for TCP/TLS) connection.
 
 The sans-IO core never opens sockets; it names a `Peer` and the driver finds the socket. For
 stream transports `conn_id` names the connection a request arrived on, so the response goes
@@ -18,6 +18,7 @@ Addr = tuple[str, int]
 class Transport(enum.Enum):
     UDP = "UDP"
     TCP = "TCP"
+    TLS = "TLS"  # RFC 3261 §26.2: TCP framing inside TLS; Via "SIP/2.0/TLS", transport=tls
 
     @property
     def reliable(self) -> bool:

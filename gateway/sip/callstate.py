@@ -11,8 +11,9 @@ A call has two independent lines of state, in the manner of h11's client and ser
 the offer line by `OFFER_TRANSITIONS`. A pair missing from a table raises `StateError`, a
 `UsageError` (a local error, h11's `LocalProtocolError`): application commands reach `step`
 directly, so answering twice or sending an offer over a pending one is refused by the table
-itself. Peer input never raises: the UAS/UAC code asks `allows()` first and answers the peer
-(481, 491, 500) or ignores the message when the table has no row for it.
+itself. Peer input never raises: the UAS/UAC handlers look at the state before they step (a
+duplicate ACK is dropped, a re-INVITE outside CONFIRMED is answered 491, a BYE for a dialog we
+no longer know 481), so a StateError out of peer input is a bug of ours, logged by the endpoint.
 
 The INVITE line (UAS states, then UAC states, then the shared ones; "ended" states are those
 in which the application has had its `DialogEnded`):
@@ -75,7 +76,7 @@ The offer line:
     THEIRS  ANSWER_OFFER     IDLE   answer_offer(): 200 (a re-INVITE's also moves the INVITE
                                     line to REANSWERED)
             REJECT_OFFER     IDLE   reject_offer(): 3xx-6xx, the session stays as it was
-            OFFER_WITHDRAWN  IDLE   CANCEL or BYE arrived first: 487 sent for it
+            OFFER_WITHDRAWN  IDLE   their CANCEL, or the call ended first: 487 for it
     OURS    OFFER_DONE       IDLE   the final response (or Timer B/F) to our offer
 
 While the offer line is THEIRS a new offer from the peer is answered 500 with Retry-After
@@ -190,7 +191,7 @@ class OfferInput(enum.Enum):
     OUR_OFFER = "our-offer"
     ANSWER_OFFER = "answer-offer"
     REJECT_OFFER = "reject-offer"
-    OFFER_WITHDRAWN = "offer-withdrawn"  # CANCEL (re-INVITE) or BYE before the app answered
+    OFFER_WITHDRAWN = "offer-withdrawn"  # CANCEL, or the call ended before the app answered
     OFFER_DONE = "offer-done"  # the final response or timeout of our offer
 
 
@@ -227,9 +228,6 @@ class SipCall:
     extra: dict[str, str] = field(default_factory=dict)
 
     # --- the INVITE line ------------------------------------------------------------------
-    def allows(self, event: CallInput) -> bool:
-        return event in INVITE_TRANSITIONS[self.state]
-
     def require(self, event: CallInput) -> None:
         """StateError unless the table has a row for `event` (checked before sending)."""
         if event not in INVITE_TRANSITIONS[self.state]:
@@ -254,9 +252,6 @@ class SipCall:
         return self.retransmitter is not None and self.retransmitter.next_at is not None
 
     # --- the offer line -------------------------------------------------------------------
-    def offer_allows(self, event: OfferInput) -> bool:
-        return event in OFFER_TRANSITIONS[self.offer]
-
     def offer_step(self, event: OfferInput) -> OfferState:
         try:
             self.offer = OFFER_TRANSITIONS[self.offer][event]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.sip.address import Addr, Outgoing, Peer, Transport
-from gateway.sip.callstate import CallInput, InviteState, SipCall
+from gateway.sip.callstate import CallInput, InviteState, OfferInput, OfferState, SipCall
 from gateway.sip.dialog import (
     Dialog,
     Refresher,
@@ -183,8 +183,12 @@ class Core:
         branch = branch or new_branch()
         return f"SIP/2.0/{transport.value} {_bracket(host)}:{port};branch={branch};rport"
 
-    def contact(self, transport: Transport) -> str:
+    def contact(self, transport: Transport, *, secure: bool = False) -> str:
+        """Our Contact on `transport`; `secure`: a SIPS URI (RFC 3261 §12.1.1, §26.2.2), which
+        implies TLS and so carries no transport parameter (RFC 5630 §3.1.1)."""
         host, port = self.local_addr(transport)
+        if secure:
+            return f"<sips:{self.config.contact_user}@{_bracket(host)}:{port}>"
         suffix = "" if transport is Transport.UDP else f";transport={transport.value.lower()}"
         return f"<sip:{self.config.contact_user}@{_bracket(host)}:{port}{suffix}>"
 
@@ -334,17 +338,29 @@ class Core:
 
     def end_call(
         self, call: SipCall, event: CallInput, reason: SipEndReason, status: int | None = None,
-        *, notice: Event | None = None,
+        *, now: float, notice: Event | None = None,
     ) -> None:
-        """Step the call by `event`; when that ends it for the application, emit `notice` (if
-        any) and then DialogEnded, exactly once per call. Then forget it if nothing is left."""
+        """Step the call by `event`; when that ends it for the application, answer an offer of
+        theirs it can no longer answer (487), emit `notice` (if any) and then DialogEnded,
+        exactly once per call. Then forget the call if nothing is left."""
         was_live = not call.ended
         call.step(event)
         if was_live and call.ended:
+            self.withdraw_their_offer(call, now)
             if notice is not None:
                 self.emit(notice)
             self.emit(DialogEnded(call.handle, reason, status))
         self.settle(call)
+
+    def withdraw_their_offer(self, call: SipCall, now: float) -> None:
+        """487 for their re-INVITE/UPDATE the app has not answered: the dialog is ending, and
+        its pending requests still get a response (RFC 3261 §15)."""
+        txn = call.their_offer
+        if call.offer is not OfferState.THEIRS or txn is None or call.dialog is None:
+            return
+        call.offer_step(OfferInput.OFFER_WITHDRAWN)
+        call.their_offer = None
+        txn.send_response(self.response(txn.request, 487, to_tag=call.dialog.local_tag), now)
 
     def settle(self, call: SipCall) -> None:
         """Drop an ENDED call from the tables once no 2xx of ours waits for its ACK."""

@@ -1,4 +1,5 @@
-"""Dialog state (RFC 3261 §12) and the two dialog-level timers the UA core owns.
+"""Dialogs (RFC 3261 §12) and the two dialog-level timers the UA core owns. Whether a dialog is
+early or confirmed is the call's state (`callstate.py`), not the dialog's.
 
 * `Dialog`: identifiers (Call-ID, local and remote tag), local/remote URI, remote target, route
   set and CSeq counters, built from an INVITE as UAS (§12.1.1) or from a response as UAC
@@ -38,12 +39,6 @@ def new_call_id(host: str) -> str:
     return f"{secrets.token_hex(10)}@{host}"
 
 
-class DialogState(enum.Enum):
-    EARLY = "early"
-    CONFIRMED = "confirmed"
-    TERMINATED = "terminated"
-
-
 @dataclass(slots=True)
 class Dialog:
     call_id: str
@@ -56,7 +51,6 @@ class Dialog:
     local_cseq: int
     remote_cseq: int | None
     peer: Peer  # transport and, for TCP, the connection the dialog was set up on
-    state: DialogState = DialogState.EARLY
     local_contact: str = ""
     peer_allows: frozenset[str] = field(default_factory=frozenset)
 
@@ -105,7 +99,6 @@ class Dialog:
             remote_cseq=None,
             peer=peer,
             local_contact=local_contact,
-            state=DialogState.CONFIRMED if response.status < 300 else DialogState.EARLY,
             peer_allows=_allow_set(response),
         )
 
@@ -179,7 +172,9 @@ def hop_for_uri(uri: Uri, fallback: Peer) -> Peer:
     if host.startswith("["):
         host = host[1:-1]
     transport = Transport.from_name(uri.param("transport"), fallback.transport)
-    port = uri.port or (5061 if uri.scheme == "sips" else DEFAULT_SIP_PORT)
+    if uri.scheme == "sips":
+        transport = Transport.TLS  # §26.2.2: a SIPS URI is reached over TLS, whatever else
+    port = uri.port or (5061 if transport is Transport.TLS else DEFAULT_SIP_PORT)
     conn_id = fallback.conn_id if transport is fallback.transport else None
     return Peer(host, port, transport, conn_id)
 

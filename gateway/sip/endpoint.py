@@ -106,12 +106,14 @@ class SipEndpoint:
             return
         self._dispatch(message, source, now, admitted)
 
-    def receive_stream(self, data: bytes, conn_id: int, addr: Addr, now: float) -> bool:
-        """Bytes read from a stream connection. False: framing broke, close this connection."""
+    def receive_stream(self, data: bytes, conn_id: int, addr: Addr, now: float,
+                       transport: Transport = Transport.TCP) -> bool:
+        """Bytes read from a stream connection (TCP, or TLS after decryption). False: framing
+        broke, close this connection."""
         parser = self._streams.get(conn_id)
         if parser is None:
             parser = self._streams[conn_id] = StreamParser(self._core.config.limits)
-        source = Peer(addr[0], addr[1], Transport.TCP, conn_id)
+        source = Peer(addr[0], addr[1], transport, conn_id)
         try:
             messages = parser.feed(data)
         except ParseError as exc:
@@ -156,7 +158,7 @@ class SipEndpoint:
             status = exc.status if 400 <= exc.status < 600 else 400
             warning = clean_reason(exc.reason)
             response = core.response(
-                request, status, f"Bad SipRequest ({warning})" if status == 400 else None,
+                request, status, f"Bad Request ({warning})" if status == 400 else None,
                 headers=[("Warning", f'399 - "{warning}"')],
             )
             if key_txn is not None:

@@ -140,10 +140,19 @@ def make_request(method: str, uri: Uri, headers: Headers, body: bytes = b"") -> 
 def make_response(
     request: SipRequest, status: int, reason: str | None = None, *, to_tag: str | None = None
 ) -> SipResponse:
-    """Build a response per RFC 3261 §8.2.6.2: copy Via, From, Call-ID, CSeq, To (+tag)."""
+    """Build a response per RFC 3261 §8.2.6.2: copy Via, From, Call-ID, CSeq, To (+tag).
+
+    A 101-299 response to INVITE also gets the request's Record-Route fields, values and order
+    untouched (§12.1.1): the caller builds its route set from them, so its ACK and BYE come
+    back through every proxy that record-routed (a proxy answers a request that skips it 404).
+    Copying them into a re-INVITE's answer too is harmless (§12.2.1.2: it changes no route set).
+    """
     headers = Headers()
     for value in request.headers.fields("Via"):
         headers.add("Via", value)
+    if request.method == "INVITE" and 100 < status < 300:
+        for value in request.headers.fields("Record-Route"):
+            headers.add("Record-Route", value)
     for name in ("From", "To", "Call-ID", "CSeq"):
         field_value = request.headers.get(name)
         if field_value is not None:

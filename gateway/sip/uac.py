@@ -20,7 +20,6 @@ from gateway.sip.callstate import (
 from gateway.sip.core import ClientContext, Core, RequestKind
 from gateway.sip.dialog import (
     Dialog,
-    DialogState,
     Refresher,
     SessionTimer,
     hop_for_uri,
@@ -151,10 +150,10 @@ class Uac:
             # CANCEL_PENDING and the CANCEL goes with the first provisional.
             if call.state is InviteState.EARLY:
                 self._send_cancel(call, now)
-            core.end_call(call, CallInput.HANG_UP, SipEndReason.CANCELLED, 487)
+            core.end_call(call, CallInput.HANG_UP, SipEndReason.CANCELLED, 487, now=now)
         else:
             core.send_bye(call, now)
-            core.end_call(call, CallInput.HANG_UP, SipEndReason.LOCAL_BYE)
+            core.end_call(call, CallInput.HANG_UP, SipEndReason.LOCAL_BYE, now=now)
 
     def _send_cancel(self, call: SipCall, now: float) -> None:
         core = self.core
@@ -225,7 +224,7 @@ class Uac:
         if status == 422 and not call.ended and self._retry_with_min_se(call, response, now):
             return
         self.core.end_call(call, CallInput.FAILED, SipEndReason.FAILED, status,
-                           notice=CallFailed(call.handle, status, response.reason))
+                           now=now, notice=CallFailed(call.handle, status, response.reason))
 
     def _invite_answered(self, call: SipCall, response: SipResponse, now: float) -> None:
         """The first 2xx confirms the dialog (§13.2.2.4) and gets our ACK."""
@@ -237,7 +236,6 @@ class Uac:
                 call.invite, response, call.peer, core.contact(call.peer.transport)
             )
             core.register_dialog(call, dialog)
-        dialog.state = DialogState.CONFIRMED
         dialog.update_target(response)
         call.step(CallInput.ANSWERED)
         call.ack = dialog.create_request(
@@ -305,35 +303,53 @@ class Uac:
         self, ctx: ClientContext, call: SipCall | None, txn: ClientTransaction,
         response: SipResponse, now: float,
     ) -> None:
-        core = self.core
+        """The final response to send_request()/send_options() or to our RFC 4028 refresh."""
         status = response.status
         if status < 200:
             return
-        method = txn.request.method
-        dialog = call.dialog if call is not None else None
-        if dialog is not None and method == "INVITE" and 200 <= status < 300:
-            ack = dialog.create_request(
-                "ACK", core.via(dialog.next_hop().transport), cseq=txn.request.cseq.number
-            )
-            core.send(ack, dialog.next_hop())
-        if call is not None and method in ("INVITE", "UPDATE") and call.offer is OfferState.OURS:
-            call.offer_step(OfferInput.OFFER_DONE)
-            if 200 <= status < 300:
-                if call.dialog is not None:
-                    call.dialog.update_target(response)
-                self._session_from_response(call, response, now)
+        if call is not None:
+            self._in_dialog_final(call, txn.request, response, now)
         if ctx.kind is RequestKind.REFRESH:
             if status >= 300 and status != 491 and call is not None and not call.ended:
-                core.send_bye(call, now)
-                core.end_call(call, CallInput.SESSION_EXPIRED, SipEndReason.SESSION_EXPIRED,
-                              status)
+                self._end_dialog(call, CallInput.SESSION_EXPIRED, SipEndReason.SESSION_EXPIRED,
+                                 status, now, bye=True)
             return
         if ctx.handle is not None:
-            core.emit(RequestCompleted(ctx.handle, ctx.call, method, status, response))
-        if call is not None and status in (408, 481) and dialog is not None and not call.ended:
-            if status == 408:
-                core.send_bye(call, now)  # §12.2.1.2; after a 481 there is nobody to tell
-            core.end_call(call, CallInput.DIALOG_ERROR, SipEndReason.REMOTE_ERROR, status)
+            self.core.emit(
+                RequestCompleted(ctx.handle, ctx.call, txn.request.method, status, response)
+            )
+        if call is not None and status in (408, 481) and call.dialog is not None and not call.ended:
+            # §12.2.1.2: the dialog is gone; after a 481 there is nobody to send a BYE to.
+            self._end_dialog(call, CallInput.DIALOG_ERROR, SipEndReason.REMOTE_ERROR, status,
+                             now, bye=status == 408)
+
+    def _in_dialog_final(
+        self, call: SipCall, request: SipRequest, response: SipResponse, now: float
+    ) -> None:
+        """ACK a 2xx to our re-INVITE (§13.2.2.4); close our offer, taking its answer's target
+        and session interval when it succeeded."""
+        core = self.core
+        dialog = call.dialog
+        ok = 200 <= response.status < 300
+        if dialog is not None and request.method == "INVITE" and ok:
+            ack = dialog.create_request(
+                "ACK", core.via(dialog.next_hop().transport), cseq=request.cseq.number
+            )
+            core.send(ack, dialog.next_hop())
+        if request.method in ("INVITE", "UPDATE") and call.offer is OfferState.OURS:
+            call.offer_step(OfferInput.OFFER_DONE)
+            if ok:
+                if dialog is not None:
+                    dialog.update_target(response)
+                self._session_from_response(call, response, now)
+
+    def _end_dialog(
+        self, call: SipCall, event: CallInput, reason: SipEndReason, status: int | None,
+        now: float, *, bye: bool,
+    ) -> None:
+        if bye:
+            self.core.send_bye(call, now)
+        self.core.end_call(call, event, reason, status, now=now)
 
     def on_timeout(self, key: tuple[str, ...], now: float) -> None:
         """Timer B or F fired: the same as a 408 from the peer (§8.1.3.1)."""
@@ -350,15 +366,16 @@ class Uac:
             call.offer_step(OfferInput.OFFER_DONE)  # our re-INVITE/UPDATE is over: it timed out
         if ctx.kind is RequestKind.INVITE and call is not None:
             core.end_call(call, CallInput.FAILED, SipEndReason.TIMEOUT, 408,
-                          notice=CallFailed(call.handle, 408, "Request Timeout"))
+                          now=now, notice=CallFailed(call.handle, 408, "Request Timeout"))
         elif ctx.kind is RequestKind.REFRESH and call is not None and not call.ended:
-            core.send_bye(call, now)
-            core.end_call(call, CallInput.SESSION_EXPIRED, SipEndReason.SESSION_EXPIRED, 408)
+            self._end_dialog(call, CallInput.SESSION_EXPIRED, SipEndReason.SESSION_EXPIRED, 408,
+                             now, bye=True)
         elif ctx.kind is RequestKind.APP and ctx.handle is not None:
             core.emit(RequestCompleted(ctx.handle, ctx.call, method, 408, None))
             if call is not None and call.dialog is not None and not call.ended:
-                core.send_bye(call, now)  # §12.2.1.2: a timed-out dialog is ended
-                core.end_call(call, CallInput.DIALOG_ERROR, SipEndReason.REMOTE_ERROR, 408)
+                # §12.2.1.2: a timed-out dialog is ended.
+                self._end_dialog(call, CallInput.DIALOG_ERROR, SipEndReason.REMOTE_ERROR, 408,
+                                 now, bye=True)
         elif ctx.kind is RequestKind.BYE and ctx.call is not None:
             core.emit(ByeCompleted(ctx.call, 408, None))
 
@@ -382,8 +399,8 @@ class Uac:
             return
         if not session.we_refresh:
             call.session = None
-            core.send_bye(call, now)
-            core.end_call(call, CallInput.SESSION_EXPIRED, SipEndReason.SESSION_EXPIRED)
+            self._end_dialog(call, CallInput.SESSION_EXPIRED, SipEndReason.SESSION_EXPIRED, None,
+                             now, bye=True)
             return
         if call.offer is not OfferState.IDLE:
             session.deadline = now + core.timers.T1 * 4  # an offer is in flight: try shortly

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from gateway.sip.address import Peer
+from gateway.sip.address import Peer, Transport
 from gateway.sip.callstate import CallInput, InviteState, OfferInput, OfferState, Role, SipCall
 from gateway.sip.core import Core, SipAction
 from gateway.sip.dialog import (
     Dialog,
-    DialogState,
     TwoXXRetransmitter,
     new_tag,
     parse_session_expires,
 )
-from gateway.sip.errors import UsageError
+from gateway.sip.errors import ParseError, UsageError
 from gateway.sip.events import (
     AckReceived,
     ByeReceived,
@@ -33,7 +32,7 @@ from gateway.sip.events import (
     ReinviteReceived,
     SipEndReason,
 )
-from gateway.sip.headers import parse_option_tags
+from gateway.sip.headers import parse_name_addr, parse_option_tags
 from gateway.sip.message import SipRequest, SipResponse
 from gateway.sip.routing import response_peer, stamp_received
 from gateway.sip.transaction import (
@@ -133,7 +132,8 @@ class Uas:
                        InviteState.INCOMING, invite_server=txn)
         core.add_call(call, merge_key)
         core.register_dialog(call, Dialog.from_invite_as_uas(
-            request, new_tag(), source, core.contact(source.transport)
+            request, new_tag(), source,
+            core.contact(source.transport, secure=_sips_dialog(request, source))
         ))
         core.emit(InviteReceived(call.handle, request, source, _sdp(request), trunk))
 
@@ -159,7 +159,14 @@ class Uas:
         invite_txn.send_response(core.response(invite_txn.request, 487, to_tag=tag), now)
         if call is not None:
             core.end_call(call, CallInput.CANCEL_RECEIVED, SipEndReason.CANCELLED, 487,
-                          notice=CallCancelled(call.handle))
+                          now=now, notice=CallCancelled(call.handle))
+            return
+        # A cancelled re-INVITE: its offer is withdrawn, the session stays as it was.
+        call = core.call_by_dialog(
+            (request.call_id, request.to.tag or "", request.from_.tag or "")
+        )
+        if call is not None and call.their_offer is invite_txn:
+            self._take_their_offer(call, OfferInput.OFFER_WITHDRAWN)
 
     def _in_dialog(self, request: SipRequest, reply: Peer, now: float) -> None:
         """A request with a To tag: find its dialog, check CSeq order, hand it to its method."""
@@ -185,13 +192,11 @@ class Uas:
         if invite is not None and not invite.final_sent:
             # BYE on an early dialog ends the INVITE too (§15.1.2).
             invite.send_response(self._to_dialog(call, invite.request, 487), now)
-        if call.offer is OfferState.THEIRS:  # a re-INVITE/UPDATE the app had not answered
-            txn = self._take_their_offer(call, OfferInput.OFFER_WITHDRAWN)
-            txn.send_response(self._to_dialog(call, txn.request, 487), now)
+        core.withdraw_their_offer(call, now)  # 487 for an offer the app had not answered
         if call.retransmitter is not None:
             call.retransmitter.stop()
         core.end_call(call, CallInput.BYE_RECEIVED, SipEndReason.REMOTE_BYE,
-                      notice=ByeReceived(call.handle, request))
+                      now=now, notice=ByeReceived(call.handle, request))
 
     def _on_offer(self, call: SipCall, request: SipRequest, reply: Peer, now: float) -> None:
         """re-INVITE or UPDATE (§14.2, RFC 3311 §5.2): an offer the app answers, or a refresh."""
@@ -270,8 +275,6 @@ class Uas:
     ) -> None:
         call.step(CallInput.ANSWER)
         self._answer(call, self._invite(call), sdp, now, headers)
-        assert call.dialog is not None
-        call.dialog.state = DialogState.CONFIRMED
 
     def _answer(
         self, call: SipCall, txn: ServerTransaction, sdp: bytes | None, now: float,
@@ -311,7 +314,7 @@ class Uas:
         call.require(CallInput.REJECT)
         txn = self._invite(call)
         txn.send_response(self._to_dialog(call, txn.request, status, reason, headers), now)
-        self.core.end_call(call, CallInput.REJECT, SipEndReason.REJECTED, status)
+        self.core.end_call(call, CallInput.REJECT, SipEndReason.REJECTED, status, now=now)
 
     def answer_offer(
         self, call: SipCall, sdp: bytes | None, now: float, headers: Iterable[tuple[str, str]]
@@ -335,12 +338,11 @@ class Uas:
         if call.state is InviteState.INCOMING:
             self.reject(call, 480, now, None, ())
             return
-        if call.offer is OfferState.THEIRS:
-            self.reject_offer(call, 487, now, None, ())
+        self.core.withdraw_their_offer(call, now)  # 487 before our BYE
         if call.state is not InviteState.ANSWERED:
             self.core.send_bye(call, now)
         # In ANSWERED the table moves to BYE_AFTER_ACK: no BYE before the ACK (§15).
-        self.core.end_call(call, CallInput.HANG_UP, SipEndReason.LOCAL_BYE)
+        self.core.end_call(call, CallInput.HANG_UP, SipEndReason.LOCAL_BYE, now=now)
 
     # --- timers ---------------------------------------------------------------------------
     def retransmit_2xx(self, call: SipCall, now: float) -> None:
@@ -353,7 +355,7 @@ class Uas:
             retransmitter.stop()
             if self.core.dialog_registered(call):  # no BYE was sent or received yet
                 self.core.send_bye(call, now)
-            self.core.end_call(call, CallInput.ACK_TIMEOUT, SipEndReason.ACK_TIMEOUT)
+            self.core.end_call(call, CallInput.ACK_TIMEOUT, SipEndReason.ACK_TIMEOUT, now=now)
             return
         if retransmitter.due(now):
             self.core.send(retransmitter.response, call.retransmit_peer or call.peer)
@@ -397,6 +399,23 @@ def _sdp(request: SipRequest) -> bytes | None:
     if request.body and (request.content_type in (None, "application/sdp")):
         return request.body
     return None
+
+
+def _sips_dialog(request: SipRequest, source: Peer) -> bool:
+    """§12.1.1: a dialog set up with a SIPS Request-URI, or a SIPS top Record-Route (else
+    Contact), gets a SIPS Contact from us — when it really arrived over TLS."""
+    if source.transport is not Transport.TLS:
+        return False
+    if request.uri is not None and request.uri.scheme == "sips":
+        return True
+    routes = request.headers.get_all("Record-Route")
+    first = routes[0] if routes else request.headers.get("Contact")
+    if not first:
+        return False
+    try:
+        return parse_name_addr(first).uri.scheme == "sips"
+    except ParseError:
+        return False
 
 
 def _allow(core: Core) -> str:

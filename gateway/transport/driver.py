@@ -1,6 +1,7 @@
 """The asyncio side of the sans-IO SIP endpoint: loop time in, bytes and events out, one timer.
 
-`SipDriver` owns one `SipEndpoint` and the transports registered with it (`udp.py`, `tcp.py`).
+`SipDriver` owns one `SipEndpoint` and the transports registered with it (`udp.py`, `tcp.py`,
+`tls.py`).
 After every input (a datagram, stream bytes, a timer, an application command) it flushes the
 endpoint's output to the right transport, hands every event to the application callback, and
 re-arms its single `loop.call_at` timer at `endpoint.get_timer()` — the aioquic
@@ -65,10 +66,11 @@ class SipDriver:
         self.endpoint.receive_datagram(data, addr, self.now())
         self._after_input()
 
-    def stream_received(self, data: bytes, conn_id: int, addr: Addr) -> bool:
+    def stream_received(self, data: bytes, conn_id: int, addr: Addr,
+                        transport: Transport = Transport.TCP) -> bool:
         if self._trace is not None:
             self._trace("in", data, addr)
-        ok = self.endpoint.receive_stream(data, conn_id, addr, self.now())
+        ok = self.endpoint.receive_stream(data, conn_id, addr, self.now(), transport)
         self._after_input()
         return ok
 

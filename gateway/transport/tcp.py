@@ -61,15 +61,14 @@ class _Connection(asyncio.Protocol):
         if self.inbound and not self.owner._admit(self):
             transport.abort()  # over a cap: close at once, read nothing
             return
-        self.owner._add(self)
-        self.touch()
+        self.owner._accepted(self)
 
     def data_received(self, data: bytes) -> None:
         if self.transport is None or self.transport.is_closing():
             return
         self.touch()
         driver = self.owner.driver
-        if not driver.stream_received(data, self.conn_id, self.addr):
+        if not driver.stream_received(data, self.conn_id, self.addr, self.owner.kind):
             self.owner._reject("malformed")
             self.close()  # broken framing: this connection only
             return
@@ -122,12 +121,18 @@ class _Connection(asyncio.Protocol):
 
 
 class TcpTransport:
+    kind = Transport.TCP
+
     def __init__(self, driver: SipDriver, limits: TcpLimits | None = None, *,
-                 on_reject: Callable[[str], None] | None = None) -> None:
+                 on_reject: Callable[[str], None] | None = None,
+                 admission: ConcurrencyLimiter | None = None) -> None:
+        """`admission`: connection slots shared with another stream transport (TCP and TLS
+        count against one per-source and one total cap); by default this transport's own."""
         self.driver = driver
         self.limits = limits or TcpLimits()
         self._on_reject = on_reject
-        self._admission = ConcurrencyLimiter(self.limits.max_per_source, self.limits.max_total)
+        self._admission = admission or ConcurrencyLimiter(self.limits.max_per_source,
+                                                          self.limits.max_total)
         self._server: asyncio.Server | None = None
         self._conns: dict[int, _Connection] = {}
         self._by_addr: dict[Addr, _Connection] = {}
@@ -143,19 +148,22 @@ class TcpTransport:
         cls, driver: SipDriver, host: str = "127.0.0.1", port: int = 0,
         idle_timeout: float | None = None, advertise: str | None = None, *,
         limits: TcpLimits | None = None, on_reject: Callable[[str], None] | None = None,
+        admission: ConcurrencyLimiter | None = None,
     ) -> TcpTransport:
         limits = limits or TcpLimits()
         if idle_timeout is not None:
             limits = TcpLimits(idle_timeout, limits.header_timeout, limits.max_per_source,
                                limits.max_total)
-        self = cls(driver, limits, on_reject=on_reject)
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Connection(self, next(_ids), inbound=True), host, port
-        )
-        sockname = self._server.sockets[0].getsockname()
-        driver.register(Transport.TCP, self, advertise or str(sockname[0]), int(sockname[1]))
+        self = cls(driver, limits, on_reject=on_reject, admission=admission)
+        await self._listen(host, port, advertise)
         return self
+
+    async def _listen(self, host: str, port: int, advertise: str | None) -> None:
+        """Bind the listening socket and register it with the driver (Via, Contact)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: self._new_connection(True), host, port)
+        sockname = self._server.sockets[0].getsockname()
+        self.driver.register(self.kind, self, advertise or str(sockname[0]), int(sockname[1]))
 
     @property
     def local_addr(self) -> Addr:
@@ -177,6 +185,11 @@ class TcpTransport:
         self._reject(reason)
         log.debug("refused TCP connection from %s: %s", host, reason)
         return False
+
+    def _accepted(self, conn: _Connection) -> None:
+        """A connection passed admission (inbound) or is up (outbound): it may carry SIP."""
+        self._add(conn)
+        conn.touch()
 
     def _release(self, conn: _Connection) -> None:
         conn.admitted = False
@@ -212,17 +225,23 @@ class TcpTransport:
 
     async def _connect(self, addr: Addr) -> None:
         """§18.2.2 / §18.1.1: open a connection for a peer we have none to."""
-        loop = asyncio.get_running_loop()
         try:
-            _, conn = await loop.create_connection(
-                lambda: _Connection(self, next(_ids), inbound=False), addr[0], addr[1]
-            )
-        except OSError as exc:
-            log.info("TCP connect to %s failed: %s", addr, exc)
+            conn = await self._open(addr)
+        except OSError as exc:  # ssl.SSLError (a refused certificate) is an OSError too
+            log.info("%s connect to %s failed: %s", self.kind.value, addr, exc)
             self._connecting.pop(addr, None)
             return  # the transaction times out (Timer B/F) and reports it
         for data in self._connecting.pop(addr, []):
             conn.write(data)
+
+    async def _open(self, addr: Addr) -> _Connection:
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(lambda: self._new_connection(False),
+                                               addr[0], addr[1])
+        return conn
+
+    def _new_connection(self, inbound: bool) -> _Connection:
+        return _Connection(self, next(_ids), inbound)
 
     async def close(self) -> None:
         if self._server is not None:

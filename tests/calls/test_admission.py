@@ -17,6 +17,7 @@ from gateway.orga.api import OrgaApi
 from gateway.orga.errors import (
     OrgaAuthError,
     OrgaProtocolError,
+    OrgaRequestError,
     OrgaTimeoutError,
     OrgaUnavailableError,
     OrgaValidationError,
@@ -83,6 +84,22 @@ async def test_draining_is_503_with_retry_after() -> None:
     assert _sample(metrics, "draining") == 1
 
 
+async def test_overloaded_worker_is_503_and_says_so_to_the_balancer() -> None:
+    registry, sig, metrics = _registry({})
+    load = [True]
+    registry._overloaded = lambda: load[0]
+    assert registry.availability() == "overloaded"
+    registry.on_invite(_invite(5), "loopback")
+    kind, _, status, reason, headers = sig.sent[0]
+    assert (kind, status, reason) == ("reject", 503, "Overloaded")
+    assert ("Retry-After", "5") in headers
+    assert _sample(metrics, "overloaded") == 1 and not registry.calls
+    load[0] = False
+    assert registry.availability() is None
+    registry.draining.begin()
+    assert registry.availability() == "draining"  # draining says so first
+
+
 async def test_capacity_and_trunk_capacity() -> None:
     registry, sig, metrics = _registry({
         "limits": {"max_calls": 1},
@@ -109,6 +126,7 @@ async def test_capacity_and_trunk_capacity() -> None:
         (OrgaAuthError("calls", 401, "Invalid ephemeral token"), Outcome.ORGA_AUTH, 503),
         (OrgaValidationError("calls", 422, [ValidationIssue(("body", "params"), "Field required")]),
          Outcome.ORGA_INVALID, 500),
+        (OrgaRequestError("calls", 400, "Invalid SDP offer"), Outcome.ORGA_INVALID, 500),
         (OrgaUnavailableError("calls", 502, "bad gateway"), Outcome.ORGA_UNAVAILABLE, 503),
         (OrgaProtocolError("calls", 200, "no conversation_id"), Outcome.ORGA_UNAVAILABLE, 503),
         (OrgaTimeoutError("setup", None, "budget"), Outcome.SETUP_TIMEOUT, 504),

@@ -30,6 +30,7 @@ from tests.edge.harness import (
     running,
     trunk,
 )
+from tests.integration.stack import NO_OVERLOAD
 
 
 def udp_receive_errors() -> int:
@@ -118,7 +119,7 @@ class FloodReport:
 def config(emu: Emulator) -> Config:
     return make_config(emu, trunks=(trunk("office", "127.0.0.1/32"),
                                     trunk("pbx", "127.0.0.9/32", auth=True)),
-                       limits=LimitsConfig(max_calls=20))
+                       limits=LimitsConfig(max_calls=20, **NO_OVERLOAD))
 
 
 async def run_flood(rate: float = 2000, seconds: float = 10, legit: int = 5) -> FloodReport:

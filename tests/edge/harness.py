@@ -36,6 +36,7 @@ from gateway.config import (
 from gateway.emulator.agent import AgentSettings
 from gateway.emulator.server import Emulator, EmulatorConfig
 from tests.edge.digest import digest_authorization
+from tests.integration.stack import NO_OVERLOAD
 
 API_KEY = "sk_orga_ai_edge_key_5f3c9a7e21d04b68"
 DIGEST_PASSWORD = "pbx-secret-7d1e93b0c4"
@@ -82,7 +83,7 @@ def make_config(emulator: Emulator, *, trunks: tuple[TrunkConfig, ...] | None = 
         orga=OrgaConfig(base_url=emulator.base_url, ice_addresses=("127.0.0.1",),
                         setup_timeout_s=15.0),
         http=HttpConfig(listen="127.0.0.1:0"),
-        limits=limits or LimitsConfig(max_calls=20),
+        limits=limits or LimitsConfig(max_calls=20, **NO_OVERLOAD),
         security=security or SecurityConfig(),
         trunks=trunks if trunks is not None else (trunk("local", "127.0.0.0/8"),),
         api_key=Secret(API_KEY),
@@ -426,24 +427,29 @@ class Call:
 
 
 async def place_call(caller: Caller, *, user: str = "100", credentials: tuple[str, str] | None
-                     = None, prefer: str = "SHA-256", timeout: float = 20.0) -> Call:
-    """INVITE (answering a 401 with our own digest if `credentials`), ACK, start RTP."""
+                     = None, prefer: str = "SHA-256", timeout: float = 20.0,
+                     offer: Callable[[str, int], bytes] | None = None) -> Call:
+    """INVITE (answering a 401 with our own digest if `credentials`), ACK, start RTP.
+
+    `offer(host, rtp_port)` builds the SDP offer (default: `sdp_offer`)."""
     rtp = RtpStream(caller.host)
     await rtp.open()
     try:
-        return await _place_call(caller, rtp, user, credentials, prefer, timeout)
+        return await _place_call(caller, rtp, user, credentials, prefer, timeout,
+                                 offer or sdp_offer)
     except BaseException:
         await rtp.stop()
         raise
 
 
 async def _place_call(caller: Caller, rtp: RtpStream, user: str,
-                      credentials: tuple[str, str] | None, prefer: str, timeout: float) -> Call:
+                      credentials: tuple[str, str] | None, prefer: str, timeout: float,
+                      make_offer: Callable[[str, int], bytes]) -> Call:
     uri = f"sip:{user}@{caller.gateway[0]}:{caller.gateway[1]}"
     call_id = secrets.token_hex(12) + "@edge.test"
     from_tag = secrets.token_hex(4)
     cseq = 1
-    offer = sdp_offer(caller.host, rtp.port)
+    offer = make_offer(caller.host, rtp.port)
     extra: tuple[tuple[str, str], ...] = ()
     challenges: list[SipResponse] = []
     loop = asyncio.get_running_loop()

@@ -19,6 +19,7 @@ from tests.edge.harness import (
     running,
     trunk,
 )
+from tests.integration.stack import NO_OVERLOAD
 
 
 async def test_plain_call_has_audio_both_ways() -> None:
@@ -79,7 +80,8 @@ async def test_wrong_password_gets_another_401_and_no_session() -> None:
 
 async def test_max_call_duration_ends_the_call_with_a_bye() -> None:
     def config(emu: object) -> object:
-        return make_config(emu, limits=LimitsConfig(max_calls=5, max_call_duration_s=1.0))  # type: ignore[arg-type]
+        return make_config(emu, limits=LimitsConfig(  # type: ignore[arg-type]
+            max_calls=5, max_call_duration_s=1.0, **NO_OVERLOAD))
 
     async with running(config) as rig:  # type: ignore[arg-type]
         caller = Caller(rig.udp)

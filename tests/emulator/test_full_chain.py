@@ -10,7 +10,7 @@ import asyncio
 
 import numpy as np
 import pytest
-from aiortc import MediaStreamTrack
+from aiortc import MediaStreamTrack, RTCIceServer
 from aiortc.mediastreams import MediaStreamError
 
 from gateway.emulator.audio import (
@@ -27,13 +27,12 @@ from gateway.orga.events import (
     InputTranscript,
     OrgaEndReason,
     ResponseDone,
-    ServerEvent,
     SessionCreated,
 )
 from gateway.orga.peer import OrgaPeer
 from gateway.orga.session import OrgaSession, open_session
 from gateway.orga.settings import OrgaClientSettings, PeerSettings, SessionParams
-from tests.emulator.conftest import API_KEY
+from tests.emulator.conftest import API_KEY, EventLog
 
 LOOPBACK = PeerSettings(ice_addresses=("127.0.0.1",))
 
@@ -53,35 +52,34 @@ async def collect(track: MediaStreamTrack, out: list[np.ndarray]) -> None:
 
 
 async def connect(
-    emulator: Emulator, caller: MediaStreamTrack, params: SessionParams
+    emulator: Emulator, caller: MediaStreamTrack, params: SessionParams,
+    events: EventLog | None = None,
 ) -> tuple[OrgaApi, OrgaSession]:
     api = OrgaApi(OrgaClientSettings(base_url=emulator.base_url, api_key=API_KEY))
-    session = await open_session(
-        api, lambda servers: OrgaPeer(caller, LOOPBACK, params, servers), params
-    )
+
+    def factory(servers: list[RTCIceServer]) -> OrgaPeer:
+        peer = OrgaPeer(caller, LOOPBACK, params, servers)
+        if events is not None:
+            peer.add_event_listener(events)
+        return peer
+
+    session = await open_session(api, factory, params)
     return api, session
 
 
 async def test_tone_in_reply_out_events_and_close(emulator: Emulator) -> None:
     caller = AgentAudioTrack()
     params = SessionParams(return_transcription=True, instructions="Be brief.")
-    api, session = await connect(emulator, caller, params)
+    log = EventLog()
+    api, session = await connect(emulator, caller, params, log)
     peer = session.peer
-    events: list[ServerEvent] = []
-    done = asyncio.get_running_loop().create_future()
-
-    def on_event(event: ServerEvent) -> None:
-        events.append(event)
-        if isinstance(event, ResponseDone) and not done.done():
-            done.set_result(event)
-
-    peer.add_event_listener(on_event)
+    events = log.events
     remote = await asyncio.wait_for(peer.remote_audio, 5)
     received: list[np.ndarray] = []
     reader = asyncio.ensure_future(collect(remote, received))
 
     caller.play(tone(440, 1.0))
-    await asyncio.wait_for(done, 10)
+    await log.wait_for(ResponseDone, 10)
 
     # What the emulator heard: one utterance at 440 Hz.
     emu_session = emulator.sessions[session.conversation_id]
@@ -157,15 +155,13 @@ async def test_greeting_on_connect_with_legacy_event_keys() -> None:
                             reply_seconds=0.6),
     ))
     await emu.start()
-    api, session = await connect(emu, AgentAudioTrack(), SessionParams())
+    log = EventLog()
+    api, session = await connect(emu, AgentAudioTrack(), SessionParams(), log)
     remote = await asyncio.wait_for(session.peer.remote_audio, 5)
     received: list[np.ndarray] = []
     reader = asyncio.ensure_future(collect(remote, received))
-    events = []
-    async for event in session.peer.events():
-        events.append(event)
-        if isinstance(event, ResponseDone):
-            break
+    await log.wait_for(ResponseDone)
+    events = log.events
     assert [type(e) for e in events] == [SessionCreated, ConversationCreated, ResponseDone]
     assert isinstance(events[2], ResponseDone) and events[2].clean_text == "Hola"
     loud = [f for f in received if level_dbfs(f) > -30]

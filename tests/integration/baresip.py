@@ -6,6 +6,10 @@ SDP), no registration, no STUN, only the modules needed — `aufile` as the micr
 WAV, 8 kHz mono), `aubridge` as a silent speaker, and `sndfile`, the audio filter that dumps
 both directions to WAV files: `dump-...-dec.wav` is exactly the decoded audio it received.
 `-t SECONDS` makes it hang up (BYE) and quit.
+
+For secure calls (`tls=`): `sip_cafile` is the CA baresip trusts for our certificate,
+`sip_certificate` its own certificate and key in one PEM (mutual TLS), and the `srtp` module
+with `mediaenc=srtp-mand` makes it offer `RTP/SAVP` with `a=crypto` and refuse plain RTP.
 """
 
 from __future__ import annotations
@@ -48,7 +52,14 @@ def read_wav(path: Path) -> Pcm:
         return data.reshape(-1, src.getnchannels())[:, 0].astype(np.int16)
 
 
-def _config(workdir: Path, wav: Path) -> str:
+@dataclass(frozen=True, slots=True)
+class BaresipTls:
+    cafile: Path  # the CA that signed the gateway's certificate
+    certificate: Path | None = None  # client certificate + key in one PEM, for mutual TLS
+
+
+def _config(workdir: Path, wav: Path, tls: BaresipTls | None = None,
+            srtp: bool = False) -> str:
     sip_port = free_sip_port()
     rtp_min, rtp_max = free_udp_range(8)
     lines = {
@@ -64,19 +75,29 @@ def _config(workdir: Path, wav: Path) -> str:
         "snd_path": str(workdir),
         "module_path": "/usr/lib/baresip/modules",
     }
+    if tls is not None:
+        lines["sip_cafile"] = str(tls.cafile)
+        if tls.certificate is not None:
+            lines["sip_certificate"] = str(tls.certificate)
     modules = ["module\t\tg711.so", "module\t\taufile.so", "module\t\taubridge.so",
                "module\t\tsndfile.so", "module_app\taccount.so", "module_app\tmenu.so"]
+    if srtp:
+        modules.append("module\t\tsrtp.so")
     return "\n".join([*(f"{k}\t\t{v}" for k, v in lines.items()), *modules, ""])
 
 
 async def baresip_call(target: str, workdir: Path, wav: Path, *, codec: str = "PCMU",
-                       seconds: int = 6) -> BaresipRun:
-    """Dial `target` (a SIP URI, `;transport=tcp` allowed), talk for `seconds`, hang up."""
+                       seconds: int = 6, tls: BaresipTls | None = None,
+                       mediaenc: str | None = None) -> BaresipRun:
+    """Dial `target` (a SIP URI, `;transport=tcp|tls` allowed), talk for `seconds`, hang up.
+
+    `mediaenc`: baresip's media encryption for the account, e.g. "srtp-mand"."""
     assert BARESIP is not None
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config").write_text(_config(workdir, wav))
-    (workdir / "accounts").write_text(
-        f"<sip:baresip@127.0.0.1>;regint=0;audio_codecs={codec}\n")
+    (workdir / "config").write_text(_config(workdir, wav, tls, srtp=mediaenc is not None))
+    account = "<sip:baresip@127.0.0.1;transport=tls>" if tls else "<sip:baresip@127.0.0.1>"
+    enc = f";mediaenc={mediaenc}" if mediaenc else ""
+    (workdir / "accounts").write_text(f"{account};regint=0;audio_codecs={codec}{enc}\n")
     (workdir / "contacts").write_text("")
     proc = await asyncio.create_subprocess_exec(
         BARESIP, "-f", str(workdir), "-e", f"/dial {target}", "-t", str(seconds),

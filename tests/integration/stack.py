@@ -35,12 +35,16 @@ from gateway.config import (
     Secret,
     SecurityConfig,
     SipConfig,
+    TrunkConfig,
 )
 from gateway.emulator.agent import AgentSettings
 from gateway.emulator.server import Emulator, EmulatorConfig
 
-_KEEPALIVE = "HttpServer._on_connection"  # gateway/emulator/httpserver.py, one per connection
 API_KEY = "sk_orga_ai_e2e_key_0123456789"
+# Overload protection refuses calls when this machine is busy, which a test cannot control:
+# off in test configs (tests/integration/test_overload.py turns it on on purpose).
+NO_OVERLOAD = {"overload_loop_lag_ms": 1000.0, "overload_cpu_percent": 0.0}
+NO_OVERLOAD_TOML = "overload_loop_lag_ms = 1000.0\noverload_cpu_percent = 0.0\n"
 LOOPBACK = "127.0.0.1"
 
 
@@ -81,13 +85,15 @@ def free_udp_range(count: int, low: int = 30000, high: int = 59000) -> tuple[int
 
 def e2e_config(orga_url: str, *, max_calls: int = 4, sip_port: int | None = None,
                rtp: dict[str, Any] | None = None, orga: dict[str, Any] | None = None,
-               limits: dict[str, Any] | None = None, **whole: Any) -> Config:
+               limits: dict[str, Any] | None = None, sip: dict[str, Any] | None = None,
+               security: dict[str, Any] | None = None,
+               trunks: tuple[TrunkConfig, ...] | None = None, **whole: Any) -> Config:
     """A loopback config with short timeouts; override sections with keyword dicts, or give
     whole `Config` fields (`webhooks=`, `recording=`, `routes=`, `webhook_secret=`)."""
     port_min, port_max = free_udp_range(2 * max_calls + 2)
     return Config(
-        sip=SipConfig(bind=LOOPBACK, port=sip_port or free_sip_port(),
-                      transports=("udp", "tcp")),
+        sip=SipConfig(**{"bind": LOOPBACK, "port": sip_port or free_sip_port(),
+                         "transports": ("udp", "tcp"), **(sip or {})}),
         rtp=RtpConfig(**{"bind": LOOPBACK, "port_min": port_min, "port_max": port_max,
                          "inactivity_timeout_s": 10.0, **(rtp or {})}),
         orga=OrgaConfig(**{"base_url": orga_url, "ice_addresses": (LOOPBACK,),
@@ -96,11 +102,16 @@ def e2e_config(orga_url: str, *, max_calls: int = 4, sip_port: int | None = None
                            **(orga or {})}),
         http=HttpConfig(listen=f"{LOOPBACK}:0"),
         limits=LimitsConfig(**{"max_calls": max_calls, "max_call_duration_s": 60.0,
+                               **NO_OVERLOAD,
                                "drain_timeout_s": 5.0, **(limits or {})}),
         # One source (SIPp on 127.0.0.1) places every call: lift the per-source INVITE limits.
-        security=SecurityConfig(invite_rate_per_source=100.0, invite_burst_per_source=100,
-                                request_rate_per_source=1000.0, request_burst_per_source=1000,
-                                calls_per_second=100.0, calls_burst=100),
+        security=SecurityConfig(**{"invite_rate_per_source": 100.0,
+                                   "invite_burst_per_source": 100,
+                                   "request_rate_per_source": 1000.0,
+                                   "request_burst_per_source": 1000,
+                                   "calls_per_second": 100.0, "calls_burst": 100,
+                                   **(security or {})}),
+        **({"trunks": trunks} if trunks is not None else {}),
         api_key=Secret(API_KEY),
         **whole,
     )
@@ -166,7 +177,7 @@ class EmulatorProcess:
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "emulator", "--listen", f"{LOOPBACK}:0",
-            "--api-key", API_KEY, "--audio-gate",
+            "--api-key", API_KEY,
             "--log-level", os.environ.get("E2E_EMULATOR_LOG", "WARNING"),
             cwd=Path(__file__).resolve().parents[2], stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE)
@@ -270,12 +281,11 @@ class Stack:
     def stray_tasks(self) -> list[asyncio.Task[Any]]:
         """Tasks started since `start()` that are still pending: the calls' own, their RTP
         watchdogs and pumps, aiortc's and aioice's per-peer tasks (ours and the emulator's).
-        Not counted: the test's own task and the emulator's HTTP keep-alive connections (httpx
-        pools connections to Orga across calls on purpose)."""
+        Not counted: the test's own task. (uvicorn keeps the emulator's idle keep-alive
+        connections, which httpx pools across calls on purpose, without a task.)"""
         current = asyncio.current_task()
         return [t for t in asyncio.all_tasks()
-                if t not in self.baseline_tasks and t is not current and not t.done()
-                and _KEEPALIVE not in getattr(t.get_coro(), "__qualname__", "")]
+                if t not in self.baseline_tasks and t is not current and not t.done()]
 
     async def assert_clean(self, timeout: float = 5.0) -> None:
         """Nothing of any call is left: registry, ports (after quarantine), tasks, sessions."""

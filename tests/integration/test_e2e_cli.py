@@ -63,6 +63,8 @@ listen = "127.0.0.1:0"
 max_calls = 4
 max_call_duration_s = 60.0
 drain_timeout_s = 5.0
+overload_loop_lag_ms = 1000.0
+overload_cpu_percent = 0.0
 
 [[trunks]]
 name = "loopback"

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.orga.api import OrgaApi, candidates_from_sdp, parse_expires_at
+from gateway.orga.api import OrgaApi, candidates_from_sdp, parse_expires_at, parse_retry_after
 from gateway.orga.errors import (
     OrgaAuthError,
     OrgaError,
@@ -171,7 +171,7 @@ async def test_ice_config_shapes(body: Any, expected: list[Any]) -> None:
     assert [(s.urls, s.username, s.credential) for s in servers] == expected
 
 
-@pytest.mark.parametrize("body", [{"servers": []}, {"iceServers": [{"username": "x"}]}, "x"])
+@pytest.mark.parametrize("body", [{"servers": []}, {"iceServers": "stun:x"}, "x"])
 async def test_ice_config_malformed_is_protocol_error(body: Any) -> None:
     api, _ = make_api(lambda r: httpx.Response(200, json=body))
     with pytest.raises(OrgaProtocolError):
@@ -374,3 +374,36 @@ async def test_retry_stops_at_deadline() -> None:
     await api.aclose()
     assert sleeps == pytest.approx([0.1])
     assert repr(api) == f"OrgaApi(base_url={BASE!r})"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [(None, None), ("3", 3.0), (" 0 ", 0.0), ("soon", None), ("-1", None),
+     ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0), ("999999", 3600.0)],
+)
+def test_parse_retry_after(header: str | None, expected: float | None) -> None:
+    headers = httpx.Headers({} if header is None else {"Retry-After": header})
+    assert parse_retry_after(headers) == expected
+
+
+async def test_retry_after_on_429_is_honoured_within_the_budget() -> None:
+    import asyncio
+
+    statuses = iter([(429, "2"), (200, None)])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status, after = next(statuses)
+        if status == 200:
+            return httpx.Response(200, json={"ephemeral_token": TOKEN})
+        return httpx.Response(status, headers={"Retry-After": after})
+
+    api, sleeps = make_api(handler)
+    secret = await api.mint_token(asyncio.get_running_loop().time() + 15)
+    assert secret.token == TOKEN and sleeps == [2.0]  # the server's wait, not the jitter
+    # A Retry-After beyond the budget ends the attempt at once instead of sleeping past it.
+    api2, sleeps2 = make_api(lambda r: httpx.Response(429, headers={"Retry-After": "30"}))
+    with pytest.raises(OrgaUnavailableError) as info:
+        await api2.mint_token(asyncio.get_running_loop().time() + 15)
+    assert info.value.retry_after_s == 30.0 and sleeps2 == []
+    await api.aclose()
+    await api2.aclose()

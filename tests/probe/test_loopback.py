@@ -60,6 +60,11 @@ async def test_reply_heard(uas: Uas, tmp_path: Path, transport: str, codec: str 
     phrase_s = sum(s.seconds + s.pause_after_s for s in PHRASE)
     assert report.first_audio_s == pytest.approx(phrase_s + report.turn_latency_s, abs=0.25)
     assert report.reply_speech_s == pytest.approx(0.6, abs=0.03)
+    # Our phrase's start → the first voice heard after it (the reply, here): one per phrase.
+    (onset,) = report.onset_delays_s
+    assert onset == pytest.approx(report.first_audio_s, abs=0.1)
+    # The UAS sends a packet every 20 ms for the whole call: no pacing gap near 100 ms.
+    assert report.max_gap_s is not None and 0.015 < report.max_gap_s < 0.1
     assert 130 <= report.packets_sent <= 155 and report.packets_received >= 130
     assert report.packets_lost == 0 and report.jitter_ms < 20.0
     assert report.ended_by == "probe" and report.duration_s == pytest.approx(3.0, abs=0.3)

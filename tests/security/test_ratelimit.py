@@ -73,3 +73,29 @@ def test_edge_limiter_orders_the_checks() -> None:
     assert d.verdict is RateVerdict.RATE_SOURCE_REQUEST and d.retry_after_s > 0
     assert RateVerdict.RATE_GLOBAL.value == "rate_global"
     assert edge.tracked_sources == 3
+
+
+def test_trunk_bucket_lets_a_carrier_burst_through_and_is_per_trunk() -> None:
+    """30 INVITEs in one second from a 30-CPS trunk pass (all from one balancer address);
+    a burst beyond `cps_burst` does not; another trunk's budget is untouched."""
+    from gateway.security.ratelimit import TrunkLimiter, TrunkRate
+
+    cfg = SecurityConfig()
+    limiter = TrunkLimiter([TrunkRate("carrier", 30.0, 60), TrunkRate("pbx", 2.0, 4)], cfg, 0.0)
+    assert all(limiter.new_call("carrier", i / 30).accepted for i in range(30))
+    # Requests: INVITE+ACK+BYE+1 per call from one source, at 30 calls/s, all pass.
+    assert all(limiter.request("carrier", "10.0.0.5", i / 120).accepted for i in range(120))
+    burst = [limiter.new_call("carrier", 1.0).accepted for _ in range(70)]
+    assert burst.count(True) == 60 and burst[-1] is False  # refilled to cps_burst, no more
+    refused = limiter.new_call("carrier", 1.0)
+    assert refused.verdict is RateVerdict.RATE_TRUNK and 0 < refused.retry_after_s <= 1 / 30 + 1e-9
+    assert [limiter.new_call("pbx", 1.0).accepted for _ in range(5)] == [True] * 4 + [False]
+
+
+def test_trunk_request_buckets_never_below_the_security_ones() -> None:
+    from gateway.security.ratelimit import TrunkLimiter, TrunkRate
+
+    cfg = SecurityConfig(request_rate_per_source=20.0, request_burst_per_source=50)
+    limiter = TrunkLimiter([TrunkRate("tiny", 0.5, 1)], cfg, 0.0)
+    assert [limiter.request("tiny", "h", 0.0).accepted for _ in range(51)] == [True] * 50 + [
+        False]

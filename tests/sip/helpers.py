@@ -70,6 +70,13 @@ class Link:
             self.pump()
         self.clock.set(max(self.now, t))
 
+    def uas_events(self) -> list[Event]:
+        """Events the UAS endpoint produced since the last pump (for hand-delivered input)."""
+        out: list[Event] = []
+        while (event := self.uas.next_event()) is not None:
+            out.append(event)
+        return out
+
     def take(self, side: str) -> list[Event]:
         out, self.events[side] = self.events[side], []
         return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+import gateway.sip.callstate as callstate
 from gateway.sip.callstate import (
     ENDED_STATES,
     INVITE_TRANSITIONS,
@@ -22,9 +23,12 @@ from gateway.sip.events import (
     InviteReceived,
     ProvisionalReceived,
     ReinviteReceived,
+    RequestCompleted,
     SipEndReason,
 )
-from tests.sip.helpers import HOLD, SDP, UAS_ADDR, Link
+from gateway.sip.message import SipRequest
+from gateway.sip.parser import parse_message
+from tests.sip.helpers import HOLD, SDP, UAC_ADDR, UAS_ADDR, Link
 
 TARGET = f"sip:agent@{UAS_ADDR[0]}:{UAS_ADDR[1]}"
 FROM = "<sip:+4930111@127.0.0.1>"
@@ -156,3 +160,107 @@ def test_hang_up_before_a_provisional_is_a_state_not_a_flag() -> None:
     link.run_until(100.0)
     assert link.uac.idle and link.uas.idle
     assert CallInput.HANG_UP in INVITE_TRANSITIONS[InviteState.CALLING]
+
+
+
+def _documented_rows(title: str) -> tuple[set[tuple[str, str, str]], set[str]]:
+    """(state, input, next) rows of the table under `title` in callstate.py's docstring, and
+    the states it marks with `*` (ended)."""
+    block = (callstate.__doc__ or "").split(title, 1)[1].split("\n\n", 2)[1]
+    rows: set[tuple[str, str, str]] = set()
+    starred: set[str] = set()
+    state = ""
+    for line in block.splitlines()[1:]:  # the first line is the column heading
+        words = line.split()
+        if line[4] != " ":  # a new state in the first column
+            state = words[0].rstrip("*")
+            if words[0].endswith("*"):
+                starred.add(state)
+            words = words[1:]
+        if len(words) >= 2 and words[0].isupper() and words[1].isupper():
+            rows.add((state, words[0], words[1]))
+    return rows, starred
+
+
+def test_the_docstring_tables_are_the_code_tables() -> None:
+    """The prose in callstate.py shows exactly the rows of INVITE_/OFFER_TRANSITIONS."""
+    invite = {(s.name, i.name, n.name) for s, row in INVITE_TRANSITIONS.items()
+              for i, n in row.items()}
+    offer = {(s.name, i.name, n.name) for s, row in OFFER_TRANSITIONS.items()
+             for i, n in row.items()}
+    documented, starred = _documented_rows("The INVITE line")
+    assert documented == invite and len(invite) == 44
+    assert starred == {s.name for s in ENDED_STATES}
+    assert _documented_rows("The offer line")[0] == offer
+
+
+def test_a_cancelled_reinvite_closes_the_offer_and_the_call_stays_up() -> None:
+    """§9.2 on a re-INVITE: 487 for it, the session stays as it was. The app's late answer is a
+    no-op (no 2xx nobody asked for, no retransmissions of it, no BYE 64·T1 later)."""
+    link = Link()
+    uac_call = link.uac.invite(TARGET, link.now, sdp=SDP, from_uri=FROM)
+    link.pump()
+    (invite,) = link.take("uas")
+    assert isinstance(invite, InviteReceived)
+    link.uas.answer(invite.call, SDP, link.now)
+    link.pump()
+    link.take("uac")
+    link.take("uas")
+    link.uac.send_request(uac_call, "INVITE", link.now, body=HOLD,
+                          content_type="application/sdp")
+    sent = link.uac.datagrams_to_send()
+    (reinvite_bytes,) = [o.data for o in sent]
+    reinvite = parse_message(reinvite_bytes)
+    assert isinstance(reinvite, SipRequest)
+    link.uas.receive_datagram(reinvite_bytes, UAC_ADDR, link.now)
+    assert [type(e) for e in link.uas_events()] == [ReinviteReceived]
+    assert [o.data[:18] for o in link.uas.datagrams_to_send()] == [b"SIP/2.0 100 Trying"]
+    cancel = "\r\n".join([
+        f"CANCEL {reinvite.uri} SIP/2.0",
+        f"Via: {reinvite.headers.fields('Via')[0]}",
+        f"From: {reinvite.headers.get('From')}",
+        f"To: {reinvite.headers.get('To')}",
+        f"Call-ID: {reinvite.call_id}",
+        f"CSeq: {reinvite.cseq.number} CANCEL",
+        "Max-Forwards: 70",
+        "Content-Length: 0",
+        "", "",
+    ]).encode()
+    link.uas.receive_datagram(cancel, UAC_ADDR, link.now)
+    answers = [o.data.split(b"\r\n", 1)[0] for o in link.uas.datagrams_to_send()]
+    assert answers == [b"SIP/2.0 200 OK", b"SIP/2.0 487 Request Terminated"]
+    assert not link.uas.answer_offer(invite.call, HOLD, link.now)  # the offer is gone
+    link.run_until(100.0)
+    assert link.sent("uas", "SIP/2.0 200") == [0.0]  # only the first call's 2xx, ever
+    assert link.sent("uas", "BYE") == [] and link.sent("uac", "BYE") == []
+    assert link.uas.live_calls() == [invite.call]
+    assert link.uas.send_request(invite.call, "UPDATE", link.now, body=SDP,
+                                 content_type="application/sdp")
+
+
+def test_an_offer_left_open_when_the_call_ends_is_answered_487() -> None:
+    """RFC 3261 §15: pending requests of a dialog still get a response (487). Before, a
+    re-INVITE/UPDATE the app had not answered when the call ended some other way than its own
+    hang_up() as UAS was never answered: the peer waited for Timer F and our server
+    transaction stayed in the table for good."""
+    link = Link()
+    uac_call = link.uac.invite(TARGET, link.now, sdp=SDP, from_uri=FROM)
+    link.pump()
+    (invite,) = link.take("uas")
+    assert isinstance(invite, InviteReceived)
+    link.uas.answer(invite.call, SDP, link.now)
+    link.pump()
+    link.take("uac")
+    link.take("uas")
+    update = link.uas.send_request(invite.call, "UPDATE", link.now, body=HOLD,
+                                   content_type="application/sdp")
+    link.pump()
+    assert [type(e) for e in link.take("uac")] == [ReinviteReceived]
+    link.uac.hang_up(uac_call, link.now)  # the caller hangs up with the callee's offer open
+    link.pump()
+    assert link.sent("uac", "SIP/2.0 487") == [0.0] and link.sent("uac", "BYE") == [0.0]
+    done = [e for e in link.take("uas") if isinstance(e, RequestCompleted)]
+    assert [(e.handle, e.status) for e in done] == [(update, 487)]
+    link.run_until(100.0)
+    for endpoint in (link.uac, link.uas):
+        assert set(endpoint.table_sizes().values()) == {0}, endpoint.table_sizes()

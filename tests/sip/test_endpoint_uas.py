@@ -123,6 +123,7 @@ def test_malformed_but_addressable_requests_get_400_with_a_warning(
     ep.receive_datagram(data, SRC, 0.0)
     resp, out = only_response(ep)
     assert resp.status == 400 and warning in (resp.headers.get("Warning") or "")
+    assert resp.reason.startswith("Bad Request (")  # the wire's reason phrase, not a class name
     assert out.addr == SRC
     assert ep.next_event() is None
 
