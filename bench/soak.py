@@ -12,6 +12,7 @@ because the first calls start process-wide pools that stay (asyncio's default ex
 imported modules, FFmpeg's codec tables).
 
     nice -n -5 .venv/bin/python bench/soak.py [--calls 1000] [--concurrency 4] [--seconds 1.5]
+        [--records]   # every call recorded (Ogg/Opus) and its events sent to a local receiver
 
 Exit code 0 when every call connected and threads, fds and tasks are back to (at most) their idle
 values
@@ -48,6 +49,7 @@ from bench.load import (
     worker_config,
     write_reply_wav,
 )
+from tests.records.receiver import Receiver
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +129,32 @@ async def place(target: str, n: int, start_index: int, concurrency: int,
     return failures
 
 
+SOAK_SECRET_ENV, SOAK_SECRET = "SOAK_WEBHOOK_SECRET", "soak-webhook-secret"
+
+
+def records_config(config: str, url: str, logs: Path) -> str:
+    """`--records`: webhooks for every event to `url`, and every call recorded."""
+    assert config.endswith('[[routes]]\nmatch = "*"\n')
+    return config + f"""record = true
+
+[webhooks]
+url = "{url}"
+secret_env = "{SOAK_SECRET_ENV}"
+events = ["call.started", "call.answered", "transcript", "call.ended"]
+spool_dir = "{logs}/spool"
+
+[recording]
+directory = "{logs}/recordings"
+format = "ogg"
+"""
+
+
 def run(args: argparse.Namespace, logs: Path) -> int:
     py = [sys.executable]
     reply = logs / "reply.wav"
     write_reply_wav(reply)
     procs: list[Proc] = []
+    receiver: Receiver | None = None
     try:
         emu_port = free_port(socket.SOCK_STREAM)
         emulator = spawn("emulator", [*py, "-m", "gateway", "emulator", "--listen",
@@ -142,8 +165,13 @@ def run(args: argparse.Namespace, logs: Path) -> int:
         sip, http = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
         base = 31000 + (os.getpid() % 500) * 40
         cfg = logs / "gateway.toml"
-        cfg.write_text(worker_config(sip, http, base, base + 8 * args.concurrency + 60,
-                                     emu_port, 2 * args.concurrency + 4))
+        config = worker_config(sip, http, base, base + 8 * args.concurrency + 60, emu_port,
+                               2 * args.concurrency + 4)
+        if args.records:
+            receiver = Receiver(SOAK_SECRET.encode())
+            os.environ[SOAK_SECRET_ENV] = SOAK_SECRET  # the gateway inherits it (spawn)
+            config = records_config(config, receiver.url, logs)
+        cfg.write_text(config)
         gateway = spawn("gateway", [*py, "-m", "gateway", "run", "--config", str(cfg)], logs)
         procs.append(gateway)
         wait_http(f"http://127.0.0.1:{http}/ready", gateway)
@@ -169,12 +197,23 @@ def run(args: argparse.Namespace, logs: Path) -> int:
         print(end.row(), f" (idle again; {time.monotonic() - t0:.0f} s; load "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})")
         stop(gateway)
+        if receiver is not None:  # the last events may still be on their way
+            deadline = time.monotonic() + 10
+            while len(receiver.events) < 4 * done and time.monotonic() < deadline:
+                time.sleep(0.1)
+            recordings = len(list((logs / "recordings").glob("*.ogg")))
+            print(f"records: {len(receiver.events)} events received for {done} calls "
+                  f"({receiver.bad_signatures} bad signatures), {recordings} recordings")
+            if receiver.bad_signatures or recordings != done:
+                failures.append(f"records: {recordings} recordings for {done} calls")
     except BenchError as exc:
         print(f"soak: {exc}", file=sys.stderr)
         return 2
     finally:
         for proc in reversed(procs):
             stop(proc)
+        if receiver is not None:
+            receiver.close()
     problems = [f"{len(failures)} failed call(s), e.g. {failures[0]}"] if failures else []
     for what, before, after in (("threads", idle.threads, end.threads),
                                 ("fds", idle.fds, end.fds), ("tasks", idle.tasks, end.tasks)):
@@ -201,6 +240,8 @@ def main() -> int:
     p.add_argument("--settle", type=float, default=2.0,
                    help="seconds to wait once idle before reading")
     p.add_argument("--rss-tolerance", type=float, default=0.10)
+    p.add_argument("--records", action="store_true",
+                   help="record every call and send its events to a local webhook receiver")
     args = p.parse_args()
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     return run(args, Path(tempfile.mkdtemp(prefix="orga-soak-")))
