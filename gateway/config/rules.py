@@ -196,6 +196,20 @@ def _recording_announcement(p: Problems, built: dict[str, Any]) -> None:
               "name a 16-bit PCM WAV file the gateway's user can read, or remove the key")
 
 
+def _mcp_public_url(p: Problems, built: dict[str, Any]) -> None:
+    url = built["mcp"].public_url
+    if url is None:
+        return
+    host = url_host(url)
+    scheme = url.split(":", 1)[0]
+    if scheme not in ("http", "https") or not host:
+        p.add("mcp.public_url", f"{url!r} is not an http(s) URL",
+              'use the https:// address Orga reaches this gateway at, e.g. "https://gw.example.com"')
+    elif scheme == "http" and not is_loopback_host(host):
+        p.add("mcp.public_url", "plain http would send each call's tool secret unencrypted",
+              "put the gateway behind TLS (a reverse proxy) and use https://")
+
+
 # Rules a field's `setting` cannot express. "section.field": run right after that field's own
 # checks; "section": after the whole section (it may read sections built before it).
 RULES: dict[str, Rule] = {
@@ -206,6 +220,7 @@ RULES: dict[str, Rule] = {
     "orga.model": lambda p, built: orga_choice(p, "orga.model", built["orga"].model, MODELS),
     "orga.voice": lambda p, built: orga_choice(p, "orga.voice", built["orga"].voice, VOICES),
     "http.listen": _http_listen,
+    "mcp.public_url": _mcp_public_url,
     "limits": _limits_vs_rtp,
     "security.unknown_source": _unknown_source,
     "workers": _workers,
