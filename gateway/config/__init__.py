@@ -38,6 +38,7 @@ from gateway.config.schema import (
     LimitsConfig,
     McpConfig,
     OrgaConfig,
+    PrivacyConfig,
     RecordingConfig,
     Route,
     RtpConfig,
@@ -54,8 +55,8 @@ from gateway.config.schema import (
 __all__ = [
     "API_KEY_ENV", "API_KEY_FILE_ENV", "CODECS", "DEFAULT_ROUTES", "DEFAULT_TRUNKS",
     "DIGEST_ALGORITHMS", "PLACEHOLDERS", "TRANSPORTS", "ApiConfig", "Config", "ConfigError",
-    "HttpConfig", "IPNetwork", "LimitsConfig", "McpConfig", "OrgaConfig", "RecordingConfig",
-    "Route", "RtpConfig", "Secret", "SecurityConfig", "SipConfig", "TrunkConfig",
-    "WebhooksConfig", "WorkersConfig", "is_open_public", "load_config", "parse_config",
-    "read_secret_file", "split_hostport",
+    "HttpConfig", "IPNetwork", "LimitsConfig", "McpConfig", "OrgaConfig", "PrivacyConfig",
+    "RecordingConfig", "Route", "RtpConfig", "Secret", "SecurityConfig", "SipConfig",
+    "TrunkConfig", "WebhooksConfig", "WorkersConfig", "is_open_public", "load_config",
+    "parse_config", "read_secret_file", "split_hostport",
 ]

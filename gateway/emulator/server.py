@@ -36,7 +36,8 @@ from gateway.emulator.models import OfferBody
 from gateway.emulator.stun import LoopbackStunServer
 from gateway.emulator.tokens import TokenIssuer
 from gateway.emulator.tool_caller import ScriptedTool, ToolCaller
-from gateway.orga.settings import VOICES, SessionParams
+from gateway.orga.catalog import VOICES
+from gateway.orga.settings import SessionParams
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +248,8 @@ class Emulator:
         return servers if self.config.bare_ice_list else {"iceServers": servers}
 
     async def create_call(
-        self, claims: dict[str, Any], offer: OfferBody, params: SessionParams
+        self, claims: dict[str, Any], offer: OfferBody, params: SessionParams,
+        mcp_server: dict[str, str] | None = None,
     ) -> Reply:
         self._consume(claims)  # single use from here on, whatever happens next
         if self.faults.fail_calls > 0:
@@ -263,6 +265,7 @@ class Emulator:
             conversation_id, params, self.config.agent, self._reply, self._on_session_end,
             self.voices,
         )
+        session.mcp_server = mcp_server  # for extensions (an MCP client mode); URL secret
         self.sessions[conversation_id] = session
         try:
             answer_sdp = await session.answer(offer.sdp)
@@ -271,7 +274,7 @@ class Emulator:
             await session.close("offer_rejected")
             return Reply(400, error_body("Invalid SDP offer"))
         self.stats.calls_ok += 1
-        self.tools.session_started(conversation_id, params)
+        self.tools.session_started(conversation_id, mcp_server)
         if self.faults.end_after_s is not None:
             session.end_after(self.faults.end_after_s)
         if self.faults.media_stop_after_s is not None:
