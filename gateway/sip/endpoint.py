@@ -18,7 +18,9 @@ requests, and a response's method is its CSeq method.
 Nothing malformed raises out of here (RFC 3261 §8.2, §16.3 spirit): an unparseable request that
 still names where a response goes is answered 400 (or the parser's status hint: 413, 414, 416,
 505) with a Warning saying why; anything else is dropped and logged at DEBUG. Commands used in a
-state that does not allow them raise `UsageError` (a local error).
+state that does not allow them raise `UsageError` (a local error; `StateError` when the call's
+state table in `callstate.py` has no such transition). `idle` says whether anything of ours is
+still in flight (a shutdown waits for it before closing its sockets).
 """
 
 from __future__ import annotations
