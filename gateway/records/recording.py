@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.config import RecordingConfig
-from gateway.media.transcode import G711Codec
+from gateway.media.transcode import g711
 from gateway.records.announcement import announcement_pcm
 
 log = logging.getLogger(__name__)
@@ -137,16 +137,12 @@ class _FileWriter:
         self._stream = stream
         self._aligner = StereoAligner()
         self._places = (_Placement(), _Placement())
-        self._codecs: dict[str, G711Codec] = {}
         self._pts = 0
 
     def add(self, packets: list[_Packet]) -> None:
         for channel, payload, codec, timestamp, arrival in packets:
-            g711 = self._codecs.get(codec)
-            if g711 is None:
-                g711 = self._codecs[codec] = G711Codec(codec)
             position = self._places[channel].position(timestamp, arrival)
-            self._aligner.add(channel, position, g711.decode(payload))
+            self._aligner.add(channel, position, g711(codec).decode(payload))
         self._encode(self._aligner.ready())
 
     def close(self) -> float:
