@@ -4,7 +4,8 @@ Processes, all on 127.0.0.1: one gateway (`python -m gateway run`, the one measu
 emulator, and the callers: `gateway.probe` phones placed from this process, `--concurrency` at a
 time, each talking for `--seconds` (audio both ways) and then hanging up. Before the first call
 and after the last (once `active_calls` is 0, after `--settle` seconds), the gateway's threads
-(/proc/<pid>/task, native ones included), open file descriptors (/proc/<pid>/fd), RSS, and the
+(/proc/<pid>/task, native ones included), open file descriptors (/proc/<pid>/fd, less the
+pooled keep-alive connections to the Orga API, which outlive calls on purpose), RSS, and the
 asyncio tasks pending on its loop (the `event_loop_tasks` gauge) are read and printed, with
 readings every `--every` calls in between. The idle baseline is taken after `--warmup` calls,
 because the first calls start process-wide pools that stay (asyncio's default executor, lazily
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -66,11 +68,30 @@ class Reading:
 HEADER = "  calls  threads   fds  tasks   RSS MB"
 
 
-def read(pid: int, http: int, calls: int) -> Reading:
+def orga_connections(pid: int, orga_port: int) -> int:
+    """The gateway's TCP connections to the Orga API: its HTTP client keeps a pool of them
+    open across calls on purpose, so they are not counted as a call's file descriptors."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    with open(f"/proc/{pid}/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if int(fields[2].rsplit(":", 1)[1], 16) == orga_port and fields[9] in inodes:
+                count += 1
+    return count
+
+
+def read(pid: int, http: int, orga_port: int, calls: int) -> Reading:
     with open(f"/proc/{pid}/statm") as f:
         rss = int(f.read().split()[1]) * PAGE / 1e6
     metrics = scrape(f"http://127.0.0.1:{http}/metrics")
-    return Reading(calls, len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd")),
+    fds = len(os.listdir(f"/proc/{pid}/fd")) - orga_connections(pid, orga_port)
+    return Reading(calls, len(os.listdir(f"/proc/{pid}/task")), fds,
                    int(metrics.get("orga_gateway_event_loop_tasks", -1)), rss)
 
 
@@ -158,11 +179,11 @@ def run(args: argparse.Namespace, logs: Path) -> int:
         print(f"soak: {args.calls} calls, {args.concurrency} at a time, {args.seconds} s each; "
               f"logs in {logs}; load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print(HEADER)
-        start = read(pid, http, 0)
+        start = read(pid, http, emu_port, 0)
         print(start.row(), " (gateway started)")
         failures = asyncio.run(place(target, args.warmup, 0, args.concurrency, args.seconds))
         wait_idle(http, gateway, args.settle)
-        idle = read(pid, http, args.warmup)
+        idle = read(pid, http, emu_port, args.warmup)
         print(idle.row(), " (idle baseline, after warm-up)")
         done = args.warmup
         t0 = time.monotonic()
@@ -170,9 +191,9 @@ def run(args: argparse.Namespace, logs: Path) -> int:
             batch = min(args.every, args.calls - done)
             failures += asyncio.run(place(target, batch, done, args.concurrency, args.seconds))
             done += batch
-            print(read(pid, http, done).row(), flush=True)
+            print(read(pid, http, emu_port, done).row(), flush=True)
         wait_idle(http, gateway, args.settle)
-        end = read(pid, http, done)
+        end = read(pid, http, emu_port, done)
         print(end.row(), f" (idle again; {time.monotonic() - t0:.0f} s; load "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})")
         stop(gateway)
