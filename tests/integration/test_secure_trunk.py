@@ -260,7 +260,12 @@ async def test_daemon_reloads_its_certificate_on_sighup(pki: Pki, tmp_path: Path
 
     try:
         await gateway.wait_for_line(r"gateway ready: .*TLS :\d+")
-        before, old = await peer_cert()
+        try:
+            before, old = await peer_cert()
+        except Exception:
+            await asyncio.sleep(0.5)
+            print("\n".join(gateway.lines))
+            raise
         renewed = issue(pki.ca, pki.dir, "renewed")
         pki.server.cert.write_bytes(renewed.cert.read_bytes())
         pki.server.key.write_bytes(renewed.key.read_bytes())
