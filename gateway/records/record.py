@@ -56,8 +56,7 @@ class CallRecord:
                  route: str, caller: str, callee: str, now: float, call_id: str | None = None,
                  wall_now: float | None = None) -> None:
         self._sink = sink
-        self._mono0 = now
-        self._wall0 = time.time() if wall_now is None else wall_now
+        self._wall0 = time.time() if wall_now is None else wall_now  # at `now`, the INVITE
         # Our own id: unique even when a carrier reuses a SIP Call-ID (names the recording).
         self._ids = {"call_id": call_id or uuid.uuid4().hex, "sip_call_id": sip_call_id,
                      "conversation_id": None}
@@ -188,7 +187,7 @@ class CallRecord:
     def _iso(self, now: float | None) -> str | None:
         if now is None:
             return None
-        wall = self._wall0 + (now - self._mono0)
+        wall = self._wall0 + (now - self._invite_at)
         return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")
 
     @staticmethod
