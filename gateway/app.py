@@ -17,14 +17,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from gateway import fallback
-from gateway.aiortc_patches import check_versions
+from gateway.aiortc_patches import check_versions, single_threaded_ffmpeg
 from gateway.call import CallContext
 from gateway.calls import CallRegistry
 from gateway.clock import LoopClock
 from gateway.config import Config
 from gateway.config.load import tls_files
+from gateway.control.app import operator_app
+from gateway.control.health import GatewayState
+from gateway.control.server import OperatorServer
 from gateway.drain import Draining
-from gateway.http import GatewayState, HttpServer
 from gateway.media.ports import PortPool
 from gateway.metrics import Metrics
 from gateway.orga.api import OrgaApi
@@ -35,9 +37,10 @@ from gateway.records.service import RecordsService
 from gateway.sdnotify import SystemdNotifier
 from gateway.security.ratelimit import ConcurrencyLimiter
 from gateway.security.screen import NO_TRUNK, SecurityScreen
+from gateway.sip.address import Peer
 from gateway.sip.core import EndpointConfig
 from gateway.sip.endpoint import SipEndpoint
-from gateway.sip.events import CallHandle, Event, InviteReceived
+from gateway.sip.events import CallHandle, Event, InviteReceived, RequestHandle
 from gateway.sip.parser import DEFAULT_LIMITS
 from gateway.transport.driver import SipDriver
 from gateway.transport.tcp import TcpLimits, TcpTransport
@@ -52,11 +55,13 @@ BYE_GRACE_T1 = 4  # shutdown waits up to 4·T1 for the endpoint to be idle (our 
 
 
 def endpoint_config(config: Config) -> EndpointConfig:
-    """The SIP core's settings from the config: message size bound by `security`."""
+    """The SIP core's settings from the config: message size bound by `security`; NOTIFY
+    accepted in dialogs because calls send REFER (transfer, RFC 3515 §2.4.4)."""
     size = config.security.max_message_size
     limits = replace(DEFAULT_LIMITS, max_message_bytes=size,
                      max_body_bytes=min(DEFAULT_LIMITS.max_body_bytes, size))
-    return EndpointConfig(limits=limits)
+    allow = (*EndpointConfig().allow, "NOTIFY")
+    return EndpointConfig(limits=limits, allow=allow)
 
 
 class EndpointSignalling:
@@ -95,6 +100,17 @@ class EndpointSignalling:
         self._driver.run(lambda now: self._ep.reject_offer(call, status, now,
                                                            headers=headers))
 
+    def invite(self, target: str, sdp: bytes, *, from_uri: str, peer: Peer,
+               credentials: tuple[str, str] | None = None) -> tuple[CallHandle, str]:
+        handle = self._driver.run(lambda now: self._ep.invite(
+            target, now, sdp=sdp, from_uri=from_uri, peer=peer, credentials=credentials))
+        return handle, self._ep.call_request(handle).call_id
+
+    def send_request(self, call: CallHandle, method: str, *,
+                     headers: Iterable[tuple[str, str]] = ()) -> RequestHandle:
+        return self._driver.run(lambda now: self._ep.send_request(call, method, now,
+                                                                  headers=headers))
+
 
 class Gateway:
     def __init__(self, config: Config, *, notifier: SystemdNotifier | None = None,
@@ -110,7 +126,7 @@ class Gateway:
         self.api: OrgaApi | None = None
         self.driver: SipDriver | None = None
         self.registry: CallRegistry | None = None
-        self.http: HttpServer | None = None
+        self.http: OperatorServer | None = None
         self.draining = Draining()  # the one flag: screen, registry, /ready, systemd status
         lim = config.limits
         self.load = LoadMonitor(OverloadThresholds(
@@ -130,6 +146,7 @@ class Gateway:
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         check_versions()  # the aiortc/aioice internals we patch: refuse an untested version
+        single_threaded_ffmpeg()  # no FFmpeg thread pool per call (aiortc_patches.py, 3.)
         cfg = self.config
         orga = cfg.orga
         self.api = OrgaApi(
@@ -145,6 +162,11 @@ class Gateway:
         endpoint = SipEndpoint(endpoint_config(cfg), pre_dispatch=self.screen, gate=self.screen,
                                observe=self._count_sip)
         self.driver = SipDriver(endpoint, self._on_sip_event)
+        mcp = None
+        if cfg.mcp.public_url:
+            from gateway.control.mcp_tools import McpTools  # the SDK only when configured
+
+            mcp = McpTools(cfg.mcp.public_url, on_tool=self.metrics.tool_call)
         ctx = CallContext(
             config=cfg, metrics=self.metrics, ports=self.ports, api=self.api,
             signalling=EndpointSignalling(self.driver),
@@ -155,6 +177,7 @@ class Gateway:
             advertised_address=cfg.sip.public_address or cfg.rtp.bind,
             clock=self.clock,
             records=self.records.sink, recorder=self.records.recorder,
+            mcp=mcp,
         )
         self.registry = CallRegistry(ctx, self.draining, lambda: self.load.overloaded)
         self.load.start()
@@ -187,8 +210,9 @@ class Gateway:
                 self.driver, self.tls_contexts, cfg.sip.bind, cfg.sip.tls_port,
                 advertise=advertise, limits=limits, on_reject=self.metrics.security_rejection,
                 admission=admission)
-        self.http = HttpServer(self.metrics, self._state, self.registry.describe,
-                               host=cfg.http.host, port=cfg.http.port)
+        app = operator_app(self.metrics, self._state, self.registry.describe,
+                           directory=self.registry, token=cfg.api_token, mcp=mcp)
+        self.http = OperatorServer(app, host=cfg.http.host, port=cfg.http.port)
         await self.http.start()
         self.metrics.free_ports_from(lambda: self.ports.free_count)
         self.metrics.loop_tasks_from(asyncio.get_running_loop())

@@ -19,17 +19,22 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway import fallback
 from gateway.aiortc_patches import tune_receiver
 from gateway.clock import Clock
 from gateway.config import Config, Route
+from gateway.control.actions import ActionRefused, Actor
+from gateway.control.transfer import Transfer, TransferState
 from gateway.logs import ContextAdapter, call_logger
 from gateway.media.downlink import AiAudioPump
 from gateway.media.dtmf import DtmfReceived, DtmfRelayError, parse_dtmf_relay
+from gateway.media.dtmf_send import send_digits
 from gateway.media.ports import PortPool
 from gateway.media.rtp_session import RtpSession, open_from_pool
 from gateway.media.srtp import SrtpParams
@@ -41,7 +46,7 @@ from gateway.orga.api import OrgaApi
 from gateway.orga.events import InputTranscript, ResponseDone, ServerEvent
 from gateway.orga.peer import OrgaPeer
 from gateway.orga.session import OrgaSession, open_session
-from gateway.orga.settings import PeerSettings, SessionParams, session_params
+from gateway.orga.settings import McpServerParams, PeerSettings, SessionParams, session_params
 from gateway.outcomes import (
     OfferRefusal,
     Outcome,
@@ -52,6 +57,7 @@ from gateway.outcomes import (
 from gateway.records.record import NULL_SINK, CallRecord, RecordSink
 from gateway.records.recording import CallRecording, Recorder
 from gateway.sdp import MediaParams, SdpNegotiationError, negotiate, parse_offer
+from gateway.sip.address import Peer
 from gateway.sip.events import (
     AckReceived,
     ByeReceived,
@@ -60,12 +66,25 @@ from gateway.sip.events import (
     DialogEnded,
     InfoReceived,
     InviteReceived,
+    NotifyReceived,
     ReinviteReceived,
+    RequestCompleted,
+    RequestHandle,
     SipEndReason,
 )
 from gateway.sip.uri import SipUri
 
+if TYPE_CHECKING:
+    from gateway.control.mcp_tools import McpGrant, McpTools
+
 log = logging.getLogger(__name__)
+
+MCP_ALIAS = "phone"  # how the agent's tool server is named in params.mcp_server
+GOODBYE_QUIET_S = 0.8  # the agent's audio must be quiet this long before its hang-up acts
+GOODBYE_MAX_S = 15.0  # ... or the hang-up acts anyway after this long
+DTMF_MEMORY = 64  # digits get_call_info remembers
+_ASKED_TO_END = {Actor.API: Outcome.API_HANGUP, Actor.AGENT: Outcome.AGENT_HANGUP,
+                 Actor.DTMF: Outcome.API_HANGUP}
 
 
 class CallSignalling(Protocol):
@@ -80,6 +99,10 @@ class CallSignalling(Protocol):
     def answer_offer(self, call: CallHandle, sdp: bytes) -> None: ...
     def reject_offer(self, call: CallHandle, status: int, *,
                      headers: Iterable[tuple[str, str]] = ()) -> None: ...
+    def send_request(self, call: CallHandle, method: str, *,
+                     headers: Iterable[tuple[str, str]] = ()) -> RequestHandle: ...
+    def invite(self, target: str, sdp: bytes, *, from_uri: str, peer: Peer,
+               credentials: tuple[str, str] | None = None) -> tuple[CallHandle, str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +119,7 @@ class CallContext:
     clock: Clock  # the loop clock (gateway/clock.py): every time a call reads comes from it
     records: RecordSink = NULL_SINK  # the webhook sender when [webhooks] is configured
     recorder: Recorder | None = None  # when a route has record = true
+    mcp: McpTools | None = None  # the agent's tool server, when [mcp] public_url is set
 
 
 # Setup failures of the Orga leg, which a route's `on_orga_failure` may turn into a redirect.
@@ -128,16 +152,33 @@ class Call:
     def __init__(
         self, ctx: CallContext, invite: InviteReceived, route: Route, trunk: str
     ) -> None:
-        self.ctx = ctx
-        self.handle = invite.call
+        to_uri = invite.request.to.sip_uri
         self.invite = invite
+        self._init(
+            ctx, invite.call, route, trunk, call_id=invite.request.call_id,
+            caller=caller_of(invite), callee=callee_of(invite),
+            # Who we are in this dialog (Referred-By): the address the caller dialled.
+            local_uri=str(to_uri) if to_uri is not None else f"sip:{ctx.advertised_address}",
+        )
+
+    def _init(self, ctx: CallContext, handle: CallHandle, route: Route, trunk: str, *,
+              call_id: str, caller: str, callee: str, local_uri: str,
+              direction: str = "inbound") -> None:
+        """The state every call has, whichever side placed it (`outbound.py` too)."""
+        self.ctx = ctx
+        self.handle = handle
         self.route = route
         self.route_label = route.label
         self.trunk = trunk
-        self.call_id = invite.request.call_id
-        self.callee = callee_of(invite)
-        self.caller = caller_of(invite)
+        self.call_id = call_id
+        self.caller = caller
+        self.callee = callee
+        self.local_uri = local_uri
         self.conversation_id: str | None = None
+        # The id the operator API and logs use: URL-safe, unguessable, unrelated to Call-ID.
+        self.control_id = secrets.token_urlsafe(12)
+        self.direction = direction
+        self.started_wall = time.time()
         # `call_logger` puts the ids in the record's `ctx`, which the daemon's formatter prints
         # (`call_id=... conversation_id=...`); a plain LoggerAdapter's extra would be dropped.
         self.log: ContextAdapter = call_logger(log, self.call_id)
@@ -154,7 +195,7 @@ class Call:
         self._session: OrgaSession | None = None
         self._pump: AiAudioPump | None = None
         self._recording: CallRecording | None = None
-        self.record = CallRecord(ctx.records, sip_call_id=self.call_id, direction="inbound",
+        self.record = CallRecord(ctx.records, sip_call_id=self.call_id, direction=direction,
                                  trunk=trunk, route=self.route_label, caller=self.caller,
                                  callee=self.callee, now=self.started_at)
         self._meter = TurnLatencyMeter(on_turn=self._turn)
@@ -167,6 +208,15 @@ class Call:
         self._extra_headers: list[tuple[str, str]] = []  # the fallback's Contact
         self._answer_sdp: str | None = None  # our SDP answer, once media is open
         self._session_id = random.randrange(1, 2**31)
+        # Call control (gateway/control): the agent's tools, requests in flight, transfer.
+        self._grant: McpGrant | None = None
+        self._dtmf_digits: list[str] = []
+        self._hang_up_pending = False
+        self._dtmf_sending = False
+        self._control_tasks: set[asyncio.Task[None]] = set()
+        self._transfer: Transfer | None = None
+        self._refer: RequestHandle | None = None
+        self._transfer_done: asyncio.Future[Transfer] | None = None
 
     # --- inputs -------------------------------------------------------------------------------
     def sip_event(self, event: object) -> None:
@@ -181,12 +231,141 @@ class Call:
             self._reinvite(event)
         elif isinstance(event, InfoReceived):
             self._info(event)
+        elif isinstance(event, NotifyReceived):
+            if (event.event or "").split(";")[0].strip().lower() == "refer":
+                self.on_notify(event.body)
+        elif isinstance(event, RequestCompleted):
+            if event.handle == self._refer and self._transfer is not None:
+                self._transfer.on_refer_response(event.status, self._clock.now())
+                self._transfer_progress()
         elif isinstance(event, AckReceived):
             self.log.debug("ACK received")
 
     def hang_up(self, outcome: Outcome) -> None:
         """End the call from our side (drain, shutdown)."""
         self._end(outcome)
+
+    # --- control requests (operator API, agent tools, DTMF): the call decides ----------------
+    def request_hang_up(self, actor: Actor, reason: str | None = None) -> None:
+        """Asked to end: BYE once answered, else a 603 final response.
+
+        The agent's own hang-up waits for its goodbye to finish playing (its audio quiet for
+        `GOODBYE_QUIET_S`, at most `GOODBYE_MAX_S`); an operator's acts at once.
+        """
+        if self._stop.done() or self._hang_up_pending:
+            raise ActionRefused("the call is already ending")
+        outcome = _ASKED_TO_END[actor]
+        self.log.info("hang-up requested by %s", actor.value)
+        if reason:  # the agent's words may quote the caller: not at INFO
+            self.log.debug("hang-up reason: %s", reason[:200])
+        if actor is Actor.AGENT and self._answered and self._pump is not None:
+            self._hang_up_pending = True
+            self._spawn(self._end_after_goodbye(outcome))
+        else:
+            self._end(outcome)
+
+    def request_transfer(self, target: str, actor: Actor) -> Transfer:
+        """Blind transfer (REFER) of the caller to a name from the route's allowlist."""
+        uri = self.route.transfer_target(target)
+        if uri is None:
+            allowed = ", ".join(self.transfer_targets()) or "none"
+            raise ActionRefused(f"{target[:64]!r} is not a transfer target of this call "
+                                f"(allowed: {allowed})", 422)
+        if not self._answered or self._stop.done() or self._hang_up_pending:
+            raise ActionRefused("a transfer needs an answered call that is not ending")
+        if self._transfer is not None and not self._transfer.finished:
+            raise ActionRefused("a transfer is already in progress")
+        transfer = Transfer(target, uri, actor, self._clock.now())
+        try:
+            self._refer = self.ctx.signalling.send_request(self.handle, "REFER", headers=[
+                ("Refer-To", f"<{transfer.uri}>"), ("Referred-By", f"<{self.local_uri}>")])
+        except Exception as exc:  # the dialog cannot carry a request now (e.g. not ACKed)
+            raise ActionRefused(f"the call cannot be transferred now ({exc})") from None
+        self._transfer = transfer
+        self._transfer_done = asyncio.get_running_loop().create_future()
+        self.log.info("transfer to %s requested by %s", target, actor.value)
+        self._spawn(self._watch_transfer(transfer))
+        return transfer
+
+    async def transfer(self, target: str, actor: Actor) -> str:
+        """Transfer and wait for the outcome (the agent's tool reports it)."""
+        self.request_transfer(target, actor)
+        assert self._transfer_done is not None
+        return (await asyncio.shield(self._transfer_done)).outcome_text()
+
+    def transfer_targets(self) -> list[str]:
+        return sorted(name for name, _ in self.route.transfer_targets)
+
+    def request_dtmf(self, digits: str) -> None:
+        """Play `digits` to the phone as RFC 4733 events (one request at a time)."""
+        rtp = self._rtp
+        if not self._answered or rtp is None or self._stop.done():
+            raise ActionRefused("DTMF needs an answered call")
+        if rtp.params.telephone_event_pt is None:
+            raise ActionRefused("the phone did not negotiate telephone-event (RFC 4733)")
+        if rtp.sending_event or self._dtmf_sending:
+            raise ActionRefused("DTMF is already being sent")
+        self._dtmf_sending = True
+        self.log.debug("sending %d DTMF digits", len(digits))
+        self._spawn(self._send_dtmf(rtp, digits))
+
+    def dtmf_received(self) -> str:
+        return "".join(self._dtmf_digits)
+
+    def on_notify(self, body: bytes) -> None:
+        """A NOTIFY of our REFER's subscription (already answered 200)."""
+        if self._transfer is not None:
+            self._transfer.on_notify(body, self._clock.now())
+            self._transfer_progress()
+
+    async def _send_dtmf(self, rtp: RtpSession, digits: str) -> None:
+        try:
+            await send_digits(rtp, digits)
+        finally:
+            self._dtmf_sending = False
+
+    async def _end_after_goodbye(self, outcome: Outcome) -> None:
+        pump = self._pump
+        assert pump is not None
+        deadline = self._clock.now() + GOODBYE_MAX_S
+        quiet_since = self._clock.now()
+        while self._clock.now() < deadline:
+            await asyncio.sleep(0.05)
+            if pump.speaking:
+                quiet_since = self._clock.now()
+            elif self._clock.now() - quiet_since >= GOODBYE_QUIET_S:
+                break
+        self._end(outcome)
+
+    async def _watch_transfer(self, transfer: Transfer) -> None:
+        while not transfer.finished:
+            await asyncio.sleep(0.25)
+            if transfer.expired(self._clock.now()):
+                self._transfer_progress()
+
+    def _transfer_progress(self) -> None:
+        transfer = self._transfer
+        if transfer is None or not transfer.finished:
+            return
+        done = self._transfer_done
+        if done is None or done.done():
+            return
+        done.set_result(transfer)
+        result = transfer.result.value if transfer.result else "failed"
+        self.ctx.metrics.transfer(result, transfer.actor.value)
+        if transfer.state is TransferState.SUCCEEDED:
+            self.log.info("transferred to %s", transfer.target)
+            self._end(Outcome.TRANSFERRED)
+        else:
+            self.log.warning("transfer to %s failed: %s (SIP %s); the call goes on",
+                             transfer.target, result, transfer.sip_status)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A control request's task, a child of the call's group; cancelled at teardown.
+        Its failure is logged, never a crash of the call."""
+        task = self._tasks.create_task(_logged(coro, self.log))
+        self._control_tasks.add(task)
+        task.add_done_callback(self._control_tasks.discard)
 
     def _end(self, outcome: Outcome) -> None:
         if not self._stop.done():
@@ -234,7 +413,9 @@ class Call:
             if self._sip_done:
                 self.log.info("caller cancelled during setup")
                 return Outcome.CANCELLED
-            return Outcome.DRAINING
+            asked = self._stop.result() if self._stop.done() else None
+            return asked if asked in (Outcome.API_HANGUP, Outcome.AGENT_HANGUP) else (
+                Outcome.DRAINING)
         failure = setup.result()
         if failure is None:
             return None
@@ -280,6 +461,8 @@ class Call:
     async def _setup(self) -> None:
         cfg = self.ctx.config
         step = _Steps(self._clock, self.ctx.metrics, self.record)
+        if self.ctx.mcp is not None:
+            self._grant = self.ctx.mcp.grant(self)
         async with asyncio.timeout(cfg.orga.setup_timeout_s):
             offer = parse_offer((self.invite.sdp or b"").decode("utf-8", "replace"))
             rtp, answer = await self._open_media(offer)
@@ -352,6 +535,13 @@ class Call:
         return outcome
 
     async def _teardown(self) -> None:
+        # 0. the agent's tools and pending control requests die first
+        if self._grant is not None:
+            self._grant.revoke()
+        if self._transfer_done is not None and not self._transfer_done.done():
+            self._transfer_done.cancel()
+        for task in list(self._control_tasks):
+            task.cancel()
         # 1. stop media
         if self._pump is not None:
             await _quietly(self._pump.stop())
@@ -456,8 +646,12 @@ class Call:
         return trunk.srtp if trunk is not None else "optional"
 
     def _session_params(self) -> SessionParams:
-        return session_params(self.ctx.config.orga, self.route, caller=self.caller,
-                              callee=self.callee, call_id=self.call_id)
+        params = session_params(self.ctx.config.orga, self.route, caller=self.caller,
+                                callee=self.callee, call_id=self.call_id)
+        if self._grant is None:
+            return params
+        return replace(params, mcp_server=McpServerParams(self.control_id, self._grant.url,
+                                                          MCP_ALIAS))
 
     def _refuse(self, outcome: Outcome, warning: tuple[int, str] | None) -> None:
         """The final response of a call that failed before the answer."""
@@ -503,15 +697,21 @@ class Call:
     # DTMF digits (PINs, card numbers) and transcripts are personal data: their content is
     # logged only with [privacy] log_content = true; otherwise the line says what happened.
     def _dtmf(self, event: DtmfReceived) -> None:
+        self._dtmf_digits = [*self._dtmf_digits[-(DTMF_MEMORY - 1):], event.digit]
         self.ctx.metrics.dtmf(event.digit)
         self.record.dtmf(event.digit, self._clock.now(), event.source.value)
-        # Digits are personal data (PINs, account numbers): the call record carries them.
         if self.ctx.config.privacy.log_content:
             self.log.info("DTMF %s (%d ms, %s)", event.digit, event.duration_ms,
                           event.source.value)
         else:
             self.log.info("DTMF digit received (%d ms, %s)", event.duration_ms,
                           event.source.value)
+        shortcuts = dict(self.route.dtmf_transfer)
+        if event.digit in shortcuts:
+            try:
+                self.request_transfer(shortcuts[event.digit], Actor.DTMF)
+            except ActionRefused as exc:
+                self.log.info("DTMF transfer not started: %s", exc.message)
 
     def _orga_event(self, event: ServerEvent) -> None:
         content = self.ctx.config.privacy.log_content
@@ -550,6 +750,33 @@ class Call:
 
     def _srtp_params(self) -> SrtpParams | None:
         return self._rtp.params.srtp if self._rtp is not None else None
+
+    @property
+    def state(self) -> str:
+        if self._stop.done():
+            return "ending"
+        return "answered" if self._answered else "ringing"
+
+    def info(self) -> dict[str, object]:
+        """One call of the operator API (`GET /v1/calls/{id}`)."""
+        now = self._clock.now()
+        return {
+            "id": self.control_id,
+            "sip_call_id": self.call_id,
+            "conversation_id": self.conversation_id,
+            "direction": self.direction,
+            "caller": self.caller,
+            "callee": self.callee,
+            "trunk": self.trunk,
+            "route": self.route_label,
+            "state": self.state,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_wall)),
+            "age_s": round(now - self.started_at, 3),
+            "setup_s": (None if self.answered_at is None
+                        else round(self.answered_at - self.started_at, 3)),
+            "talk_s": None if self.answered_at is None else round(now - self.answered_at, 3),
+            **({"transfer": self._transfer.describe()} if self._transfer is not None else {}),
+        }
 
     def describe(self) -> dict[str, object]:
         """One entry of `GET /calls`."""
@@ -598,6 +825,13 @@ async def _unstoppable(coro: Coroutine[Any, Any, None]) -> None:
     except asyncio.CancelledError:
         await task
         raise
+
+
+async def _logged(coro: Coroutine[Any, Any, None], logger: ContextAdapter) -> None:
+    try:
+        await coro
+    except Exception:
+        logger.exception("a control request of the call failed")
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:

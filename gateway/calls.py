@@ -16,7 +16,9 @@ from collections import Counter
 from collections.abc import Callable
 
 from gateway.call import Call, CallContext, callee_of, caller_of
+from gateway.control.actions import ActionRefused
 from gateway.drain import Draining
+from gateway.outbound import OutboundCall, OutboundRequest
 from gateway.outcomes import Outcome, response_headers
 from gateway.records.record import CallRecord
 from gateway.routes import match_route
@@ -32,6 +34,7 @@ class CallRegistry:
                  overloaded: Callable[[], bool] | None = None) -> None:
         self.ctx = ctx
         self.calls: dict[CallHandle, Call] = {}
+        self._by_control_id: dict[str, Call] = {}
         self._tasks: dict[CallHandle, asyncio.Task[None]] = {}
         self._per_trunk: Counter[str] = Counter()
         self._trunk_limits = {t.name: t.max_calls for t in ctx.config.trunks}
@@ -39,6 +42,7 @@ class CallRegistry:
         self._overloaded = overloaded or (lambda: False)
         self._idle = asyncio.Event()
         self._idle.set()
+        self._next_placeholder = 0  # outbound calls have no SIP handle until their INVITE is out
 
     # --- admission ----------------------------------------------------------------------------
     def at_capacity(self) -> bool:
@@ -77,6 +81,7 @@ class CallRegistry:
             return
         call = Call(self.ctx, event, route, trunk)
         self.calls[event.call] = call
+        self._by_control_id[call.control_id] = call
         self._per_trunk[trunk] += 1
         self._idle.clear()
         metrics.call_started(call.route_label, trunk)
@@ -101,6 +106,7 @@ class CallRegistry:
             await call.run()
         finally:
             self.calls.pop(call.handle, None)
+            self._by_control_id.pop(call.control_id, None)
             self._tasks.pop(call.handle, None)
             self._per_trunk[call.trunk] -= 1
             self.ctx.metrics.set_active_calls(len(self.calls))
@@ -135,6 +141,54 @@ class CallRegistry:
         tasks = list(self._tasks.values())
         if tasks:
             await asyncio.wait(tasks, timeout=10.0)
+
+    # --- outbound calls (POST /v1/calls) -------------------------------------------------------
+    def place_call(self, request: OutboundRequest) -> Call:
+        """Admit and start an outbound call; `ActionRefused` says why not (503 full/draining,
+        422 a trunk that is unknown or places no calls). Counted like inbound calls."""
+        trunk = next((t for t in self.ctx.config.trunks if t.name == request.trunk), None)
+        if trunk is None:
+            names = ", ".join(t.name for t in self.ctx.config.trunks)
+            raise ActionRefused(f"no trunk is named {request.trunk[:64]!r} (trunks: {names})", 422)
+        if trunk.outbound_proxy is None:
+            raise ActionRefused(f"trunk {trunk.name!r} places no calls: set its outbound_proxy",
+                                422)
+        if self.draining:
+            raise ActionRefused("the gateway is draining", 503)
+        if self.at_capacity():
+            raise ActionRefused("limits.max_calls reached", 503)
+        if self._overloaded():
+            raise ActionRefused("the gateway is overloaded", 503)
+        limit = self._trunk_limits.get(trunk.name)
+        if limit is not None and self._per_trunk[trunk.name] >= limit:
+            raise ActionRefused(f"trunk {trunk.name!r} is at its max_calls", 503)
+        self._next_placeholder -= 1
+        placeholder = CallHandle(self._next_placeholder)
+        call = OutboundCall(self.ctx, request, trunk, placeholder, self._bind)
+        self.calls[placeholder] = call
+        self._by_control_id[call.control_id] = call
+        self._per_trunk[trunk.name] += 1
+        self._idle.clear()
+        self.ctx.metrics.call_started(call.route_label, trunk.name)
+        self.ctx.metrics.set_active_calls(len(self.calls))
+        self._tasks[placeholder] = asyncio.create_task(self._run(call), name="outbound call")
+        return call
+
+    def _bind(self, call: Call, handle: CallHandle) -> None:
+        """The outbound call's INVITE is out: its SIP handle replaces the placeholder."""
+        task = self._tasks.pop(call.handle, None)
+        self.calls.pop(call.handle, None)
+        call.handle = handle
+        self.calls[handle] = call
+        if task is not None:
+            self._tasks[handle] = task
+
+    # --- the operator API's view (gateway.control.actions.CallDirectory) ----------------------
+    def controlled_calls(self) -> list[Call]:
+        return list(self.calls.values())
+
+    def controlled_call(self, control_id: str) -> Call | None:
+        return self._by_control_id.get(control_id)
 
     def describe(self) -> list[dict[str, object]]:
         return [call.describe() for call in self.calls.values()]

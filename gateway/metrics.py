@@ -51,6 +51,9 @@ SECURITY_REASONS = frozenset({
 SRTP_FAILURES = frozenset({"auth", "replay", "malformed"})  # media/srtp.py FAILURE_REASONS
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 TEXT_EVENT_KINDS = frozenset({"transcript", "assistant"})
+TRANSFER_RESULTS = frozenset({"transferred", "rejected", "failed", "timeout"})
+ACTORS = frozenset({"api", "agent", "dtmf"})
+TOOLS = frozenset({"hang_up", "transfer_call", "send_dtmf", "get_call_info"})
 WEBHOOK_OUTCOMES = frozenset({"delivered", "failed", "spooled", "dropped"})
 OTHER = "other"
 
@@ -230,6 +233,11 @@ class Metrics:
         self._draining = gauge("draining", "1 while draining after SIGTERM")
         self._security = counter("security_rejections", "Requests refused at the edge",
                                  ("reason",))
+        # Call control (issue 14): transfers by outcome and by who asked; tool calls by tool.
+        self._transfers = counter("transfers", "Blind transfers (REFER) by result and requester",
+                                  ("result", "requested_by"))
+        self._tool_calls = counter("agent_tool_calls", "MCP tool calls by the agent, by tool and "
+                                   "outcome", ("tool", "outcome"))
         self._turn = histogram("turn_latency_seconds", "Caller stops speaking to first AI audio "
                                "sent to the phone", TURN_BUCKETS)
         # Overload (issue 12): how late the loop's 50 ms ticker wakes, every tick.
@@ -338,6 +346,15 @@ class Metrics:
 
     def event_loop_lag(self, seconds: float) -> None:
         self._loop_lag.observe(seconds)
+
+    # --- call control -------------------------------------------------------------------------
+    def transfer(self, result: str | Enum, requested_by: str | Enum) -> None:
+        """`result`: transferred, rejected, failed, timeout; `requested_by`: api, agent, dtmf."""
+        self._transfers.labels(_label(result, TRANSFER_RESULTS),
+                               _label(requested_by, ACTORS)).inc()
+
+    def tool_call(self, tool: str, ok: bool) -> None:
+        self._tool_calls.labels(_label(tool, TOOLS), "ok" if ok else "refused").inc()
 
     # --- daemon and security ------------------------------------------------------------------
     def set_draining(self, draining: bool) -> None:

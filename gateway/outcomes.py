@@ -69,6 +69,15 @@ class Outcome(enum.Enum):
     DRAINED = Disposition("drained")
     SHUTDOWN = Disposition("shutdown")
     SIP_ERROR = Disposition("sip_error")
+    # Asked to end (gateway/control): BYE once answered, 603 Decline before
+    API_HANGUP = Disposition("api_hangup", 603, log_level=logging.INFO)  # operator API
+    AGENT_HANGUP = Disposition("agent_hangup", 603, log_level=logging.INFO)  # hang_up tool
+    TRANSFERRED = Disposition("transferred", log_level=logging.INFO)  # REFER, 2xx sipfrag
+    # Outbound calls the callee never answered (gateway/outbound.py; no response of ours owed)
+    BUSY = Disposition("busy", log_level=logging.INFO)  # 486, 600
+    DECLINED = Disposition("declined", log_level=logging.INFO)  # 603
+    NO_ANSWER = Disposition("no_answer", log_level=logging.INFO)  # ring timeout, 408/480/487
+    OUTBOUND_FAILED = Disposition("outbound_failed")  # any other failure of our INVITE
     # Either: a bug (500 before the answer, BYE after it)
     INTERNAL = Disposition("internal_error", 500, log_level=logging.ERROR)
 

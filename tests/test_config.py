@@ -51,7 +51,7 @@ def test_example_documents_every_key_with_its_default() -> None:
 
     raw = tomllib.loads((ROOT / "config" / "gateway.example.toml").read_text())
     defaults = Config()
-    for section in ("sip", "rtp", "orga", "http", "limits", "security", "webhooks",
+    for section in ("sip", "rtp", "orga", "http", "api", "mcp", "limits", "security", "webhooks",
                     "recording", "privacy"):
         obj = getattr(defaults, section)
         for key in obj.__dataclass_fields__:
@@ -337,3 +337,96 @@ def test_schema_imports_nothing_of_the_gateway() -> None:
     imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     assert not [m for m in imported if m and m.startswith("gateway")]
+
+
+def test_call_control_keys(tmp_path: Path) -> None:
+    """[api] token (env or file, never inline), [mcp] public_url, route transfer allowlists."""
+    token_file = tmp_path / "token"
+    token_file.write_text("f" * 32 + "\n")
+    raw = {
+        "api": {"token_file": str(token_file)},
+        "mcp": {"public_url": "https://gw.example.com/"},
+        "routes": [{"match": "*", "transfer_targets": {"operator": "sip:op@pbx.example.com",
+                                                      "sales": "tel:+4930555123"},
+                    "dtmf_transfer": {"0": "operator"}}],
+    }
+    c = parse_config(raw, ENV)
+    assert c.api_token is not None and c.api_token.reveal() == "f" * 32
+    assert "f" * 32 not in repr(c) and "f" * 32 in c.secrets()
+    assert c.mcp.public_url == "https://gw.example.com/"
+    assert c.routes[0].transfer_target("sales") == "tel:+4930555123"
+    assert c.routes[0].transfer_target("premium") is None
+    assert c.routes[0].dtmf_transfer == (("0", "operator"),)
+    c = parse_config({"api": {"token_env": "OP_TOKEN"}}, {**ENV, "OP_TOKEN": "t" * 20})
+    assert c.api_token is not None and c.api_token.reveal() == "t" * 20
+    assert parse_config({}, ENV).api_token is None  # no [api]: the control API is off
+
+
+@pytest.mark.parametrize(("raw", "problem"), [
+    ({"api": {"token_env": "NOPE"}}, "api.token_env: the environment variable NOPE is not set"),
+    ({"api": {"token_env": "SHORT"}}, "api.token_env: the token is 5 characters long"),
+    ({"api": {"token_env": "SHORT", "token_file": "/x"}}, "api.token_env: both"),
+    ({"api": {"token_file": "/nonexistent/token"}}, "api.token_file: cannot read"),
+    ({"api": {"token": "inline"}}, "api.token: secrets are never read from the config file"),
+    ({"mcp": {"public_url": "http://gw.example.com"}}, "mcp.public_url: plain http"),
+    ({"mcp": {"public_url": "gw.example.com"}}, "mcp.public_url: 'gw.example.com' is not an"),
+    ({"routes": [{"match": "*", "transfer_targets": {"op": "+4930123"}}]},
+     "routes[0].transfer_targets.op: '+4930123' is not a SIP or tel URI"),
+    ({"routes": [{"match": "*", "transfer_targets": {"reject": "sip:a@b"}}]},
+     "routes[0].transfer_targets.reject: is not a usable target name"),
+    ({"routes": [{"match": "*", "transfer_targets": {"bad name": "sip:a@b"}}]},
+     "routes[0].transfer_targets.bad name: is not a usable target name"),
+    ({"routes": [{"match": "*", "transfer_targets": ["sip:a@b"]}]},
+     "routes[0].transfer_targets: must be a table of name = URI"),
+    ({"routes": [{"match": "*", "dtmf_transfer": {"0": "operator"}}]},
+     "routes[0].dtmf_transfer.0: 'operator' is not in this route's transfer_targets"),
+    ({"routes": [{"match": "*", "transfer_targets": {"op": "sip:a@b"},
+                  "dtmf_transfer": {"10": "op"}}]},
+     "routes[0].dtmf_transfer.10: is not one DTMF key"),
+])
+def test_call_control_problems(raw: dict[str, object], problem: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, {**ENV, "SHORT": "12345"})
+    assert any(p.startswith(problem) for p in err.value.problems), err.value.problems
+
+
+def test_trunk_outbound_keys() -> None:
+    raw = {"trunks": [{"name": "carrier", "allow": ["192.0.2.10/32"],
+                       "outbound_proxy": "sip:192.0.2.10:5060;transport=udp",
+                       "from_user": "+4930123456"}]}
+    (trunk,) = parse_config(raw, ENV).trunks
+    assert (trunk.outbound_proxy, trunk.from_user) == ("sip:192.0.2.10:5060;transport=udp",
+                                                      "+4930123456")
+    raw["trunks"][0]["outbound_proxy"] = "192.0.2.10"
+    raw["trunks"][0]["from_user"] = "<evil>"
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, ENV)
+    assert any(p.startswith("trunks[0].outbound_proxy: '192.0.2.10' is not a SIP proxy URI")
+               for p in err.value.problems), err.value.problems
+    assert any(p.startswith("trunks[0].from_user:") for p in err.value.problems)
+
+
+def test_trunk_outbound_credentials(tmp_path: Path) -> None:
+    base = {"name": "carrier", "allow": ["192.0.2.10/32"],
+            "outbound_proxy": "sip:192.0.2.10:5060", "outbound_username": "gw"}
+    env = {**ENV, "CARRIER_PW": "pw-1"}
+    (trunk,) = parse_config({"trunks": [{**base, "outbound_password_env": "CARRIER_PW"}]},
+                            env).trunks
+    assert trunk.outbound_username == "gw" and trunk.outbound_password is not None
+    assert trunk.outbound_password.reveal() == "pw-1" and "pw-1" not in repr(trunk)
+    pw_file = tmp_path / "pw"
+    pw_file.write_text("pw-2\n")
+    c = parse_config({"trunks": [{**base, "outbound_password_file": str(pw_file)}]}, ENV)
+    assert c.trunks[0].outbound_password is not None and "pw-2" in c.secrets()
+    for raw, problem in (
+        ({**base}, "trunks[0].outbound_password_env: outbound_username needs exactly one"),
+        ({**base, "outbound_password_env": "NOPE"}, "trunks[0].outbound_password_env: "
+         "environment variable NOPE is not set"),
+        ({"name": "x", "allow": ["192.0.2.1/32"], "outbound_password_env": "CARRIER_PW"},
+         "trunks[0].outbound_username: an outbound password is configured without"),
+        ({**base, "outbound_password": "inline"}, "trunks[0].outbound_password: inline "
+         "passwords are not allowed"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            parse_config({"trunks": [raw]}, env)
+        assert any(p.startswith(problem) for p in err.value.problems), err.value.problems

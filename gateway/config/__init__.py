@@ -30,11 +30,13 @@ from gateway.config.schema import (
     DIGEST_ALGORITHMS,
     PLACEHOLDERS,
     TRANSPORTS,
+    ApiConfig,
     Config,
     ConfigError,
     HttpConfig,
     IPNetwork,
     LimitsConfig,
+    McpConfig,
     OrgaConfig,
     PrivacyConfig,
     RecordingConfig,
@@ -52,9 +54,9 @@ from gateway.config.schema import (
 
 __all__ = [
     "API_KEY_ENV", "API_KEY_FILE_ENV", "CODECS", "DEFAULT_ROUTES", "DEFAULT_TRUNKS",
-    "DIGEST_ALGORITHMS", "PLACEHOLDERS", "TRANSPORTS", "Config", "ConfigError", "HttpConfig",
-    "IPNetwork", "LimitsConfig", "OrgaConfig", "PrivacyConfig", "RecordingConfig", "Route",
-    "RtpConfig", "Secret", "SecurityConfig", "SipConfig", "TrunkConfig", "WebhooksConfig",
-    "WorkersConfig", "is_open_public", "load_config", "parse_config", "read_secret_file",
-    "split_hostport",
+    "DIGEST_ALGORITHMS", "PLACEHOLDERS", "TRANSPORTS", "ApiConfig", "Config", "ConfigError",
+    "HttpConfig", "IPNetwork", "LimitsConfig", "McpConfig", "OrgaConfig", "PrivacyConfig",
+    "RecordingConfig", "Route", "RtpConfig", "Secret", "SecurityConfig", "SipConfig",
+    "TrunkConfig", "WebhooksConfig", "WorkersConfig", "is_open_public", "load_config",
+    "parse_config", "read_secret_file", "split_hostport",
 ]

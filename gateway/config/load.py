@@ -35,6 +35,7 @@ from gateway.config.schema import (
     RECORDING_FORMATS,
     TRANSPORTS,
     WEBHOOK_EVENTS,
+    ApiConfig,
     Check,
     Config,
     ConfigError,
@@ -57,9 +58,9 @@ API_KEY_ENV = "ORGA_API_KEY"
 API_KEY_FILE_ENV = "ORGA_API_KEY_FILE"
 # Trunk keys with hand-written checks below; `password` is read from one of the two sources.
 TRUNK_KEYS = ("name", "allow", "username", "realm", "password_env", "password_file", "max_calls",
-              "digest_algorithms")
+              "digest_algorithms", "outbound_password_env", "outbound_password_file")
 _TRUNK_FIELDS_BY_HAND = {"name", "allow", "username", "realm", "password", "max_calls",
-                         "digest_algorithms"}
+                         "digest_algorithms", "outbound_password"}
 _MISSING = object()
 _SECRET_NAME = re.compile(r"(?i)(^key$|api_?key$|password$|secret$|token$)")
 
@@ -94,11 +95,12 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str]) -> Config:
               'add a [[trunks]] entry (e.g. name = "pbx", allow = ["192.0.2.10/32"])')
     _tls(p, built["sip"], trunks)
     api_key = _api_key(env, p)
+    api_token = _api_token(built["api"], env, p)
     webhook_secret = _webhook_secret(built["webhooks"], env, p)
     if p.items:
         raise ConfigError(p.items)
-    return Config(trunks=trunks, routes=routes, api_key=api_key, webhook_secret=webhook_secret,
-                  **built)
+    return Config(trunks=trunks, routes=routes, api_key=api_key, api_token=api_token,
+                  webhook_secret=webhook_secret, **built)
 
 
 def read_secret_file(path: str) -> str:
@@ -395,6 +397,33 @@ def _recording_announcement(p: Problems, built: dict[str, Any]) -> None:
               "name a 16-bit PCM WAV file the gateway's user can read, or remove the key")
 
 
+def _mcp_public_url(p: Problems, built: dict[str, Any]) -> None:
+    url = built["mcp"].public_url
+    if url is None:
+        return
+    host = _url_host(url)
+    scheme = url.split(":", 1)[0]
+    if scheme not in ("http", "https") or not host:
+        p.add("mcp.public_url", f"{url!r} is not an http(s) URL",
+              'use the https:// address Orga reaches this gateway at, e.g. "https://gw.example.com"')
+    elif scheme == "http" and not _is_loopback_host(host):
+        p.add("mcp.public_url", "plain http would send each call's tool secret unencrypted",
+              "put the gateway behind TLS (a reverse proxy) and use https://")
+
+
+_PROXY_URI = re.compile(r"^sip:[A-Za-z0-9.\-\[\]:]+(:\d{1,5})?(;transport=(udp|tcp))?$", re.I)
+_FROM_USER = re.compile(r"^\+?[0-9A-Za-z._-]{1,32}$")
+
+
+def _outbound(p: Problems, pre: str, trunk: TrunkConfig) -> None:
+    if trunk.outbound_proxy is not None and not _PROXY_URI.match(trunk.outbound_proxy):
+        p.add(f"{pre}.outbound_proxy", f"{trunk.outbound_proxy!r} is not a SIP proxy URI",
+              'write "sip:192.0.2.10:5060;transport=udp" (host and port, udp or tcp)')
+    if trunk.from_user is not None and not _FROM_USER.match(trunk.from_user):
+        p.add(f"{pre}.from_user", f"{trunk.from_user!r} is not a SIP user part",
+              'use a number such as "+4930123456" or a name of letters and digits')
+
+
 # Rules a field's `setting` cannot express. "section.field": run right after that field's own
 # checks; "section": after the whole section (it may read sections built before it).
 RULES: dict[str, Rule] = {
@@ -405,6 +434,7 @@ RULES: dict[str, Rule] = {
     "orga.model": lambda p, built: _orga_choice(p, "orga.model", built["orga"].model, MODELS),
     "orga.voice": lambda p, built: _orga_choice(p, "orga.voice", built["orga"].voice, VOICES),
     "http.listen": _http_listen,
+    "mcp.public_url": _mcp_public_url,
     "limits": _limits_vs_rtp,
     "security.unknown_source": _unknown_source,
     "workers": _workers,
@@ -488,6 +518,7 @@ def _trunks(raw: Any, env: Mapping[str, str], allow_public: bool, p: Problems
         trunk = _trunk(p, pre, table, env, names)
         if trunk is None:
             continue
+        _outbound(p, pre, trunk)
         if is_open_public(trunk) and not allow_public:
             p.add(f"{pre}.allow", "admits a wide public range without authentication: anyone "
                   "could open paid Orga sessions", "add username and password_env, narrow allow, "
@@ -507,9 +538,9 @@ def _trunk(p: Problems, pre: str, table: dict[str, Any], env: Mapping[str, str],
     generic = _generic_trunk_fields()
     bad = False
     for k in table:
-        if k == "password":
-            p.add(f"{pre}.password", "inline passwords are not allowed",
-                  "remove it and set password_env (a variable name) or password_file")
+        if k in ("password", "outbound_password"):
+            p.add(f"{pre}.{k}", "inline passwords are not allowed",
+                  f"remove it and set {k}_env (a variable name) or {k}_file")
             bad = True
         elif k not in TRUNK_KEYS and k not in generic:
             _unknown(p, f"{pre}.{k}", k, [*TRUNK_KEYS, *generic])
@@ -556,12 +587,43 @@ def _trunk(p: Problems, pre: str, table: dict[str, Any], env: Mapping[str, str],
         p.add(f"{pre}.username", "a password is configured without a username",
               "add username = \"...\" or remove password_env/password_file")
         bad = True
-    if bad or password is _MISSING or allow is None:
+    outbound_password = _outbound_password(p, pre, table, extra.get("outbound_username"), env)
+    if bad or password is _MISSING or outbound_password is _MISSING or allow is None:
         return None
     return TrunkConfig(name=str(name), allow=allow, username=strs["username"],
                        realm=strs["realm"] or "orga-sip-gateway",
                        password=typing.cast("Secret | None", password), max_calls=max_calls,
-                       digest_algorithms=tuple(algorithms), **extra)
+                       digest_algorithms=tuple(algorithms),
+                       outbound_password=typing.cast("Secret | None", outbound_password), **extra)
+
+
+def _outbound_password(p: Problems, pre: str, table: Mapping[str, Any],
+                       username: str | None, env: Mapping[str, str]) -> Any:
+    """The password answering a proxy's challenge to our INVITEs: None without
+    outbound_username, `_MISSING` on a problem."""
+    var, path = table.get("outbound_password_env"), table.get("outbound_password_file")
+    for key, value in (("outbound_password_env", var), ("outbound_password_file", path)):
+        if value is not None and (not isinstance(value, str) or not value):
+            p.add(f"{pre}.{key}", f"{value!r} is not a non-empty string", "write a quoted string")
+            return _MISSING
+    if username is None:
+        if var or path:
+            p.add(f"{pre}.outbound_username", "an outbound password is configured without a "
+                  "username", 'add outbound_username = "..." or remove the password source')
+            return _MISSING
+        return None
+    if (var is None) == (path is None):
+        p.add(f"{pre}.outbound_password_env", "outbound_username needs exactly one password "
+              "source", "set outbound_password_env (a variable name) or outbound_password_file")
+        return _MISSING
+    if var is not None:
+        value = env.get(var, "")
+        if not value:
+            p.add(f"{pre}.outbound_password_env", f"environment variable {var} is not set or "
+                  "empty", f"export {var}=... before starting, or use outbound_password_file")
+            return _MISSING
+        return Secret(value)
+    return _secret_file(p, f"{pre}.outbound_password_file", str(path), "the password")
 
 
 def _networks(p: Problems, key: str, value: Any) -> tuple[Any, ...] | None:
@@ -627,7 +689,7 @@ def _routes(raw: Any, trunk_names: set[str], p: Problems) -> tuple[Route, ...]:
     out = []
     for i, table in enumerate(raw):
         pre = f"routes[{i}]"
-        by_hand = {"transfer_targets"}
+        by_hand = {"transfer_targets", "dtmf_transfer"}
         values = _typed_table(p, pre, {k: v for k, v in table.items() if k not in by_hand}
                               if isinstance(table, dict) else table, Route)
         match = values.get("match")
@@ -637,6 +699,8 @@ def _routes(raw: Any, trunk_names: set[str], p: Problems) -> tuple[Route, ...]:
             values["instructions"] = ""  # Orga's default, not [orga].instructions (the example)
         targets = _transfer_targets(p, f"{pre}.transfer_targets", table.get("transfer_targets"))
         values["transfer_targets"] = targets
+        values["dtmf_transfer"] = _dtmf_transfer(p, f"{pre}.dtmf_transfer",
+                                                 table.get("dtmf_transfer"), targets)
         _route_orga_values(p, pre, values)
         _orga_fallback(p, pre, values, targets)
         if match is None:
@@ -659,6 +723,7 @@ def _routes(raw: Any, trunk_names: set[str], p: Problems) -> tuple[Route, ...]:
 _TARGET_RE = re.compile(r"(sips?:[^\s<>\"@]+@[^\s<>\"@]+|sips?:[^\s<>\"@:;]+(:\d+)?"
                         r"(;[^\s<>\"]*)?|tel:\+[0-9][0-9().-]*)")
 _TARGET_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_DTMF_KEYS = frozenset("0123456789*#ABCD")
 
 
 def _transfer_targets(p: Problems, key: str, raw: Any) -> tuple[tuple[str, str], ...]:
@@ -713,6 +778,54 @@ def _orga_fallback(p: Problems, pre: str, values: dict[str, Any],
         if choice == "reject":
             p.add(f"{pre}.orga_failure_announcement", "is set but on_orga_failure is "
                   "\"reject\": it would never play", "set on_orga_failure to a transfer target")
+def _dtmf_transfer(p: Problems, key: str, raw: Any, targets: tuple[tuple[str, str], ...]
+                   ) -> tuple[tuple[str, str], ...]:
+    """`dtmf_transfer = { "0" = "operator" }`: one DTMF key to a name of transfer_targets."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        p.add(key, "must be a table of key = target name", 'write dtmf_transfer = { "0" = '
+              '"operator" }')
+        return ()
+    names = [name for name, _ in targets]
+    out = []
+    for digit, name in raw.items():
+        if digit not in _DTMF_KEYS:
+            p.add(f"{key}.{digit}", "is not one DTMF key", "use one of 0-9 * # A-D")
+        elif name not in names:
+            p.add(f"{key}.{digit}", f"{name!r} is not in this route's transfer_targets",
+                  f"name one of them ({', '.join(names) or 'none yet'}) or add it there")
+        else:
+            out.append((digit, name))
+    return tuple(out)
+
+
+def _api_token(api: ApiConfig, env: Mapping[str, str], p: Problems) -> Secret | None:
+    """The operator API's bearer token from `[api] token_env` or `token_file`; None: API off."""
+    if api.token_env and api.token_file:
+        p.add("api.token_env", "both token_env and token_file are set", "keep one of them")
+        return None
+    if api.token_env:
+        value = env.get(api.token_env, "").strip()
+        if not value:
+            p.add("api.token_env", f"the environment variable {api.token_env} is not set or "
+                  "empty", f"export {api.token_env}=<a long random token> (or remove [api] to "
+                  "keep the control API off)")
+            return None
+        return _strong_token(p, "api.token_env", value)
+    if api.token_file:
+        secret = _secret_file(p, "api.token_file", api.token_file, "the API token", strip=True)
+        return _strong_token(p, "api.token_file", secret.reveal()) if isinstance(
+            secret, Secret) else None
+    return None
+
+
+def _strong_token(p: Problems, key: str, value: str) -> Secret | None:
+    if len(value) < 16:
+        p.add(key, f"the token is {len(value)} characters long",
+              "use at least 16 random characters (e.g. openssl rand -hex 24)")
+        return None
+    return Secret(value)
 
 
 def _webhook_secret(hooks: WebhooksConfig, env: Mapping[str, str], p: Problems) -> Secret:

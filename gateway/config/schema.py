@@ -166,6 +166,23 @@ class HttpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """`[api]`: where the operator API's bearer token comes from (never inline). Neither set:
+    the `/v1/` API is off."""
+
+    token_env: str | None = None  # name of an environment variable holding the token
+    token_file: str | None = None  # a file holding it (systemd: LoadCredential=)
+
+
+@dataclass(frozen=True, slots=True)
+class McpConfig:
+    """`[mcp]`: the agent's tools. `public_url` is how Orga's cloud reaches `[http] listen`;
+    each call's tools are served at `<public_url>/mcp/<per-call secret>`. None: no tools."""
+
+    public_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LimitsConfig:
     max_calls: int = setting(50, lo=1, hi=10000)
     max_call_duration_s: float = setting(3600.0, lo=10, hi=86400, unit=" s")
@@ -274,6 +291,14 @@ class TrunkConfig:
     srtp: str = setting("optional", choices=SRTP_POLICIES)
     # Mutual TLS: a CA file; TLS clients from this trunk must present a certificate it signed.
     tls_client_ca: str | None = None
+    # Outbound calls (POST /v1/calls): where our INVITEs go, "sip:host:port;transport=udp";
+    # None = this trunk places no calls. `from_user`: the caller ID we present.
+    outbound_proxy: str | None = None
+    from_user: str | None = None
+    # Digest credentials when the proxy challenges our INVITE (401/407); the password comes from
+    # outbound_password_env or outbound_password_file, never inline.
+    outbound_username: str | None = None
+    outbound_password: Secret | None = field(default=None, repr=False, compare=False)
 
     @property
     def requires_auth(self) -> bool:
@@ -286,7 +311,8 @@ class Route:
 
     The fields from `model` to `history` override the `[orga]` key of the same name; None means
     "as in [orga]". `gateway/orga/settings.py` resolves them into the call's session parameters.
-    `record` switches call recording on for this route (`[recording]`).
+    `record` switches call recording on for this route (`[recording]`); `transfer_targets` and
+    `dtmf_transfer` are the route's call control (issue 14).
     """
 
     match: str = "*"
@@ -305,6 +331,8 @@ class Route:
     # When Orga cannot take the call: "reject" (SIP 5xx) or the name of a transfer target.
     on_orga_failure: str = "reject"
     orga_failure_announcement: str | None = None  # WAV played to the caller before the fallback
+    # Call control: a DTMF key the caller presses -> the name of a transfer target.
+    dtmf_transfer: tuple[tuple[str, str], ...] = ()
 
     def transfer_target(self, name: str) -> str | None:
         """The URI of the transfer target `name`, None if the route has none by that name."""
@@ -328,6 +356,8 @@ class Config:
     rtp: RtpConfig = RtpConfig()
     orga: OrgaConfig = OrgaConfig()
     http: HttpConfig = HttpConfig()
+    api: ApiConfig = ApiConfig()
+    mcp: McpConfig = McpConfig()
     limits: LimitsConfig = LimitsConfig()
     security: SecurityConfig = SecurityConfig()
     workers: WorkersConfig = WorkersConfig()
@@ -338,6 +368,7 @@ class Config:
     routes: tuple[Route, ...] = DEFAULT_ROUTES
     api_key: Secret = field(default=Secret(""), repr=False, compare=False)
     webhook_secret: Secret = field(default=Secret(""), repr=False, compare=False)
+    api_token: Secret | None = field(default=None, repr=False, compare=False)  # from [api]
 
     def warnings(self) -> list[str]:
         """Things that are allowed but must be logged at every start (issue 7 item 2)."""
@@ -357,6 +388,9 @@ class Config:
         """Every secret value, for registration with the log redaction filter."""
         values = [self.api_key.reveal(), self.webhook_secret.reveal()] + [
             t.password.reveal() for t in self.trunks if t.password]
+        values += [t.outbound_password.reveal() for t in self.trunks if t.outbound_password]
+        if self.api_token is not None:
+            values.append(self.api_token.reveal())
         return [v for v in values if v]
 
 

@@ -27,7 +27,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from gateway.emulator.models import OfferBody, mcp_server, params_model, session_params
+from gateway.emulator.models import OfferBody, params_model, session_params
+from gateway.emulator.tool_caller import ToolRequestError
 from gateway.orga.catalog import MODALITIES, MODELS
 
 CLIENT_SECRETS_PATH = "/v1/realtime/client-secrets"
@@ -128,7 +129,7 @@ def realtime_router(emu: Any) -> APIRouter:
 
     async def _calls(claims: dict[str, Any], offer: OfferBody,
                      params: BaseModel | None) -> Response:
-        reply = await emu.create_call(claims, offer, session_params(params), mcp_server(params))
+        reply = await emu.create_call(claims, offer, session_params(params))
         if reply.raw is not None:  # an injected malformed answer
             return Response(reply.raw, status_code=reply.status, media_type="application/json")
         return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
@@ -147,6 +148,21 @@ def control_router(emu: Any) -> APIRouter:
     @router.get("/state", dependencies=[Depends(api_key)])
     async def state() -> dict[str, Any]:
         return dict(emu.state())
+
+    @router.post("/tools", dependencies=[Depends(api_key)])
+    async def tools(request: Request) -> dict[str, Any]:
+        """Call an agent tool of a session's mcp_server, as Orga's cloud would (tool_caller)."""
+        try:
+            body = json.loads(await request.body())
+            if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+                raise ToolRequestError('body must be {"name": ..., "arguments": {...}}')
+            arguments = body.get("arguments") or {}
+            if not isinstance(arguments, dict):
+                raise ToolRequestError("arguments must be an object")
+            outcome = await emu.tools.call(body.get("conversation_id"), body["name"], arguments)
+        except (ValueError, ToolRequestError) as exc:
+            raise ApiError(400, error_body(str(exc))) from None
+        return dict(outcome.to_json())
 
     @router.post("/faults", dependencies=[Depends(api_key)])
     async def faults(request: Request) -> dict[str, Any]:

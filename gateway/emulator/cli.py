@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # aiortc/av load only when the subcommand runs, not when the CLI parses
     from gateway.emulator.server import EmulatorConfig, Faults
+    from gateway.emulator.tool_caller import ScriptedTool
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "(default: ignored until then, as the real service is believed to)")
     agent.add_argument("--barge-in", action="store_true",
                        help="stop the reply as soon as the caller speaks")
+    agent.add_argument("--agent-tool", default=None, metavar="NAME[=JSON]",
+                       help="play Orga's cloud: call this tool of each session's mcp_server "
+                       "(e.g. hang_up, or transfer_call={\"target\": \"sales\"})")
+    agent.add_argument("--agent-tool-after", type=float, default=5.0, metavar="S",
+                       help="seconds into the session for --agent-tool (default 5)")
     strict = parser.add_argument_group("validation")
     strict.add_argument("--lenient-params", action="store_true",
                         help="accept /calls without params (default: 422 Missing params)")
@@ -113,6 +119,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO")
 
 
+def _tool_script(args: argparse.Namespace) -> ScriptedTool | None:
+    from gateway.emulator.tool_caller import ScriptedTool, ToolRequestError
+
+    if not args.agent_tool:
+        return None
+    try:
+        return ScriptedTool.parse(args.agent_tool, args.agent_tool_after)
+    except ToolRequestError as exc:
+        raise SystemExit(f"emulator: {exc}") from None
+
+
 def build(args: argparse.Namespace) -> tuple[EmulatorConfig, Faults]:
     from gateway.emulator.agent import DEFAULT_REPLY_TEXT, AgentSettings
     from gateway.emulator.server import EmulatorConfig, Faults
@@ -141,6 +158,7 @@ def build(args: argparse.Namespace) -> tuple[EmulatorConfig, Faults]:
             barge_in=args.barge_in,
             ice_addresses=addresses,
         ),
+        tool_script=_tool_script(args),
     )
     faults = Faults(
         fail_calls=args.fail_calls,

@@ -35,6 +35,7 @@ from gateway.emulator.app import create_app, error_body
 from gateway.emulator.models import OfferBody
 from gateway.emulator.stun import LoopbackStunServer
 from gateway.emulator.tokens import TokenIssuer
+from gateway.emulator.tool_caller import ScriptedTool, ToolCaller
 from gateway.orga.catalog import VOICES
 from gateway.orga.settings import SessionParams
 
@@ -110,6 +111,8 @@ class EmulatorConfig:
     accept_legacy_voices: bool = False
     missing_auth_status: int = 403
     agent: AgentSettings = field(default_factory=AgentSettings)
+    # Play Orga's cloud for agent tools: call this tool of each session's mcp_server.
+    tool_script: ScriptedTool | None = None
 
 
 @dataclass(slots=True)
@@ -152,6 +155,7 @@ class Emulator:
         self._used: dict[str, int] = {}  # jti -> exp, for single use on /calls
         self._clock = clock
         self.sessions: dict[str, EmulatedSession] = {}
+        self.tools = ToolCaller(config.tool_script)  # agent tools over MCP (tool_caller.py)
         self.ended_sessions: list[EmulatedSession] = []
         self._reply = config.agent.reply_samples()
         self.voices = VOICES + (LEGACY_VOICES if config.accept_legacy_voices else ())
@@ -193,6 +197,7 @@ class Emulator:
             self._serving = None
         if self.stun is not None:
             self.stun.close()
+        await self.tools.close()
         for session in list(self.sessions.values()):
             await session.close()
 
@@ -212,6 +217,7 @@ class Emulator:
             "utterances": sum(len(s["utterances"]) for s in sessions),
             "faults": self.faults.snapshot(),
             "sessions": sessions,
+            "tool_calls": [o.to_json() for o in self.tools.outcomes],
         }
 
     # -- what the routes ask (app.py) -------------------------------------------------------
@@ -243,7 +249,6 @@ class Emulator:
 
     async def create_call(
         self, claims: dict[str, Any], offer: OfferBody, params: SessionParams,
-        mcp_server: dict[str, str] | None = None,
     ) -> Reply:
         self._consume(claims)  # single use from here on, whatever happens next
         if self.faults.fail_calls > 0:
@@ -259,7 +264,6 @@ class Emulator:
             conversation_id, params, self.config.agent, self._reply, self._on_session_end,
             self.voices,
         )
-        session.mcp_server = mcp_server  # for extensions (an MCP client mode); URL secret
         self.sessions[conversation_id] = session
         try:
             answer_sdp = await session.answer(offer.sdp)
@@ -268,6 +272,7 @@ class Emulator:
             await session.close("offer_rejected")
             return Reply(400, error_body("Invalid SDP offer"))
         self.stats.calls_ok += 1
+        self.tools.session_started(conversation_id, params)
         if self.faults.end_after_s is not None:
             session.end_after(self.faults.end_after_s)
         if self.faults.media_stop_after_s is not None:
@@ -290,6 +295,7 @@ class Emulator:
         self._used[str(claims.get("jti"))] = int(claims["exp"])
 
     def _on_session_end(self, session: EmulatedSession) -> None:
+        self.tools.session_ended(session.conversation_id)
         if self.sessions.pop(session.conversation_id, None) is not None:
             self.stats.sessions_ended += 1
             self.ended_sessions.append(session)

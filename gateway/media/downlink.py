@@ -172,6 +172,11 @@ class AiAudioPump:
         if not self.track_ended.done():
             self.track_ended.set_result(None)
 
+    @property
+    def speaking(self) -> bool:
+        """The AI is in a talkspurt or has speech queued (e.g. its goodbye is still playing)."""
+        return self._talkspurt or any(voiced for _, voiced in self._queue)
+
     def feed(self, frame: AudioFrame) -> None:
         """Queue one decoded AI frame (any rate/layout); ignored once stopped."""
         if self._stopped:

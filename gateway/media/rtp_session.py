@@ -36,7 +36,15 @@ from gateway.clock import Clock
 from gateway.media.dtmf import DtmfReceived, TelephoneEventReceiver
 from gateway.media.jitter import JitterBuffer
 from gateway.media.ports import PortPool
-from gateway.media.rtp import RtpParseError, RtpSenderState, SequenceExtender, is_rtcp, parse_rtp
+from gateway.media.rtp import (
+    SEQ_MOD,
+    RtpParseError,
+    RtpSenderState,
+    SequenceExtender,
+    build_rtp,
+    is_rtcp,
+    parse_rtp,
+)
 from gateway.media.srtp import SrtpContext
 from gateway.sdp import MediaParams
 
@@ -146,6 +154,8 @@ class RtpSession:
         self._audio_samples = 0
         self._sent = SendStats()
         self._watchdog: asyncio.Task[None] | None = None
+        # While a DTMF event is being sent (RFC 4733 §2.5), audio only advances the timestamp.
+        self.sending_event = False
         self.timed_out: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._closed = False
         self.tap: RtpTap | None = None
@@ -251,15 +261,41 @@ class RtpSession:
 
     def send_audio(self, payload: bytes, samples: int, marker: bool = False) -> bool:
         """Send one G.711 frame. Timestamps advance even when hold suppresses sending."""
+        if self.sending_event:
+            self.skip_samples(samples)
+            return False
         timestamp = self._sender.timestamp
         data = self._sender.next_packet(payload, samples, marker)
         if self._transport is None or self._closed or not self._params.send_enabled:
             return False
         if self._srtp is not None:
-            data = self._srtp.protect(data)
+            protected = self._srtp.protect(data)
+            if protected is None:
+                return False
+            data = protected
         self._transport.sendto(data, self.remote)
         if self.tap is not None:
             self.tap.sent(payload, self._params.codec, timestamp, self._clock.now())
+        self._sent.packets += 1
+        self._sent.bytes += len(data)
+        return True
+
+    @property
+    def send_timestamp(self) -> int:
+        """The RTP timestamp the next outgoing audio packet would carry."""
+        return self._sender.timestamp
+
+    def send_event(self, payload: bytes, timestamp: int, marker: bool = False) -> bool:
+        """One RFC 4733 telephone-event packet, in the audio's SSRC and sequence space."""
+        pt = self._params.telephone_event_pt
+        if pt is None or self._transport is None or self._closed or not self._params.send_enabled:
+            return False
+        sender = self._sender
+        data = build_rtp(pt, sender.sequence, timestamp, sender.ssrc, payload, marker)
+        sender.sequence = (sender.sequence + 1) % SEQ_MOD
+        if self._srtp is not None:
+            data = self._srtp.protect(data)
+        self._transport.sendto(data, self.remote)
         self._sent.packets += 1
         self._sent.bytes += len(data)
         return True

@@ -32,6 +32,21 @@ class OrgaClientSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class McpServerParams:
+    """`params.mcp_server` (reference §4): the tool server Orga's cloud connects to.
+
+    The URL holds a per-call secret: never in a repr or a log line.
+    """
+
+    id: str
+    url: str = field(repr=False)
+    alias: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"id": self.id, "url": self.url, "alias": self.alias}
+
+
+@dataclass(frozen=True, slots=True)
 class SessionParams:
     """The `params` object of POST /calls, always sent complete (reference §12.1)."""
 
@@ -42,9 +57,10 @@ class SessionParams:
     instructions: str | None = None
     modalities: tuple[str, ...] = ("audio",)
     history: bool = True
+    mcp_server: McpServerParams | None = None  # sent only when set (reference §4)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "voice": self.voice,
             "model": self.model,
             "temperature": self.temperature,
@@ -53,6 +69,9 @@ class SessionParams:
             "modalities": list(self.modalities),
             "history": self.history,
         }
+        if self.mcp_server is not None:
+            body["mcp_server"] = self.mcp_server.to_json()
+        return body
 
 
 @dataclass(frozen=True, slots=True)

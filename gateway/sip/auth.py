@@ -128,6 +128,60 @@ def compute_response(algorithm: Algorithm, *, username: str, realm: str, passwor
     return algorithm.hash(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
 
 
+def parse_challenge(value: str) -> dict[str, str] | None:
+    """The parameters of a `Digest` WWW-Authenticate / Proxy-Authenticate value (lower-case
+    names); None if it is not a well-formed digest challenge with a realm and a nonce."""
+    if len(value) > MAX_HEADER_LEN:
+        return None
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() != "digest":
+        return None
+    params: dict[str, str] = {}
+    pos, rest = 0, rest.strip()
+    while pos < len(rest):
+        m = _PARAM_RE.match(rest, pos)
+        if m is None:
+            return None
+        raw = m.group(2)
+        params[m.group(1).lower()] = re.sub(r"\\(.)", r"\1", raw) if raw is not None else m.group(3)
+        pos = m.end()
+    return params if "realm" in params and "nonce" in params else None
+
+
+def answer_challenge(challenge: str, *, method: str, uri: str, username: str, password: str,
+                     cnonce: str) -> str | None:
+    """Our `Authorization` (or `Proxy-Authorization`) value for a challenge to a request we
+    sent (RFC 3261 §22.2, RFC 7616 §3.4): qop=auth when offered, the RFC 2617 form without
+    qop otherwise. None for a challenge we cannot answer (unknown algorithm, auth-int only)."""
+    params = parse_challenge(challenge)
+    if params is None:
+        return None
+    algorithm = _ALGORITHMS.get(params.get("algorithm", "MD5").lower())
+    if algorithm is None:
+        return None
+    offered = [q.strip().lower() for q in params.get("qop", "").split(",") if q.strip()]
+    if offered and "auth" not in offered:
+        return None
+    realm, nonce = params["realm"], params["nonce"]
+    fields = [f"username={_quote(username)}", f"realm={_quote(realm)}",
+              f"nonce={_quote(nonce)}", f"uri={_quote(uri)}"]
+    if offered:
+        nc = "00000001"
+        response = compute_response(algorithm, username=username, realm=realm,
+                                    password=password, method=method, uri=uri, nonce=nonce,
+                                    nc=nc, cnonce=cnonce)
+        fields += [f"response={_quote(response)}", "qop=auth", f"nc={nc}",
+                   f"cnonce={_quote(cnonce)}"]
+    else:
+        ha1 = algorithm.hash(f"{username}:{realm}:{password}")
+        ha2 = algorithm.hash(f"{method}:{uri}")
+        fields.append(f"response={_quote(algorithm.hash(f'{ha1}:{nonce}:{ha2}'))}")
+    fields.append(f"algorithm={algorithm.value}")
+    if "opaque" in params:
+        fields.append(f"opaque={_quote(params['opaque'])}")
+    return "Digest " + ", ".join(fields)
+
+
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

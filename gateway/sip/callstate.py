@@ -226,6 +226,9 @@ class SipCall:
     session: SessionTimer | None = None
     local_sdp: bytes = b""
     extra: dict[str, str] = field(default_factory=dict)
+    # UAC: digest credentials for a 401/407 to our INVITE (answered once, RFC 3261 §22.2).
+    credentials: tuple[str, str] | None = field(default=None, repr=False)
+    auth_tried: bool = False
 
     # --- the INVITE line ------------------------------------------------------------------
     def require(self, event: CallInput) -> None:

@@ -302,10 +302,13 @@ class SipEndpoint:
         self, target: str | Uri, now: float, *, sdp: bytes | None, from_uri: str,
         to_uri: str | None = None, peer: Peer | None = None,
         headers: Iterable[tuple[str, str]] = (),
+        credentials: tuple[str, str] | None = None,
     ) -> CallHandle:
-        """Start an outgoing call; `peer` overrides the next hop taken from `target`."""
+        """Start an outgoing call; `peer` overrides the next hop taken from `target`;
+        `credentials` (username, password) answer one 401/407 challenge (RFC 3261 §22.2)."""
         return self._uac.invite(
-            target, now, sdp=sdp, from_uri=from_uri, to_uri=to_uri, peer=peer, headers=headers
+            target, now, sdp=sdp, from_uri=from_uri, to_uri=to_uri, peer=peer, headers=headers,
+            credentials=credentials,
         )
 
     def send_request(

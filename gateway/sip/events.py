@@ -91,6 +91,18 @@ class InfoReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class NotifyReceived:
+    """An in-dialog NOTIFY (RFC 6665), e.g. the progress of our REFER (RFC 3515 §2.4.5, a
+    `message/sipfrag` body); it was answered 200 already."""
+
+    call: CallHandle
+    event: str | None  # the Event header ("refer", "refer;id=2")
+    content_type: str | None
+    body: bytes
+    request: SipRequest
+
+
+@dataclass(frozen=True, slots=True)
 class DialogEnded:
     """The call is over; no further events for this handle."""
 
@@ -150,6 +162,6 @@ class RequestCompleted:
 
 Event = (
     InviteReceived | AckReceived | CallCancelled | ByeReceived | ReinviteReceived | InfoReceived
-    | DialogEnded | ProvisionalReceived | CallAnswered | CallFailed | RequestCompleted
-    | ByeCompleted
+    | NotifyReceived | DialogEnded | ProvisionalReceived | CallAnswered | CallFailed
+    | RequestCompleted | ByeCompleted
 )

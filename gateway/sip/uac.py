@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gateway.sip.address import Peer, Transport
+from gateway.sip.auth import answer_challenge
 from gateway.sip.callstate import (
     DIALOG_UP_STATES,
     CallInput,
@@ -57,6 +58,7 @@ class Uac:
     def invite(
         self, target: str | Uri, now: float, *, sdp: bytes | None, from_uri: str,
         to_uri: str | None, peer: Peer | None, headers: Iterable[tuple[str, str]],
+        credentials: tuple[str, str] | None = None,
     ) -> CallHandle:
         core = self.core
         uri = parse_uri(target) if isinstance(target, str) else target
@@ -77,7 +79,8 @@ class Uac:
         handle = CallHandle(core.new_handle())
         txn = core.start_client(request, hop, now, RequestKind.INVITE, handle)
         core.add_call(SipCall(handle, Role.UAC, request, hop, InviteState.CALLING,
-                              invite_client_key=txn.key, local_sdp=sdp or b""))
+                              invite_client_key=txn.key, local_sdp=sdp or b"",
+                              credentials=credentials))
         return handle
 
     def send_options(
@@ -223,6 +226,9 @@ class Uac:
         status = response.status
         if status == 422 and not call.ended and self._retry_with_min_se(call, response, now):
             return
+        if status in (401, 407) and not call.ended and self._retry_with_credentials(
+                call, response, now):
+            return
         self.core.end_call(call, CallInput.FAILED, SipEndReason.FAILED, status,
                            now=now, notice=CallFailed(call.handle, status, response.reason))
 
@@ -285,6 +291,34 @@ class Uac:
         txn = core.start_client(request, call.peer, now, RequestKind.INVITE, call.handle)
         call.invite = request
         call.invite_client_key = txn.key
+        return True
+
+    def _retry_with_credentials(self, call: SipCall, response: SipResponse, now: float
+                                ) -> bool:
+        """§22.2: answer a 401/407 to our INVITE once, with the call's credentials: the same
+        INVITE (Call-ID, From tag), CSeq + 1, and (Proxy-)Authorization for the first challenge
+        we can answer."""
+        if call.credentials is None or call.auth_tried:
+            return False
+        proxy = response.status == 407
+        challenges = response.headers.get_all("Proxy-Authenticate" if proxy
+                                              else "WWW-Authenticate")
+        old = call.invite
+        username, password = call.credentials
+        answer = next((a for c in challenges if (a := answer_challenge(
+            c, method="INVITE", uri=str(old.uri), username=username, password=password,
+            cnonce=new_tag())) is not None), None)
+        if answer is None:
+            return False
+        headers = old.headers.copy()
+        headers.set("Via", self.core.via(call.peer.transport))
+        headers.set("CSeq", f"{old.cseq.number + 1} INVITE")
+        headers.set("Proxy-Authorization" if proxy else "Authorization", answer)
+        request = SipRequest(headers=headers, body=old.body, method="INVITE", uri=old.uri)
+        txn = self.core.start_client(request, call.peer, now, RequestKind.INVITE, call.handle)
+        call.invite = request
+        call.invite_client_key = txn.key
+        call.auth_tried = True
         return True
 
     def _session_from_response(self, call: SipCall, response: SipResponse, now: float) -> None:

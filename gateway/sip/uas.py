@@ -29,6 +29,7 @@ from gateway.sip.events import (
     CallHandle,
     InfoReceived,
     InviteReceived,
+    NotifyReceived,
     ReinviteReceived,
     SipEndReason,
 )
@@ -235,6 +236,14 @@ class Uas:
                 InfoReceived(call.handle, request.content_type, request.body, request)
             )
 
+    def _on_notify(self, call: SipCall, request: SipRequest, reply: Peer, now: float) -> None:
+        """RFC 3515 §2.4.4: the progress of a REFER we sent, as NOTIFYs of its implicit
+        subscription; each is answered 200, the app reads the sipfrag."""
+        self.core.respond_new(request, reply, 200, now)
+        if not call.ended:
+            self.core.emit(NotifyReceived(call.handle, request.headers.get("Event"),
+                                          request.content_type, request.body, request))
+
     def _on_options(self, call: SipCall, request: SipRequest, reply: Peer, now: float) -> None:
         self.core.respond_new(request, reply, 200, now, headers=self.core.capability_headers())
 
@@ -382,6 +391,7 @@ _IN_DIALOG: dict[str, _InDialogHandler] = {
     "INVITE": Uas._on_offer,
     "UPDATE": Uas._on_offer,
     "INFO": Uas._on_info,
+    "NOTIFY": Uas._on_notify,
     "OPTIONS": Uas._on_options,
 }
 

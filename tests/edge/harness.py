@@ -19,6 +19,7 @@ import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from gateway.app import Gateway
 from gateway.call import Call as GatewayCall
@@ -133,7 +134,8 @@ def emulator_config(**agent: object) -> EmulatorConfig:
 
 @asynccontextmanager
 async def running(config_fn: Callable[[Emulator], Config],
-                  emulator: EmulatorConfig | None = None) -> AsyncIterator[Rig]:
+                  emulator: EmulatorConfig | None = None,
+                  **gateway_kwargs: Any) -> AsyncIterator[Rig]:
     emu = Emulator(emulator or emulator_config())
     await emu.start()
     tokens: list[str] = []
@@ -148,7 +150,7 @@ async def running(config_fn: Callable[[Emulator], Config],
 
     issuer.mint = recording_mint  # type: ignore[method-assign]
     config = config_fn(emu)
-    gw = Gateway(config)
+    gw = Gateway(config, **gateway_kwargs)
     await gw.start()
     try:
         yield Rig(emu, gw, tokens)

@@ -86,9 +86,11 @@ def parse_messages(text: str) -> list[TracedMessage]:
 async def run_sipp(
     scenario: str, port: int, workdir: Path, *, transport: str = "u1", calls: int = 1,
     rate: float = 10.0, timeout: float = 20.0, extra: tuple[str, ...] = (),
+    base: int | None = None,
 ) -> SippRun:
+    """`base`: SIPp's own SIP port (media ports follow); a UAS scenario's caller must know it."""
     assert SIPP is not None
-    base = free_port_block(6)
+    base = base if base is not None else free_port_block(6)
     messages = workdir / "messages.log"
     stats = workdir / "stats.csv"
     args = [

@@ -1,0 +1,56 @@
+"""What the control surfaces may ask of a call, and how a call says no.
+
+The operator API, the agent's MCP tools and DTMF shortcuts never change a call themselves: they
+find it through a `CallDirectory` and *ask* it (`request_hang_up`, `request_transfer`, ...).
+The call decides against its own state and either accepts (the work then happens on the
+call's own tasks) or raises `ActionRefused` with the HTTP status that explains why.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from gateway.outbound import OutboundRequest
+
+
+class Actor(enum.Enum):
+    """Who asked; decides the `result` label when the request ends the call."""
+
+    API = "api"
+    AGENT = "agent"
+    DTMF = "dtmf"
+
+
+class ActionRefused(Exception):
+    """The call will not do this. `status`: 409 wrong state, 422 bad input, 404 unknown."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class ControlledCall(Protocol):
+    @property
+    def control_id(self) -> str: ...
+
+    def info(self) -> Mapping[str, object]:
+        """The call as the operator API shows it (no secrets, no audio)."""
+        ...
+
+    def request_hang_up(self, actor: Actor, reason: str | None = None) -> None: ...
+
+    def request_transfer(self, target: str, actor: Actor) -> object: ...
+
+
+class CallDirectory(Protocol):
+    def controlled_calls(self) -> Iterable[ControlledCall]: ...
+
+    def controlled_call(self, control_id: str) -> ControlledCall | None: ...
+
+    def place_call(self, request: OutboundRequest) -> ControlledCall:
+        """Start an outbound call (raises ActionRefused)."""
+        ...
