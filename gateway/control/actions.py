@@ -20,6 +20,7 @@ class Actor(enum.Enum):
     API = "api"
     AGENT = "agent"
     DTMF = "dtmf"
+    FALLBACK = "fallback"  # the gateway itself: the route's on_orga_failure after the answer
 
 
 class ActionRefused(Exception):
