@@ -207,3 +207,21 @@ async def test_digest_challenge_is_answered(tmp_path: Path, password: str, answe
         assert sent[0].startswith("SIP/2.0 401")
         assert sent[1].startswith("SIP/2.0 200" if answered else "SIP/2.0 403"), sent
         await ended(rig, "api_hangup" if answered else "outbound_failed")
+
+
+async def test_api_hangup_while_ringing_cancels(tmp_path: Path) -> None:
+    base = free_port_block(6)
+    async with gateway(base) as (rig, api):
+        sipp = callee("uas_no_answer.xml", tmp_path, base)
+        await asyncio.sleep(0.3)
+        r = await api.post("/v1/calls", json={"to": "+4930123456", "trunk": "carrier"})
+        assert r.status_code == 201, r.text
+        for _ in range(100):
+            if (await api.get(f"/v1/calls/{r.json()['id']}")).json().get("state") == "ringing":
+                break
+            await asyncio.sleep(0.05)
+        assert (await api.post(f"/v1/calls/{r.json()['id']}/hangup")).status_code == 202
+        run = await sipp
+        assert run.returncode == 0 and run.successful == 1, run.stderr
+        assert any(m.first_line.startswith("CANCEL ") for m in run.messages)
+        await ended(rig, "api_hangup")
