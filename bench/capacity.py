@@ -92,6 +92,11 @@ def summary_line(row: dict[str, Any], mode: str, ok: bool) -> dict[str, Any]:
         "delay_p99": each_way(row["onset"][1]), "max_gap": row["max_gap"],
         "load": (row["load_during"] or row["load_before"])[0],
         "busy": row.get("machine_busy", float("nan")),
+        # Share of the window the workers' loop threads were runnable but had no CPU.
+        "wait": max(row.get("wait", {}).values(), default=float("nan")),
+        # The load generators (not measured as the gateway): % of one core per call.
+        "far_end_per_call": row.get("emu_cpu", float("nan")) / n,
+        "caller_per_call": row.get("caller_cpu", float("nan")) / n,
     }
 
 
@@ -115,7 +120,7 @@ def ramp(args: argparse.Namespace, mode: str, workers: int, steps: list[int],
         n = per_worker * workers
         lay = Layout(n, workers, max(1, math.ceil(n / 40)), max(1, math.ceil(n / 25)))
         run_args = argparse.Namespace(
-            seconds=args.seconds, rate=args.rate, margin=2.0, stand_in_nice=0,
+            seconds=args.seconds, rate=args.rate, margin=2.0, stand_in_nice=args.stand_in_nice,
             sample_interval=0.5, floor_seconds=args.floor_seconds, far_end=True,
             balancer=workers > 1)
         step_logs = logs / f"{mode}-{n}"
@@ -130,7 +135,10 @@ def ramp(args: argparse.Namespace, mode: str, workers: int, steps: list[int],
               f"({line['xfloor']:.1f}x floor {line['floor']:.2f} %), rss/call "
               f"{line['rss_per_call']:.2f} MB, lag p99 {ms(line['lag_p99'])} ms, setup p95 "
               f"{ms(line['setup_p95'])} ms, delay p99 {ms(line['delay_p99'])} ms each way, "
-              f"longest gap {ms(line['max_gap'])} ms, machine busy {line['busy']:.0f} %",
+              f"longest gap {ms(line['max_gap'])} ms, machine busy {line['busy']:.0f} %, "
+              f"worker loop waiting for a CPU {line['wait']:.0f} % of the time; far end "
+              f"{line['far_end_per_call']:.2f} %, callers {line['caller_per_call']:.2f} % of a "
+              "core per call",
               flush=True)
         for w in why:
             print(f"   - {w}")
@@ -146,6 +154,9 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="call length after answer")
     p.add_argument("--rate", type=float, default=5.0, help="new calls per second")
     p.add_argument("--floor-seconds", type=float, default=5.0)
+    p.add_argument("--stand-in-nice", type=int, default=0, metavar="N",
+                   help="run the far ends and callers at this nice level (e.g. 10) so the "
+                   "workers get the CPU first on a shared machine; default 0")
     p.add_argument("--keep-going", action="store_true",
                    help="run every step even after one failed (to see how quality degrades)")
     p.add_argument("--modes", nargs="+", choices=["one", "two"], default=["one", "two"],

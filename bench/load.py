@@ -395,7 +395,8 @@ def run_one(args: argparse.Namespace, lay: Layout, logs: Path) -> tuple[dict[str
             cfg = logs / f"worker{w}.toml"
             cfg.write_text(worker_config(sip, http, lo, lo + span - 1,
                                          emu_ports[w % lay.emulators], per_worker + 5))
-            proc = spawn(f"worker{w}", [*py, "-m", "gateway", "run", "--config", str(cfg)], logs)
+            proc = spawn(f"worker{w}", [*py, "-m", "gateway", "run", "--config", str(cfg),
+                                        "--event-loop", args.event_loop], logs)
             procs.append(proc)
             workers.append((proc, sip, http))
         for proc, _, http in workers:
@@ -566,6 +567,8 @@ def main() -> int:
     p.add_argument("--stand-in-nice", type=int, default=0, metavar="N",
                    help="run emulators and callers at this nice level (e.g. 10) so the "
                    "gateway gets the CPU first; default 0")
+    p.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+                   help="the gateways' event loop (gateway run --event-loop)")
     p.add_argument("--sample-interval", type=float, default=0.5)
     p.add_argument("--floor-seconds", type=float, default=5.0)
     p.add_argument("--role", choices=["bench", "caller"], default="bench", help=argparse.SUPPRESS)
@@ -582,7 +585,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     logs = Path(tempfile.mkdtemp(prefix="orga-load-"))
-    print(f"load bench: logs and configs in {logs}; load average now "
+    print(f"load bench: event loop {args.event_loop}; logs and configs in {logs}; load average now "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     rows, all_failures = [], []
     try:

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from media_peers import orga_main, phone_main
 from media_signal import CYCLE_S, cpu_s, recv_msg, send_msg, speech_like
 
+from gateway import eventloop
 from gateway.media.transcode import (
     AiResampler,
     CallerResampler,
@@ -267,6 +268,8 @@ def main() -> int:
     ap.add_argument("--mode", choices=["fast", "aiortc"], default="fast",
                     help="fast: Opus encoded/decoded by the gateway on the loop; "
                     "aiortc: aiortc's own codec path (thread pool, 48 kHz stereo)")
+    ap.add_argument("--loop", choices=eventloop.CHOICES, default="asyncio",
+                    help="the gateway's event loop (auto: uvloop if installed)")
     args = ap.parse_args()
     if args.role == "phone":
         asyncio.run(phone_main(args.control))
@@ -279,7 +282,8 @@ def main() -> int:
     floor_fast = transcoding_floor(fast=True)
     floor = floor_fast if fast else floor_ref
     print(f"cpus={os.cpu_count()} python={sys.version.split()[0]} signal=speech-like "
-          f"mode={args.mode} receiver={args.receiver} load={os.getloadavg()[0]:.2f}")
+          f"mode={args.mode} receiver={args.receiver} loop={args.loop} "
+          f"load={os.getloadavg()[0]:.2f}")
     print(f"transcoding floor, no network, % of one core per call: aiortc codec path "
           f"{floor_ref:.2f}, gateway fast path {floor_fast:.2f} (ratio below uses "
           f"{'fast' if fast else 'aiortc'})")
@@ -288,8 +292,8 @@ def main() -> int:
           "other processes % core: phone orga | RTP to phone: gap p99 max ms, >30 ms of n")
     runs = [(c, loss, rec) for c in args.calls for loss in args.loss for rec in args.record]
     for calls, loss, record in runs:
-        r = asyncio.run(gateway_run(calls, loss, args.seconds, args.warmup, fast,
-                                    args.receiver == "tuned", record))
+        r = eventloop.run(gateway_run(calls, loss, args.seconds, args.warmup, fast,
+                                      args.receiver == "tuned", record), args.loop)
         per_call = r["cpu_pct"] / calls
         print(f"{record:5s} {calls:5d} {loss * 100:3.0f}%  {per_call:9.2f}  "
               f"{per_call / floor:7.2f}  "

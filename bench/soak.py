@@ -4,13 +4,15 @@ Processes, all on 127.0.0.1: one gateway (`python -m gateway run`, the one measu
 emulator, and the callers: `gateway.probe` phones placed from this process, `--concurrency` at a
 time, each talking for `--seconds` (audio both ways) and then hanging up. Before the first call
 and after the last (once `active_calls` is 0, after `--settle` seconds), the gateway's threads
-(/proc/<pid>/task, native ones included), open file descriptors (/proc/<pid>/fd), RSS, and the
+(/proc/<pid>/task, native ones included), open file descriptors (/proc/<pid>/fd, less the
+pooled keep-alive connections to the Orga API, which outlive calls on purpose), RSS, and the
 asyncio tasks pending on its loop (the `event_loop_tasks` gauge) are read and printed, with
 readings every `--every` calls in between. The idle baseline is taken after `--warmup` calls,
 because the first calls start process-wide pools that stay (asyncio's default executor, lazily
 imported modules, FFmpeg's codec tables).
 
     nice -n -5 .venv/bin/python bench/soak.py [--calls 1000] [--concurrency 4] [--seconds 1.5]
+        [--records]   # every call recorded (Ogg/Opus) and its events sent to a local receiver
 
 Exit code 0 when every call connected and threads, fds and tasks are back to (at most) their idle
 values
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -46,6 +49,7 @@ from bench.load import (
     worker_config,
     write_reply_wav,
 )
+from tests.records.receiver import Receiver
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +68,30 @@ class Reading:
 HEADER = "  calls  threads   fds  tasks   RSS MB"
 
 
-def read(pid: int, http: int, calls: int) -> Reading:
+def orga_connections(pid: int, orga_port: int) -> int:
+    """The gateway's TCP connections to the Orga API: its HTTP client keeps a pool of them
+    open across calls on purpose, so they are not counted as a call's file descriptors."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    with open(f"/proc/{pid}/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if int(fields[2].rsplit(":", 1)[1], 16) == orga_port and fields[9] in inodes:
+                count += 1
+    return count
+
+
+def read(pid: int, http: int, orga_port: int, calls: int) -> Reading:
     with open(f"/proc/{pid}/statm") as f:
         rss = int(f.read().split()[1]) * PAGE / 1e6
     metrics = scrape(f"http://127.0.0.1:{http}/metrics")
-    return Reading(calls, len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd")),
+    fds = len(os.listdir(f"/proc/{pid}/fd")) - orga_connections(pid, orga_port)
+    return Reading(calls, len(os.listdir(f"/proc/{pid}/task")), fds,
                    int(metrics.get("orga_gateway_event_loop_tasks", -1)), rss)
 
 
@@ -106,11 +129,32 @@ async def place(target: str, n: int, start_index: int, concurrency: int,
     return failures
 
 
+SOAK_SECRET_ENV, SOAK_SECRET = "SOAK_WEBHOOK_SECRET", "soak-webhook-secret"
+
+
+def records_config(config: str, url: str, logs: Path) -> str:
+    """`--records`: webhooks for every event to `url`, and every call recorded."""
+    assert config.endswith('[[routes]]\nmatch = "*"\n')
+    return config + f"""record = true
+
+[webhooks]
+url = "{url}"
+secret_env = "{SOAK_SECRET_ENV}"
+events = ["call.started", "call.answered", "transcript", "call.ended"]
+spool_dir = "{logs}/spool"
+
+[recording]
+directory = "{logs}/recordings"
+format = "ogg"
+"""
+
+
 def run(args: argparse.Namespace, logs: Path) -> int:
     py = [sys.executable]
     reply = logs / "reply.wav"
     write_reply_wav(reply)
     procs: list[Proc] = []
+    receiver: Receiver | None = None
     try:
         emu_port = free_port(socket.SOCK_STREAM)
         emulator = spawn("emulator", [*py, "-m", "gateway", "emulator", "--listen",
@@ -121,8 +165,13 @@ def run(args: argparse.Namespace, logs: Path) -> int:
         sip, http = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
         base = 31000 + (os.getpid() % 500) * 40
         cfg = logs / "gateway.toml"
-        cfg.write_text(worker_config(sip, http, base, base + 8 * args.concurrency + 60,
-                                     emu_port, 2 * args.concurrency + 4))
+        config = worker_config(sip, http, base, base + 8 * args.concurrency + 60, emu_port,
+                               2 * args.concurrency + 4)
+        if args.records:
+            receiver = Receiver(SOAK_SECRET.encode())
+            os.environ[SOAK_SECRET_ENV] = SOAK_SECRET  # the gateway inherits it (spawn)
+            config = records_config(config, receiver.url, logs)
+        cfg.write_text(config)
         gateway = spawn("gateway", [*py, "-m", "gateway", "run", "--config", str(cfg)], logs)
         procs.append(gateway)
         wait_http(f"http://127.0.0.1:{http}/ready", gateway)
@@ -130,11 +179,11 @@ def run(args: argparse.Namespace, logs: Path) -> int:
         print(f"soak: {args.calls} calls, {args.concurrency} at a time, {args.seconds} s each; "
               f"logs in {logs}; load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print(HEADER)
-        start = read(pid, http, 0)
+        start = read(pid, http, emu_port, 0)
         print(start.row(), " (gateway started)")
         failures = asyncio.run(place(target, args.warmup, 0, args.concurrency, args.seconds))
         wait_idle(http, gateway, args.settle)
-        idle = read(pid, http, args.warmup)
+        idle = read(pid, http, emu_port, args.warmup)
         print(idle.row(), " (idle baseline, after warm-up)")
         done = args.warmup
         t0 = time.monotonic()
@@ -142,18 +191,29 @@ def run(args: argparse.Namespace, logs: Path) -> int:
             batch = min(args.every, args.calls - done)
             failures += asyncio.run(place(target, batch, done, args.concurrency, args.seconds))
             done += batch
-            print(read(pid, http, done).row(), flush=True)
+            print(read(pid, http, emu_port, done).row(), flush=True)
         wait_idle(http, gateway, args.settle)
-        end = read(pid, http, done)
+        end = read(pid, http, emu_port, done)
         print(end.row(), f" (idle again; {time.monotonic() - t0:.0f} s; load "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})")
         stop(gateway)
+        if receiver is not None:  # the last events may still be on their way
+            deadline = time.monotonic() + 10
+            while len(receiver.events) < 4 * done and time.monotonic() < deadline:
+                time.sleep(0.1)
+            recordings = len(list((logs / "recordings").glob("*.ogg")))
+            print(f"records: {len(receiver.events)} events received for {done} calls "
+                  f"({receiver.bad_signatures} bad signatures), {recordings} recordings")
+            if receiver.bad_signatures or recordings != done:
+                failures.append(f"records: {recordings} recordings for {done} calls")
     except BenchError as exc:
         print(f"soak: {exc}", file=sys.stderr)
         return 2
     finally:
         for proc in reversed(procs):
             stop(proc)
+        if receiver is not None:
+            receiver.close()
     problems = [f"{len(failures)} failed call(s), e.g. {failures[0]}"] if failures else []
     for what, before, after in (("threads", idle.threads, end.threads),
                                 ("fds", idle.fds, end.fds), ("tasks", idle.tasks, end.tasks)):
@@ -180,6 +240,8 @@ def main() -> int:
     p.add_argument("--settle", type=float, default=2.0,
                    help="seconds to wait once idle before reading")
     p.add_argument("--rss-tolerance", type=float, default=0.10)
+    p.add_argument("--records", action="store_true",
+                   help="record every call and send its events to a local webhook receiver")
     args = p.parse_args()
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     return run(args, Path(tempfile.mkdtemp(prefix="orga-soak-")))

@@ -14,6 +14,13 @@ tested with (pinned in pyproject.toml, checked at start by `check_versions`).
    itself and always skips 127.0.0.1. We override `get_component_candidates` on each aioice
    `Connection` of one peer connection so the configured addresses (`[orga] ice_addresses`;
    loopback in tests and the demo) replace the enumerated ones, for that peer only.
+3. FFmpeg's thread pools (`single_threaded_ffmpeg`). Every FFmpeg filter graph — our
+   resamplers, and the one PyAV builds inside each audio encoder, which Python cannot reach —
+   starts a pool of about one native thread per core. Audio filters here are not
+   slice-threaded, so those threads only idle, cost memory, and come and go with every call (4
+   per call on 2 cores, ~2 per core per call elsewhere). `av_cpu_force_count(1)`, public
+   libavutil API, makes FFmpeg size every automatic pool as for one core: none is started.
+   We call it in the libavutil PyAV has loaded, found through /proc/self/maps (Linux).
 
 Why the versions are checked rather than trusted: private names can change in any release;
 an untested aiortc or aioice must stop the gateway at start with a message that says what to
@@ -22,6 +29,7 @@ do, not degrade calls silently at run time.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
@@ -161,3 +169,29 @@ def restrict_host_addresses(pc: RTCPeerConnection, addresses: Sequence[str] | No
 def stun_and_turn_servers(pc: RTCPeerConnection) -> list[tuple[Any, Any]]:
     """(stun_server, turn_server) of each ICE connection: lets tests prove none is contacted."""
     return [(c.stun_server, c.turn_server) for c in _ice_connections(pc)]
+
+
+# ------------------------------------------------------------------ 3. FFmpeg's thread pools
+
+
+def single_threaded_ffmpeg(maps: str = "/proc/self/maps") -> bool:
+    """Make FFmpeg start no automatic thread pools in this process (see 3. above). Returns False
+    (and logs) where it cannot: per-call threads then still end with each call (`close()` in
+    media/transcode.py), there are just more of them while calls run."""
+    import av  # noqa: F401  (loads the libavutil we must change)
+
+    try:
+        with open(maps) as f:
+            paths = {line.split()[-1] for line in f if "libavutil" in line.split()[-1]}
+    except OSError:
+        paths = set()
+    if len(paths) != 1:
+        logger.warning("FFmpeg thread pools left as they are: libavutil not found once in "
+                       "%s (%d matches)", maps, len(paths))
+        return False
+    try:
+        ctypes.CDLL(paths.pop()).av_cpu_force_count(1)
+    except (OSError, AttributeError) as exc:
+        logger.warning("FFmpeg thread pools left as they are: %s", exc)
+        return False
+    return True

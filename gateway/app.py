@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from gateway import fallback
-from gateway.aiortc_patches import check_versions
+from gateway.aiortc_patches import check_versions, single_threaded_ffmpeg
 from gateway.call import CallContext
 from gateway.calls import CallRegistry
 from gateway.clock import LoopClock
@@ -146,6 +146,7 @@ class Gateway:
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         check_versions()  # the aiortc/aioice internals we patch: refuse an untested version
+        single_threaded_ffmpeg()  # no FFmpeg thread pool per call (aiortc_patches.py, 3.)
         cfg = self.config
         orga = cfg.orga
         self.api = OrgaApi(

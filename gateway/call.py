@@ -700,7 +700,6 @@ class Call:
         self._dtmf_digits = [*self._dtmf_digits[-(DTMF_MEMORY - 1):], event.digit]
         self.ctx.metrics.dtmf(event.digit)
         self.record.dtmf(event.digit, self._clock.now(), event.source.value)
-        # Digits are personal data (PINs, account numbers): the call record carries them.
         if self.ctx.config.privacy.log_content:
             self.log.info("DTMF %s (%d ms, %s)", event.digit, event.duration_ms,
                           event.source.value)

@@ -135,18 +135,18 @@ class OutboundCall(Call):
                    callee=request.to, local_uri=f"sip:{caller}@{host}", direction="outbound")
         self._bind = bind
         self._ringing = False
-        self._callee_answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._callee_sdp: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
     # --- SIP events of our INVITE --------------------------------------------------------------
     def sip_event(self, event: object) -> None:
         if isinstance(event, ProvisionalReceived):
             self._ringing = True
         elif isinstance(event, CallAnswered):
-            if not self._callee_answer.done():
+            if not self._callee_sdp.done():
                 if event.sdp:
-                    self._callee_answer.set_result(event.sdp)
+                    self._callee_sdp.set_result(event.sdp)
                 else:
-                    self._callee_answer.set_exception(DialFailed(
+                    self._callee_sdp.set_exception(DialFailed(
                         Outcome.OUTBOUND_FAILED, "the 2xx carried no SDP answer"))
         elif isinstance(event, CallFailed):
             self._sip_done = True  # the INVITE transaction is over: no CANCEL owed
@@ -229,14 +229,14 @@ class OutboundCall(Call):
         """The callee's SDP answer; the Orga setup failing or the ring timeout end it first."""
         deadline = self._clock.now() + self.request.ring_timeout_s
         while True:
-            waiting: set[asyncio.Future[Any]] = {self._callee_answer}
+            waiting: set[asyncio.Future[Any]] = {self._callee_sdp}
             if not orga.done():
                 waiting.add(orga)
             timeout = deadline - self._clock.now()
             done, _ = await asyncio.wait(waiting, timeout=max(0.0, timeout),
                                          return_when=asyncio.FIRST_COMPLETED)
-            if self._callee_answer in done:
-                return self._callee_answer.result()
+            if self._callee_sdp in done:
+                return self._callee_sdp.result()
             if orga in done and orga.exception() is not None:
                 raise orga.exception()  # type: ignore[misc]
             if not done:

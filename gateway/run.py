@@ -7,11 +7,12 @@ An invalid config exits 2 before anything binds, with every problem as `key: pro
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 
+from gateway import eventloop
 from gateway.config_cli import EXIT_INVALID, load_or_report
+from gateway.eventloop import CHOICES
 from gateway.logs import setup_logging
 
 log = logging.getLogger("gateway")
@@ -19,6 +20,8 @@ log = logging.getLogger("gateway")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, metavar="FILE", help="TOML config file")
+    parser.add_argument("--event-loop", default="auto", choices=CHOICES,
+                        help="auto (default): uvloop if installed, else asyncio's own")
     parser.add_argument("--worker", type=int, default=None, metavar="N",
                         help="run as worker N (1..workers.count) of a shared config: SIP port, "
                         "HTTP port and RTP range derived from it (systemd orga-sip-gateway@N)")
@@ -42,12 +45,14 @@ def main(args: argparse.Namespace) -> int:
     redaction = setup_logging(args.log_level, secrets=config.secrets())
     for warning in config.warnings():
         log.warning("config: %s", warning)
+    from gateway.aiortc_patches import UntestedVersionError
     from gateway.app import Gateway  # imported late: aiortc is slow to import
 
     try:
         gateway = Gateway(config, on_token=lambda t: redaction.register(t, ephemeral=True))
-        asyncio.run(gateway.serve())
-    except OSError as exc:  # e.g. the SIP port is taken: say so plainly
+        eventloop.run(gateway.serve(), args.event_loop)
+    except (OSError, UntestedVersionError, eventloop.EventLoopUnavailable) as exc:
+        # e.g. the SIP port is taken, an untested aiortc: say so plainly
         log.error("cannot start: %s", exc)
         return 1
     return 0

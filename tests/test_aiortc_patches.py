@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gateway.aiortc_patches import (
@@ -42,3 +44,37 @@ def test_tune_receiver_refuses_unknown_internals() -> None:
     with pytest.raises(UntestedVersionError, match="internals changed"):
         tune_receiver(fake, deliver=lambda frame: None)  # type: ignore[arg-type]
     assert receiver_stats(fake) is None  # type: ignore[arg-type]
+
+
+def test_ffmpeg_starts_no_thread_pool_per_call() -> None:
+    """In its own process (the setting is process-wide): after `single_threaded_ffmpeg`, an Opus
+    encoder and a resampler — a call's FFmpeg parts — start no native threads."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, numpy as np\n"
+        "from gateway.aiortc_patches import single_threaded_ffmpeg\n"
+        "from gateway.media.transcode import AiResampler, OpusPhoneEncoder, make_frame\n"
+        "n = lambda: len(os.listdir('/proc/self/task'))\n"
+        "assert single_threaded_ffmpeg()\n"
+        "before = n()\n"
+        "enc, down = OpusPhoneEncoder(), AiResampler()\n"
+        "enc.encode(np.zeros(160, dtype=np.int16))\n"
+        "down.push(make_frame(np.zeros(960, dtype=np.int16), 48000, 0))\n"
+        "print(before, n())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()
+    assert out[0] == out[1], out
+
+
+def test_ffmpeg_threads_left_alone_when_libavutil_is_not_found(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gateway.aiortc_patches import single_threaded_ffmpeg
+
+    maps = tmp_path / "maps"
+    maps.write_text("7f00-7f01 r-xp 0 00:00 0 /usr/lib/libc.so.6\n")
+    assert single_threaded_ffmpeg(str(maps)) is False
+    assert "left as they are" in caplog.text

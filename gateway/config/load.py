@@ -699,10 +699,10 @@ def _routes(raw: Any, trunk_names: set[str], p: Problems) -> tuple[Route, ...]:
             values["instructions"] = ""  # Orga's default, not [orga].instructions (the example)
         targets = _transfer_targets(p, f"{pre}.transfer_targets", table.get("transfer_targets"))
         values["transfer_targets"] = targets
-        _route_orga_values(p, pre, values)
-        _orga_fallback(p, pre, values, targets)
         values["dtmf_transfer"] = _dtmf_transfer(p, f"{pre}.dtmf_transfer",
                                                  table.get("dtmf_transfer"), targets)
+        _route_orga_values(p, pre, values)
+        _orga_fallback(p, pre, values, targets)
         if match is None:
             p.add(f"{pre}.match", "missing", 'add match = "+4930*" (or "*" for every number)')
             continue
@@ -747,6 +747,37 @@ def _transfer_targets(p: Problems, key: str, raw: Any) -> tuple[tuple[str, str],
     return tuple(out)
 
 
+def _route_orga_values(p: Problems, pre: str, values: dict[str, Any]) -> None:
+    """A route's model and voice are the reference's ids (a typo fails here, not per call)."""
+    _orga_choice(p, f"{pre}.model", values.get("model"), MODELS)
+    _orga_choice(p, f"{pre}.voice", values.get("voice"), VOICES)
+
+
+def _orga_choice(p: Problems, key: str, value: str | None, choices: tuple[str, ...]) -> None:
+    if value is not None and value not in choices:
+        close = difflib.get_close_matches(value, choices, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "use one of: " + ", ".join(
+            choices[:12]) + (" ..." if len(choices) > 12 else "")
+        p.add(key, f"{value!r} is not an Orga {key.rsplit('.', 1)[-1]}", hint)
+
+
+def _orga_fallback(p: Problems, pre: str, values: dict[str, Any],
+                   targets: tuple[tuple[str, str], ...]) -> None:
+    choice = values.get("on_orga_failure", "reject")
+    names = [name for name, _ in targets]
+    if choice != "reject" and choice not in names:
+        p.add(f"{pre}.on_orga_failure", f"{choice!r} is not \"reject\" or a transfer target "
+              "of this route", "use \"reject\" or one of: " + (", ".join(names) or
+                                                           "(add transfer_targets first)"))
+    path = values.get("orga_failure_announcement")
+    if path is not None:
+        problem = wav_problem(path)  # the recording announcement's rules
+        if problem is not None:
+            p.add(f"{pre}.orga_failure_announcement", problem,
+                  "give a 16-bit PCM WAV file of at most 60 s")
+        if choice == "reject":
+            p.add(f"{pre}.orga_failure_announcement", "is set but on_orga_failure is "
+                  "\"reject\": it would never play", "set on_orga_failure to a transfer target")
 def _dtmf_transfer(p: Problems, key: str, raw: Any, targets: tuple[tuple[str, str], ...]
                    ) -> tuple[tuple[str, str], ...]:
     """`dtmf_transfer = { "0" = "operator" }`: one DTMF key to a name of transfer_targets."""
@@ -795,39 +826,6 @@ def _strong_token(p: Problems, key: str, value: str) -> Secret | None:
               "use at least 16 random characters (e.g. openssl rand -hex 24)")
         return None
     return Secret(value)
-
-
-def _route_orga_values(p: Problems, pre: str, values: dict[str, Any]) -> None:
-    """A route's model and voice are the reference's ids (a typo fails here, not per call)."""
-    _orga_choice(p, f"{pre}.model", values.get("model"), MODELS)
-    _orga_choice(p, f"{pre}.voice", values.get("voice"), VOICES)
-
-
-def _orga_choice(p: Problems, key: str, value: str | None, choices: tuple[str, ...]) -> None:
-    if value is not None and value not in choices:
-        close = difflib.get_close_matches(value, choices, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else "use one of: " + ", ".join(
-            choices[:12]) + (" ..." if len(choices) > 12 else "")
-        p.add(key, f"{value!r} is not an Orga {key.rsplit('.', 1)[-1]}", hint)
-
-
-def _orga_fallback(p: Problems, pre: str, values: dict[str, Any],
-                   targets: tuple[tuple[str, str], ...]) -> None:
-    choice = values.get("on_orga_failure", "reject")
-    names = [name for name, _ in targets]
-    if choice != "reject" and choice not in names:
-        p.add(f"{pre}.on_orga_failure", f"{choice!r} is not \"reject\" or a transfer target "
-              "of this route", "use \"reject\" or one of: " + (", ".join(names) or
-                                                           "(add transfer_targets first)"))
-    path = values.get("orga_failure_announcement")
-    if path is not None:
-        problem = wav_problem(path)  # the recording announcement's rules
-        if problem is not None:
-            p.add(f"{pre}.orga_failure_announcement", problem,
-                  "give a 16-bit PCM WAV file of at most 60 s")
-        if choice == "reject":
-            p.add(f"{pre}.orga_failure_announcement", "is set but on_orga_failure is "
-                  "\"reject\": it would never play", "set on_orga_failure to a transfer target")
 
 
 def _webhook_secret(hooks: WebhooksConfig, env: Mapping[str, str], p: Problems) -> Secret:

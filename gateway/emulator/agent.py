@@ -122,7 +122,6 @@ class EmulatedSession:
     ) -> None:
         self.conversation_id = conversation_id
         self.voices = voices
-        self.mcp_server: dict[str, str] | None = None  # params.mcp_server; its URL is a secret
         self.params = params
         self.settings = settings
         self._reply = reply
@@ -130,7 +129,10 @@ class EmulatedSession:
         self.stats = SessionStats(
             conversation_id=conversation_id,
             session_id="sess_" + secrets.token_hex(12),
-            params=params.to_json(),
+            # The mcp_server URL holds the gateway's per-call secret: not in the state view.
+            params={**params.to_json(), **({"mcp_server": {
+                "id": params.mcp_server.id, "alias": params.mcp_server.alias, "url": "(secret)"}}
+                if params.mcp_server is not None else {})},
         )
         self._pc = RTCPeerConnection(make_configuration([]))
         self._track = AgentAudioTrack()

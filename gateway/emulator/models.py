@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from gateway.orga.settings import SessionParams
+from gateway.orga.settings import McpServerParams, SessionParams
 
 _MLINE = re.compile(r"^m=(\w+) \d+ (\S+)", re.M)
 
@@ -75,8 +75,8 @@ class OfferBody(BaseModel):
 
 
 class McpServer(BaseModel):
-    """`params.mcp_server` (reference §5, SDK commit 820a3e29): the MCP server Orga's cloud
-    calls for tools. Kept for the session (an extension may act on it); its URL is a secret."""
+    """`params.mcp_server` (reference §4, SDK commit 820a3e29): the tool server Orga's cloud
+    connects to; `SessionParams.mcp_server` keeps it for the tool caller. Its URL is a secret."""
 
     id: str
     url: str
@@ -102,18 +102,14 @@ def params_model(voices: tuple[str, ...], models: tuple[str, ...],
     )
 
 
-def mcp_server(params: BaseModel | None) -> dict[str, str] | None:
-    """The `params.mcp_server` object as sent, if any."""
-    server = getattr(params, "mcp_server", None)
-    return server.model_dump() if isinstance(server, McpServer) else None
-
-
 def session_params(params: BaseModel | None) -> SessionParams:
     """Effective session values: what was sent, the service's defaults for the rest."""
     if params is None:
         return SessionParams(modalities=("audio", "video"))
-    sent = {k: v for k, v in params.model_dump(exclude={"mcp_server"}).items() if v is not None}
+    sent = {k: v for k, v in params.model_dump().items() if v is not None}
     if "modalities" in sent:
         sent["modalities"] = tuple(sent["modalities"])
     sent.setdefault("modalities", ("audio", "video"))
+    if "mcp_server" in sent:
+        sent["mcp_server"] = McpServerParams(**sent["mcp_server"])
     return SessionParams(**sent)

@@ -249,7 +249,6 @@ class Emulator:
 
     async def create_call(
         self, claims: dict[str, Any], offer: OfferBody, params: SessionParams,
-        mcp_server: dict[str, str] | None = None,
     ) -> Reply:
         self._consume(claims)  # single use from here on, whatever happens next
         if self.faults.fail_calls > 0:
@@ -265,7 +264,6 @@ class Emulator:
             conversation_id, params, self.config.agent, self._reply, self._on_session_end,
             self.voices,
         )
-        session.mcp_server = mcp_server  # for extensions (an MCP client mode); URL secret
         self.sessions[conversation_id] = session
         try:
             answer_sdp = await session.answer(offer.sdp)
@@ -274,7 +272,8 @@ class Emulator:
             await session.close("offer_rejected")
             return Reply(400, error_body("Invalid SDP offer"))
         self.stats.calls_ok += 1
-        self.tools.session_started(conversation_id, mcp_server)
+        self.tools.session_started(
+            conversation_id, params.mcp_server.to_json() if params.mcp_server else None)
         if self.faults.end_after_s is not None:
             session.end_after(self.faults.end_after_s)
         if self.faults.media_stop_after_s is not None:

@@ -268,13 +268,10 @@ class RtpSession:
         data = self._sender.next_packet(payload, samples, marker)
         if self._transport is None or self._closed or not self._params.send_enabled:
             return False
-        if self._srtp is not None:
-            data = self._srtp.protect(data)
-        self._transport.sendto(data, self.remote)
+        if not self._transmit(data):
+            return False
         if self.tap is not None:
             self.tap.sent(payload, self._params.codec, timestamp, self._clock.now())
-        self._sent.packets += 1
-        self._sent.bytes += len(data)
         return True
 
     @property
@@ -290,8 +287,16 @@ class RtpSession:
         sender = self._sender
         data = build_rtp(pt, sender.sequence, timestamp, sender.ssrc, payload, marker)
         sender.sequence = (sender.sequence + 1) % SEQ_MOD
+        return self._transmit(data)
+
+    def _transmit(self, data: bytes) -> bool:
+        """Protect (SRTP) and send one packet we built; False when SRTP refused it."""
+        assert self._transport is not None
         if self._srtp is not None:
-            data = self._srtp.protect(data)
+            protected = self._srtp.protect(data)
+            if protected is None:
+                return False
+            data = protected
         self._transport.sendto(data, self.remote)
         self._sent.packets += 1
         self._sent.bytes += len(data)

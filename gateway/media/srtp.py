@@ -28,12 +28,15 @@ import base64
 import binascii
 import enum
 import hmac
+import logging
 import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pylibsrtp
+
+log = logging.getLogger(__name__)
 
 
 class SrtpSuite(enum.Enum):
@@ -223,8 +226,13 @@ class SrtpContext:
                                      pylibsrtp.Policy.SSRC_ANY_INBOUND)
             self.rekeys += 1
 
-    def protect(self, packet: bytes) -> bytes:
-        return bytes(self._tx.protect(packet))
+    def protect(self, packet: bytes) -> bytes | None:
+        """The SRTP packet, or None if libsrtp refused it (oversized; logged, never raised)."""
+        try:
+            return bytes(self._tx.protect(packet))
+        except (pylibsrtp.Error, ValueError) as exc:
+            log.warning("SRTP protect failed (%s): packet of %d bytes dropped", exc, len(packet))
+            return None
 
     def unprotect(self, packet: bytes) -> bytes | None:
         """The RTP packet, or None when it failed authentication, replay or parsing (counted)."""

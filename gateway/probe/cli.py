@@ -26,8 +26,13 @@ def _positive(value: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="sip:USER@HOST[:PORT]", help="who to call")
-    parser.add_argument("--transport", choices=("udp", "tcp"), default=None,
+    parser.add_argument("--transport", choices=("udp", "tcp", "tls"), default=None,
                         help="SIP transport (default: the URI's ;transport=, else udp)")
+    parser.add_argument("--srtp", action="store_true",
+                        help="offer SRTP (RTP/SAVP, SDES key) and require it in the answer")
+    parser.add_argument("--ca-file", metavar="PEM", default=None,
+                        help="TLS: CA that signed the far end's certificate (default: the "
+                        "system store)")
     parser.add_argument("--play", type=Path, metavar="WAV",
                         help="say this 16-bit WAV (any rate) instead of the built-in phrase")
     parser.add_argument("--record", type=Path, metavar="WAV",
@@ -60,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
         transport=args.transport, play=args.play, record=args.record, seconds=args.seconds,
         turns=args.turns,
         codec=args.codec, local_ip=args.local_ip, answer_timeout_s=args.answer_timeout,
-        from_user=args.from_user,
+        from_user=args.from_user, srtp=args.srtp, ca_file=args.ca_file,
     )
     try:
         report = asyncio.run(place_call(args.target, options))

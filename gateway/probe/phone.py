@@ -28,6 +28,7 @@ from pathlib import Path
 from gateway import __version__
 from gateway.clock import LoopClock
 from gateway.media.rtp_session import RtpSession
+from gateway.media.srtp import SrtpKey, SrtpParams, SrtpSuite
 from gateway.media.voice import EnergyVad
 from gateway.probe.audio import Pcm, WavError, read_wav, split_frames, spoken_phrase, write_wav
 from gateway.probe.media import ProbeMedia
@@ -54,6 +55,8 @@ from gateway.sip.timers import DEFAULT_TIMERS, TimerSettings
 from gateway.sip.uri import SipUri, parse_uri
 from gateway.transport.driver import SipDriver
 from gateway.transport.tcp import TcpTransport
+from gateway.transport.tls import TlsTransport
+from gateway.transport.tls_context import TlsConfigError, TlsContexts, TlsFiles
 from gateway.transport.udp import UdpTransport
 
 log = logging.getLogger(__name__)
@@ -70,7 +73,7 @@ class ProbeError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ProbeOptions:
-    transport: str | None = None  # "udp" | "tcp"; None: the URI's ;transport=, else UDP
+    transport: str | None = None  # "udp" | "tcp" | "tls"; None: the URI's ;transport=, else UDP
     play: Path | None = None  # a 16-bit WAV to say instead of the built-in phrase
     phrase: Pcm | None = field(default=None, compare=False)  # or 8 kHz s16 samples (library)
     record: Path | None = None  # write what we hear (8 kHz mono s16 WAV)
@@ -81,10 +84,17 @@ class ProbeOptions:
     answer_timeout_s: float = 30.0  # give up (CANCEL) if no final response by then
     from_user: str = "probe"
     timers: TimerSettings = DEFAULT_TIMERS
+    srtp: bool = False  # offer RTP/SAVP with an SDES key and require SRTP in the answer
+    ca_file: str | None = None  # TLS: the CA that signed the far end's certificate (None: system)
+
+# The one suite the probe offers: every SDES implementation has it (RFC 4568 §6.2).
+PROBE_SUITE = SrtpSuite.AES_CM_128_HMAC_SHA1_80
 
 
-def build_offer(address: str, port: int, codecs: tuple[str, ...], session_id: int) -> bytes:
-    """Our SDP offer (RFC 4566/3264): G.711 in preference order, telephone-event, 20 ms."""
+def build_offer(address: str, port: int, codecs: tuple[str, ...], session_id: int,
+                srtp_key: SrtpKey | None = None) -> bytes:
+    """Our SDP offer (RFC 4566/3264): G.711 in preference order, telephone-event, 20 ms; with
+    `srtp_key`, RTP/SAVP and that key in one a=crypto line (RFC 4568)."""
     at = "IP6" if ipaddress.ip_address(address).version == 6 else "IP4"
     pts = [str(_STATIC_PT[c]) for c in codecs] + [str(TELEPHONE_EVENT_PT)]
     lines = [
@@ -93,24 +103,37 @@ def build_offer(address: str, port: int, codecs: tuple[str, ...], session_id: in
         "s=orga-sip-gateway probe",
         f"c=IN {at} {address}",
         "t=0 0",
-        f"m=audio {port} RTP/AVP {' '.join(pts)}",
+        f"m=audio {port} {'RTP/SAVP' if srtp_key else 'RTP/AVP'} {' '.join(pts)}",
         *(f"a=rtpmap:{_STATIC_PT[c]} {c}/8000" for c in codecs),
         f"a=rtpmap:{TELEPHONE_EVENT_PT} telephone-event/8000",
         f"a=fmtp:{TELEPHONE_EVENT_PT} 0-15",
         "a=ptime:20",
         "a=sendrecv",
     ]
+    if srtp_key is not None:
+        lines.append(f"a=crypto:1 {PROBE_SUITE.value} inline:{srtp_key.inline()}")
     return ("\r\n".join(lines) + "\r\n").encode()
 
 
 def media_from_answer(
-    sdp: bytes, codecs: tuple[str, ...], local_ip: str, local_port: int
+    sdp: bytes, codecs: tuple[str, ...], local_ip: str, local_port: int,
+    srtp_key: SrtpKey | None = None,
 ) -> MediaParams:
-    """The negotiated media from the far end's answer. Raises `SdpNegotiationError`."""
+    """The negotiated media from the far end's answer. Raises `SdpNegotiationError`.
+
+    With `srtp_key` (ours, from the offer) the answer must accept SRTP: its a=crypto line is
+    the far end's key, ours protects what we send."""
     params, _ = negotiate(
-        parse_offer(sdp.decode("utf-8", "replace")), codecs, local_ip, local_port, 0, 0
+        parse_offer(sdp.decode("utf-8", "replace")), codecs, local_ip, local_port, 0, 0,
+        srtp="required" if srtp_key is not None else "off",
     )
-    return params
+    if srtp_key is None or params.srtp is None:
+        return params
+    theirs = params.srtp
+    if theirs.suite is not PROBE_SUITE or theirs.tag != 1:
+        raise SdpNegotiationError(f"answer chose crypto {theirs.tag} {theirs.suite.value}, "
+                                  f"not the offered 1 {PROBE_SUITE.value}", 306)
+    return replace(params, srtp=SrtpParams(PROBE_SUITE, 1, srtp_key, theirs.remote))
 
 
 def _placeholder_params() -> MediaParams:
@@ -168,7 +191,7 @@ class _Phone:
         try:
             self.transport = Transport(name.upper())
         except ValueError as exc:
-            raise ProbeError(f"unknown transport {name!r} (udp or tcp)") from exc
+            raise ProbeError(f"unknown transport {name!r} (udp, tcp or tls)") from exc
         try:
             audio = _source_audio(options)
         except WavError as exc:
@@ -185,6 +208,7 @@ class _Phone:
         ))
         self.driver = SipDriver(self.endpoint, self._on_event, self.loop)
         self.sip: UdpTransport | TcpTransport | None = None
+        self.srtp_key = SrtpKey.generate(PROBE_SUITE) if options.srtp else None
         self.rtp: RtpSession | None = None
         self.local_ip = ""
         self.peer: Peer | None = None
@@ -209,7 +233,7 @@ class _Phone:
 
     async def open(self) -> None:
         host = self.uri.host.strip("[]")
-        port = self.uri.port or 5060
+        port = self.uri.port or (5061 if self.transport is Transport.TLS else 5060)
         kind = socket.SOCK_DGRAM if self.transport is Transport.UDP else socket.SOCK_STREAM
         try:
             infos = await self.loop.getaddrinfo(host, port, type=kind)
@@ -226,6 +250,9 @@ class _Phone:
         try:
             if self.transport is Transport.UDP:
                 self.sip = await UdpTransport.start(self.driver, self.local_ip, 0)
+            elif self.transport is Transport.TLS:
+                self.sip = await TlsTransport.listen(self.driver, self._tls_contexts(),
+                                                     self.local_ip, 0)
             else:
                 self.sip = await TcpTransport.start(self.driver, self.local_ip, 0)
             self.rtp = await RtpSession.open(
@@ -236,8 +263,18 @@ class _Phone:
             raise ProbeError(f"cannot bind on {self.local_ip}: {exc}") from exc
         self.media.attach(self.rtp)
         self.offer = build_offer(
-            self.local_ip, self.rtp.local_address[1], self.codecs, random.getrandbits(31)
+            self.local_ip, self.rtp.local_address[1], self.codecs, random.getrandbits(31),
+            self.srtp_key,
         )
+
+    def _tls_contexts(self) -> TlsContexts:
+        """A client's TLS: the far end's certificate verified against `ca_file` (or the system
+        store) and the target's name; no certificate of our own."""
+        try:
+            return TlsContexts(TlsFiles("", "", server_ca=self.options.ca_file),
+                               lambda host: None)
+        except TlsConfigError as exc:
+            raise ProbeError(str(exc)) from exc
 
     async def close(self) -> None:
         if self.rtp is not None:
@@ -337,7 +374,8 @@ class _Phone:
     def _apply_answer(self, sdp: bytes) -> bool:
         assert self.rtp is not None
         try:
-            params = media_from_answer(sdp, self.codecs, self.local_ip, self.rtp.local_address[1])
+            params = media_from_answer(sdp, self.codecs, self.local_ip,
+                                       self.rtp.local_address[1], self.srtp_key)
         except SdpNegotiationError as exc:
             self._give_up(f"unusable SDP answer: {exc.warning}")
             return False
@@ -362,6 +400,8 @@ class _Phone:
             params, answer = negotiate(
                 parse_offer(event.sdp.decode("utf-8", "replace")), self.codecs, self.local_ip,
                 self.rtp.local_address[1], 1, 2,
+                srtp="required" if self.srtp_key is not None else "off",
+                previous_srtp=self.params.srtp if self.params is not None else None,
             )
         except SdpNegotiationError:
             self.driver.run(lambda now: self.endpoint.reject_offer(call, 488, now))
@@ -401,6 +441,7 @@ class _Phone:
             base,
             connected=True,
             codec=self.params.codec if self.params else None,
+            srtp=self.params.srtp.suite.value if self.params and self.params.srtp else None,
             setup_s=self.answered_at - self.invite_at,
             first_audio_s=None if first is None else max(0.0, first - self.answered_at),
             turn_latency_s=result.turn_latency_s,

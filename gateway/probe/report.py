@@ -41,6 +41,7 @@ class ProbeReport:
     error: str | None = None  # why the probe gave up, when it did (no answer, unusable SDP)
     provisional: tuple[Provisional, ...] = ()
     codec: str | None = None
+    srtp: str | None = None  # the SRTP suite when the media was encrypted
     setup_s: float | None = None  # INVITE sent → 2xx received
     first_audio_s: float | None = None  # 2xx → first non-silent frame received (0: early media)
     turn_latency_s: float | None = None  # end of our phrase → first non-silent frame after it
@@ -115,6 +116,8 @@ def format_text(report: ProbeReport) -> str:
         rows.append(("call", f"connected, {r.status} {r.reason}"))
         rows.append(("setup time", f"{_ms(r.setup_s)} (INVITE -> {r.status})"))
         media = r.codec or "-"
+        if r.srtp:
+            media += f" over SRTP ({r.srtp})"
         if r.local_rtp and r.remote_rtp:
             media += f", RTP {r.local_rtp} <-> {r.remote_rtp}"
         rows.append(("media", media))

@@ -157,15 +157,23 @@ class _FileWriter:
                 self._container.mux(packet)
             self._container.close()
         finally:
-            self._file.close()
+            self._release()
         os.replace(self._part, self.path)
         return self._pts / RATE
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):  # the file is being thrown away anyway
             self._container.close()
-        self._file.close()
+        self._release()
         self._part.unlink(missing_ok=True)
+
+    def _release(self) -> None:
+        """Free the encoder now: its native threads must end with the call, not when the
+        garbage collector finds the call's reference cycles (the call's RtpSession holds its
+        recording as `tap`)."""
+        self._file.close()
+        self._stream = self._container = None
+        self._aligner = StereoAligner()
 
     def _encode(self, stereo: Pcm) -> None:
         if stereo.shape[1] == 0:
@@ -295,10 +303,14 @@ class Recorder:
         """The app's task: sweep now and every `every_s` until cancelled."""
         while True:
             try:
-                await asyncio.to_thread(self.sweep)
+                await asyncio.wrap_future(self._pool.submit(self.sweep))
             except OSError as exc:
                 log.error("recording retention sweep failed: %s", exc)
             await asyncio.sleep(every_s)
+
+    async def start(self) -> None:
+        """`prepare` on the recording thread."""
+        await asyncio.wrap_future(self._pool.submit(self.prepare))
 
     def close(self) -> None:
         """Wait for pending writes and end the thread (blocking: after calls have ended)."""

@@ -42,7 +42,7 @@ class RecordsService:
         if self.sender is not None:
             await self.sender.start()
         if self.recorder is not None:
-            await asyncio.to_thread(self.recorder.prepare)
+            await self.recorder.start()
             self._retention = asyncio.create_task(self.recorder.run_retention(),
                                                   name="recording retention")
 

@@ -6,9 +6,8 @@ start. Names are a zero-padded sequence number, so the directory's sorted listin
 events were spooled in, across restarts. Files are 0600 in a 0700 directory: they hold
 transcripts and digits.
 
-All methods do blocking file I/O: the webhook sender calls them through `asyncio.to_thread`,
-never on the event loop. Its writer appends while its delivery task reads and removes, from
-different threads: a lock keeps the index consistent.
+All methods do blocking file I/O: the webhook sender calls them on its I/O thread, never on
+the event loop. The lock keeps the index consistent should they ever run on two threads.
 """
 
 from __future__ import annotations

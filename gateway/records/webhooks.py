@@ -3,7 +3,7 @@
 `WebhookSender.emit` is what calls reach (through their `CallRecord`): it serialises the event,
 puts it on an in-memory queue and returns — a call never waits for disk or network. The sender
 is owned by the app, not by calls: one writer task moves queued events into one on-disk `Spool`
-per receiver URL (fsync'd, off the event loop), and one delivery task per receiver POSTs the
+per receiver URL (fsync'd, on its own I/O thread), and one delivery task per receiver POSTs the
 oldest entry until the receiver takes it, so each receiver sees events in the order they
 happened and a receiver that is down for an hour loses nothing. `stop()` (SIGTERM, after the
 drain) writes every queued event to the spool before it returns; the next start delivers it.
@@ -22,6 +22,7 @@ are refused for good (counted `failed`, logged, removed). A full spool drops the
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import hmac
@@ -33,7 +34,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -41,6 +42,7 @@ from gateway.config import Secret, WebhooksConfig
 from gateway.records.spool import Spool
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EVENT_HEADER = "X-Orga-Gateway-Event"
 SIGNATURE_HEADER = "X-Orga-Gateway-Signature"
@@ -116,6 +118,9 @@ class WebhookSender:
             for url in config.targets
         ]
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        # The spool's file I/O, off the loop on one thread of our own (a fixed thread count,
+        # whatever else uses asyncio's default executor).
+        self._io = concurrent.futures.ThreadPoolExecutor(1, "webhook-spool")
         self._writer: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -125,7 +130,7 @@ class WebhookSender:
 
     async def start(self) -> None:
         for receiver in self._receivers:
-            left = await asyncio.to_thread(receiver.spool.load)
+            left = await self._disk(receiver.spool.load)
             if left:
                 log.info("webhook spool: %d events from a previous run to deliver", left)
         self._writer = asyncio.create_task(self._write(), name="webhook spool writer")
@@ -163,15 +168,19 @@ class WebhookSender:
                 with contextlib.suppress(asyncio.CancelledError):
                     await receiver.task
         await self._client.aclose()
+        self._io.shutdown(wait=False)  # idle: every task that used it has ended
         left = sum(len(r.spool) for r in self._receivers)
         if left:
             log.info("webhook spool: %d events kept for the next start", left)
+
+    async def _disk(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
     # --- tasks --------------------------------------------------------------------------------
     async def _write(self) -> None:
         while (body := await self._queue.get()) is not None:
             for receiver in self._receivers:
-                name = await asyncio.to_thread(receiver.spool.append, body)
+                name = await self._disk(receiver.spool.append, body)
                 if name is None:
                     self._metrics.webhook_event("dropped")
                     log.error("webhook spool full (%.0f MB): event dropped for one receiver; "
@@ -187,7 +196,7 @@ class WebhookSender:
             # Cleared before looking, so an entry spooled while we look sets it again and the
             # wait below returns at once (no lost wake-up).
             receiver.wake.clear()
-            entry = await asyncio.to_thread(receiver.spool.oldest)
+            entry = await self._disk(receiver.spool.oldest)
             if entry is None:
                 if not receiver.wake.is_set():
                     receiver.idle.set()
@@ -203,7 +212,7 @@ class WebhookSender:
                 continue
             failures = 0
             self._metrics.webhook_event(outcome)
-            await asyncio.to_thread(receiver.spool.remove, name)
+            await self._disk(receiver.spool.remove, name)
 
     async def _post(self, url: str, body: bytes) -> str:
         """One attempt: "delivered", "failed" (refused for good) or "retry"."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.sip.address import Peer
+from gateway.sip.address import Peer, Transport
 from gateway.sip.errors import ParseError
 from gateway.sip.headers import Headers, Via, canonical_name, parse_via, split_quoted
 from gateway.sip.message import SipRequest, SipResponse, reason_phrase
@@ -51,8 +51,10 @@ def stamp_received(request: SipRequest, source: Peer) -> None:
 def response_peer(via: Via, source: Peer) -> Peer:
     """§18.2.2: where responses go for a request whose (stamped) top Via is `via`."""
     if source.transport.reliable:
-        # Back on the connection; if it is gone the driver connects to received:sent-by-port.
-        return Peer(source.host, via.port or 5060, source.transport, source.conn_id)
+        # Back on the connection; if it is gone the driver connects to received:sent-by-port
+        # (default 5061 for TLS, RFC 3261 §18.2.2 / §26.2.2).
+        default = 5061 if source.transport is Transport.TLS else 5060
+        return Peer(source.host, via.port or default, source.transport, source.conn_id)
     received = via.param("received")
     maddr = via.param("maddr")
     if maddr:

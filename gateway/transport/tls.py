@@ -45,6 +45,11 @@ class _TlsConnection(_Connection):
     asyncio's TLS layer may deliver the first message in the same step that completes it."""
 
     early: bytearray | None = None
+    lost = False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self.transport is None:
@@ -113,7 +118,8 @@ class TlsTransport(TcpTransport):
             raw.abort()
             conn.connection_lost(None)
             return
-        if tls is None:  # the connection closed as the handshake completed
+        if tls is None or conn.lost or tls.is_closing():
+            # Closed as the handshake completed: never registered, so nothing to send it.
             conn.connection_lost(None)
             return
         self.handshakes += 1

@@ -80,6 +80,8 @@ def _client_context(files: TlsFiles, cafile: str | None) -> ssl.SSLContext:
 
 
 def _load_chain(ctx: ssl.SSLContext, files: TlsFiles) -> None:
+    if not files.certificate:
+        return  # a client only (the probe): no certificate to present, nothing to serve
     try:
         ctx.load_cert_chain(files.certificate, files.private_key)
     except (OSError, ssl.SSLError) as exc:

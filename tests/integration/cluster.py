@@ -1,20 +1,21 @@
 """Several gateway workers behind the real Kamailio, as `deploy/kamailio/` ships it.
 
-`Worker` is `orga-sip-gateway run --config FILE` in its own process, with its own SIP port, RTP
-range and HTTP port; `Balancer` is `kamailio -f deploy/kamailio/kamailio.cfg` started with the
-two defines the file takes (`LISTEN`, `DISPATCHER_LIST`), in the foreground, logging to stderr.
+`Worker` is `orga-sip-gateway run --config FILE --worker N` in its own process: all workers share
+one config file with `[workers] count`, and each derives its own SIP port, RTP slice and HTTP
+port from it, as the systemd template `orga-sip-gateway@N` runs them. `Balancer` is
+`kamailio -f deploy/kamailio/kamailio.cfg` started with the two defines the file takes
+(`LISTEN`, `DISPATCHER_LIST`), in the foreground, logging to stderr.
 Tests read the workers from outside, as an operator would: /metrics, /ready, the log, the exit
 code.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import shutil
 import signal
 import socket
+import tomllib
 import uuid
 from pathlib import Path
 
@@ -42,6 +43,9 @@ WORKER_CONFIG = """\
 bind = "127.0.0.1"
 port = {sip_port}
 transports = ["udp"]
+
+[workers]
+count = {count}
 
 [rtp]
 bind = "127.0.0.1"
@@ -71,27 +75,38 @@ match = "+4930*"
 """
 
 
-class Worker:
-    """One gateway worker process; `sip_port` and (after start) `http_port`."""
+def shared_config(workdir: Path, orga_url: str, count: int, *, max_calls: int = 8) -> Path:
+    """One config for `count` workers: `count` consecutive free SIP ports, an RTP range that
+    `count` slices of `max_calls` calls fit in, ephemeral HTTP ports."""
+    rtp_min, rtp_max = free_udp_range(count * (2 * max_calls + 2))  # from 30000 up
+    sip_port = free_udp_range(count, low=20000, high=29000)[0]  # below: never in the RTP range
+    path = workdir / "gateway.toml"
+    path.write_text(WORKER_CONFIG.format(
+        sip_port=sip_port, count=count, rtp_min=rtp_min, rtp_max=rtp_max, orga_url=orga_url,
+        max_calls=max_calls, no_overload=NO_OVERLOAD_TOML))
+    return path
 
-    def __init__(self, name: str, workdir: Path, orga_url: str, *, max_calls: int = 8) -> None:
-        self.name = name
-        self.sip_port = free_sip_port()
-        rtp_min, rtp_max = free_udp_range(2 * max_calls + 2)
-        self.config = workdir / f"{name}.toml"
-        self.config.write_text(WORKER_CONFIG.format(
-            sip_port=self.sip_port, rtp_min=rtp_min, rtp_max=rtp_max, orga_url=orga_url,
-            max_calls=max_calls, no_overload=NO_OVERLOAD_TOML))
+
+class Worker:
+    """Worker `index` of the shared config; `sip_port` and (after start) `http_port`."""
+
+    def __init__(self, index: int, config: Path) -> None:
+        self.index = index
+        self.name = f"w{index}"
+        self.config = config
+        self.sip_port = tomllib.loads(config.read_text())["sip"]["port"] + index - 1
         self.process: Process | None = None
         self.http_port = 0
 
     async def start(self) -> Worker:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ORGA_", "NOTIFY_"))}
         self.process = await Process.start("run", "--config", str(self.config),
+                                           "--worker", str(self.index),
                                            env={**env, "ORGA_API_KEY": API_KEY})
         match = await self.process.wait_for_line(r"HTTP endpoint on [\d.]+:(\d+)", 40)
         self.http_port = int(match.group(1))
-        await self.process.wait_for_line(r"gateway ready", 40)
+        ready = await self.process.wait_for_line(r"gateway ready: SIP [\d.]+:(\d+)", 40)
+        assert int(ready.group(1)) == self.sip_port  # the port worker N derives
         return self
 
     @property
@@ -120,51 +135,34 @@ class Balancer:
         self.dispatcher_list = workdir / "dispatcher.list"
         self.dispatcher_list.write_text("".join(
             f"1 sip:{LOOPBACK}:{w.sip_port} 0 0 duid={w.name}\n" for w in workers))
-        self.proc: asyncio.subprocess.Process | None = None
-        self.lines: list[str] = []
-        self._reader: asyncio.Task[None] | None = None
+        self.process: Process | None = None
 
     async def start(self) -> Balancer:
         assert KAMAILIO is not None
         run = self.workdir / "kamailio-run"
         run.mkdir(exist_ok=True)
-        self.proc = await asyncio.create_subprocess_exec(
+        self.process = await Process.run(
             KAMAILIO, "-DD", "-E", "-f", str(KAMAILIO_CFG),
             "-A", f"LISTEN=udp:{LOOPBACK}:{self.port}",
             "-A", f'DISPATCHER_LIST="{self.dispatcher_list}"',
             "-A", "LB_CHILDREN=2", "-m", "32", "-M", "4", "-w", str(self.workdir),
-            "-Y", str(run), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-        assert self.proc.stderr is not None
-        self._reader = asyncio.create_task(self._read(self.proc.stderr))
-        await wait_until(lambda: self.options_status() == 200 or self.exited, 20,
+            "-Y", str(run))
+        await wait_until(lambda: options_status(self.port) == 200 or self.exited, 20,
                          "Kamailio to answer OPTIONS")
         assert not self.exited, "\n".join(self.lines[-40:])
         return self
 
     @property
+    def lines(self) -> list[str]:
+        return self.process.lines if self.process is not None else []
+
+    @property
     def exited(self) -> bool:
-        return self.proc is None or self.proc.returncode is not None
-
-    async def _read(self, stream: asyncio.StreamReader) -> None:
-        async for raw in stream:
-            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-
-    def options_status(self, port: int | None = None, timeout: float = 0.5) -> int | None:
-        """Send one OPTIONS (to the balancer, or to `port`) and return the status, or None."""
-        return options_status(port or self.port, timeout)
+        return self.process is None or self.process.proc.returncode is not None
 
     async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        if self.process is not None:
+            await self.process.stop(signal.SIGTERM, 10)
 
 
 def options_status(port: int, timeout: float = 0.5) -> int | None:

@@ -86,8 +86,15 @@ class Process:
     @classmethod
     async def start(cls, *args: str, env: dict[str, str] | None = None,
                     watch: str = "stderr") -> Process:
+        """`python -m gateway ARGS...`"""
+        return await cls.run(sys.executable, "-m", "gateway", *args, env=env, watch=watch)
+
+    @classmethod
+    async def run(cls, *argv: str, env: dict[str, str] | None = None,
+                  watch: str = "stderr") -> Process:
+        """Any program (e.g. kamailio), its `watch` stream's lines collected."""
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", *args, cwd=ROOT, env=env,
+            *argv, cwd=ROOT, env=env,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE if watch == "stderr" else asyncio.subprocess.STDOUT,
         )

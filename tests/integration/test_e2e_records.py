@@ -11,8 +11,11 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import re
 import socket
+import threading
 import wave
 from pathlib import Path
 from typing import Any
@@ -191,3 +194,29 @@ async def test_recording_left_caller_right_agent_aligned(tmp_path: Path, fmt: st
     (turn,) = record["turn_latencies_s"]
     assert abs((agent_start - caller_end) / rate - turn) < 0.040
     assert left.size / rate == pytest.approx(record["duration_s"], abs=0.3)
+
+
+async def test_recorded_calls_leave_no_threads_behind(tmp_path: Path) -> None:
+    """The encoder's native threads end with each call, not at the next garbage collection
+    (the call's RTP session holds its recording: a reference cycle)."""
+
+    def threads() -> int:
+        """Native threads (FFmpeg's): all of the process's minus Python's own, which come
+        and go with thread pools (asyncio's default executor grows on demand)."""
+        return len(os.listdir("/proc/self/task")) - threading.active_count()
+
+    stack = await Stack(recording=RecordingConfig(directory=str(tmp_path / "rec")),
+                        routes=(Route(match="*", record=True),)).start()
+    gc.disable()  # what a cycle holds stays until collected: make that visible
+    try:
+        await _sipp_call(stack, tmp_path / "0")
+        await stack.assert_clean()
+        after_first = threads()
+        for n in range(1, 4):
+            await _sipp_call(stack, tmp_path / str(n))
+            await stack.assert_clean()
+        assert threads() <= after_first
+    finally:
+        gc.enable()
+        await stack.stop()
+    assert len(list((tmp_path / "rec").glob("*.ogg"))) == 4

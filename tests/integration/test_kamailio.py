@@ -1,6 +1,7 @@
 """Two gateway workers behind the real Kamailio with the shipped `deploy/kamailio/kamailio.cfg`.
 
-The whole path an operator builds (issue 12 item 6), checked from outside: SIPp calls the
+The whole path an operator builds (issue 12 item 6), checked from outside: two workers from one
+config (`run --worker 1` and `--worker 2`, as the systemd template runs them); SIPp calls the
 balancer; Kamailio picks a worker by Call-ID hash, record-routes, and probes the workers with
 OPTIONS every second; the workers and the Orga emulator are real processes.
 
@@ -27,7 +28,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cluster import KAMAILIO, Balancer, Worker, options_status
+from tests.integration.cluster import (
+    KAMAILIO,
+    Balancer,
+    Worker,
+    options_status,
+    shared_config,
+)
 from tests.integration.pcap import speech_pcap
 from tests.integration.sipp import SIPP, SippRun, run_sipp
 from tests.integration.stack import EmulatorProcess, Sample, value_of
@@ -53,7 +60,8 @@ class Cluster:
 
     async def start(self) -> Cluster:
         await self.emulator.start()
-        self.workers = [Worker(f"w{i}", self.workdir, self.emulator.base_url) for i in (1, 2)]
+        config = shared_config(self.workdir, self.emulator.base_url, 2)
+        self.workers = [Worker(i, config) for i in (1, 2)]
         await asyncio.gather(*(w.start() for w in self.workers))
         self.balancer = await Balancer(self.workdir, self.workers).start()
         return self
@@ -88,7 +96,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     try:
         yield await running.start()
     finally:
-        lines = running.balancer.lines if running.balancer else []
+        lines = list(running.balancer.lines) if running.balancer else []
         for worker in running.workers:  # overload changes, as the workers logged them
             if worker.process is not None:
                 lines += [f"{worker.name}: {line}" for line in worker.proc.lines

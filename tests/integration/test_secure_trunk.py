@@ -223,3 +223,81 @@ async def test_reload_swaps_the_certificate_and_keeps_connections(pki: Pki) -> N
         assert (await options(*third, "z9hG4bK-third")).startswith(b"SIP/2.0 200")
         for _, writer in (old, new, third):
             writer.close()
+
+
+async def test_daemon_reloads_its_certificate_on_sighup(pki: Pki, tmp_path: Path) -> None:
+    """`orga-sip-gateway run` as a process: SIGHUP swaps the certificate for new connections,
+    an established connection goes on, and SIGTERM still drains and exits 0."""
+    import os
+    import signal
+
+    from tests.integration.stack import API_KEY, free_udp_range
+    from tests.integration.test_e2e_cli import Process
+
+    sip_port, tls_port = free_sip_port(), free_sip_port()
+    rtp_min, rtp_max = free_udp_range(10)
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[sip]\nbind = "127.0.0.1"\nport = {sip_port}\ntransports = ["udp", "tls"]\n'
+        f'tls_port = {tls_port}\ntls_certificate = "{pki.server.cert}"\n'
+        f'tls_private_key = "{pki.server.key}"\n\n[rtp]\nbind = "127.0.0.1"\n'
+        f"port_min = {rtp_min}\nport_max = {rtp_max}\n\n"
+        '[orga]\nbase_url = "http://127.0.0.1:9"\n\n[http]\nlisten = "127.0.0.1:0"\n\n'
+        "[limits]\nmax_calls = 4\n\n"
+        '[[trunks]]\nname = "pbx"\nallow = ["127.0.0.0/8"]\nsrtp = "required"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORGA_", "NOTIFY_"))}
+    gateway = await Process.start("run", "--config", str(config),
+                                  env={**env, "ORGA_API_KEY": API_KEY})
+    ctx = ssl.create_default_context(cafile=str(pki.ca.cert))
+
+    async def peer_cert() -> tuple[bytes, asyncio.StreamWriter]:
+        _, writer = await asyncio.open_connection("127.0.0.1", tls_port, ssl=ctx,
+                                                  server_hostname="127.0.0.1")
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        assert der is not None
+        return bytes(der), writer
+
+    try:
+        await gateway.wait_for_line(r"gateway ready: .*TLS :\d+")
+        before, old = await peer_cert()
+        renewed = issue(pki.ca, pki.dir, "renewed")
+        pki.server.cert.write_bytes(renewed.cert.read_bytes())
+        pki.server.key.write_bytes(renewed.key.read_bytes())
+        assert gateway.proc.returncode is None
+        gateway.proc.send_signal(signal.SIGHUP)
+        await gateway.wait_for_line(r"TLS certificate reloaded \(generation 2\)")
+        after, new = await peer_cert()
+        assert after != before and not old.is_closing()
+        old.close()
+        new.close()
+        assert await gateway.stop(signal.SIGTERM) == 0
+        log = "\n".join(gateway.lines)
+        assert pki.server.key.read_text().splitlines()[1] not in log
+    finally:
+        await gateway.stop(signal.SIGINT)
+
+
+async def test_probe_places_a_tls_srtp_call_and_a_plain_one_is_refused(pki: Pki) -> None:
+    """The operator's probe speaks TLS and SDES-SRTP: it hears the agent over an encrypted
+    call, and the same trunk refuses its plain-RTP offer with 488."""
+    from gateway.probe.phone import ProbeOptions, place_call
+
+    async with secure_stack(pki) as stack:
+        target = tls_target(stack)
+        report = await place_call(target, ProbeOptions(srtp=True, ca_file=str(pki.ca.cert),
+                                                       seconds=4.0))
+        assert report.connected and report.transport == "tls", report
+        assert report.srtp == "AES_CM_128_HMAC_SHA1_80"
+        assert report.reply_heard and report.packets_received > 50, report
+        plain = await place_call(target, ProbeOptions(ca_file=str(pki.ca.cert), seconds=1.0))
+        assert not plain.connected and plain.status == 488, plain
+        # A probe that does not trust the gateway's CA (system store only) never connects: the
+        # INVITE is not sent over an unverified connection.
+        untrusted = await place_call(target, ProbeOptions(srtp=True, seconds=1.0,
+                                                          answer_timeout_s=2.0))
+        assert not untrusted.connected and untrusted.status is None, untrusted
+        assert untrusted.error is not None and "no answer" in untrusted.error
+        await stack.assert_clean()
+        metrics = await stack.metrics()
+        assert sum(s.value for s in metrics
+                   if s.name == "orga_gateway_rtp_srtp_failures_total") == 0

@@ -144,3 +144,9 @@ def test_rekey_only_the_direction_that_changed() -> None:
     b.update(SrtpParams(suite, 1, b.params.local, new_a_key))
     assert b.rekeys == 1
     assert failures == []
+
+
+def test_protect_refusal_is_not_raised() -> None:
+    a, _, _ = pair()
+    assert a.protect(rtp(1, payload=b"\x00" * 1400)) is None  # beyond libsrtp's buffer
+    assert a.protect(rtp(2)) is not None

@@ -109,27 +109,34 @@ def test_ai_resampler_takes_phone_rate_frames_without_resampling() -> None:
 
 def test_close_ends_the_native_threads_of_graphs_and_encoders_at_once() -> None:
     """Issue 11 item 8: FFmpeg filter graphs (our resamplers, and the one PyAV builds inside an
-    audio encoder) run native threads; `close()` must end them without a garbage collection."""
-    import gc
-    import os
+    audio encoder) run native threads unless FFmpeg is told otherwise (`aiortc_patches.
+    single_threaded_ffmpeg`, process-wide, which a gateway started in this test process may
+    have done): so in a fresh process, `close()` must end them without a garbage collection."""
+    import subprocess
+    import sys
 
-    from gateway.media.transcode import OpusPhoneEncoder
-
-    def threads() -> int:
-        return len(os.listdir("/proc/self/task"))
-
-    gc.disable()
-    try:
-        before = threads()
-        up, down, enc = CallerResampler(), AiResampler(), OpusPhoneEncoder()
-        pcm = tone(300, 0.02, 8000)
-        down.push(up.process(pcm))
-        enc.encode(pcm)
-        started = threads()
-        for part in (up, down, enc):
-            part.close()
-        assert threads() == before < started
-        with pytest.raises(RuntimeError):
-            enc.encode(pcm)
-    finally:
-        gc.enable()
+    code = (
+        "import gc, os, numpy as np\n"
+        "from gateway.media.transcode import (AiResampler, CallerResampler, OpusPhoneEncoder)\n"
+        "n = lambda: len(os.listdir('/proc/self/task'))\n"
+        "gc.disable()\n"
+        "before = n()\n"
+        "up, down, enc = CallerResampler(), AiResampler(), OpusPhoneEncoder()\n"
+        "pcm = np.zeros(160, dtype=np.int16)\n"
+        "down.push(up.process(pcm))\n"
+        "enc.encode(pcm)\n"
+        "started = n()\n"
+        "for part in (up, down, enc):\n"
+        "    part.close()\n"
+        "try:\n"
+        "    enc.encode(pcm)\n"
+        "    closed_refuses = False\n"
+        "except RuntimeError:\n"
+        "    closed_refuses = True\n"
+        "print(before, started, n(), closed_refuses)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()
+    before, started, after = map(int, out[:3])
+    assert after == before < started, out
+    assert out[3] == "True"

@@ -66,3 +66,12 @@ def test_sips_record_route_makes_a_sips_contact() -> None:
 def test_hop_for_sips_and_tls_targets(uri: str, expected: tuple[str, int, Transport]) -> None:
     hop = hop_for_uri(parse_uri(uri), Peer("127.0.0.1", 5060, Transport.UDP))
     assert (hop.host, hop.port, hop.transport) == expected
+
+
+def test_response_over_tls_without_sent_by_port_defaults_to_5061() -> None:
+    from gateway.sip.headers import Via
+    from gateway.sip.routing import response_peer
+
+    via = Via("TLS", "pbx.example", None, ())
+    peer = response_peer(via, Peer("192.0.2.7", 40123, Transport.TLS, 3))
+    assert (peer.host, peer.port, peer.conn_id) == ("192.0.2.7", 5061, 3)

@@ -344,3 +344,19 @@ async def test_tcp_and_tls_share_the_connection_caps(pki: dict[str, object]) -> 
         await tcp.close()
         await tls.close()
         driver.close()
+
+
+async def test_connections_closed_right_after_the_handshake_leave_nothing(
+        pki: dict[str, object]) -> None:
+    """Clients that finish the handshake and hang up at once (scanners, health checks): every
+    slot and table entry is released, whichever side of the handshake's end the close lands."""
+    async with serving(pki, TcpLimits(max_per_source=100, max_total=100)) as (tls, _):
+        for _ in range(30):
+            stream = await connect(tls, client_context(pki))
+            stream[1].close()
+        for _ in range(100):
+            if tls.connection_count == 0 and tls._admission.active == 0 and not tls._tasks:
+                break
+            await asyncio.sleep(0.02)
+        assert (tls.connection_count, tls._admission.active, len(tls._tasks)) == (0, 0, 0)
+        assert tls.driver.endpoint.table_sizes()["streams"] == 0

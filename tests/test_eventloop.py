@@ -1,0 +1,39 @@
+"""The daemon's event loop choice: uvloop when installed, asyncio's own as the fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+
+import pytest
+
+from gateway import eventloop
+from gateway.clock import LoopClock
+
+
+async def loop_module() -> str:
+    await asyncio.sleep(0)
+    LoopClock().now()  # the one clock works on either loop
+    return type(asyncio.get_running_loop()).__module__
+
+
+def test_asyncio_is_always_available() -> None:
+    assert eventloop.loop_factory("asyncio") is None
+    assert eventloop.run(loop_module(), "asyncio").startswith("asyncio")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("uvloop") is None, reason="uvloop not installed")
+def test_auto_picks_uvloop_when_installed() -> None:
+    assert eventloop.run(loop_module(), "auto").startswith("uvloop")
+
+
+def test_uvloop_asked_for_but_missing_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert eventloop.loop_factory("auto") is None  # quiet fallback
+    with pytest.raises(eventloop.EventLoopUnavailable, match="pip install uvloop"):
+        eventloop.loop_factory("uvloop")
+
+
+def test_unknown_choice() -> None:
+    with pytest.raises(ValueError):
+        eventloop.loop_factory("tokio")
