@@ -43,14 +43,18 @@ import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
-from gateway.orga.ice import make_configuration, restrict_host_addresses
+from gateway.aiortc_patches import restrict_host_addresses
+from gateway.orga.ice import make_configuration
 
 log = logging.getLogger("far_end")
 
 FRAME_S = 0.020
 CLOCK = 48000
 TIME_BASE = fractions.Fraction(1, CLOCK)
-MAX_QUEUED = 10  # frames (200 ms): older echo is dropped, as a real service would not queue
+# Frames waiting to be echoed: at most 2 (the far end then holds a frame 0-40 ms, 20 ms on
+# average). A longer queue would keep whatever a burst put in it for the rest of the call —
+# the gateway's delay would be measured with the far end's standing queue on top.
+MAX_QUEUED = 2
 
 
 def silence_frame() -> bytes:

@@ -25,7 +25,7 @@ from aiortc.mediastreams import AudioStreamTrack
 
 from gateway.emulator.server import Emulator, EmulatorConfig
 from gateway.orga.api import OrgaApi
-from gateway.orga.events import EndReason
+from gateway.orga.events import OrgaEndReason
 from gateway.orga.peer import OrgaPeer
 from gateway.orga.session import open_session
 from gateway.orga.settings import OrgaClientSettings, PeerSettings, SessionParams
@@ -48,7 +48,7 @@ async def main(sessions: int, media_timeout_s: float) -> None:
         emulator.sessions[session.conversation_id]._track.freeze()
         frozen_at = loop.time()
         reason = await session.peer.ended
-        assert reason is EndReason.MEDIA_TIMEOUT, reason
+        assert reason is OrgaEndReason.MEDIA_TIMEOUT, reason
         delays.append(loop.time() - frozen_at)
         await session.peer.close()
     await api.aclose()

@@ -16,6 +16,7 @@ import signal
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
+from gateway import fallback
 from gateway.aiortc_patches import check_versions, single_threaded_ffmpeg
 from gateway.call import CallContext
 from gateway.calls import CallRegistry
@@ -71,6 +72,9 @@ class EndpointSignalling:
 
     def ring(self, call: CallHandle) -> None:
         self._driver.run(lambda now: self._ep.ring(call, now))
+
+    def progress(self, call: CallHandle, sdp: bytes) -> None:
+        self._driver.run(lambda now: self._ep.ring(call, now, sdp=sdp))
 
     def answer(self, call: CallHandle, sdp: bytes) -> None:
         self._driver.run(lambda now: self._ep.answer(call, sdp, now))
@@ -138,13 +142,16 @@ class Gateway:
             on_token=self._on_token,
         )
         await self.records.start()
-        endpoint = SipEndpoint(endpoint_config(cfg), pre_dispatch=self.screen, gate=self.screen)
+        await fallback.preload(cfg.routes)  # the routes' fallback announcements, off the loop
+        endpoint = SipEndpoint(endpoint_config(cfg), pre_dispatch=self.screen, gate=self.screen,
+                               observe=self._count_sip)
         self.driver = SipDriver(endpoint, self._on_sip_event)
         ctx = CallContext(
             config=cfg, metrics=self.metrics, ports=self.ports, api=self.api,
             signalling=EndpointSignalling(self.driver),
             peer_settings=PeerSettings(
                 video_mline=orga.video_mline, ice_addresses=orga.ice_addresses or None,
+                media_timeout_s=orga.media_timeout_s,
             ),
             advertised_address=cfg.sip.public_address or cfg.rtp.bind,
             clock=self.clock,
@@ -223,6 +230,12 @@ class Gateway:
     def _status(self) -> str:
         calls = len(self.registry.calls) if self.registry else 0
         return f"{'draining, ' if self.draining else ''}{calls} active calls"
+
+    def _count_sip(self, direction: str, method: str, status: int | None) -> None:
+        if status is None:
+            self.metrics.sip_request(method, direction)
+        else:
+            self.metrics.sip_response(method, status, direction)
 
     def _on_sip_event(self, event: Event) -> None:
         assert self.registry is not None

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway import fallback
 from gateway.aiortc_patches import tune_receiver
 from gateway.clock import Clock
 from gateway.config import Config, Route
@@ -71,6 +72,7 @@ class CallSignalling(Protocol):
     """The SIP commands a call gives; the app binds them to the endpoint, time and sockets."""
 
     def ring(self, call: CallHandle) -> None: ...
+    def progress(self, call: CallHandle, sdp: bytes) -> None: ...  # 183 + SDP: early media
     def answer(self, call: CallHandle, sdp: bytes) -> None: ...
     def reject(self, call: CallHandle, status: int, *, reason: str | None = None,
                headers: Iterable[tuple[str, str]] = ()) -> None: ...
@@ -95,6 +97,10 @@ class CallContext:
     records: RecordSink = NULL_SINK  # the webhook sender when [webhooks] is configured
     recorder: Recorder | None = None  # when a route has record = true
 
+
+# Setup failures of the Orga leg, which a route's `on_orga_failure` may turn into a redirect.
+ORGA_FAILURES = frozenset({Outcome.ORGA_AUTH, Outcome.ORGA_INVALID, Outcome.ORGA_UNAVAILABLE,
+                           Outcome.SETUP_TIMEOUT})
 
 _SIP_END_OUTCOMES = {
     SipEndReason.REMOTE_BYE: Outcome.CALLER_BYE,
@@ -158,6 +164,8 @@ class Call:
         # with the Warning of the failure that caused it (an SDP error's).
         self._outcome: Outcome | None = None
         self._warning: tuple[int, str] | None = None
+        self._extra_headers: list[tuple[str, str]] = []  # the fallback's Contact
+        self._answer_sdp: str | None = None  # our SDP answer, once media is open
         self._session_id = random.randrange(1, 2**31)
 
     # --- inputs -------------------------------------------------------------------------------
@@ -234,7 +242,31 @@ class Call:
         d = outcome.disposition
         self.log.log(d.log_level, "call rejected with %d (%s): %s", d.status, d.result, failure)
         self._warning = sip_warning(failure)
+        target = self.route.transfer_target(self.route.on_orga_failure)
+        if outcome in ORGA_FAILURES and target is not None:
+            return await self._fall_back(target)
         return outcome
+
+    async def _fall_back(self, target: str) -> Outcome:
+        """Orga cannot take the call: send it to the route's person instead (a 302 to
+        `target`), after the route's announcement as early media (gateway/fallback.py)."""
+        path = self.route.orga_failure_announcement
+        if path is not None and self._rtp is not None and self._answer_sdp is not None:
+            self.ctx.signalling.progress(self.handle, self._answer_sdp.encode())
+            audio = fallback.announcement(path)  # checked by check-config, decoded at start
+            playing = self._tasks.create_task(fallback.play(self._rtp, audio),
+                                              name=f"announcement {self.call_id}")
+            waiting: set[asyncio.Future[Any]] = {playing, self._stop}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if not playing.done():  # the caller hung up during the announcement
+                playing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await playing
+                return Outcome.CANCELLED if self._sip_done else Outcome.DRAINING
+        self._extra_headers = fallback.redirect_headers(target)
+        self.log.warning("Orga unavailable: call redirected to %s (route %s, on_orga_failure "
+                         "%s)", target, self.route_label, self.route.on_orga_failure)
+        return Outcome.ORGA_FALLBACK
 
     async def _setup_failure(self) -> Exception | None:
         """The setup as a task of the call's group. Its failure is a call outcome (a 503 for
@@ -251,6 +283,7 @@ class Call:
         async with asyncio.timeout(cfg.orga.setup_timeout_s):
             offer = parse_offer((self.invite.sdp or b"").decode("utf-8", "replace"))
             rtp, answer = await self._open_media(offer)
+            self._answer_sdp = answer
             # Opus encoded here, on the loop (the Orga peer offers Opus only): half the CPU
             # of aiortc's resample-and-encode thread hand-off per 20 ms (bench/media_path.py).
             self._track = CallerAudioTrack(rtp, self._clock, meter=self._meter, opus=True)
@@ -310,6 +343,12 @@ class Call:
             self.log.info("Orga session ended (%s)", _describe(first))
         elif outcome is Outcome.ORGA_LOST:
             self.log.warning("Orga session lost (%s)", _describe(first))
+            if self.route.on_orga_failure != "reject":
+                # After the answer the fallback would be a REFER to the target; until call
+                # control offers one, the caller gets a BYE (README "When Orga fails").
+                self.log.warning("on_orga_failure %r needs a transfer after the answer, "
+                                 "which this gateway cannot do yet: hanging up",
+                                 self.route.on_orga_failure)
         return outcome
 
     async def _teardown(self) -> None:
@@ -424,8 +463,9 @@ class Call:
         """The final response of a call that failed before the answer."""
         d = outcome.disposition
         assert d.status is not None, outcome
-        self.ctx.signalling.reject(self.handle, d.status, reason=d.reason, headers=response_headers(
-            d, agent=self.ctx.advertised_address, warning=warning))
+        headers = response_headers(d, agent=self.ctx.advertised_address, warning=warning)
+        self.ctx.signalling.reject(self.handle, d.status, reason=d.reason,
+                                   headers=[*headers, *self._extra_headers])
 
     def _refuse_offer(self, refusal: OfferRefusal, warning: tuple[int, str] | None = None
                       ) -> None:
@@ -460,21 +500,35 @@ class Call:
         except DtmfRelayError as exc:
             self.log.info("ignored malformed dtmf-relay INFO: %s", exc)
 
+    # DTMF digits (PINs, card numbers) and transcripts are personal data: their content is
+    # logged only with [privacy] log_content = true; otherwise the line says what happened.
     def _dtmf(self, event: DtmfReceived) -> None:
         self.ctx.metrics.dtmf(event.digit)
         self.record.dtmf(event.digit, self._clock.now(), event.source.value)
         # Digits are personal data (PINs, account numbers): the call record carries them.
-        self.log.debug("DTMF %s (%d ms, %s)", event.digit, event.duration_ms, event.source.value)
+        if self.ctx.config.privacy.log_content:
+            self.log.info("DTMF %s (%d ms, %s)", event.digit, event.duration_ms,
+                          event.source.value)
+        else:
+            self.log.info("DTMF digit received (%d ms, %s)", event.duration_ms,
+                          event.source.value)
 
     def _orga_event(self, event: ServerEvent) -> None:
+        content = self.ctx.config.privacy.log_content
         if isinstance(event, InputTranscript):
             self.ctx.metrics.text_event("transcript")
             self.record.utterance("caller", event.text, self._clock.now())
-            self.log.debug("caller said: %s", event.text)
+            if content:
+                self.log.info("caller said: %s", event.text)
+            else:
+                self.log.info("caller transcript received (%d characters)", len(event.text))
         elif isinstance(event, ResponseDone):
             self.ctx.metrics.text_event("assistant")
             self.record.utterance("assistant", event.clean_text, self._clock.now())
-            self.log.debug("assistant said: %s", event.clean_text)
+            if content:
+                self.log.info("assistant said: %s", event.clean_text)
+            else:
+                self.log.info("assistant text received (%d characters)", len(event.clean_text))
 
     def _turn(self, seconds: float) -> None:
         self.ctx.metrics.turn_latency(seconds)

@@ -55,6 +55,9 @@ class Outcome(enum.Enum):
                                    retry_after_s=10)
     SETUP_TIMEOUT = Disposition("setup_timeout", 504, "AI Setup Timeout")
     CANCELLED = Disposition("cancelled", 487, log_level=logging.INFO)
+    # Orga could not take the call and the route sends it to a person instead (a 302 whose
+    # Contact is the route's transfer target; gateway/fallback.py)
+    ORGA_FALLBACK = Disposition("orga_fallback", 302, "Moved Temporarily")
     # Ended after the answer
     CALLER_BYE = Disposition("caller_bye")
     ORGA_ENDED = Disposition("orga_ended")

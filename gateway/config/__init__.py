@@ -36,6 +36,7 @@ from gateway.config.schema import (
     IPNetwork,
     LimitsConfig,
     OrgaConfig,
+    PrivacyConfig,
     RecordingConfig,
     Route,
     RtpConfig,
@@ -52,7 +53,8 @@ from gateway.config.schema import (
 __all__ = [
     "API_KEY_ENV", "API_KEY_FILE_ENV", "CODECS", "DEFAULT_ROUTES", "DEFAULT_TRUNKS",
     "DIGEST_ALGORITHMS", "PLACEHOLDERS", "TRANSPORTS", "Config", "ConfigError", "HttpConfig",
-    "IPNetwork", "LimitsConfig", "OrgaConfig", "RecordingConfig", "Route", "RtpConfig", "Secret",
-    "SecurityConfig", "SipConfig", "TrunkConfig", "WebhooksConfig", "WorkersConfig",
-    "is_open_public", "load_config", "parse_config", "read_secret_file", "split_hostport",
+    "IPNetwork", "LimitsConfig", "OrgaConfig", "PrivacyConfig", "RecordingConfig", "Route",
+    "RtpConfig", "Secret", "SecurityConfig", "SipConfig", "TrunkConfig", "WebhooksConfig",
+    "WorkersConfig", "is_open_public", "load_config", "parse_config", "read_secret_file",
+    "split_hostport",
 ]

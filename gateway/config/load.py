@@ -49,6 +49,7 @@ from gateway.config.schema import (
     sections,
     split_hostport,
 )
+from gateway.orga.catalog import MODELS, VOICES
 from gateway.records.announcement import wav_problem
 from gateway.transport.tls_context import TlsFiles, check_files
 
@@ -317,14 +318,6 @@ def _orga_base_url(p: Problems, built: dict[str, Any]) -> None:
               "unencrypted", "use https:// (http:// is only for a local emulator on 127.0.0.1)")
 
 
-def _not_empty(section: str, name: str) -> Rule:
-    def rule(p: Problems, built: dict[str, Any]) -> None:
-        if not getattr(built[section], name):
-            default = getattr(sections()[section](), name)
-            p.add(f"{section}.{name}", "is empty", f"set it (default {default!r})")
-    return rule
-
-
 def _http_listen(p: Problems, built: dict[str, Any]) -> None:
     http = built["http"]
     try:
@@ -409,8 +402,8 @@ RULES: dict[str, Rule] = {
     "rtp.port_max": _rtp_port_order,
     "rtp.codecs": _rtp_codecs,
     "orga.base_url": _orga_base_url,
-    "orga.model": _not_empty("orga", "model"),
-    "orga.voice": _not_empty("orga", "voice"),
+    "orga.model": lambda p, built: _orga_choice(p, "orga.model", built["orga"].model, MODELS),
+    "orga.voice": lambda p, built: _orga_choice(p, "orga.voice", built["orga"].voice, VOICES),
     "http.listen": _http_listen,
     "limits": _limits_vs_rtp,
     "security.unknown_source": _unknown_source,
@@ -634,10 +627,18 @@ def _routes(raw: Any, trunk_names: set[str], p: Problems) -> tuple[Route, ...]:
     out = []
     for i, table in enumerate(raw):
         pre = f"routes[{i}]"
-        values = _typed_table(p, pre, table, Route)
+        by_hand = {"transfer_targets"}
+        values = _typed_table(p, pre, {k: v for k, v in table.items() if k not in by_hand}
+                              if isinstance(table, dict) else table, Route)
         match = values.get("match")
         if not isinstance(table, dict):
             continue
+        if table.get("instructions") == "":
+            values["instructions"] = ""  # Orga's default, not [orga].instructions (the example)
+        targets = _transfer_targets(p, f"{pre}.transfer_targets", table.get("transfer_targets"))
+        values["transfer_targets"] = targets
+        _route_orga_values(p, pre, values)
+        _orga_fallback(p, pre, values, targets)
         if match is None:
             p.add(f"{pre}.match", "missing", 'add match = "+4930*" (or "*" for every number)')
             continue
@@ -652,6 +653,66 @@ def _routes(raw: Any, trunk_names: set[str], p: Problems) -> tuple[Route, ...]:
             _check_value(p, f"{pre}.{f.name}", values.get(f.name), f.metadata.get("check"))
         out.append(Route(**values))
     return tuple(out)
+
+
+# A transfer target: a SIP(S) URI with a host, or a global tel: number (RFC 3966).
+_TARGET_RE = re.compile(r"(sips?:[^\s<>\"@]+@[^\s<>\"@]+|sips?:[^\s<>\"@:;]+(:\d+)?"
+                        r"(;[^\s<>\"]*)?|tel:\+[0-9][0-9().-]*)")
+_TARGET_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def _transfer_targets(p: Problems, key: str, raw: Any) -> tuple[tuple[str, str], ...]:
+    """`transfer_targets = { name = "sip:..." | "tel:+..." }` as (name, uri) pairs."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        p.add(key, "must be a table of name = URI", 'write transfer_targets = { desk = '
+              '"sip:desk@pbx.example.com" }')
+        return ()
+    out = []
+    for name, uri in raw.items():
+        if not _TARGET_NAME_RE.fullmatch(name) or name == "reject":
+            p.add(f"{key}.{name}", "is not a usable target name",
+                  'use letters, digits, "_" or "-" (at most 32; "reject" is reserved)')
+        elif not isinstance(uri, str) or not _TARGET_RE.fullmatch(uri):
+            p.add(f"{key}.{name}", f"{uri!r} is not a SIP or tel URI",
+                  'write "sip:user@host" or "tel:+4930123456"')
+        else:
+            out.append((name, uri))
+    return tuple(out)
+
+
+def _route_orga_values(p: Problems, pre: str, values: dict[str, Any]) -> None:
+    """A route's model and voice are the reference's ids (a typo fails here, not per call)."""
+    _orga_choice(p, f"{pre}.model", values.get("model"), MODELS)
+    _orga_choice(p, f"{pre}.voice", values.get("voice"), VOICES)
+
+
+def _orga_choice(p: Problems, key: str, value: str | None, choices: tuple[str, ...]) -> None:
+    if value is not None and value not in choices:
+        close = difflib.get_close_matches(value, choices, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "use one of: " + ", ".join(
+            choices[:12]) + (" ..." if len(choices) > 12 else "")
+        p.add(key, f"{value!r} is not an Orga {key.rsplit('.', 1)[-1]}", hint)
+
+
+def _orga_fallback(p: Problems, pre: str, values: dict[str, Any],
+                   targets: tuple[tuple[str, str], ...]) -> None:
+    choice = values.get("on_orga_failure", "reject")
+    names = [name for name, _ in targets]
+    if choice != "reject" and choice not in names:
+        p.add(f"{pre}.on_orga_failure", f"{choice!r} is not \"reject\" or a transfer target "
+              "of this route", "use \"reject\" or one of: " + (", ".join(names) or
+                                                           "(add transfer_targets first)"))
+    path = values.get("orga_failure_announcement")
+    if path is not None:
+        problem = wav_problem(path)  # the recording announcement's rules
+        if problem is not None:
+            p.add(f"{pre}.orga_failure_announcement", problem,
+                  "give a 16-bit PCM WAV file of at most 60 s")
+        if choice == "reject":
+            p.add(f"{pre}.orga_failure_announcement", "is set but on_orga_failure is "
+                  "\"reject\": it would never play", "set on_orga_failure to a transfer target")
 
 
 def _webhook_secret(hooks: WebhooksConfig, env: Mapping[str, str], p: Problems) -> Secret:

@@ -148,6 +148,8 @@ class OrgaConfig:
     request_timeout_s: float = setting(10.0, lo=0.5, hi=120, unit=" s")
     setup_timeout_s: float = setting(15.0, lo=1, hi=120, unit=" s")
     email: str | None = None
+    # No RTP from a connected Orga session for this long: the leg is lost (0 = never check).
+    media_timeout_s: float = setting(2.0, lo=0, hi=60, unit=" s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +241,14 @@ class RecordingConfig:
     announcement: str | None = None  # WAV played to the caller before the agent
 
 
+@dataclass(frozen=True, slots=True)
+class PrivacyConfig:
+    """Personal data in logs. Transcripts and DTMF digits (PINs, card numbers) are logged only
+    when `log_content` is true; otherwise the log says that an event happened, not what."""
+
+    log_content: bool = False
+
+
 # --- [[trunks]] and [[routes]] ----------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +298,17 @@ class Route:
     return_transcription: bool | None = None
     history: bool | None = None
     record: bool = False  # not an [orga] override: record this route's calls ([recording])
+    # Route-only keys (not [orga] overrides). Named SIP/tel URIs a call of this route may be
+    # sent to (`name = "sip:desk@pbx.example"` / `"tel:+4930123"`): the Orga fallback uses one,
+    # call control (REFER transfer) names them too. Read with `transfer_target(name)`.
+    transfer_targets: tuple[tuple[str, str], ...] = ()
+    # When Orga cannot take the call: "reject" (SIP 5xx) or the name of a transfer target.
+    on_orga_failure: str = "reject"
+    orga_failure_announcement: str | None = None  # WAV played to the caller before the fallback
+
+    def transfer_target(self, name: str) -> str | None:
+        """The URI of the transfer target `name`, None if the route has none by that name."""
+        return dict(self.transfer_targets).get(name)
 
     @property
     def label(self) -> str:
@@ -312,6 +333,7 @@ class Config:
     workers: WorkersConfig = WorkersConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
     recording: RecordingConfig = RecordingConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     trunks: tuple[TrunkConfig, ...] = DEFAULT_TRUNKS
     routes: tuple[Route, ...] = DEFAULT_ROUTES
     api_key: Secret = field(default=Secret(""), repr=False, compare=False)

@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import av
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from gateway.aiortc_patches import restrict_host_addresses
+from gateway.aiortc_patches import restrict_host_addresses, tune_receiver
 from gateway.emulator.audio import (
     AgentAudioTrack,
     Samples,
@@ -42,9 +43,10 @@ from gateway.emulator.audio import (
     load_wav,
     two_tone_phrase,
 )
+from gateway.orga.catalog import MODALITIES, MODELS, VOICES
 from gateway.orga.events import DATA_CHANNEL_LABEL
 from gateway.orga.ice import make_configuration
-from gateway.orga.settings import MODALITIES, MODELS, VOICES, SessionParams
+from gateway.orga.settings import SessionParams
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,7 @@ class SessionStats:
     events_sent: list[str] = field(default_factory=list)
     replies_played: int = 0
     barge_ins: int = 0
+    last_barge_in_at: float | None = None  # loop time (tests in the same loop read it)
     protocol_errors: list[str] = field(default_factory=list)
     connected: bool = False
     end_reason: str | None = None
@@ -119,6 +122,7 @@ class EmulatedSession:
     ) -> None:
         self.conversation_id = conversation_id
         self.voices = voices
+        self.mcp_server: dict[str, str] | None = None  # params.mcp_server; its URL is a secret
         self.params = params
         self.settings = settings
         self._reply = reply
@@ -168,6 +172,11 @@ class EmulatedSession:
                 self.end(f"peer_{pc.connectionState}")
 
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        if self.settings.barge_in:
+            # Hear the caller without aiortc's 80 ms prefetch, so the reply stops as soon as
+            # the caller's first loud frame arrives (the gateway's own low-delay receiver,
+            # which hands each decoded frame to `_hear` instead of the track).
+            tune_receiver(pc.getTransceivers()[0].receiver, deliver=self._hear)
         pc.addTrack(self._track)  # reuses the offered audio transceiver → sendrecv
         restrict_host_addresses(pc, self.settings.ice_addresses)
         await pc.setLocalDescription(await pc.createAnswer())
@@ -271,19 +280,24 @@ class EmulatedSession:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            if not self._audio_enabled:
-                continue
-            samples = frame_to_mono(frame)  # type: ignore[arg-type]
-            if (self.settings.barge_in and self._track.playing
-                    and level_dbfs(samples) >= self.settings.vad_threshold_dbfs):
-                self._track.interrupt()  # the caller talks over the reply: stop it now
-                self.stats.barge_ins += 1
-            utterance = self._vad.feed(samples)
-            if utterance is not None:
-                self.stats.utterances.append(utterance)
-                log.info("emulated session %s: utterance %.2f s at %.0f Hz",
-                         self.conversation_id, utterance.speech_s, utterance.dominant_hz)
-                self._spawn(self._respond(utterance))
+            self._hear(frame)  # type: ignore[arg-type]
+
+    def _hear(self, frame: av.AudioFrame) -> None:
+        """One decoded frame of the caller's audio."""
+        if not self._audio_enabled or self._closing is not None:
+            return
+        samples = frame_to_mono(frame)
+        if (self.settings.barge_in and self._track.playing
+                and level_dbfs(samples) >= self.settings.vad_threshold_dbfs):
+            self._track.interrupt()  # the caller talks over the reply: stop it now
+            self.stats.barge_ins += 1
+            self.stats.last_barge_in_at = asyncio.get_running_loop().time()
+        utterance = self._vad.feed(samples)
+        if utterance is not None:
+            self.stats.utterances.append(utterance)
+            log.info("emulated session %s: utterance %.2f s at %.0f Hz",
+                     self.conversation_id, utterance.speech_s, utterance.dominant_hz)
+            self._spawn(self._respond(utterance))
 
     async def _respond(self, utterance: Utterance) -> None:
         async with self._reply_lock:

@@ -27,8 +27,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from gateway.emulator.models import OfferBody, params_model, session_params
-from gateway.orga.settings import MODALITIES, MODELS
+from gateway.emulator.models import OfferBody, mcp_server, params_model, session_params
+from gateway.orga.catalog import MODALITIES, MODELS
 
 CLIENT_SECRETS_PATH = "/v1/realtime/client-secrets"
 ICE_CONFIG_PATH = "/v1/realtime/ice-config"
@@ -128,7 +128,7 @@ def realtime_router(emu: Any) -> APIRouter:
 
     async def _calls(claims: dict[str, Any], offer: OfferBody,
                      params: BaseModel | None) -> Response:
-        reply = await emu.create_call(claims, offer, session_params(params))
+        reply = await emu.create_call(claims, offer, session_params(params), mcp_server(params))
         if reply.raw is not None:  # an injected malformed answer
             return Response(reply.raw, status_code=reply.status, media_type="application/json")
         return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)

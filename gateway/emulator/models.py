@@ -74,6 +74,15 @@ class OfferBody(BaseModel):
         return self
 
 
+class McpServer(BaseModel):
+    """`params.mcp_server` (reference §5, SDK commit 820a3e29): the MCP server Orga's cloud
+    calls for tools. Kept for the session (an extension may act on it); its URL is a secret."""
+
+    id: str
+    url: str
+    alias: str
+
+
 def params_model(voices: tuple[str, ...], models: tuple[str, ...],
                  modalities: tuple[str, ...]) -> type[BaseModel]:
     """The `params` model for a set of accepted voices (legacy voices are a switch)."""
@@ -89,14 +98,21 @@ def params_model(voices: tuple[str, ...], models: tuple[str, ...],
         instructions=(str | None, None),
         modalities=(list[modality_type] | None, None),
         history=(bool | None, None),
+        mcp_server=(McpServer | None, None),
     )
+
+
+def mcp_server(params: BaseModel | None) -> dict[str, str] | None:
+    """The `params.mcp_server` object as sent, if any."""
+    server = getattr(params, "mcp_server", None)
+    return server.model_dump() if isinstance(server, McpServer) else None
 
 
 def session_params(params: BaseModel | None) -> SessionParams:
     """Effective session values: what was sent, the service's defaults for the rest."""
     if params is None:
         return SessionParams(modalities=("audio", "video"))
-    sent = {k: v for k, v in params.model_dump().items() if v is not None}
+    sent = {k: v for k, v in params.model_dump(exclude={"mcp_server"}).items() if v is not None}
     if "modalities" in sent:
         sent["modalities"] = tuple(sent["modalities"])
     sent.setdefault("modalities", ("audio", "video"))

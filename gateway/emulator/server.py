@@ -35,7 +35,8 @@ from gateway.emulator.app import create_app, error_body
 from gateway.emulator.models import OfferBody
 from gateway.emulator.stun import LoopbackStunServer
 from gateway.emulator.tokens import TokenIssuer
-from gateway.orga.settings import VOICES, SessionParams
+from gateway.orga.catalog import VOICES
+from gateway.orga.settings import SessionParams
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +242,8 @@ class Emulator:
         return servers if self.config.bare_ice_list else {"iceServers": servers}
 
     async def create_call(
-        self, claims: dict[str, Any], offer: OfferBody, params: SessionParams
+        self, claims: dict[str, Any], offer: OfferBody, params: SessionParams,
+        mcp_server: dict[str, str] | None = None,
     ) -> Reply:
         self._consume(claims)  # single use from here on, whatever happens next
         if self.faults.fail_calls > 0:
@@ -257,6 +259,7 @@ class Emulator:
             conversation_id, params, self.config.agent, self._reply, self._on_session_end,
             self.voices,
         )
+        session.mcp_server = mcp_server  # for extensions (an MCP client mode); URL secret
         self.sessions[conversation_id] = session
         try:
             answer_sdp = await session.answer(offer.sdp)

@@ -151,6 +151,14 @@ class OrgaPeer:
         """
         self._listeners.append(listener)
 
+    def release_caller_track(self) -> None:
+        """Send no caller audio from this peer, and never stop the caller's track.
+
+        For a session joined only to be ended (`session.py`): the caller track is shared with
+        the peer that carries the call, and aiortc's sender stops its track when it ends.
+        """
+        self._audio.sender.replaceTrack(None)
+
     def send_session_update(self, params: SessionParams | None = None) -> None:
         if self._channel.readyState == "open":
             self._channel.send(session_update_message(params or self.session_params))

@@ -161,7 +161,6 @@ def _build_peer(peer_factory: PeerFactory, ice_servers: list[RTCIceServer]) -> O
         ) from exc
 
 
-
 async def _end_abandoned(request: asyncio.Future[CallAnswer], peer: OrgaPeer) -> None:
     """End the Orga session of a setup that stopped waiting for POST /calls.
 
@@ -170,8 +169,8 @@ async def _end_abandoned(request: asyncio.Future[CallAnswer], peer: OrgaPeer) ->
     more than a minute. Whether the caller left (CANCEL), the setup budget ran out, or the
     answer was merely slow (the next attempt uses a new token), let the request finish, join
     the session, and close the peer — the close is what Orga sees as a hang-up. Bounded by the
-    late-answer allowance (one request timeout) plus `DETACHED_JOIN_S`; owned by `OrgaApi`,
-    which waits for it on shutdown.
+    request's own timeout (twice the request timeout) plus `DETACHED_JOIN_S`; owned by
+    `OrgaApi`, which waits for it on shutdown.
     """
     try:
         answer = await request
@@ -185,7 +184,11 @@ async def _end_abandoned(request: asyncio.Future[CallAnswer], peer: OrgaPeer) ->
 
 
 async def _join_and_close(peer: OrgaPeer, answer_sdp: str, conversation_id: str | None) -> None:
-    """Connect to a session we will not use, then close it: Orga's only hang-up signal."""
+    """Connect to a session we will not use, then close it: Orga's only hang-up signal.
+
+    The caller's track is taken off this peer first: another peer may be carrying the call
+    with it (a late answer to an earlier attempt), and must keep it."""
+    peer.release_caller_track()
     peer.conversation_id = conversation_id
     try:
         async with asyncio.timeout(DETACHED_JOIN_S):

@@ -18,24 +18,6 @@ from gateway.config.schema import PLACEHOLDER_RE
 if TYPE_CHECKING:
     from gateway.config.schema import OrgaConfig, Route
 
-MODELS: tuple[str, ...] = ("orga-1-beta",)
-MODALITIES: tuple[str, ...] = ("audio", "video")
-# Current voice ids from the SDK (OrgaVoices.ts), sent exactly as written (reference §9).
-VOICES: tuple[str, ...] = (
-    # Español
-    "Sofía", "Juan", "Marta", "Emilio", "Clara", "Álvaro", "Lucía", "Ignacio", "Natalia",
-    "Ricardo", "Teresa",
-    # English
-    "Victoria", "Ethan", "Chloe", "Harold", "Alex", "Hannah", "Valerie", "Max", "Adrian", "Emma",
-    # Français
-    "Julien", "Camille", "Chloé", "Aurélie", "Antoine", "Mathieu", "Bernard", "Élise", "Nadine",
-    "Laurent",
-    # Português
-    "Bruno", "Mariana", "Carolina", "Joana", "André", "Rafael", "Gustavo", "Helena", "Henrique",
-    # Italiano
-    "Giada", "Marco", "Alessandro", "Matteo", "Davide", "Valentina", "Serena", "Roberto",
-    "Lorenzo", "Paola",
-)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,15 +71,18 @@ class PeerSettings:
     media_timeout_s: float = 2.0
 
 
-# Caller and callee come from SIP headers the caller controls: only characters that a phone
-# number or SIP user part needs reach the model's instructions (no prompt injection by From).
-_UNSAFE_RE = re.compile(r"[^0-9A-Za-z+*#._@-]")
+# Caller, callee and Call-ID come from SIP headers the caller controls (caller IDs can be
+# spoofed): what reaches the model's instructions must not be able to carry words. A number
+# keeps only digits and + * #; a Call-ID (an opaque token) its token characters.
+_NOT_NUMBER_RE = re.compile(r"[^0-9+*#]")
+_NOT_TOKEN_RE = re.compile(r"[^0-9A-Za-z.@-]")
 
 
 def render_instructions(template: str, *, caller: str, callee: str, call_id: str) -> str:
     """Replace {caller} {callee} {call_id}; any other text, braces included, is left as is."""
-    values = {name: _UNSAFE_RE.sub("", value)[:64]
-              for name, value in (("caller", caller), ("callee", callee), ("call_id", call_id))}
+    values = {"caller": _NOT_NUMBER_RE.sub("", caller)[:32],
+              "callee": _NOT_NUMBER_RE.sub("", callee)[:32],
+              "call_id": _NOT_TOKEN_RE.sub("", call_id)[:64]}
 
     def repl(m: re.Match[str]) -> str:
         return values.get(m.group(1), m.group(0))
@@ -107,7 +92,10 @@ def render_instructions(template: str, *, caller: str, callee: str, call_id: str
 
 def session_params(orga: OrgaConfig, route: Route, *, caller: str, callee: str,
                    call_id: str) -> SessionParams:
-    """The Orga `params` for one call: the route's overrides over `[orga]`, placeholders filled."""
+    """The Orga `params` for one call: the route's overrides over `[orga]`, placeholders filled.
+
+    A route's `instructions = ""` means Orga's default (null), not the `[orga]` text.
+    """
     instructions = route.instructions if route.instructions is not None else orga.instructions
     return SessionParams(
         model=route.model if route.model is not None else orga.model,

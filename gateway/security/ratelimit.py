@@ -216,6 +216,10 @@ class TrunkLimiter:
             return Decision(RateVerdict.RATE_SOURCE_REQUEST, buckets.retry_after(source_ip, now))
         return ACCEPTED
 
+    @property
+    def tracked_sources(self) -> int:
+        return sum(len(buckets) for buckets in self._requests.values())
+
     def new_call(self, trunk: str, now: float) -> Decision:
         bucket = self._calls[trunk]
         if not bucket.take(now):

@@ -114,6 +114,11 @@ class SecurityScreen:
         return trunk  # type: ignore[return-value]
 
     @property
+    def tracked_sources(self) -> int:
+        """Sources with rate buckets: strangers' and those trunks trust (bounded, each LRU)."""
+        return self._limiter.tracked_sources + self._trunk_limiter.tracked_sources
+
+    @property
     def penalized_sources(self) -> int:
         return len(self._penalty)
 

@@ -252,6 +252,20 @@ class SipCall:
         return self.retransmitter is not None and self.retransmitter.next_at is not None
 
     # --- the offer line -------------------------------------------------------------------
+    def open_their_offer(self, txn: ServerTransaction) -> None:
+        """Their re-INVITE/UPDATE now waits for the application (IDLE -> THEIRS)."""
+        self.offer_step(OfferInput.THEIR_OFFER)
+        self.their_offer = txn
+
+    def close_their_offer(self, event: OfferInput) -> ServerTransaction:
+        """THEIRS -> IDLE by `event` (answer, reject, withdrawal): the transaction to answer."""
+        txn = self.their_offer
+        if self.offer is not OfferState.THEIRS or txn is None:
+            raise StateError("no re-INVITE or UPDATE is waiting for an answer")
+        self.offer_step(event)
+        self.their_offer = None
+        return txn
+
     def offer_step(self, event: OfferInput) -> OfferState:
         try:
             self.offer = OFFER_TRANSITIONS[self.offer][event]

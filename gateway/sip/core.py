@@ -355,11 +355,9 @@ class Core:
     def withdraw_their_offer(self, call: SipCall, now: float) -> None:
         """487 for their re-INVITE/UPDATE the app has not answered: the dialog is ending, and
         its pending requests still get a response (RFC 3261 §15)."""
-        txn = call.their_offer
-        if call.offer is not OfferState.THEIRS or txn is None or call.dialog is None:
+        if call.offer is not OfferState.THEIRS or call.dialog is None:
             return
-        call.offer_step(OfferInput.OFFER_WITHDRAWN)
-        call.their_offer = None
+        txn = call.close_their_offer(OfferInput.OFFER_WITHDRAWN)
         txn.send_response(self.response(txn.request, 487, to_tag=call.dialog.local_tag), now)
 
     def settle(self, call: SipCall) -> None:

@@ -11,17 +11,23 @@ Security seams (given by the application): `gate.admit(host, now)` sees every da
 it is parsed, requests and responses alike (a source to be dropped costs no parse);
 `pre_dispatch.screen(source, request, now, admitted)` sees every new request after parsing,
 with what the gate returned for its datagram.
+Counting seam: `observe(direction, method, status)` sees every parsed message received ("in")
+and every message handed to the driver ("out", retransmissions included); `status` is None for
+requests, and a response's method is its CSeq method.
 
 Nothing malformed raises out of here (RFC 3261 §8.2, §16.3 spirit): an unparseable request that
 still names where a response goes is answered 400 (or the parser's status hint: 413, 414, 416,
 505) with a Warning saying why; anything else is dropped and logged at DEBUG. Commands used in a
-state that does not allow them raise `UsageError` (a local error).
+state that does not allow them raise `UsageError` (a local error; `StateError` when the call's
+state table in `callstate.py` has no such transition). `idle` says whether anything of ours is
+still in flight (a shutdown waits for it before closing its sockets).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 
 from gateway.sip.address import Addr, Outgoing, Peer, Transport
 from gateway.sip.callstate import OfferState, Role, SipCall
@@ -47,6 +53,9 @@ from gateway.sip.uri import Uri
 
 log = logging.getLogger(__name__)
 
+Observer = Callable[[str, str, "int | None"], None]
+_CSEQ_METHOD = re.compile(rb"^CSeq:[ \t]*\d+[ \t]+([A-Za-z]+)", re.M | re.I)
+
 # The configuration and the pre-dispatch seam are part of this module's public face.
 __all__ = [
     "ALLOW",
@@ -65,10 +74,11 @@ class SipEndpoint:
 
     def __init__(
         self, config: EndpointConfig | None = None, *, pre_dispatch: PreDispatch | None = None,
-        gate: DatagramGate | None = None,
+        gate: DatagramGate | None = None, observe: Observer | None = None,
     ) -> None:
         self._core = Core(config or EndpointConfig(), pre_dispatch)
         self._gate = gate
+        self._observe = observe
         self._uas = Uas(self._core)
         self._uac = Uac(self._core)
         self._streams: dict[int, StreamParser] = {}
@@ -134,6 +144,12 @@ class SipEndpoint:
 
     def _dispatch(self, message: SipRequest | SipResponse, source: Peer, now: float,
                   admitted: object | None = None) -> None:
+        if self._observe is not None:
+            if isinstance(message, SipRequest):
+                self._observe("in", message.method, None)
+            else:
+                cseq = message.headers.get("CSeq") or ""
+                self._observe("in", cseq.rpartition(" ")[2], message.status)
         try:
             if isinstance(message, SipRequest):
                 self._uas.receive_request(message, source, now, admitted)
@@ -170,7 +186,18 @@ class SipEndpoint:
 
     # --- outputs ---------------------------------------------------------------------------
     def datagrams_to_send(self) -> list[Outgoing]:
-        return self._core.take_outgoing()
+        out = self._core.take_outgoing()
+        if self._observe is not None:
+            for item in out:  # our own well-formed messages: the first line and CSeq suffice
+                line = item.data[:item.data.find(b"\r\n")]
+                if line.startswith(b"SIP/2.0 "):
+                    cseq = _CSEQ_METHOD.search(item.data)
+                    self._observe("out", cseq.group(1).decode() if cseq else "",
+                                  int(line[8:11]))
+                else:
+                    self._observe("out", line.split(b" ", 1)[0].decode("ascii", "replace"),
+                                  None)
+        return out
 
     def next_event(self) -> Event | None:
         return self._core.next_event()

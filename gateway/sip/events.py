@@ -40,7 +40,7 @@ class InviteReceived:
     request: SipRequest
     source: Peer
     sdp: bytes | None
-    trunk: str | None = None  # as the pre-dispatch screen identified the source (Verdict.trunk)
+    trunk: str | None = None  # as the pre-dispatch screen identified the source (SipVerdict.trunk)
 
 
 @dataclass(frozen=True, slots=True)

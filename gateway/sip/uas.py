@@ -166,7 +166,7 @@ class Uas:
             (request.call_id, request.to.tag or "", request.from_.tag or "")
         )
         if call is not None and call.their_offer is invite_txn:
-            self._take_their_offer(call, OfferInput.OFFER_WITHDRAWN)
+            call.close_their_offer(OfferInput.OFFER_WITHDRAWN)
 
     def _in_dialog(self, request: SipRequest, reply: Peer, now: float) -> None:
         """A request with a To tag: find its dialog, check CSeq order, hand it to its method."""
@@ -225,8 +225,7 @@ class Uas:
         elif call.ended:
             txn.send_response(self._to_dialog(call, request, 481), now)
         else:
-            call.offer_step(OfferInput.THEIR_OFFER)
-            call.their_offer = txn
+            call.open_their_offer(txn)
             core.emit(ReinviteReceived(call.handle, request.method, _sdp(request), request))
 
     def _on_info(self, call: SipCall, request: SipRequest, reply: Peer, now: float) -> None:
@@ -319,7 +318,7 @@ class Uas:
     def answer_offer(
         self, call: SipCall, sdp: bytes | None, now: float, headers: Iterable[tuple[str, str]]
     ) -> None:
-        txn = self._take_their_offer(call, OfferInput.ANSWER_OFFER)
+        txn = call.close_their_offer(OfferInput.ANSWER_OFFER)
         if txn.request.method == "INVITE":
             call.step(CallInput.REINVITE_ANSWERED)
         self._answer(call, txn, sdp, now, headers)
@@ -330,7 +329,7 @@ class Uas:
     ) -> None:
         if not 300 <= status <= 699:
             raise UsageError(f"reject_offer needs a 3xx-6xx status, not {status}")
-        txn = self._take_their_offer(call, OfferInput.REJECT_OFFER)
+        txn = call.close_their_offer(OfferInput.REJECT_OFFER)
         txn.send_response(self._to_dialog(call, txn.request, status, reason, headers), now)
 
     def hang_up(self, call: SipCall, now: float) -> None:
@@ -366,14 +365,6 @@ class Uas:
         txn = call.invite_server
         if call.role is not Role.UAS or txn is None:
             raise UsageError("not an incoming call")
-        return txn
-
-    def _take_their_offer(self, call: SipCall, event: OfferInput) -> ServerTransaction:
-        """Close the offer line (answer, reject or withdrawal) and return its transaction."""
-        if call.offer is not OfferState.THEIRS or call.their_offer is None:
-            raise UsageError("no re-INVITE or UPDATE is waiting for an answer")
-        call.offer_step(event)
-        txn, call.their_offer = call.their_offer, None
         return txn
 
     def _to_dialog(

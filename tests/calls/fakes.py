@@ -14,6 +14,9 @@ class RecordingSignalling:
     def ring(self, call: CallHandle) -> None:
         self.sent.append(("ring", call, None, None, []))
 
+    def progress(self, call: CallHandle, sdp: bytes) -> None:
+        self.sent.append(("progress", call, 183, None, []))
+
     def answer(self, call: CallHandle, sdp: bytes) -> None:
         self.sent.append(("answer", call, 200, None, []))
 

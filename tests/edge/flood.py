@@ -162,7 +162,7 @@ async def run_flood(rate: float = 2000, seconds: float = 10, legit: int = 5) -> 
         report.responses = dict(result["responses"])  # type: ignore[call-overload]
         report.rss_after_kib = rss_kib()
         report.rss_peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        report.tracked_sources = rig.gateway.screen._limiter.tracked_sources
+        report.tracked_sources = rig.gateway.screen.tracked_sources
         assert rig.gateway.driver is not None
         report.tables_after = rig.gateway.driver.endpoint.table_sizes()
 

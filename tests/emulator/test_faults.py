@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 from aiortc.mediastreams import AudioStreamTrack
 
 from gateway.aiortc_patches import stun_and_turn_servers
+from gateway.emulator.audio import AgentAudioTrack
 from gateway.emulator.server import Emulator, EmulatorConfig
 from gateway.orga.api import OrgaApi
 from gateway.orga.errors import (
@@ -132,6 +134,12 @@ async def test_answer_without_conversation_id_is_joined_and_ended(emulator: Emul
         "datachannel_closed", "peer_closed")
 
 
+async def wait_all_ended_but(emulator: Emulator, keep: str, within_s: float) -> None:
+    async with asyncio.timeout(within_s):
+        while set(emulator.sessions) - {keep}:
+            await asyncio.sleep(0.05)
+
+
 async def test_slow_calls_answer_is_ended_and_retried_with_a_new_token(
     emulator: Emulator,
 ) -> None:
@@ -146,6 +154,40 @@ async def test_slow_calls_answer_is_ended_and_retried_with_a_new_token(
     assert emulator.stats.calls_ok == len(emulator.ended_sessions) >= 2
     assert all(s.stats.connected for s in emulator.ended_sessions)  # joined, then ended
     assert all(p.ended.done() for p in peers.built)
+
+
+async def test_a_late_answer_joined_to_be_ended_leaves_the_callers_track_alone(
+    emulator: Emulator,
+) -> None:
+    # The peers of all attempts share the caller's track; aiortc's sender stops its track
+    # when it ends. Ending a late session must not stop the track the live session sends.
+    caller = AgentAudioTrack()
+    built: list[OrgaPeer] = []
+
+    def factory(servers: list[object]) -> OrgaPeer:
+        peer = OrgaPeer(caller, LOOPBACK, SessionParams(), servers)  # type: ignore[arg-type]
+        built.append(peer)
+        return peer
+
+    emulator.faults.calls_delay_s = 0.5
+    emulator.faults.fail_calls = 0
+    api = make_api(emulator, request_timeout_s=0.4)
+    first = asyncio.ensure_future(open_session(api, factory, SessionParams(),
+                                               setup_timeout_s=5.0))
+    await asyncio.sleep(0.45)  # attempt 1 timed out and went to a detached join
+    emulator.faults.calls_delay_s = 0.0
+    session = await first
+    assert session.attempts == 2
+    await wait_all_ended_but(emulator, session.conversation_id, 3.0)
+    assert caller.readyState == "live"
+    t = np.arange(48000) / 48000
+    caller.play((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32))  # heard by the live one
+    live = emulator.sessions[session.conversation_id]
+    async with asyncio.timeout(5):
+        while not live.stats.utterances:
+            await asyncio.sleep(0.05)
+    await session.peer.close()
+    await api.aclose()
 
 
 async def test_malformed_answer(emulator: Emulator) -> None:

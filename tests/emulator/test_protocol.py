@@ -13,9 +13,10 @@ from fastapi import APIRouter
 from gateway.emulator.agent import AgentSettings, session_update_problems
 from gateway.emulator.server import Emulator, EmulatorConfig
 from gateway.orga.api import OrgaApi
+from gateway.orga.catalog import VOICES
 from gateway.orga.peer import OrgaPeer
 from gateway.orga.session import open_session
-from gateway.orga.settings import VOICES, OrgaClientSettings, PeerSettings, SessionParams
+from gateway.orga.settings import OrgaClientSettings, PeerSettings, SessionParams
 from tests.emulator.conftest import API_KEY
 
 LOOPBACK = PeerSettings(ice_addresses=("127.0.0.1",))

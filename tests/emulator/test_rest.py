@@ -333,3 +333,26 @@ async def test_control_endpoint(client: httpx.AsyncClient, emulator: Emulator) -
 
 def test_agent_settings_default_reply_is_about_1_5_s() -> None:
     assert AgentSettings().reply_samples().size == pytest.approx(1.5 * 48000, rel=0.01)
+
+
+async def test_mcp_server_param_is_validated_and_kept_off_the_state(
+    client: httpx.AsyncClient, emulator: Emulator
+) -> None:
+    peer = OrgaPeer(AudioStreamTrack(), PeerSettings(ice_addresses=("127.0.0.1",)),
+                    SessionParams(), [])
+    offer = await peer.create_offer()
+    secret_url = "https://mcp.example/s3cr3t-path"
+    bad = offer_body(mcp_server={"id": "x"})
+    token = await mint(client)
+    response = await client.post(CALLS, headers=auth(token), json=bad)
+    assert response.status_code == 422
+    assert {tuple(e["loc"][-1:]) for e in response.json()["detail"]} == {("url",), ("alias",)}
+    body = {"offer": {"sdp": offer, "type": "offer", "candidates": []},
+            "params": {**SessionParams().to_json(),
+                       "mcp_server": {"id": "m1", "url": secret_url, "alias": "gw"}}}
+    response = await client.post(CALLS, headers=auth(token), json=body)
+    assert response.status_code == 200
+    session = emulator.sessions[response.json()["conversation_id"]]
+    assert session.mcp_server == {"id": "m1", "url": secret_url, "alias": "gw"}
+    assert secret_url not in json.dumps(emulator.state())
+    await peer.close()

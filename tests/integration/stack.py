@@ -31,6 +31,7 @@ from gateway.config import (
     HttpConfig,
     LimitsConfig,
     OrgaConfig,
+    PrivacyConfig,
     RtpConfig,
     Secret,
     SecurityConfig,
@@ -87,7 +88,8 @@ def e2e_config(orga_url: str, *, max_calls: int = 4, sip_port: int | None = None
                rtp: dict[str, Any] | None = None, orga: dict[str, Any] | None = None,
                limits: dict[str, Any] | None = None, sip: dict[str, Any] | None = None,
                security: dict[str, Any] | None = None,
-               trunks: tuple[TrunkConfig, ...] | None = None, **whole: Any) -> Config:
+               trunks: tuple[TrunkConfig, ...] | None = None,
+               privacy: dict[str, Any] | None = None, **whole: Any) -> Config:
     """A loopback config with short timeouts; override sections with keyword dicts, or give
     whole `Config` fields (`webhooks=`, `recording=`, `routes=`, `webhook_secret=`)."""
     port_min, port_max = free_udp_range(2 * max_calls + 2)
@@ -112,15 +114,16 @@ def e2e_config(orga_url: str, *, max_calls: int = 4, sip_port: int | None = None
                                    "calls_per_second": 100.0, "calls_burst": 100,
                                    **(security or {})}),
         **({"trunks": trunks} if trunks is not None else {}),
+        privacy=PrivacyConfig(**(privacy or {})),
         api_key=Secret(API_KEY),
         **whole,
     )
 
 
 def emulator_config(**agent: Any) -> EmulatorConfig:
-    # The audio gate makes the emulator ignore caller audio until our session.update arrives,
-    # so every call that is heard also proves that update was sent.
-    return EmulatorConfig(api_keys=(API_KEY,), agent=AgentSettings(audio_gate=True, **agent))
+    # The audio gate (on by default) makes the emulator ignore caller audio until our
+    # session.update arrives, so every call that is heard also proves that update was sent.
+    return EmulatorConfig(api_keys=(API_KEY,), agent=AgentSettings(**agent))
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0,

@@ -10,6 +10,7 @@ no task of the call (ours, aiortc's, aioice's) is pending, and the emulator has 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 from gateway.orga.settings import PeerSettings
 from tests.integration.pcap import speech_pcap
 from tests.integration.sipp import SIPP, SippRun, run_sipp
-from tests.integration.stack import API_KEY, Stack, value_of
+from tests.integration.stack import API_KEY, Stack, value_of, wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -63,6 +64,14 @@ async def test_caller_bye(stack: Stack, tmp_path: Path) -> None:
     assert ended(samples, "caller_bye") == 1
     assert value_of(samples, "orga_gateway_calls_ended_total") == 1
     assert stack.emulator_sessions()[0]["end_reason"] == "datachannel_closed"
+    # Every SIP message of the dialog is counted (issue 13 item 9), in and out.
+    requests = "orga_gateway_sip_requests_total"
+    responses = "orga_gateway_sip_responses_total"
+    for method in ("INVITE", "ACK", "BYE"):
+        assert value_of(samples, requests, method=method, direction="in") == 1, method
+    assert value_of(samples, responses, method="INVITE", status_class="1xx", direction="out") == 2
+    assert value_of(samples, responses, method="INVITE", status_class="2xx", direction="out") >= 1
+    assert value_of(samples, responses, method="BYE", status_class="2xx", direction="out") == 1
 
 
 @pytest.mark.parametrize(
@@ -208,3 +217,27 @@ async def test_max_call_duration_hangs_up(stack: Stack, tmp_path: Path) -> None:
     # Not before the limit, on the gateway's own clock: a timer never fires early, while what
     # SIPp saw between the 200 and the BYE also measures how busy the machine is.
     assert value_of(samples, "orga_gateway_call_duration_seconds_sum") >= 1.5
+
+
+async def test_shutdown_keeps_the_socket_until_our_bye_is_answered(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # Issue 10 item 2: stop() hangs up every call and then waits, bounded by 4·T1, until the
+    # SIP endpoint is idle (our BYE answered) before it closes the sockets. It used to sleep
+    # 50 ms: a far end answering the BYE 400 ms later found the socket closed.
+    speech_pcap(tmp_path / "audio.pcap", talk_s=0.5, quiet_s=9.0)
+    sipp = asyncio.create_task(
+        run_sipp("uac_pcap_slow_bye_answer.xml", stack.sip_port, tmp_path, extra=PCMU)
+    )
+    gw = stack.gw
+    assert gw.registry is not None and gw.driver is not None
+    await wait_until(lambda: bool(gw.registry.calls), 10.0, "the call to be set up")  # type: ignore[union-attr]
+    endpoint = gw.driver.endpoint
+    await wait_until(lambda: endpoint.active_calls == 1 and endpoint.idle is False, 10.0,
+                     "the call to be answered")
+    await asyncio.sleep(0.5)  # past the ACK
+    await gw.stop()
+    assert endpoint.idle, endpoint.table_sizes()  # the 200 to our BYE came before the close
+    run = await sipp
+    assert run.returncode == 0, run.stderr
+    assert exchange(run) == [">INVITE", "<100", "<180", "<200", ">ACK", "<BYE", ">200"]

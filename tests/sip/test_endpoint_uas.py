@@ -381,3 +381,17 @@ def test_same_invite_by_another_path_is_a_merged_request_482(ep: SipEndpoint) ->
     ep.receive_datagram(raw(branch="z9hG4bK-other-path"), SRC, 0.1)
     resp, _ = only_response(ep)
     assert resp.status == 482 and ep.next_event() is None
+
+
+def test_observer_sees_every_message_in_and_out() -> None:
+    # Issue 13 item 9: sip_requests_total / sip_responses_total were in the README, never
+    # recorded. The endpoint reports each parsed message and each one it hands out.
+    seen: list[tuple[str, str, int | None]] = []
+    endpoint = SipEndpoint(observe=lambda d, m, s: seen.append((d, m, s)))
+    endpoint.bind(Transport.UDP, "127.0.0.1", 5060)
+    endpoint.receive_datagram(raw("OPTIONS"), SRC, 0.0)
+    endpoint.receive_datagram(raw("BYE", to_tag="x", call_id="nope"), SRC, 0.0)
+    endpoint.receive_datagram(b"garbage\r\n\r\n", SRC, 0.0)  # unparseable: not counted
+    endpoint.datagrams_to_send()
+    assert seen == [("in", "OPTIONS", None), ("in", "BYE", None),
+                    ("out", "OPTIONS", 200), ("out", "BYE", 481)]

@@ -1,0 +1,122 @@
+"""Issue 13 item 12: a route's human fallback when Orga cannot take the call, with SIPp.
+
+The route names a transfer target and `on_orga_failure = "desk"`. When the Orga setup fails
+(5xx on every /calls attempt, tokens refused, setup timeout) the caller gets a 302 whose Contact
+is the target, result `orga_fallback`; with `orga_failure_announcement` the WAV is played first
+as early media (183 with SDP) and heard by content (tone frequency and level) on the test's own
+RTP socket. A route left at "reject" keeps refusing (503). Mid-call loss is tested in
+test_e2e_teardown.py (a BYE: the transfer after the answer needs REFER).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gateway.analysis import dominant_frequency
+from gateway.config import Route
+from tests.integration.sipp import SIPP, run_sipp
+from tests.integration.stack import Stack, value_of
+from tests.integration.test_e2e_teardown import ended, exchange, received_text
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(SIPP is None, reason="sipp is not installed (apt-get install sip-tester)"),
+]
+
+DESK = "sip:desk@192.0.2.10:5060"
+FALLBACK_ROUTE = Route(match="*", transfer_targets=(("desk", DESK),), on_orga_failure="desk")
+
+
+def ulaw_decode(payload: bytes) -> np.ndarray:
+    """ITU-T G.711 µ-law to 16-bit linear, written from the standard (not the gateway's tables)."""
+    u = ~np.frombuffer(payload, dtype=np.uint8).astype(np.int32) & 0xFF
+    magnitude = (((u & 0x0F) << 3) + 0x84) << ((u >> 4) & 0x07)
+    return np.where(u & 0x80, 0x84 - magnitude, magnitude - 0x84).astype(np.int16)
+
+
+class RtpListener(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if len(data) > 12 and data[1] & 0x7F == 0:  # PCMU
+            self.payloads.append(data[12:])
+
+
+def write_wav(path: Path, freq_hz: float, seconds: float, rate: int = 16000) -> None:
+    t = np.arange(int(seconds * rate)) / rate
+    pcm = (0.25 * 32767 * np.sin(2 * np.pi * freq_hz * t)).astype("<i2")
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(pcm.tobytes())
+
+
+@pytest.mark.parametrize("stack", [{"routes": (FALLBACK_ROUTE,)}], indirect=True)
+@pytest.mark.parametrize("fault", [{"fail_calls": 3, "fail_status": 503},
+                                   {"reject_tokens": True}])
+async def test_orga_failure_redirects_to_the_routes_target(
+    stack: Stack, tmp_path: Path, fault: dict[str, object]
+) -> None:
+    stack.set_faults(**fault)
+    run = await run_sipp("uac_redirected.xml", stack.sip_port, tmp_path,
+                         extra=("-set", "mport", "9"))
+    assert run.returncode == 0, run.stderr
+    assert exchange(run) == [">INVITE", "<100", "<180", "<302", ">ACK"]
+    response = received_text(tmp_path, "SIP/2.0 302")
+    assert re.search(rf"^Contact: *<{re.escape(DESK)}>", response, re.M), response
+    assert "Retry-After" not in response
+    await stack.assert_clean()
+    samples = await stack.metrics()
+    assert ended(samples, "orga_fallback") == 1
+    assert value_of(samples, "orga_gateway_calls_ended_total") == 1
+
+
+async def test_announcement_is_heard_as_early_media_before_the_redirect(tmp_path: Path) -> None:
+    wav = tmp_path / "fallback.wav"
+    write_wav(wav, 500.0, 1.0)
+    route = Route(match="*", transfer_targets=(("desk", DESK),), on_orga_failure="desk",
+                  orga_failure_announcement=str(wav))
+    stack = await Stack(routes=(route,)).start()
+    loop = asyncio.get_running_loop()
+    transport, listener = await loop.create_datagram_endpoint(
+        RtpListener, local_addr=("127.0.0.1", 0))
+    try:
+        stack.set_faults(fail_calls=1, fail_status=400)  # permanent: no retry, at once
+        port = transport.get_extra_info("sockname")[1]
+        run = await run_sipp("uac_redirected.xml", stack.sip_port, tmp_path,
+                             extra=("-set", "mport", str(port)))
+        assert run.returncode == 0, run.stderr
+        assert exchange(run) == [">INVITE", "<100", "<180", "<183", "<302", ">ACK"]
+        (progress,), (redirect,) = run.received("SIP/2.0 183"), run.received("SIP/2.0 302")
+        assert 0.9 < redirect - progress < 3.0  # the 1 s announcement, then the redirect
+        assert "application/sdp" in received_text(tmp_path, "SIP/2.0 183")
+        # Heard by content: 1 s of the WAV's 500 Hz tone at its level (a 0.25 sine: -15 dBFS).
+        audio = ulaw_decode(b"".join(listener.payloads)).astype(np.float64) / 32768
+        assert 48 <= len(listener.payloads) <= 52
+        assert dominant_frequency(audio, 8000) == pytest.approx(500, abs=10)
+        level = 20 * np.log10(np.sqrt(np.mean(audio[400:-400] ** 2)))
+        assert -17.0 < level < -13.0
+        await stack.assert_clean()
+        assert ended(await stack.metrics(), "orga_fallback") == 1
+    finally:
+        transport.close()
+        await stack.stop()
+
+
+@pytest.mark.parametrize("stack", [{"routes": (Route(match="*", transfer_targets=(
+    ("desk", DESK),)),)}], indirect=True)
+async def test_a_route_left_at_reject_still_refuses(stack: Stack, tmp_path: Path) -> None:
+    stack.set_faults(fail_calls=3, fail_status=503)
+    run = await run_sipp("uac_rejected.xml", stack.sip_port, tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert exchange(run) == [">INVITE", "<100", "<180", "<503", ">ACK"]
+    await stack.assert_clean()
+    assert ended(await stack.metrics(), "orga_unavailable") == 1
