@@ -79,6 +79,20 @@ async def test_orga_failure_redirects_to_the_routes_target(
     assert value_of(samples, "orga_gateway_calls_ended_total") == 1
 
 
+@pytest.mark.parametrize("stack", [{"routes": (FALLBACK_ROUTE,),
+                                    "orga": {"setup_timeout_s": 1.0}}], indirect=True)
+async def test_setup_timeout_redirects_too(stack: Stack, tmp_path: Path) -> None:
+    stack.set_faults(delay_s=2.0)  # every Orga request answers after the 1 s setup budget
+    run = await run_sipp("uac_redirected.xml", stack.sip_port, tmp_path,
+                         extra=("-set", "mport", "9"))
+    assert run.returncode == 0, run.stderr
+    assert exchange(run) == [">INVITE", "<100", "<180", "<302", ">ACK"]
+    (invite,), (redirect,) = run.sent("INVITE"), run.received("SIP/2.0 302")
+    assert 0.9 < redirect - invite < 3.0  # the budget, then the redirect at once
+    await stack.assert_clean()
+    assert ended(await stack.metrics(), "orga_fallback") == 1
+
+
 async def test_announcement_is_heard_as_early_media_before_the_redirect(tmp_path: Path) -> None:
     wav = tmp_path / "fallback.wav"
     write_wav(wav, 500.0, 1.0)
