@@ -213,3 +213,36 @@ async def test_recorded_calls_leave_no_threads_behind(tmp_path: Path) -> None:
         gc.enable()
         await stack.stop()
     assert len(list((tmp_path / "rec").glob("*.ogg"))) == 4
+
+
+async def test_a_failed_transfer_is_in_the_record(tmp_path: Path) -> None:
+    """i14's blind transfer (operator API, SIPp as the transferee reporting 486) lands in the
+    record: who asked, the target's name, the outcome and the transferee's status."""
+    from dataclasses import replace
+
+    from tests.control.test_transfer_sipp import answered_call, caller, gateway
+
+    records: list[dict[str, Any]] = []
+
+    class Sink:
+        def emit(self, event: str, body: dict[str, Any]) -> None:
+            if event == "call.ended":
+                records.append(body)
+
+    async with gateway() as (rig, api):
+        registry = rig.gateway.registry
+        assert registry is not None
+        registry.ctx = replace(registry.ctx, records=Sink())
+        sipp = caller(rig, "uac_transferee_fails.xml", tmp_path, frag="486 Busy Here")
+        call = await answered_call(api, sipp)
+        assert (await api.post(f"/v1/calls/{call['id']}/transfer",
+                               json={"target": "sales"})).status_code == 202
+        run = await sipp
+        assert run.returncode == 0 and run.successful == 1, run.stderr
+        await rig.idle()
+    (record,) = records
+    (attempt,) = record["transfers"]
+    assert {k: attempt[k] for k in ("target", "requested_by", "outcome", "sip_status")} == {
+        "target": "sales", "requested_by": "api", "outcome": "failed", "sip_status": 486}
+    assert 0 < attempt["started_s"] <= attempt["ended_s"] < record["duration_s"]
+    assert record["result"] == "caller_bye"
