@@ -282,6 +282,7 @@ class Call:
         except Exception as exc:  # the dialog cannot carry a request now (e.g. not ACKed)
             raise ActionRefused(f"the call cannot be transferred now ({exc})") from None
         self._transfer = transfer
+        self.record.transfer_started(target, transfer.started_at, actor.value)
         self._transfer_done = asyncio.get_running_loop().create_future()
         self.log.info("transfer to %s requested by %s", target, actor.value)
         self._spawn(self._watch_transfer(transfer))
@@ -353,6 +354,7 @@ class Call:
         done.set_result(transfer)
         result = transfer.result.value if transfer.result else "failed"
         self.ctx.metrics.transfer(result, transfer.actor.value)
+        self.record.transfer_ended(result, self._clock.now(), transfer.sip_status)
         if transfer.state is TransferState.SUCCEEDED:
             self.log.info("transferred to %s", transfer.target)
             self._end(Outcome.TRANSFERRED)

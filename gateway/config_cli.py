@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def summary(config: Config) -> str:
     trunks = ", ".join(
         f"{t.name} ({', '.join(map(str, t.allow))}{', digest auth' if t.requires_auth else ''}"
-        f"{', mutual TLS' if t.tls_client_ca else ''}, srtp {t.srtp})"
+        f"{', mutual TLS' if t.tls_client_ca else ''}, srtp {t.srtp}"
+        f"{', outbound via ' + t.outbound_proxy if t.outbound_proxy else ''})"
         for t in config.trunks)
     tls = f" (TLS on {config.sip.tls_port})" if "tls" in config.sip.transports else ""
     routes = ", ".join(r.match + (f" [{r.trunk}]" if r.trunk else "") for r in config.routes)
@@ -31,13 +32,20 @@ def summary(config: Config) -> str:
         f"RTP      {config.rtp.bind} {config.rtp.port_min}-{config.rtp.port_max} "
         f"({config.rtp.call_capacity} calls) codecs {','.join(config.rtp.codecs)}",
         f"Orga     {config.orga.base_url} model {config.orga.model} voice {config.orga.voice}",
-        f"HTTP     {config.http.listen}",
+        f"HTTP     {config.http.listen}, /v1 API "
+        f"{'on (bearer token)' if config.api_token is not None else 'off'}, agent tools "
+        f"{_tools(config)}",
         f"Limits   {config.limits.max_calls} calls, {config.limits.max_call_duration_s:g} s max, "
         f"drain {config.limits.drain_timeout_s:g} s",
         f"Trunks   {trunks}",
         f"Routes   {routes}",
         *_workers(config),
     ])
+
+
+def _tools(config: Config) -> str:
+    url = config.mcp.public_url
+    return f"at {url.rstrip('/')}/mcp/<per-call secret>" if url else "off"
 
 
 def _workers(config: Config) -> list[str]:

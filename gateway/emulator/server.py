@@ -272,7 +272,8 @@ class Emulator:
             await session.close("offer_rejected")
             return Reply(400, error_body("Invalid SDP offer"))
         self.stats.calls_ok += 1
-        self.tools.session_started(conversation_id, params)
+        self.tools.session_started(
+            conversation_id, params.mcp_server.to_json() if params.mcp_server else None)
         if self.faults.end_after_s is not None:
             session.end_after(self.faults.end_after_s)
         if self.faults.media_stop_after_s is not None:

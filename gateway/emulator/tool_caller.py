@@ -58,16 +58,9 @@ class ScriptedTool:
         return cls(name, arguments, after_s)
 
 
-def mcp_server_url(params: object) -> str | None:
-    """The `url` of a session's `params.mcp_server` (validated `SessionParams` or the raw
-    `/calls` body's dict), if it has a usable one."""
-    server = getattr(params, "mcp_server", None)
-    if server is not None:
-        url = getattr(server, "url", None)
-    elif isinstance(params, dict) and isinstance(params.get("mcp_server"), dict):
-        url = params["mcp_server"].get("url")
-    else:
-        return None
+def mcp_server_url(server: object) -> str | None:
+    """The `url` of a session's `params.mcp_server` object, if it has a usable one."""
+    url = server.get("url") if isinstance(server, dict) else None
     return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
 
 
@@ -80,8 +73,9 @@ class ToolCaller:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.outcomes: list[ToolOutcome] = []  # bounded history for tests and the state view
 
-    def session_started(self, conversation_id: str, params: object) -> None:
-        url = mcp_server_url(params)
+    def session_started(self, conversation_id: str, mcp_server: object) -> None:
+        """A session began; `mcp_server` is its `params.mcp_server` object as sent (or None)."""
+        url = mcp_server_url(mcp_server)
         if url is None:
             return
         self._urls[conversation_id] = url

@@ -198,6 +198,11 @@ class Uac:
     def _invite_response(self, call: SipCall, response: SipResponse, now: float) -> None:
         status = response.status
         if status == 100:
+            if call.state is InviteState.CANCEL_PENDING:
+                # A 100 is a provisional response too (§9.1): the CANCEL may go now. Waiting
+                # for a 180 would wait forever on a callee that never rings (Timer B stopped).
+                call.step(CallInput.PROVISIONAL)
+                self._send_cancel(call, now)
             return
         if status < 200:
             self._provisional(call, response, now)

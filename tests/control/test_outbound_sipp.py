@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -44,9 +45,32 @@ async def gateway(sipp_port: int) -> AsyncIterator[tuple[Rig, httpx.AsyncClient]
         yield rig, api
 
 
+def sipp_port() -> int:
+    """A free block at a random place: other test runs on this machine take the first free
+    blocks, and our INVITE must reach our SIPp, not theirs."""
+    start = 20000 + secrets.randbelow(1500) * 6
+    return free_port_block(6, start=start, stop=start + 600)
+
+
 def callee(scenario: str, tmp_path: Path, base: int, *extra: str) -> asyncio.Task[SippRun]:
     return asyncio.create_task(run_sipp(scenario, 9, tmp_path, timeout=30, base=base,
                                         extra=extra))
+
+
+async def listening(sipp: asyncio.Task[SippRun], port: int) -> None:
+    """Wait until SIPp holds its SIP port (bind fails for us), or fail with its error."""
+    for _ in range(300):
+        if sipp.done():
+            raise AssertionError(f"SIPp ended early: {sipp.result().stderr}")
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return
+        finally:
+            probe.close()
+        await asyncio.sleep(0.01)
+    raise AssertionError("SIPp did not bind its port")
 
 
 async def ended(rig: Rig, result: str) -> None:
@@ -58,10 +82,10 @@ async def ended(rig: Rig, result: str) -> None:
 
 async def test_answered_call_bridges_audio(tmp_path: Path) -> None:
     speech_pcap(tmp_path / "audio.pcap", "PCMU", freq_hz=440.0, talk_s=1.0, quiet_s=2.0)
-    base = free_port_block(6)
+    base = sipp_port()
     async with gateway(base) as (rig, api):
         sipp = callee("uas_answer.xml", tmp_path, base)
-        await asyncio.sleep(0.3)  # SIPp listening
+        await listening(sipp, base)
         r = await api.post("/v1/calls", json={"to": "+4930123456", "trunk": "carrier",
                                               "instructions": "Remind them of the dentist."})
         assert r.status_code == 201, r.text
@@ -96,13 +120,13 @@ async def test_answered_call_bridges_audio(tmp_path: Path) -> None:
     ("486", "Busy Here", "busy"), ("603", "Decline", "declined"),
     ("404", "Not Found", "outbound_failed")])
 async def test_refused(tmp_path: Path, status: str, reason: str, result: str) -> None:
-    base = free_port_block(6)
+    base = sipp_port()
     async with gateway(base) as (rig, api):
         template = (SCENARIOS / "uas_refuse.xml").read_text()
         scenario = tmp_path / "refuse.xml"
         scenario.write_text(template.replace("STATUS REASON", f"{status} {reason}"))
         sipp = callee(str(scenario), tmp_path, base)
-        await asyncio.sleep(0.3)
+        await listening(sipp, base)
         r = await api.post("/v1/calls", json={"to": "sip:bob@127.0.0.1", "trunk": "carrier"})
         assert r.status_code == 201, r.text
         run = await sipp
@@ -111,14 +135,17 @@ async def test_refused(tmp_path: Path, status: str, reason: str, result: str) ->
 
 
 async def test_no_answer_is_cancelled(tmp_path: Path) -> None:
-    base = free_port_block(6)
+    base = sipp_port()
     async with gateway(base) as (rig, api):
         sipp = callee("uas_no_answer.xml", tmp_path, base)
-        await asyncio.sleep(0.3)
+        await listening(sipp, base)
         r = await api.post("/v1/calls", json={"to": "+4930123456", "trunk": "carrier",
                                               "ring_timeout_s": 1.5})
         assert r.status_code == 201, r.text
-        await asyncio.sleep(0.5)
+        for _ in range(200):
+            if (await api.get(f"/v1/calls/{r.json()['id']}")).json()["state"] == "ringing":
+                break
+            await asyncio.sleep(0.02)
         assert (await api.get(f"/v1/calls/{r.json()['id']}")).json()["state"] == "ringing"
         run = await sipp
         assert run.returncode == 0 and run.successful == 1, run.stderr
@@ -180,7 +207,7 @@ async def test_digest_challenge_is_answered(tmp_path: Path, password: str, answe
                                             ) -> None:
     """A far end that challenges our INVITE (401): we retry once with Authorization, which
     SIPp verifies; a wrong password gets 403 and the call ends as outbound_failed."""
-    base = free_port_block(6)
+    base = sipp_port()
 
     def config(emu: Any) -> Any:
         carrier = replace(trunk("carrier", "127.0.0.0/8"),
@@ -192,7 +219,7 @@ async def test_digest_challenge_is_answered(tmp_path: Path, password: str, answe
             base_url=f"http://127.0.0.1:{rig.http_port}", timeout=5,
             headers={"Authorization": f"Bearer {TOKEN}"}) as api:
         sipp = callee("uas_digest.xml", tmp_path, base)
-        await asyncio.sleep(0.3)
+        await listening(sipp, base)
         r = await api.post("/v1/calls", json={"to": "+4930123456", "trunk": "carrier"})
         assert r.status_code == 201, r.text
         if answered:
@@ -207,3 +234,21 @@ async def test_digest_challenge_is_answered(tmp_path: Path, password: str, answe
         assert sent[0].startswith("SIP/2.0 401")
         assert sent[1].startswith("SIP/2.0 200" if answered else "SIP/2.0 403"), sent
         await ended(rig, "api_hangup" if answered else "outbound_failed")
+
+
+async def test_api_hangup_while_ringing_cancels(tmp_path: Path) -> None:
+    base = sipp_port()
+    async with gateway(base) as (rig, api):
+        sipp = callee("uas_no_answer.xml", tmp_path, base)
+        await listening(sipp, base)
+        r = await api.post("/v1/calls", json={"to": "+4930123456", "trunk": "carrier"})
+        assert r.status_code == 201, r.text
+        for _ in range(100):
+            if (await api.get(f"/v1/calls/{r.json()['id']}")).json().get("state") == "ringing":
+                break
+            await asyncio.sleep(0.05)
+        assert (await api.post(f"/v1/calls/{r.json()['id']}/hangup")).status_code == 202
+        run = await sipp
+        assert run.returncode == 0 and run.successful == 1, run.stderr
+        assert any(m.first_line.startswith("CANCEL ") for m in run.messages)
+        await ended(rig, "api_hangup")

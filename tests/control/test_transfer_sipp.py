@@ -20,7 +20,7 @@ from mcp import Client
 
 from gateway.config import McpConfig, Route, Secret
 from tests.edge.harness import Rig, make_config, running
-from tests.integration.sipp import SIPP, SippRun, run_sipp
+from tests.integration.sipp import SCENARIOS, SIPP, SippRun, run_sipp
 
 pytestmark = [
     pytest.mark.integration,
@@ -155,3 +155,33 @@ async def test_agent_transfer_tool(tmp_path: Path, frag: str, outcome: str) -> N
         result_label = "transferred" if frag.startswith("2") else "failed"
         assert await metric(rig, f'transfers_total{{requested_by="agent",result="{result_label}"}}'
                                  ' 1.0')
+
+
+async def test_refused_refer_keeps_the_call(tmp_path: Path) -> None:
+    """The transferee answers the REFER itself with 403: no NOTIFY, the call stays with the
+    agent, and the API shows the REFER's own status."""
+    text = (SCENARIOS / "uac_transferee_fails.xml").read_text()
+    head, _, rest = text.partition("      SIP/2.0 202 Accepted")
+    after_202 = rest.split("  </send>\n", 1)[1]
+    bye = after_202[after_202.index('  <pause milliseconds="1500"/>'):]
+    scenario = tmp_path / "refuses_refer.xml"
+    scenario.write_text((head + "      SIP/2.0 403 Forbidden" + rest.split("  </send>\n", 1)[0]
+                         + "  </send>\n" + bye).replace('variables="digit,frag"',
+                                                        'variables="digit"'))
+    async with gateway() as (rig, api):
+        sipp = asyncio.create_task(run_sipp(str(scenario), rig.udp[1], tmp_path, timeout=30,
+                                            extra=("-set", "digit", "5")))
+        call = await answered_call(api, sipp)
+        r = await api.post(f"/v1/calls/{call['id']}/transfer", json={"target": "operator"})
+        assert r.status_code == 202, r.text
+        for _ in range(100):
+            seen = (await api.get(f"/v1/calls/{call['id']}")).json()
+            if seen["transfer"]["state"] == "failed":
+                break
+            await asyncio.sleep(0.05)
+        assert seen["state"] == "answered"
+        assert seen["transfer"]["result"] == "rejected" and seen["transfer"]["sip_status"] == 403
+        run = await sipp
+        assert run.returncode == 0 and run.successful == 1, run.stderr
+        await rig.idle()
+        assert await metric(rig, 'transfers_total{requested_by="api",result="rejected"} 1.0')

@@ -354,6 +354,6 @@ async def test_mcp_server_param_is_validated_and_kept_off_the_state(
     assert response.status_code == 200
     session = emulator.sessions[response.json()["conversation_id"]]
     assert session.params.mcp_server is not None
-    assert (session.params.mcp_server.id, session.params.mcp_server.url) == ("m1", secret_url)
+    assert session.params.mcp_server.to_json() == {"id": "m1", "url": secret_url, "alias": "gw"}
     assert secret_url not in json.dumps(emulator.state())
     await peer.close()

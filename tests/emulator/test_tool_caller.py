@@ -14,9 +14,9 @@ from tests.control.test_mcp_tools import FakeCall, served
 
 
 def test_mcp_server_url_and_script_parsing() -> None:
-    params = {"mcp_server": {"id": "c1", "url": "https://gw.example/mcp/s3cr3t", "alias": "p"}}
-    assert mcp_server_url(params) == "https://gw.example/mcp/s3cr3t"
-    for bad in (None, {}, {"mcp_server": "x"}, {"mcp_server": {"url": "file:///etc/passwd"}}):
+    server = {"id": "c1", "url": "https://gw.example/mcp/s3cr3t", "alias": "p"}
+    assert mcp_server_url(server) == "https://gw.example/mcp/s3cr3t"
+    for bad in (None, {}, "x", {"url": "file:///etc/passwd"}, {"url": 3}):
         assert mcp_server_url(bad) is None
     script = ScriptedTool.parse('transfer_call={"target": "sales"}', 2.0)
     assert (script.name, script.arguments, script.after_s) == ("transfer_call",
@@ -33,8 +33,7 @@ async def test_calls_tools_on_request_and_by_script() -> None:
         caller = ToolCaller()
         with pytest.raises(ToolRequestError):
             await caller.call(None, "hang_up", {})
-        caller.session_started("conv-1", {"mcp_server": {"id": "a", "url": grant.url,
-                                                         "alias": "phone"}})
+        caller.session_started("conv-1", {"id": "a", "url": grant.url, "alias": "phone"})
         outcome = await caller.call(None, "transfer_call", {"target": "operator"})
         assert (outcome.text, outcome.is_error) == ("transferred to operator", False)
         refused = await caller.call("conv-1", "transfer_call", {"target": "nobody"})
@@ -44,7 +43,7 @@ async def test_calls_tools_on_request_and_by_script() -> None:
             await caller.call("conv-1", "hang_up", {})
 
         scripted = ToolCaller(ScriptedTool("hang_up", {"reason": "demo"}, 0.05))
-        scripted.session_started("conv-2", {"mcp_server": {"url": grant.url}})
+        scripted.session_started("conv-2", {"url": grant.url})
         for _ in range(200):
             if scripted.outcomes:
                 break

@@ -16,7 +16,6 @@ import os
 import re
 import socket
 import threading
-import wave
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +26,11 @@ import pytest
 from gateway.analysis import dominant_frequency
 from gateway.config import RecordingConfig, Route, Secret, WebhooksConfig
 from gateway.emulator.audio import REPLY_DOMINANT_HZ
+from tests.integration.baresip import write_wav
 from tests.integration.pcap import PAYLOAD_TYPES, speech_pcap
 from tests.integration.sipp import SIPP, run_sipp
 from tests.integration.stack import Stack, wait_until
+from tests.media.audio import tone
 from tests.records.receiver import Receiver
 
 pytestmark = [pytest.mark.integration,
@@ -128,16 +129,6 @@ async def test_receiver_down_records_survive_a_restart_and_arrive_in_order(tmp_p
     assert not list((tmp_path / "spool").rglob("*.json"))
 
 
-def _write_wav(path: Path, freq: float, seconds: float, rate: int = 16000) -> Path:
-    t = np.arange(int(seconds * rate)) / rate
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes((np.sin(2 * np.pi * freq * t) * 8000).astype("<i2").tobytes())
-    return path
-
-
 def _stereo(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
     """Left and right channel of a recording (WAV: packed int16; Ogg/Opus: planar float)."""
     container = av.open(str(path))
@@ -154,7 +145,9 @@ def _stereo(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
 @pytest.mark.parametrize("fmt, announce", [("wav", False), ("ogg", True)])
 async def test_recording_left_caller_right_agent_aligned(tmp_path: Path, fmt: str,
                                                          announce: bool) -> None:
-    announcement = _write_wav(tmp_path / "recorded.wav", 300.0, 0.5) if announce else None
+    # 16 kHz, so the announcement goes through the resampler
+    announcement = write_wav(tmp_path / "recorded.wav", tone(300.0, 0.5, 16000), 16000) \
+        if announce else None
     with Receiver(SECRET.encode()) as rx:
         stack = await Stack(
             **_webhooks(rx.url, tmp_path / "spool", events=("call.ended",)),
@@ -220,3 +213,36 @@ async def test_recorded_calls_leave_no_threads_behind(tmp_path: Path) -> None:
         gc.enable()
         await stack.stop()
     assert len(list((tmp_path / "rec").glob("*.ogg"))) == 4
+
+
+async def test_a_failed_transfer_is_in_the_record(tmp_path: Path) -> None:
+    """i14's blind transfer (operator API, SIPp as the transferee reporting 486) lands in the
+    record: who asked, the target's name, the outcome and the transferee's status."""
+    from dataclasses import replace
+
+    from tests.control.test_transfer_sipp import answered_call, caller, gateway
+
+    records: list[dict[str, Any]] = []
+
+    class Sink:
+        def emit(self, event: str, body: dict[str, Any]) -> None:
+            if event == "call.ended":
+                records.append(body)
+
+    async with gateway() as (rig, api):
+        registry = rig.gateway.registry
+        assert registry is not None
+        registry.ctx = replace(registry.ctx, records=Sink())
+        sipp = caller(rig, "uac_transferee_fails.xml", tmp_path, frag="486 Busy Here")
+        call = await answered_call(api, sipp)
+        assert (await api.post(f"/v1/calls/{call['id']}/transfer",
+                               json={"target": "sales"})).status_code == 202
+        run = await sipp
+        assert run.returncode == 0 and run.successful == 1, run.stderr
+        await rig.idle()
+    (record,) = records
+    (attempt,) = record["transfers"]
+    assert {k: attempt[k] for k in ("target", "requested_by", "outcome", "sip_status")} == {
+        "target": "sales", "requested_by": "api", "outcome": "failed", "sip_status": 486}
+    assert 0 < attempt["started_s"] <= attempt["ended_s"] < record["duration_s"]
+    assert record["result"] == "caller_bye"

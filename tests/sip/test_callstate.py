@@ -3,6 +3,8 @@ things a driver learns about our own requests: ByeCompleted and SipEndpoint.idle
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import gateway.sip.callstate as callstate
@@ -264,3 +266,39 @@ def test_an_offer_left_open_when_the_call_ends_is_answered_487() -> None:
     link.run_until(100.0)
     for endpoint in (link.uac, link.uas):
         assert set(endpoint.table_sizes().values()) == {0}, endpoint.table_sizes()
+
+
+def _markdown_rows(text: str, heading: str) -> tuple[set[tuple[str, str, str]], set[str]]:
+    """(state, input, next) rows of the first table under `heading` in a markdown file; an
+    input cell may name several inputs ("A / B"); `**UAS**`-style rows only group states."""
+    lines = text.split(heading, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|---"))
+    rows: set[tuple[str, str, str]] = set()
+    starred: set[str] = set()
+    state = ""
+    for line in lines[start + 1:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0].startswith("**"):
+            continue
+        if cells[0]:
+            state = cells[0].rstrip("*")
+            if cells[0].endswith("*"):
+                starred.add(state)
+        for event in cells[1].split(" / "):
+            rows.add((state, event.strip(), cells[2]))
+    return rows, starred
+
+
+def test_the_architecture_guide_shows_the_code_tables() -> None:
+    """docs/architecture.md §3 is kept true: the same rows as INVITE_/OFFER_TRANSITIONS."""
+    doc = (Path(__file__).parents[2] / "docs" / "architecture.md").read_text()
+    invite = {(s.name, i.name, n.name) for s, row in INVITE_TRANSITIONS.items()
+              for i, n in row.items()}
+    offer = {(s.name, i.name, n.name) for s, row in OFFER_TRANSITIONS.items()
+             for i, n in row.items()}
+    rows, starred = _markdown_rows(doc, "### The INVITE line")
+    assert rows == invite
+    assert starred == {s.name for s in ENDED_STATES}
+    assert _markdown_rows(doc, "### The offer line")[0] == offer
