@@ -177,7 +177,7 @@ async def test_a_late_answer_joined_to_be_ended_leaves_the_callers_track_alone(
     await asyncio.sleep(0.45)  # attempt 1 timed out and went to a detached join
     emulator.faults.calls_delay_s = 0.0
     session = await first
-    assert session.attempts == 2
+    assert session.attempts >= 2  # (3 when a loaded machine makes attempt 2 slow too)
     await wait_all_ended_but(emulator, session.conversation_id, 3.0)
     assert caller.readyState == "live"
     t = np.arange(48000) / 48000
