@@ -215,6 +215,7 @@ class Call:
         self._dtmf_sending = False
         self._control_tasks: set[asyncio.Task[None]] = set()
         self._transfer: Transfer | None = None
+        self._transfer_record = 0  # its index in the call record
         self._refer: RequestHandle | None = None
         self._transfer_done: asyncio.Future[Transfer] | None = None
 
@@ -282,6 +283,7 @@ class Call:
         except Exception as exc:  # the dialog cannot carry a request now (e.g. not ACKed)
             raise ActionRefused(f"the call cannot be transferred now ({exc})") from None
         self._transfer = transfer
+        self._transfer_record = self.record.transfer_started(target, transfer.started_at)
         self._transfer_done = asyncio.get_running_loop().create_future()
         self.log.info("transfer to %s requested by %s", target, actor.value)
         self._spawn(self._watch_transfer(transfer))
@@ -352,6 +354,8 @@ class Call:
             return
         done.set_result(transfer)
         result = transfer.result.value if transfer.result else "failed"
+        self.record.transfer_ended(self._transfer_record, result, self._clock.now(),
+                                   transfer.sip_status)
         self.ctx.metrics.transfer(result, transfer.actor.value)
         if transfer.state is TransferState.SUCCEEDED:
             self.log.info("transferred to %s", transfer.target)
