@@ -215,7 +215,6 @@ class Call:
         self._dtmf_sending = False
         self._control_tasks: set[asyncio.Task[None]] = set()
         self._transfer: Transfer | None = None
-        self._transfer_record = 0  # its index in the call record
         self._refer: RequestHandle | None = None
         self._transfer_done: asyncio.Future[Transfer] | None = None
 
@@ -283,7 +282,7 @@ class Call:
         except Exception as exc:  # the dialog cannot carry a request now (e.g. not ACKed)
             raise ActionRefused(f"the call cannot be transferred now ({exc})") from None
         self._transfer = transfer
-        self._transfer_record = self.record.transfer_started(target, transfer.started_at)
+        self.record.transfer_started(target, transfer.started_at, actor.value)
         self._transfer_done = asyncio.get_running_loop().create_future()
         self.log.info("transfer to %s requested by %s", target, actor.value)
         self._spawn(self._watch_transfer(transfer))
@@ -354,9 +353,8 @@ class Call:
             return
         done.set_result(transfer)
         result = transfer.result.value if transfer.result else "failed"
-        self.record.transfer_ended(self._transfer_record, result, self._clock.now(),
-                                   transfer.sip_status)
         self.ctx.metrics.transfer(result, transfer.actor.value)
+        self.record.transfer_ended(result, self._clock.now(), transfer.sip_status)
         if transfer.state is TransferState.SUCCEEDED:
             self.log.info("transferred to %s", transfer.target)
             self._end(Outcome.TRANSFERRED)
@@ -531,12 +529,39 @@ class Call:
         elif outcome is Outcome.ORGA_LOST:
             self.log.warning("Orga session lost (%s)", _describe(first))
             if self.route.on_orga_failure != "reject":
-                # After the answer the fallback would be a REFER to the target; until call
-                # control offers one, the caller gets a BYE (README "When Orga fails").
-                self.log.warning("on_orga_failure %r needs a transfer after the answer, "
-                                 "which this gateway cannot do yet: hanging up",
-                                 self.route.on_orga_failure)
+                outcome = await self._transfer_after_loss()
         return outcome
+
+    async def _transfer_after_loss(self) -> Outcome:
+        """The Orga leg broke after the answer: play the route's announcement, then a blind
+        transfer (REFER) to its `on_orga_failure` target. Result `orga_fallback` when the
+        target took the call; `orga_lost` (a BYE) when the transfer failed or was refused."""
+        path = self.route.orga_failure_announcement
+        if path is not None and self._pump is not None:
+            audio = fallback.announcement(path)
+            self._pump.play_first(audio)  # the pump's own pacing; the AI sends nothing now
+            if await self._caller_left_within(audio.size / PHONE_RATE + 0.1):
+                return self._stop.result()
+        try:
+            transfer = self.request_transfer(self.route.on_orga_failure, Actor.FALLBACK)
+        except ActionRefused as exc:
+            self.log.warning("Orga fallback transfer refused: %s", exc.message)
+            return Outcome.ORGA_LOST
+        assert self._transfer_done is not None
+        waiting: set[asyncio.Future[Any]] = {self._transfer_done, self._stop}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if transfer.state is TransferState.SUCCEEDED:
+            return Outcome.ORGA_FALLBACK
+        if self._stop.done() and self._stop.result() is not Outcome.TRANSFERRED:
+            return self._stop.result()  # the caller hung up meanwhile
+        return Outcome.ORGA_LOST
+
+    async def _caller_left_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(asyncio.shield(self._stop), seconds)
+        except TimeoutError:
+            return False
+        return True
 
     async def _teardown(self) -> None:
         # 0. the agent's tools and pending control requests die first

@@ -16,9 +16,9 @@ from collections import Counter
 from collections.abc import Callable
 
 from gateway.call import Call, CallContext, callee_of, caller_of
-from gateway.control.actions import ActionRefused
+from gateway.control.actions import ActionRefused, OutboundRequest
 from gateway.drain import Draining
-from gateway.outbound import OutboundCall, OutboundRequest
+from gateway.outbound import OutboundCall
 from gateway.outcomes import Outcome, response_headers
 from gateway.records.record import CallRecord
 from gateway.routes import match_route

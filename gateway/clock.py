@@ -12,6 +12,7 @@ run the real loop on virtual time (tests/media/vclock.py), which `LoopClock` the
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -22,10 +23,23 @@ class Clock(Protocol):
 
 
 class LoopClock:
-    """The running event loop's time. Built anywhere; read only inside the loop."""
+    """The running event loop's time. Built anywhere; bound to the loop that first reads it
+    (one clock per loop: the gateway runs one loop, each test builds its own clock).
+
+    Why bound: `now()` runs several times per packet; looking the loop up each time cost
+    1.5 µs a read against 0.5 µs for the bound method (on asyncio's loop and on uvloop alike).
+    """
+
+    __slots__ = ("_time",)
+
+    def __init__(self) -> None:
+        self._time: Callable[[], float] | None = None
 
     def now(self) -> float:
-        return asyncio.get_running_loop().time()
+        time = self._time
+        if time is None:
+            time = self._time = asyncio.get_running_loop().time
+        return time()
 
 
 class FakeClock:

@@ -5,7 +5,9 @@ A route with `on_orga_failure = "<transfer target name>"` sends a call whose Org
 the only state a setup failure can leave — that is a `302 Moved Temporarily` whose Contact is
 the target: the caller's PBX or carrier places the new call itself (RFC 3261 §8.1.3.4, §21.3.3),
 so no media or dialog of ours stays in the path and no SIP extension is needed. A REFER would
-need an answered dialog, i.e. a 200 OK to a caller we cannot serve.
+need an answered dialog, i.e. a 200 OK to a caller we cannot serve. After the answer (the Orga
+leg lost mid-call) the call itself plays the announcement through its pump and sends a blind
+transfer (REFER) to the same target (`Call._transfer_after_loss`).
 
 Optionally an announcement is played first, as early media: 183 Session Progress with our SDP
 answer, the WAV's audio on the call's RTP session, then the 302. The WAV is checked by

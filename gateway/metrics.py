@@ -52,7 +52,7 @@ SRTP_FAILURES = frozenset({"auth", "replay", "malformed"})  # media/srtp.py FAIL
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 TEXT_EVENT_KINDS = frozenset({"transcript", "assistant"})
 TRANSFER_RESULTS = frozenset({"transferred", "rejected", "failed", "timeout"})
-ACTORS = frozenset({"api", "agent", "dtmf"})
+ACTORS = frozenset({"api", "agent", "dtmf", "fallback"})
 TOOLS = frozenset({"hang_up", "transfer_call", "send_dtmf", "get_call_info"})
 WEBHOOK_OUTCOMES = frozenset({"delivered", "failed", "spooled", "dropped"})
 OTHER = "other"
@@ -349,7 +349,8 @@ class Metrics:
 
     # --- call control -------------------------------------------------------------------------
     def transfer(self, result: str | Enum, requested_by: str | Enum) -> None:
-        """`result`: transferred, rejected, failed, timeout; `requested_by`: api, agent, dtmf."""
+        """`result`: transferred, rejected, failed, timeout; `requested_by`: api, agent, dtmf,
+        fallback (the gateway's own, see `Call._transfer_after_loss`)."""
         self._transfers.labels(_label(result, TRANSFER_RESULTS),
                                _label(requested_by, ACTORS)).inc()
 

@@ -17,12 +17,12 @@ import asyncio
 import contextlib
 import ipaddress
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from gateway.aiortc_patches import tune_receiver
 from gateway.call import Call, CallContext, _Steps
 from gateway.config import Route, TrunkConfig
+from gateway.control.actions import OutboundRequest
 from gateway.media.downlink import AiAudioPump
 from gateway.media.rtp_session import open_from_pool
 from gateway.media.uplink import CallerAudioTrack
@@ -66,20 +66,6 @@ def outcome_of_status(status: int) -> Outcome:
     if status in (408, 480, 487):
         return Outcome.NO_ANSWER
     return Outcome.OUTBOUND_FAILED
-
-
-@dataclass(frozen=True, slots=True)
-class OutboundRequest:
-    """A validated `POST /v1/calls`."""
-
-    to: str  # E.164 number or SIP URI
-    trunk: str
-    from_user: str | None = None
-    instructions: str | None = None
-    voice: str | None = None
-    model: str | None = None
-    temperature: float | None = None
-    ring_timeout_s: float = 30.0
 
 
 def target_uri(to: str, proxy: Peer) -> str:

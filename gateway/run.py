@@ -12,7 +12,6 @@ import sys
 
 from gateway import eventloop
 from gateway.config_cli import EXIT_INVALID, load_or_report
-from gateway.eventloop import CHOICES
 from gateway.logs import setup_logging
 
 log = logging.getLogger("gateway")
@@ -20,7 +19,7 @@ log = logging.getLogger("gateway")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, metavar="FILE", help="TOML config file")
-    parser.add_argument("--event-loop", default="auto", choices=CHOICES,
+    parser.add_argument("--event-loop", default="auto", choices=eventloop.CHOICES,
                         help="auto (default): uvloop if installed, else asyncio's own")
     parser.add_argument("--worker", type=int, default=None, metavar="N",
                         help="run as worker N (1..workers.count) of a shared config: SIP port, "

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from gateway.config import Config, HttpConfig, LimitsConfig, RtpConfig, SipConfig
+from gateway.config.schema import Config, HttpConfig, LimitsConfig, RtpConfig, SipConfig
 
 
 def rtp_slice(rtp: RtpConfig, index: int, count: int) -> tuple[int, int]:

@@ -318,7 +318,7 @@ def test_check_config_cli(tmp_path: Path) -> None:
 def test_rules_name_real_keys() -> None:
     from dataclasses import fields
 
-    from gateway.config.load import RULES
+    from gateway.config.rules import RULES
     from gateway.config.schema import sections
 
     for key in RULES:

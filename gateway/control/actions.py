@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    from gateway.outbound import OutboundRequest
+from dataclasses import dataclass
+from typing import Protocol
 
 
 class Actor(enum.Enum):
@@ -22,6 +20,7 @@ class Actor(enum.Enum):
     API = "api"
     AGENT = "agent"
     DTMF = "dtmf"
+    FALLBACK = "fallback"  # the gateway itself: the route's on_orga_failure after the answer
 
 
 class ActionRefused(Exception):
@@ -31,6 +30,20 @@ class ActionRefused(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundRequest:
+    """A validated `POST /v1/calls`."""
+
+    to: str  # E.164 number or SIP URI
+    trunk: str
+    from_user: str | None = None
+    instructions: str | None = None
+    voice: str | None = None
+    model: str | None = None
+    temperature: float | None = None
+    ring_timeout_s: float = 30.0
 
 
 class ControlledCall(Protocol):

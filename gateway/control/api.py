@@ -21,7 +21,13 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
 from gateway.config import Secret
-from gateway.control.actions import ActionRefused, Actor, CallDirectory, ControlledCall
+from gateway.control.actions import (
+    ActionRefused,
+    Actor,
+    CallDirectory,
+    ControlledCall,
+    OutboundRequest,
+)
 
 API_OFF = ("the control API is off: set [api] token_env or token_file in the gateway's config "
            "to enable it")
@@ -68,8 +74,6 @@ def api_router(directory: CallDirectory, token: Secret | None) -> APIRouter:
 
     @router.post("/calls", status_code=status.HTTP_201_CREATED)
     async def place_call(body: OutboundCallRequest) -> dict[str, Any]:
-        from gateway.outbound import OutboundRequest
-
         request = OutboundRequest(
             to=body.to, trunk=body.trunk, from_user=body.from_, instructions=body.instructions,
             voice=body.voice, model=body.model, temperature=body.temperature,

@@ -15,14 +15,18 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from gateway.config import Secret
-from gateway.control.actions import ActionRefused, CallDirectory, ControlledCall
+from gateway.control.actions import (
+    ActionRefused,
+    CallDirectory,
+    ControlledCall,
+    OutboundRequest,
+)
 from gateway.control.api import api_router
 from gateway.control.health import CallsProvider, StateProvider, health_router
 from gateway.metrics import Metrics
 
 if TYPE_CHECKING:  # the mcp SDK takes ~1.5 s to import: only when [mcp] is configured
     from gateway.control.mcp_tools import McpTools
-    from gateway.outbound import OutboundRequest
 
 
 class _NoCalls:

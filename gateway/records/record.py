@@ -44,6 +44,7 @@ NULL_SINK = NullSink()
 class _Transfer:
     target: str
     started: float
+    by: str
     ended: float | None = None
     outcome: str = "pending"
     sip_status: int | None = None
@@ -56,8 +57,7 @@ class CallRecord:
                  route: str, caller: str, callee: str, now: float, call_id: str | None = None,
                  wall_now: float | None = None) -> None:
         self._sink = sink
-        self._mono0 = now
-        self._wall0 = time.time() if wall_now is None else wall_now
+        self._wall0 = time.time() if wall_now is None else wall_now  # at `now`, the INVITE
         # Our own id: unique even when a carrier reuses a SIP Call-ID (names the recording).
         self._ids = {"call_id": call_id or uuid.uuid4().hex, "sip_call_id": sip_call_id,
                      "conversation_id": None}
@@ -105,15 +105,14 @@ class CallRecord:
         """A turn latency (caller stops → first AI audio); fits `TurnLatencyMeter(on_turn=)`."""
         self._turns.append(round(latency_s, 4))
 
-    def transfer_started(self, target: str, now: float) -> int:
-        """A transfer attempt began; returns its index for `transfer_ended`."""
-        self._transfers.append(_Transfer(target, now))
-        return len(self._transfers) - 1
+    def transfer_started(self, target: str, now: float, by: str = "") -> None:
+        """A transfer attempt began (`target` the route's name for it, `by` who asked)."""
+        self._transfers.append(_Transfer(target, now, by))
 
-    def transfer_ended(self, index: int, outcome: str, now: float,
-                       sip_status: int | None = None) -> None:
-        """`outcome` e.g. "completed", "failed", "rejected"; `sip_status` the NOTIFY's final."""
-        attempt = self._transfers[index]
+    def transfer_ended(self, outcome: str, now: float, sip_status: int | None = None) -> None:
+        """The latest attempt ended (one runs at a time): `outcome` the `transfers_total`
+        result, `sip_status` the final status the transferee reported or the REFER's error."""
+        attempt = self._transfers[-1]
         attempt.ended, attempt.outcome, attempt.sip_status = now, outcome, sip_status
 
     def media(self, direction: str, **figures: float | int) -> None:
@@ -173,7 +172,7 @@ class CallRecord:
         return record
 
     def _transfer(self, t: _Transfer) -> dict[str, Any]:
-        return {"target": t.target, "started_s": self._rel(t.started),
+        return {"target": t.target, "requested_by": t.by, "started_s": self._rel(t.started),
                 "ended_s": None if t.ended is None else self._rel(t.ended),
                 "outcome": t.outcome, "sip_status": t.sip_status}
 
@@ -188,7 +187,7 @@ class CallRecord:
     def _iso(self, now: float | None) -> str | None:
         if now is None:
             return None
-        wall = self._wall0 + (now - self._mono0)
+        wall = self._wall0 + (now - self._invite_at)
         return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")
 
     @staticmethod

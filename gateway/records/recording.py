@@ -31,15 +31,14 @@ from typing import Any
 
 import av
 import numpy as np
-import numpy.typing as npt
 
 from gateway.config import RecordingConfig
-from gateway.media.transcode import G711Codec
+from gateway.media.transcode import PHONE_RATE, Pcm, g711
 from gateway.records.announcement import announcement_pcm
 
 log = logging.getLogger(__name__)
 
-RATE = 8000
+RATE = PHONE_RATE  # recordings keep the phone leg's rate: G.711 is all there is to keep
 SNAP_S = 0.010  # a chunk this close to where its channel's audio ended continues it seamlessly
 RESYNC_S = 0.040  # RTP time may stray this far from arrival time before it is re-anchored
 MAX_LAG_S = 1.0  # a channel that stays silent this long is filled with silence
@@ -47,7 +46,6 @@ BATCH = 50  # chunks (both channels) per hand-off to the recording thread: ~0.5 
 SUFFIXES = (".ogg", ".wav")
 _CODECS = {"ogg": ("libopus", 32000), "wav": ("pcm_s16le", 0)}
 
-Pcm = npt.NDArray[np.int16]
 CALLER, AGENT = 0, 1
 _Packet = tuple[int, bytes, str, int, int]  # channel, payload, codec, RTP timestamp, position
 
@@ -137,16 +135,12 @@ class _FileWriter:
         self._stream = stream
         self._aligner = StereoAligner()
         self._places = (_Placement(), _Placement())
-        self._codecs: dict[str, G711Codec] = {}
         self._pts = 0
 
     def add(self, packets: list[_Packet]) -> None:
         for channel, payload, codec, timestamp, arrival in packets:
-            g711 = self._codecs.get(codec)
-            if g711 is None:
-                g711 = self._codecs[codec] = G711Codec(codec)
             position = self._places[channel].position(timestamp, arrival)
-            self._aligner.add(channel, position, g711.decode(payload))
+            self._aligner.add(channel, position, g711(codec).decode(payload))
         self._encode(self._aligner.ready())
 
     def close(self) -> float:

@@ -88,27 +88,34 @@ _PARAM_RE = re.compile(
 _QUOTED = frozenset({"username", "realm", "nonce", "uri", "response", "cnonce", "opaque"})
 
 
-def parse_authorization(value: str) -> DigestCredentials | None:
-    """Parse `Digest k=v, ...`; None if it is not a well-formed digest header value."""
+def _digest_params(value: str) -> dict[str, str] | None:
+    """The `k=v, ...` parameters of a `Digest ...` header value, names lower-cased; None if it
+    is not a well-formed digest value. A repeated parameter is ambiguous: refused."""
     if len(value) > MAX_HEADER_LEN:
         return None
     scheme, _, rest = value.strip().partition(" ")
     if scheme.lower() != "digest":
         return None
     params: dict[str, str] = {}
-    pos = 0
-    rest = rest.strip()
+    pos, rest = 0, rest.strip()
     while pos < len(rest):
         m = _PARAM_RE.match(rest, pos)
         if m is None:
             return None
         name = m.group(1).lower()
         raw = m.group(2)
-        val = re.sub(r"\\(.)", r"\1", raw) if raw is not None else m.group(3)
         if name in params:
-            return None  # duplicated parameters are ambiguous: refuse
-        params[name] = val
+            return None
+        params[name] = re.sub(r"\\(.)", r"\1", raw) if raw is not None else m.group(3)
         pos = m.end()
+    return params
+
+
+def parse_authorization(value: str) -> DigestCredentials | None:
+    """Parse `Digest k=v, ...`; None if it is not a well-formed digest header value."""
+    params = _digest_params(value)
+    if params is None:
+        return None
     try:
         return DigestCredentials(
             username=params["username"], realm=params["realm"], nonce=params["nonce"],
@@ -131,21 +138,8 @@ def compute_response(algorithm: Algorithm, *, username: str, realm: str, passwor
 def parse_challenge(value: str) -> dict[str, str] | None:
     """The parameters of a `Digest` WWW-Authenticate / Proxy-Authenticate value (lower-case
     names); None if it is not a well-formed digest challenge with a realm and a nonce."""
-    if len(value) > MAX_HEADER_LEN:
-        return None
-    scheme, _, rest = value.strip().partition(" ")
-    if scheme.lower() != "digest":
-        return None
-    params: dict[str, str] = {}
-    pos, rest = 0, rest.strip()
-    while pos < len(rest):
-        m = _PARAM_RE.match(rest, pos)
-        if m is None:
-            return None
-        raw = m.group(2)
-        params[m.group(1).lower()] = re.sub(r"\\(.)", r"\1", raw) if raw is not None else m.group(3)
-        pos = m.end()
-    return params if "realm" in params and "nonce" in params else None
+    params = _digest_params(value)
+    return params if params is not None and "realm" in params and "nonce" in params else None
 
 
 def answer_challenge(challenge: str, *, method: str, uri: str, username: str, password: str,

@@ -24,6 +24,7 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from gateway.security.ratelimit import ConcurrencyLimiter
 from gateway.sip.address import Addr, Outgoing, Transport
@@ -54,7 +55,8 @@ class _Connection(asyncio.Protocol):
         self._header: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports do not subclass asyncio.Transport: a cast, not an isinstance.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.addr = (str(peer[0]), int(peer[1]))

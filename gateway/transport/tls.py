@@ -21,6 +21,7 @@ The SIP core sees `Transport.TLS`, so Via says `SIP/2.0/TLS` and our Contact `tr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Callable
@@ -41,22 +42,125 @@ _CLIENT_CERT_REASONS = frozenset({
 
 
 class _TlsConnection(_Connection):
-    """Holds what arrives between the end of the handshake and the transport being handed over:
-    asyncio's TLS layer may deliver the first message in the same step that completes it."""
+    """One connection. Inbound ones run TLS in memory (`ssl.SSLObject` over two `MemoryBIO`s)
+    under our own protocol: admission, the per-trunk context and the handshake deadline are
+    ours from the first byte, on asyncio's loop and uvloop alike (a loop's `start_tls` cannot
+    take over a connection whose first bytes uvloop already delivered). Outbound ones use the
+    loop's TLS (`create_connection(ssl=...)`) and see plaintext: `_tls` stays None."""
 
-    early: bytearray | None = None
-    lost = False
+    _tls: ssl.SSLObject | None = None
+    _timer: asyncio.TimerHandle | None = None
+    established = False
+    _peer_closed = False
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        super().connection_lost(exc)
+    def start_handshake(self, ctx: ssl.SSLContext, timeout: float) -> None:
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls = ctx.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._timer = asyncio.get_running_loop().call_later(timeout, self._on_stalled)
 
     def data_received(self, data: bytes) -> None:
-        if self.transport is None:
-            if self.early is not None:
-                self.early += data
+        if self._tls is None:
+            super().data_received(data)
             return
-        super().data_received(data)
+        if self.transport is None or self.transport.is_closing():
+            return
+        self._incoming.write(data)
+        if not self.established and not self._handshake():
+            return
+        clear = self._read_clear()
+        if clear:
+            super().data_received(clear)
+        if self._peer_closed:
+            self.close()  # what came before the close_notify is served; ours answers it
+
+    def _handshake(self) -> bool:
+        assert self._tls is not None
+        try:
+            self._tls.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush()
+            return False
+        except ssl.SSLError as exc:
+            self._flush()  # the alert tells the client why
+            self._fail(TlsTransport._failure_reason(exc), _describe(exc))
+            return False
+        self._flush()
+        self.established = True
+        self._cancel_timer()
+        assert isinstance(self.owner, TlsTransport)
+        self.owner._established(self, self._tls)
+        return True
+
+    def _read_clear(self) -> bytes:
+        assert self._tls is not None
+        chunks: list[bytes] = []
+        while True:
+            try:
+                chunk = self._tls.read(65536)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                chunk = b""
+            except ssl.SSLError as exc:
+                self.owner._reject("malformed")
+                log.info("TLS record error from %s: %s", self.addr[0], _describe(exc))
+                if self.transport is not None:
+                    self.transport.abort()
+                return b""
+            if not chunk:  # the peer's close_notify (a MemoryBIO without data raises WantRead)
+                self._peer_closed = True
+                break
+            chunks.append(chunk)
+        self._flush()  # TLS 1.3 session tickets and the like
+        return b"".join(chunks)
+
+    def write(self, data: bytes) -> None:
+        if self._tls is None:
+            super().write(data)
+            return
+        if not self.established or self.transport is None or self.transport.is_closing():
+            return
+        try:
+            self._tls.write(data)
+        except ssl.SSLError:
+            self.transport.abort()
+            return
+        self._flush()
+        self.touch()
+
+    def _flush(self) -> None:
+        pending = self._outgoing.read()
+        if pending and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(pending)
+
+    def close(self) -> None:
+        if self._tls is not None and self.established and self.transport is not None \
+                and not self.transport.is_closing():
+            with contextlib.suppress(ssl.SSLError):
+                self._tls.unwrap()  # close_notify; the peer's reply is not awaited
+            self._flush()
+        super().close()
+
+    def _on_stalled(self) -> None:
+        self._timer = None
+        timeout = self.owner.limits.header_timeout
+        self._fail("tls_handshake_timeout", f"not done after {timeout:.1f} s")
+
+    def _fail(self, reason: str, why: str) -> None:
+        self._cancel_timer()
+        self.owner._reject(reason)
+        log.info("TLS handshake with %s failed: %s", self.addr[0], why)
+        if self.transport is not None:
+            self.transport.close()  # after the alert, if any, is written
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        super().connection_lost(exc)
 
 
 class TlsTransport(TcpTransport):
@@ -87,49 +191,15 @@ class TlsTransport(TcpTransport):
         if not conn.inbound:
             super()._accepted(conn)  # ours: create_connection finished the handshake already
             return
-        raw = conn.transport
-        assert raw is not None and isinstance(conn, _TlsConnection)
-        # No SIP may be read or written in clear text: detach the connection until TLS is up.
-        conn.transport = None
-        conn.early = bytearray()
-        raw.pause_reading()
-        task = asyncio.get_running_loop().create_task(self._handshake(conn, raw))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        assert isinstance(conn, _TlsConnection)
+        # Not registered until TLS is up: nothing may be sent to it in clear text.
+        conn.start_handshake(self.contexts.server_context(conn.addr[0]),
+                             self.limits.header_timeout)
 
-    async def _handshake(self, conn: _TlsConnection, raw: asyncio.Transport) -> None:
-        loop = asyncio.get_running_loop()
-        timeout = self.limits.header_timeout
-        try:
-            ctx = self.contexts.server_context(conn.addr[0])
-            async with asyncio.timeout(timeout):
-                tls = await loop.start_tls(raw, conn, ctx, server_side=True,
-                                           ssl_handshake_timeout=timeout * 2)
-        except asyncio.CancelledError:
-            raw.abort()
-            conn.connection_lost(None)
-            raise
-        except Exception as exc:
-            reason = self._failure_reason(exc)
-            self._reject(reason)
-            why = (f"not done after {timeout:.1f} s" if reason == "tls_handshake_timeout"
-                   else _describe(exc))
-            log.info("TLS handshake with %s failed: %s", conn.addr[0], why)
-            raw.abort()
-            conn.connection_lost(None)
-            return
-        if tls is None or conn.lost or tls.is_closing():
-            # Closed as the handshake completed: never registered, so nothing to send it.
-            conn.connection_lost(None)
-            return
+    def _established(self, conn: _TlsConnection, tls: ssl.SSLObject) -> None:
         self.handshakes += 1
-        conn.transport = tls
-        log.debug("TLS %s %s from %s", tls.get_extra_info("ssl_object").version(),
-                  tls.get_extra_info("cipher"), conn.addr[0])
+        log.debug("TLS %s %s from %s", tls.version(), tls.cipher(), conn.addr[0])
         super()._accepted(conn)
-        early, conn.early = conn.early, None
-        if early:
-            conn.data_received(bytes(early))
 
     @staticmethod
     def _failure_reason(exc: BaseException) -> str:

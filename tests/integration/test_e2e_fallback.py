@@ -4,8 +4,9 @@ The route names a transfer target and `on_orga_failure = "desk"`. When the Orga 
 (5xx on every /calls attempt, tokens refused, setup timeout) the caller gets a 302 whose Contact
 is the target, result `orga_fallback`; with `orga_failure_announcement` the WAV is played first
 as early media (183 with SDP) and heard by content (tone frequency and level) on the test's own
-RTP socket. A route left at "reject" keeps refusing (503). Mid-call loss is tested in
-test_e2e_teardown.py (a BYE: the transfer after the answer needs REFER).
+RTP socket. A route left at "reject" keeps refusing (503). After the answer, a lost Orga leg
+(its media stops) is a blind transfer (REFER) to the target, SIPp playing the transferee;
+without a fallback the loss is a BYE (test_e2e_teardown.py).
 """
 
 from __future__ import annotations
@@ -79,6 +80,20 @@ async def test_orga_failure_redirects_to_the_routes_target(
     assert value_of(samples, "orga_gateway_calls_ended_total") == 1
 
 
+@pytest.mark.parametrize("stack", [{"routes": (FALLBACK_ROUTE,),
+                                    "orga": {"setup_timeout_s": 1.0}}], indirect=True)
+async def test_setup_timeout_redirects_too(stack: Stack, tmp_path: Path) -> None:
+    stack.set_faults(delay_s=2.0)  # every Orga request answers after the 1 s setup budget
+    run = await run_sipp("uac_redirected.xml", stack.sip_port, tmp_path,
+                         extra=("-set", "mport", "9"))
+    assert run.returncode == 0, run.stderr
+    assert exchange(run) == [">INVITE", "<100", "<180", "<302", ">ACK"]
+    (invite,), (redirect,) = run.sent("INVITE"), run.received("SIP/2.0 302")
+    assert 0.9 < redirect - invite < 3.0  # the budget, then the redirect at once
+    await stack.assert_clean()
+    assert ended(await stack.metrics(), "orga_fallback") == 1
+
+
 async def test_announcement_is_heard_as_early_media_before_the_redirect(tmp_path: Path) -> None:
     wav = tmp_path / "fallback.wav"
     write_wav(wav, 500.0, 1.0)
@@ -120,3 +135,25 @@ async def test_a_route_left_at_reject_still_refuses(stack: Stack, tmp_path: Path
     assert exchange(run) == [">INVITE", "<100", "<180", "<503", ">ACK"]
     await stack.assert_clean()
     assert ended(await stack.metrics(), "orga_unavailable") == 1
+
+
+@pytest.mark.parametrize("stack", [{"routes": (FALLBACK_ROUTE,),
+                                    "rtp": {"inactivity_timeout_s": 30.0}}], indirect=True)
+@pytest.mark.parametrize(("frag", "result"), [("200 OK", "orga_fallback"),
+                                              ("486 Busy Here", "orga_lost")])
+async def test_orga_lost_mid_call_is_transferred_to_the_target(
+    stack: Stack, tmp_path: Path, frag: str, result: str
+) -> None:
+    stack.set_faults(media_stop_after_s=1.0)  # Orga's media stops, ICE/DTLS stay up
+    # The transferee reports `frag` by NOTIFY and then expects our BYE: after a failed
+    # transfer too, since the AI is gone (no call to go back to).
+    run = await run_sipp("uac_transferee.xml", stack.sip_port, tmp_path, timeout=30,
+                         extra=("-set", "digit", "5", "-set", "frag", frag))
+    assert run.returncode == 0, run.stderr
+    text = (tmp_path / "messages.log").read_text(errors="replace")
+    refer = re.search(r"REFER sip:.*?(?:\r?\n\r?\n)", text, re.S)
+    assert refer and re.search(rf"^Refer-To:\s*<{re.escape(DESK)}>", refer.group(0), re.M)
+    await stack.assert_clean()
+    samples = await stack.metrics()
+    assert ended(samples, result) == 1
+    assert value_of(samples, "orga_gateway_transfers_total", requested_by="fallback") == 1

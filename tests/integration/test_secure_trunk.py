@@ -106,13 +106,14 @@ async def test_baresip_tls_srtp_mandatory_audio_both_ways_while_a_handshake_stal
         reader, writer = await asyncio.open_connection("127.0.0.1",
                                                        stack.gw.config.sip.tls_port)
         writer.write(b"\x16\x03\x01\x00")
-        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert await asyncio.wait_for(reader.read(), 10) == b""
         closed_after = loop.time() - stalled_at
         writer.close()
         calls = await stack.calls()
         run = await call
 
-        assert 0.8 < closed_after < 3.0, closed_after
+        # Closed by the 1 s header timeout (not before it; the bound above allows a busy box).
+        assert 0.8 < closed_after < 6.0, closed_after
         assert "Call established" in run.output, run.output[-2000:]
         assert "SRTP is Enabled" in run.output, run.output[-2000:]
         assert len(calls) == 1 and calls[0].get("srtp") == "AES_CM_128_HMAC_SHA1_80", calls
@@ -259,7 +260,12 @@ async def test_daemon_reloads_its_certificate_on_sighup(pki: Pki, tmp_path: Path
 
     try:
         await gateway.wait_for_line(r"gateway ready: .*TLS :\d+")
-        before, old = await peer_cert()
+        try:
+            before, old = await peer_cert()
+        except Exception:
+            await asyncio.sleep(0.5)
+            print("\n".join(gateway.lines))
+            raise
         renewed = issue(pki.ca, pki.dir, "renewed")
         pki.server.cert.write_bytes(renewed.cert.read_bytes())
         pki.server.key.write_bytes(renewed.key.read_bytes())

@@ -33,8 +33,8 @@ def test_a_whole_call_becomes_one_record_with_times_relative_to_the_answer() -> 
     rec.utterance("caller", "hello", 103.0)
     rec.utterance("assistant", "hi, how can I help?", 104.25)
     rec.turn(0.61234)
-    index = rec.transfer_started("sip:agent@pbx", 105.0)
-    rec.transfer_ended(index, "failed", 106.0, sip_status=486)
+    rec.transfer_started("desk", 105.0, "agent")
+    rec.transfer_ended("failed", 106.0, sip_status=486)
     rec.media("in", packets=250, lost=2, jitter_ms=3.5)
     rec.media("out", packets=240)
     rec.recording("/var/lib/x/c1.ogg")
@@ -57,8 +57,8 @@ def test_a_whole_call_becomes_one_record_with_times_relative_to_the_answer() -> 
         {"role": "caller", "text": "hello", "at_s": 2.0},
         {"role": "assistant", "text": "hi, how can I help?", "at_s": 3.25}]
     assert record["turn_latencies_s"] == [0.6123]
-    assert record["transfers"] == [{"target": "sip:agent@pbx", "started_s": 4.0, "ended_s": 5.0,
-                                    "outcome": "failed", "sip_status": 486}]
+    assert record["transfers"] == [{"target": "desk", "requested_by": "agent", "started_s": 4.0,
+                                    "ended_s": 5.0, "outcome": "failed", "sip_status": 486}]
     assert record["media"] == {"in": {"packets": 250, "lost": 2, "jitter_ms": 3.5},
                                "out": {"packets": 240}}
     assert record["recording"] == "/var/lib/x/c1.ogg"
@@ -80,9 +80,9 @@ def test_a_rejected_call_has_no_answer_and_its_status() -> None:
     sink = Sink()
     rec = _record(sink)
     rec.dtmf("1", 100.5)
-    index = rec.transfer_started("sip:x@y", 100.6)
+    rec.transfer_started("desk", 100.6)
     record = rec.ended(101.0, "setup_timeout", 504)
     assert record["timestamps"]["answer"] is None and record["duration_s"] is None
     assert record["sip_status"] == 504 and record["conversation_id"] is None
     assert record["dtmf"][0]["at_s"] == 0.5  # relative to the INVITE when never answered
-    assert record["transfers"][index]["outcome"] == "pending"
+    assert record["transfers"][0]["outcome"] == "pending"

@@ -3,13 +3,14 @@ every problem as `key: problem — fix`."""
 
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from gateway.config import ConfigError, RecordingConfig, WebhooksConfig, parse_config
+from tests.integration.baresip import write_wav
 
 ENV = {"ORGA_API_KEY": "sk_test", "HOOK": "k1 "}
 
@@ -42,12 +43,7 @@ def test_url_secret_from_env() -> None:
 def test_urls_secret_from_file_events_and_recording(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("from-file\n")
-    wav = tmp_path / "a.wav"
-    with wave.open(str(wav), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(8000)
-        out.writeframes(b"\0\0" * 800)
+    wav = write_wav(tmp_path / "a.wav", np.zeros(800, np.int16))
     cfg = _parse({
         "webhooks": {"urls": ["http://127.0.0.1:1/a", "http://127.0.0.1:2/b"],
                      "secret_file": str(secret), "events": ["call.ended", "transcript"]},

@@ -360,3 +360,24 @@ async def test_connections_closed_right_after_the_handshake_leave_nothing(
             await asyncio.sleep(0.02)
         assert (tls.connection_count, tls._admission.active, len(tls._tasks)) == (0, 0, 0)
         assert tls.driver.endpoint.table_sizes()["streams"] == 0
+
+
+def test_tls_on_uvloop(pki: dict[str, object]) -> None:
+    """The daemon runs on uvloop, which starts reading a connection before its protocol could
+    hand it over: the handshake, a request and a stalled handshake's timeout there too."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> list[str]:
+        async with serving(pki, TcpLimits(header_timeout=0.3)) as (tls, reasons):
+            good = await connect(tls, client_context(pki))
+            assert await serves(good, "z9hG4bK-uv")
+            stalled = await asyncio.open_connection("127.0.0.1", tls.local_addr[1])
+            stalled[1].write(b"\x16\x03\x01")
+            assert await asyncio.wait_for(stalled[0].read(), 3) == b""
+            assert await serves(good, "z9hG4bK-uv2")
+            for s in (good, stalled):
+                s[1].close()
+            return reasons
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(scenario()) == ["tls_handshake_timeout"]
