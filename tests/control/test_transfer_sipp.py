@@ -122,6 +122,10 @@ async def test_failed_transfer_keeps_the_call(tmp_path: Path) -> None:
                 break
             await asyncio.sleep(0.05)
         assert seen["state"] == "answered"  # still with the agent
+        (gw_call,) = rig.gateway.registry.calls.values()  # type: ignore[union-attr]
+        (attempt,) = gw_call.record.snapshot()["transfers"]
+        assert (attempt["target"], attempt["outcome"], attempt["sip_status"]) == (
+            "sales", "failed", 486)
         assert seen["transfer"] == {"target": "sales", "state": "failed", "sip_status": 486,
                                     "requested_by": "api", "result": "failed"}
         run = await sipp  # the caller hangs up itself 1.5 s later
