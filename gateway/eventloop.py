@@ -1,11 +1,14 @@
-"""Which asyncio event loop the daemon runs on: uvloop when it is installed, else asyncio's own.
+"""Which asyncio event loop the daemon runs on: asyncio's own by default, uvloop on request.
 
-Why uvloop: the media plane is one UDP receive and one send per 20 ms per call, plus aiortc's
-RTP/RTCP/ICE traffic; a receive + send costs 22.3 µs of CPU on asyncio's loop and 6.9 µs on
-uvloop (bench/loop_udp.py; `bench/media_path.py --loop` runs the whole path on either).
-Nothing in the gateway depends on which loop runs: every part reads time from the loop clock
-(gateway/clock.py) and uses only asyncio's public API, so the pure-asyncio loop stays a full
-fallback (`run --event-loop asyncio`, or uvloop simply not installed).
+uvloop makes one UDP receive + send cheaper (22.3 µs of CPU on asyncio's loop, 6.9 µs on uvloop:
+bench/loop_udp.py), but the whole gateway did not get cheaper and its pacing got worse:
+`bench/media_path.py --calls 20 --seconds 20`, same machine, back to back (load ~1):
+asyncio 2.48–2.53 % of a core per call, RTP to the phone with 0–4 of ~20,000 gaps over 30 ms
+(max 29–31 ms), caller→AI p99 31–33 ms; uvloop 2.51–2.63 %, 162–204 gaps over 30 ms
+(max 58–108 ms), caller→AI p99 55–70 ms. So asyncio's loop is the default; `--event-loop
+uvloop` (or `auto`: uvloop if installed) stays for measuring on other hosts. Nothing in the
+gateway depends on which loop runs: every part reads time from the loop clock
+(gateway/clock.py) and uses only asyncio's public API.
 """
 
 from __future__ import annotations

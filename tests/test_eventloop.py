@@ -1,4 +1,4 @@
-"""The daemon's event loop choice: uvloop when installed, asyncio's own as the fallback."""
+"""The daemon's event loop choice: asyncio's own by default, uvloop on request."""
 
 from __future__ import annotations
 
