@@ -122,7 +122,7 @@ def ramp(args: argparse.Namespace, mode: str, workers: int, steps: list[int],
         run_args = argparse.Namespace(
             seconds=args.seconds, rate=args.rate, margin=2.0, stand_in_nice=args.stand_in_nice,
             sample_interval=0.5, floor_seconds=args.floor_seconds, far_end=True,
-            balancer=workers > 1)
+            balancer=workers > 1, event_loop=args.event_loop)
         step_logs = logs / f"{mode}-{n}"
         step_logs.mkdir()
         print(f"\n== {mode}: {n} calls ({per_worker} per worker), load average "
@@ -152,6 +152,8 @@ def main() -> int:
     p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 30, 40, 50],
                    help="calls per worker at each step")
     p.add_argument("--seconds", type=float, default=20.0, help="call length after answer")
+    p.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="asyncio",
+                   help="the workers' event loop (gateway run --event-loop)")
     p.add_argument("--rate", type=float, default=5.0, help="new calls per second")
     p.add_argument("--floor-seconds", type=float, default=5.0)
     p.add_argument("--stand-in-nice", type=int, default=0, metavar="N",

@@ -567,7 +567,7 @@ def main() -> int:
     p.add_argument("--stand-in-nice", type=int, default=0, metavar="N",
                    help="run emulators and callers at this nice level (e.g. 10) so the "
                    "gateway gets the CPU first; default 0")
-    p.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+    p.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="asyncio",
                    help="the gateways' event loop (gateway run --event-loop)")
     p.add_argument("--sample-interval", type=float, default=0.5)
     p.add_argument("--floor-seconds", type=float, default=5.0)
