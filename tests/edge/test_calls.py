@@ -1,5 +1,9 @@
 """Calls through the real gateway (UDP, emulator, RTP both ways): plain, and digest-authenticated
-end to end (401 → INVITE with our own Authorization → answered call) with each algorithm."""
+end to end (401 → INVITE with our own Authorization → answered call) with each algorithm.
+
+Audio both ways: under `make test` no gap reaching the gateway's RTP inactivity timeout (which
+would end the call); the 200 ms pacing figure is a measurement of an idle machine, run under
+`make test-slow` (issue 10 item 8)."""
 
 from __future__ import annotations
 
@@ -21,22 +25,28 @@ from tests.edge.harness import (
 )
 from tests.integration.stack import NO_OVERLOAD
 
+GAP = pytest.mark.parametrize("gap_s", [None, pytest.param(0.2, marks=pytest.mark.slow,
+                                                           id="200ms")])
 
-async def test_plain_call_has_audio_both_ways() -> None:
+
+@GAP
+async def test_plain_call_has_audio_both_ways(gap_s: float | None) -> None:
     async with running(lambda emu: make_config(emu)) as rig:
         caller = Caller(rig.udp)
         await caller.start()
         call = await place_call(caller)
         await asyncio.sleep(1.0)
         t0 = call.rtp.sent_at[0]
-        assert max_gap(call.rtp.received_at, since=t0 + 0.5) < 0.2
+        bound = rig.gateway.config.rtp.inactivity_timeout_s if gap_s is None else gap_s
+        assert max_gap(call.rtp.received_at, since=t0 + 0.5) < bound
         bye = await call.hang_up()
         assert bye.status == 200
         caller.close()
 
 
+@GAP
 @pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
-async def test_digest_authenticated_call(algorithm: str) -> None:
+async def test_digest_authenticated_call(algorithm: str, gap_s: float | None) -> None:
     def config(emu: object) -> object:
         return make_config(emu, trunks=(trunk("pbx", "127.0.0.0/8", auth=True),))  # type: ignore[arg-type]
 
@@ -54,7 +64,8 @@ async def test_digest_authenticated_call(algorithm: str) -> None:
                         if c["call_id"] == call.call_id]
         assert described["trunk"] == "pbx"  # the trunk name labels the call
         await asyncio.sleep(1.0)
-        assert max_gap(call.rtp.received_at, since=call.rtp.sent_at[0] + 0.5) < 0.2
+        bound = rig.gateway.config.rtp.inactivity_timeout_s if gap_s is None else gap_s
+        assert max_gap(call.rtp.received_at, since=call.rtp.sent_at[0] + 0.5) < bound
         assert (await call.hang_up()).status == 200
         metrics = (await rig.http_get("/metrics")).decode()
         assert 'orga_gateway_security_rejections_total{reason="auth_missing"} 1.0' in metrics

@@ -1,9 +1,13 @@
 """Hostile input against a running gateway (issue 7 item 8): the RFC 4475 invalid corpus
 (`tests/data/sip/invalid`) and our own nasty messages (`nasty.py`), over real UDP and TCP, while
 a legitimate call runs. Every message is rejected, answered or dropped; no exception escapes
-the core (no ERROR record at all); the call keeps its audio both ways (no gap over 200 ms), is
-not ended by forged BYE/CANCEL/responses, and the gateway still answers afterwards. None of the
-hostile INVITEs reaches Orga."""
+the core (no ERROR record at all); the call keeps its audio both ways, is not ended by forged
+BYE/CANCEL/responses, and the gateway still answers afterwards. None of the hostile INVITEs
+reaches Orga.
+
+"No RTP gap over 200 ms" is a measurement of the loop under load: it runs under `make test-slow`
+only (issue 10 item 8). `make test` runs the same traffic with the functional bound (no gap
+reaching the gateway's RTP inactivity timeout, which would end the call)."""
 
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from tests.edge.nasty import Dialog, nasty_messages
 
 CORPUS = Path(__file__).parent.parent / "data" / "sip" / "invalid"
 HOSTILE = "127.0.0.7"
-GAP_S = 0.2
+GAP_S = 0.2  # the quality criterion (slow variant); None: the RTP inactivity timeout
 
 # The hostile source is a trunk member with generous rate limits, so its messages reach the
 # parser and the core rather than stopping at the rate limiter.
@@ -108,8 +112,9 @@ def statuses(raw: list[bytes]) -> list[int]:
     return out
 
 
+@pytest.mark.parametrize("gap_s", [None, pytest.param(GAP_S, marks=pytest.mark.slow, id="200ms")])
 async def test_hostile_input_over_udp_and_tcp_during_a_live_call(
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, gap_s: float | None) -> None:
     caplog.set_level(logging.INFO)
     async with running(lambda emu: make_config(emu, security=SECURITY)) as rig:
         caller = Caller(rig.udp)
@@ -142,8 +147,9 @@ async def test_hostile_input_over_udp_and_tcp_during_a_live_call(
         why = (f"loop lag max {max(lags, default=0) * 1000:.0f} ms, waited "
                f"{runqueue_wait_s() - wait0:.2f} s for a CPU in {t1 - t0:.1f} s, longest GC "
                f"{pauses.longest_s * 1000:.0f} ms")
-        assert max_gap(call.rtp.received_at, t0, t1) < GAP_S, why
-        assert max_gap(call.rtp.sent_at, t0, t1) < GAP_S, why
+        bound = rig.gateway.config.rtp.inactivity_timeout_s if gap_s is None else gap_s
+        assert max_gap(call.rtp.received_at, t0, t1) < bound, why
+        assert max_gap(call.rtp.sent_at, t0, t1) < bound, why
         assert not [r for r in caller.requests if r.startswith(b"BYE")]
         gw_call = call.gateway_call(rig)
         assert gw_call._rtp is not None

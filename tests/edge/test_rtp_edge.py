@@ -1,18 +1,27 @@
 """RTP at the edge (issue 7 item 6), through the whole gateway: packets into a call's port from
 any address but the latched one are dropped and counted; a flood into one call's port (from a
 foreign address and from the caller's own address) is capped there, and another call on the
-same loop keeps its audio both ways (no gap over 200 ms). The floods run in another process."""
+same loop keeps its audio both ways. The floods run in another process.
+
+The 200 ms gap is a measurement of the loop under load (a busy 2-core CI box can miss it with
+nothing wrong), so it runs only under `make test-slow` (issue 10 item 8); `make test` runs the
+same flood with the functional bound: the other call's audio keeps flowing both ways, no gap
+reaching the gateway's own RTP inactivity timeout, which would end the call."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.edge.harness import Blaster, Caller, make_config, max_gap, place_call, running
 
-GAP_S = 0.2
+GAP_S = 0.2  # the issue's quality criterion (slow variant); None: the RTP inactivity timeout
 
 
-async def test_foreign_and_latched_floods_are_dropped_and_spare_the_other_call() -> None:
+@pytest.mark.parametrize("gap_s", [None, pytest.param(GAP_S, marks=pytest.mark.slow, id="200ms")])
+async def test_foreign_and_latched_floods_are_dropped_and_spare_the_other_call(
+        gap_s: float | None) -> None:
     async with running(lambda emu: make_config(emu)) as rig:
         caller = Caller(rig.udp)
         await caller.start()
@@ -48,8 +57,9 @@ async def test_foreign_and_latched_floods_are_dropped_and_spare_the_other_call()
         assert stats.packets <= 200 * (loop.time() - t0 + 1) + len(attacked.rtp.sent_at)
         # The other call: nothing dropped, and audio both ways without a gap during the flood.
         assert (spared.stats.received.foreign_dropped, spared.stats.received.rate_dropped) == (0, 0)
-        assert max_gap(other.rtp.received_at, t0, t1) < GAP_S
-        assert max_gap(other.rtp.sent_at, t0, t1) < GAP_S
+        bound = rig.gateway.config.rtp.inactivity_timeout_s if gap_s is None else gap_s
+        assert max_gap(other.rtp.received_at, t0, t1) < bound
+        assert max_gap(other.rtp.sent_at, t0, t1) < bound
         assert spared.stats.received.packets >= len(other.rtp.sent_at) - 5
 
         assert (await attacked.hang_up()).status == 200

@@ -105,7 +105,9 @@ async def test_slow_service_times_out_within_the_setup_budget(emulator: Emulator
     t0 = loop.time()
     with pytest.raises(OrgaTimeoutError) as info:
         await open_session(api, peers, SessionParams(), setup_timeout_s=0.6)
-    assert loop.time() - t0 < 1.0
+    # The 0.6 s budget given, not the client's own (15 s), ended it: that is the bound, not
+    # the machine's speed (issue 10 item 8).
+    assert loop.time() - t0 < api.settings.setup_timeout_s
     assert info.value.endpoint == "client_secrets" and info.value.retryable
     assert emulator.stats.client_secrets_requests >= 2  # retried with backoff
     assert peers.built == []
@@ -269,10 +271,11 @@ async def test_dead_leg_is_found_by_its_media_within_3_s(emulator: Emulator) -> 
     emu_session._track.freeze()  # Orga stops sending; its side stays connected
     frozen_at = loop.time()
     reason = await asyncio.wait_for(asyncio.shield(session.peer.ended), 10)
-    # media_timeout_s 2.0 + one 0.25 s check; the bound here is loose (shared machine):
-    # bench/orga_lost.py measures the figure.
+    # media_timeout_s 2.0 + one 0.25 s check; bench/orga_lost.py measures the figure. Here: not
+    # before the media timer, and well before ICE consent would have expired (~30 s), which is
+    # what ended it before the fix (issue 10 item 8: no bound tighter than a protocol timer).
     assert reason is OrgaEndReason.MEDIA_TIMEOUT and reason.lost
-    assert 1.9 < loop.time() - frozen_at < 6.0
+    assert LOOPBACK.media_timeout_s - 0.1 < loop.time() - frozen_at < 10.0
     assert emu_session.stats.end_reason is None  # Orga never closed anything
     await session.peer.close()
     await api.aclose()

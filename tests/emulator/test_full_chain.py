@@ -10,6 +10,7 @@ import asyncio
 
 import numpy as np
 import pytest
+from aioice.ice import CONSENT_FAILURES, CONSENT_INTERVAL
 from aiortc import MediaStreamTrack, RTCIceServer
 from aiortc.mediastreams import MediaStreamError
 
@@ -35,6 +36,8 @@ from gateway.orga.settings import OrgaClientSettings, PeerSettings, SessionParam
 from tests.emulator.conftest import API_KEY, EventLog
 
 LOOPBACK = PeerSettings(ice_addresses=("127.0.0.1",))
+# Without a close on the wire, the far end only notices a peer gone when ICE consent expires.
+CONSENT_EXPIRY_S = CONSENT_FAILURES * CONSENT_INTERVAL
 
 
 def tone(freq: float, seconds: float, amplitude: float = 0.3) -> np.ndarray:
@@ -115,12 +118,14 @@ async def test_tone_in_reply_out_events_and_close(emulator: Emulator) -> None:
     assert set(session.timings) >= {"client_secrets", "ice_config", "offer", "calls",
                                     "connected", "datachannel_open", "total"}
 
-    # Our hang-up is seen by the emulator within 1 s.
+    # Our hang-up reaches the emulator as a close on the wire (data channel / DTLS), not as ICE
+    # consent expiring: that timer, not the machine's speed, is the bound (issue 10 item 8).
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     await peer.close()
-    await asyncio.wait_for(emu_session.closed, 1.0)
-    assert loop.time() - t0 < 1.0
+    await asyncio.wait_for(emu_session.closed, CONSENT_EXPIRY_S)
+    assert loop.time() - t0 < CONSENT_EXPIRY_S
+    assert emu_session.stats.end_reason in ("datachannel_closed", "peer_closed")
     assert peer.ended.result() is OrgaEndReason.LOCAL_CLOSE
     await peer.close()  # idempotent
     await asyncio.wait_for(reader, 2)
@@ -135,8 +140,11 @@ async def test_emulator_ending_the_session_is_detected_within_1s(emulator: Emula
     await asyncio.wait_for(emu_session.closed, 3)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    reason = await asyncio.wait_for(asyncio.shield(session.peer.ended), 1.0)
-    assert loop.time() - t0 < 1.0
+    # Seen from the close on the wire, before our own media timer (which would report
+    # MEDIA_TIMEOUT) could: that timer is the bound, not the machine's speed (issue 10 item 8).
+    media_timeout_s = LOOPBACK.media_timeout_s
+    reason = await asyncio.wait_for(asyncio.shield(session.peer.ended), media_timeout_s)
+    assert loop.time() - t0 < media_timeout_s
     assert reason in (OrgaEndReason.DATACHANNEL_CLOSED, OrgaEndReason.PEER_CLOSED,
                       OrgaEndReason.PEER_FAILED)
     assert emu_session.stats.end_reason == "time_limit"

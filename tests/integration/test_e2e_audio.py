@@ -54,10 +54,12 @@ async def test_sipp_call_is_heard_answered_logged_and_measured(
     stack: Stack, tmp_path: Path, caplog: pytest.LogCaptureFixture, transport: str, codec: str,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="gateway.call")
-    speech_pcap(tmp_path / "audio.pcap", codec, freq_hz=440.0, talk_s=1.0, quiet_s=2.0)
+    talk_s, call_s = 1.0, 4.5
+    speech_pcap(tmp_path / "audio.pcap", codec, freq_hz=440.0, talk_s=talk_s, quiet_s=2.0)
     sipp = asyncio.create_task(run_sipp(
         "uac_pcap_call.xml", stack.sip_port, tmp_path, transport=transport,
-        extra=("-set", "pt", str(PAYLOAD_TYPES[codec]), "-set", "codec", codec, "-d", "4500"),
+        extra=("-set", "pt", str(PAYLOAD_TYPES[codec]), "-set", "codec", codec,
+               "-d", str(round(call_s * 1000))),
     ))
 
     # While the call runs: wait for the AI's answer to the utterance, then scrape.
@@ -101,7 +103,10 @@ async def test_sipp_call_is_heard_answered_logged_and_measured(
     assert series["orga_gateway_conversation_packets_in_total"].value >= 50  # ≥ 1 s of RTP
     assert series["orga_gateway_conversation_packets_out_total"].value >= 50
     assert series["orga_gateway_conversation_turns_total"].value == 1
-    assert 0 < series["orga_gateway_conversation_last_turn_latency_seconds"].value < 2.0
+    # The gateway's own figure. Its bound is the scenario's timer, not the machine's speed
+    # (issue 10 item 8): the reply came while the call lasted, after the caller's talk.
+    latency = series["orga_gateway_conversation_last_turn_latency_seconds"].value
+    assert 0 < latency < call_s - talk_s
     (entry,) = calls
     assert entry["conversation_id"] == cid and entry["state"] == "answered"
 
@@ -142,11 +147,12 @@ def loud_runs(frames: list[np.ndarray], levels: list[float],
 async def test_baresip_hears_the_agents_reply(
     stack: Stack, tmp_path: Path, codec: str, transport: str
 ) -> None:
+    call_s = 5
     wav = write_wav(tmp_path / "talk.wav", np.concatenate([tone(440.0, 1.0), silence(6.0)]))
     target = f"sip:+4930123@127.0.0.1:{stack.sip_port}"
     if transport == "tcp":
         target += ";transport=tcp"
-    run = await baresip_call(target, tmp_path / "baresip", wav, codec=codec, seconds=5)
+    run = await baresip_call(target, tmp_path / "baresip", wav, codec=codec, seconds=call_s)
     assert "Call established" in run.output, run.output[-2000:]
     assert f"Set audio decoder: {codec}" in run.output
 
@@ -168,9 +174,11 @@ async def test_baresip_hears_the_agents_reply(
     syllables = [run for run in loud_runs(frames, levels) if run.size >= 480]
     pitches = {round(dominant_frequency(run, 8000) / 220) * 220 for run in syllables}
     assert pitches == {660, 880}, [dominant_frequency(run, 8000) for run in syllables]
-    # The reply follows the caller's utterance (1 s of tone + the emulator's 500 ms VAD hang).
+    # The reply follows the caller's utterance (1 s of tone + the emulator's 500 ms VAD hang),
+    # within the call's own timer (a bound from the machine's speed has no place here: issue 10
+    # item 8).
     first_loud = next(i for i, level in enumerate(levels) if level > -30) * 0.02
-    assert 1.4 < first_loud < 3.5, levels
+    assert 1.4 < first_loud < call_s, levels
 
     await stack.assert_clean()
     after = await stack.metrics()

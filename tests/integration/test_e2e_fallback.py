@@ -89,12 +89,21 @@ async def test_setup_timeout_redirects_too(stack: Stack, tmp_path: Path) -> None
     assert run.returncode == 0, run.stderr
     assert exchange(run) == [">INVITE", "<100", "<180", "<302", ">ACK"]
     (invite,), (redirect,) = run.sent("INVITE"), run.received("SIP/2.0 302")
-    assert 0.9 < redirect - invite < 3.0  # the budget, then the redirect at once
+    # The 1 s budget, then the redirect: before the request timeout (5 s) could have ended the
+    # setup, the bound that proves the budget did it whatever the machine's load (issue 10 #8).
+    request_timeout_s = stack.gateway.config.orga.request_timeout_s
+    assert 0.9 < redirect - invite < request_timeout_s
     await stack.assert_clean()
     assert ended(await stack.metrics(), "orga_fallback") == 1
 
 
-async def test_announcement_is_heard_as_early_media_before_the_redirect(tmp_path: Path) -> None:
+# "The redirect at once after the announcement" has no timer to bound it: the 3 s bound is a
+# measurement, run under `make test-slow` only (issue 10 item 8). `make test` checks the order
+# (the 183's announcement, all 50 packets of it, then the 302) without an upper bound.
+@pytest.mark.parametrize("at_once_s", [None, pytest.param(3.0, marks=pytest.mark.slow,
+                                                          id="measured")])
+async def test_announcement_is_heard_as_early_media_before_the_redirect(
+        tmp_path: Path, at_once_s: float | None) -> None:
     wav = tmp_path / "fallback.wav"
     write_wav(wav, 500.0, 1.0)
     route = Route(match="*", transfer_targets=(("desk", DESK),), on_orga_failure="desk",
@@ -111,7 +120,9 @@ async def test_announcement_is_heard_as_early_media_before_the_redirect(tmp_path
         assert run.returncode == 0, run.stderr
         assert exchange(run) == [">INVITE", "<100", "<180", "<183", "<302", ">ACK"]
         (progress,), (redirect,) = run.received("SIP/2.0 183"), run.received("SIP/2.0 302")
-        assert 0.9 < redirect - progress < 3.0  # the 1 s announcement, then the redirect
+        assert redirect - progress > 0.9  # the 1 s announcement, then the redirect
+        if at_once_s is not None:
+            assert redirect - progress < at_once_s
         assert "application/sdp" in received_text(tmp_path, "SIP/2.0 183")
         # Heard by content: 1 s of the WAV's 500 Hz tone at its level (a 0.25 sine: -15 dBFS).
         audio = ulaw_decode(b"".join(listener.payloads)).astype(np.float64) / 32768

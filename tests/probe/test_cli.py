@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from gateway.probe.audio import dominant_hz, read_wav, spoken_phrase, write_wav
+from gateway.probe.media import LISTEN_LIMIT_S
 from tests.probe.uas import ToneUas, UasBehaviour
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +27,11 @@ async def _probe(*args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-async def test_cli_pass_with_json_play_and_record(tmp_path: Path) -> None:
+# The turn latency's upper bound: the probe's listen limit (a reply after it is no reply) under
+# `make test`; the figure on an idle machine (1.2 s) under `make test-slow` (issue 10 item 8).
+@pytest.mark.parametrize("latency_limit_s", [
+    LISTEN_LIMIT_S, pytest.param(1.2, marks=pytest.mark.slow, id="measured")])
+async def test_cli_pass_with_json_play_and_record(tmp_path: Path, latency_limit_s: float) -> None:
     server = ToneUas(UasBehaviour(tone_hz=1000.0, tone_s=0.8))
     await server.start()
     try:
@@ -45,7 +50,7 @@ async def test_cli_pass_with_json_play_and_record(tmp_path: Path) -> None:
     assert report["verdict"] == "pass" and report["exit_code"] == 0
     assert report["codec"] == "PCMA" and report["transport"] == "tcp"
     assert report["heard_hz"] == pytest.approx(1000.0, abs=10.0)
-    assert report["reply_heard"] and 0.5 <= report["turn_latency_s"] < 1.2
+    assert report["reply_heard"] and 0.5 <= report["turn_latency_s"] < latency_limit_s
     assert report["recorded"] == str(record)
     assert dominant_hz(read_wav(record)) == pytest.approx(1000.0, abs=5.0)
     assert server.log.utterances and server.log.utterances[0].speech_s > 1.0
