@@ -11,6 +11,12 @@ shutdown): stop media → close the peer → BYE or final response → release t
 Every way the call ends is an `Outcome` (`outcomes.py`): failures before the answer classify
 themselves into the final response and the metric result, and every refusal's headers come from
 `outcomes.response_headers`. The call owns every task it starts; nothing of it outlives `run()`.
+
+Its other jobs live next door, as parts the call owns: `call_dialog.py` (the SIP events of its
+dialog: BYE, re-INVITE, INFO, NOTIFY), `call_control.py` (`CallControl`: hang-up, transfer and
+DTMF requests from the operator API, the agent's tools and DTMF), `call_report.py`
+(`CallReport`: metrics, the per-conversation series, the call record, the operator's views) and
+`fallback.py` (when Orga cannot take the call).
 """
 
 from __future__ import annotations
@@ -25,20 +31,18 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway import fallback
+from gateway import call_dialog, fallback
 from gateway.aiortc_patches import tune_receiver
 from gateway.call_control import CallControl
 from gateway.call_report import CallReport, SetupSteps
 from gateway.clock import Clock
 from gateway.config import Config, Route
-from gateway.control.actions import ActionRefused, Actor
-from gateway.control.transfer import Transfer, TransferState
+from gateway.control.actions import Actor
+from gateway.control.transfer import Transfer
 from gateway.logs import ContextAdapter, call_logger
 from gateway.media.downlink import AiAudioPump
-from gateway.media.dtmf import DtmfRelayError, parse_dtmf_relay
 from gateway.media.ports import PortPool
 from gateway.media.rtp_session import RtpSession, open_from_pool
-from gateway.media.transcode import PHONE_RATE
 from gateway.media.uplink import CallerAudioTrack
 from gateway.media.voice import TurnLatencyMeter
 from gateway.metrics import ConversationStats, Metrics
@@ -46,31 +50,12 @@ from gateway.orga.api import OrgaApi
 from gateway.orga.peer import OrgaPeer
 from gateway.orga.session import OrgaSession, open_session
 from gateway.orga.settings import McpServerParams, PeerSettings, SessionParams, session_params
-from gateway.outcomes import (
-    OfferRefusal,
-    Outcome,
-    classify,
-    response_headers,
-    sip_warning,
-)
+from gateway.outcomes import Outcome, classify, response_headers, sip_warning
 from gateway.records.record import NULL_SINK, CallRecord, RecordSink
 from gateway.records.recording import CallRecording, Recorder
-from gateway.sdp import MediaParams, SdpNegotiationError, negotiate, parse_offer
+from gateway.sdp import MediaParams, negotiate, parse_offer
 from gateway.sip.address import Peer
-from gateway.sip.events import (
-    AckReceived,
-    ByeReceived,
-    CallCancelled,
-    CallHandle,
-    DialogEnded,
-    InfoReceived,
-    InviteReceived,
-    NotifyReceived,
-    ReinviteReceived,
-    RequestCompleted,
-    RequestHandle,
-    SipEndReason,
-)
+from gateway.sip.events import CallHandle, InviteReceived, RequestHandle
 from gateway.sip.uri import SipUri
 
 if TYPE_CHECKING:
@@ -119,14 +104,6 @@ class CallContext:
 # Setup failures of the Orga leg, which a route's `on_orga_failure` may turn into a redirect.
 ORGA_FAILURES = frozenset({Outcome.ORGA_AUTH, Outcome.ORGA_INVALID, Outcome.ORGA_UNAVAILABLE,
                            Outcome.SETUP_TIMEOUT})
-
-_SIP_END_OUTCOMES = {
-    SipEndReason.REMOTE_BYE: Outcome.CALLER_BYE,
-    SipEndReason.ACK_TIMEOUT: Outcome.NO_ACK,
-    SipEndReason.SESSION_EXPIRED: Outcome.SESSION_EXPIRED,
-    SipEndReason.REMOTE_ERROR: Outcome.SIP_ERROR,
-}
-
 
 def callee_of(invite: InviteReceived) -> str:
     """The dialed number: the request URI's user part ("" when there is none)."""
@@ -208,24 +185,8 @@ class Call:
 
     # --- inputs -------------------------------------------------------------------------------
     def sip_event(self, event: object) -> None:
-        """Events of this call's dialog, dispatched by the registry."""
-        if isinstance(event, CallCancelled | ByeReceived):
-            self._sip_done = True
-            self._end(Outcome.CALLER_BYE)
-        elif isinstance(event, DialogEnded):
-            self._sip_done = True
-            self._end(_SIP_END_OUTCOMES.get(event.reason, Outcome.SIP_ERROR))
-        elif isinstance(event, ReinviteReceived):
-            self._reinvite(event)
-        elif isinstance(event, InfoReceived):
-            self._info(event)
-        elif isinstance(event, NotifyReceived):
-            if (event.event or "").split(";")[0].strip().lower() == "refer":
-                self.control.on_notify(event.body)
-        elif isinstance(event, RequestCompleted):
-            self.control.on_request_completed(event.handle, event.status)
-        elif isinstance(event, AckReceived):
-            self.log.debug("ACK received")
+        """Events of this call's dialog, dispatched by the registry (`call_dialog.py`)."""
+        call_dialog.dispatch(self, event)
 
     def hang_up(self, outcome: Outcome) -> None:
         """End the call from our side (drain, shutdown)."""
@@ -308,29 +269,8 @@ class Call:
         self._warning = sip_warning(failure)
         target = self.route.transfer_target(self.route.on_orga_failure)
         if outcome in ORGA_FAILURES and target is not None:
-            return await self._fall_back(target)
+            return await fallback.redirect(self, target)
         return outcome
-
-    async def _fall_back(self, target: str) -> Outcome:
-        """Orga cannot take the call: send it to the route's person instead (a 302 to
-        `target`), after the route's announcement as early media (gateway/fallback.py)."""
-        path = self.route.orga_failure_announcement
-        if path is not None and self._rtp is not None and self._answer_sdp is not None:
-            self.ctx.signalling.progress(self.handle, self._answer_sdp.encode())
-            audio = fallback.announcement(path)  # checked by check-config, decoded at start
-            playing = self._tasks.create_task(fallback.play(self._rtp, audio),
-                                              name=f"announcement {self.call_id}")
-            waiting: set[asyncio.Future[Any]] = {playing, self._stop}
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            if not playing.done():  # the caller hung up during the announcement
-                playing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await playing
-                return Outcome.CANCELLED if self._sip_done else Outcome.DRAINING
-        self._extra_headers = fallback.redirect_headers(target)
-        self.log.warning("Orga unavailable: call redirected to %s (route %s, on_orga_failure "
-                         "%s)", target, self.route_label, self.route.on_orga_failure)
-        return Outcome.ORGA_FALLBACK
 
     async def _setup_failure(self) -> Exception | None:
         """The setup as a task of the call's group. Its failure is a call outcome (a 503 for
@@ -410,39 +350,8 @@ class Call:
         elif outcome is Outcome.ORGA_LOST:
             self.log.warning("Orga session lost (%s)", _describe(first))
             if self.route.on_orga_failure != "reject":
-                outcome = await self._transfer_after_loss()
+                outcome = await fallback.transfer_after_loss(self)
         return outcome
-
-    async def _transfer_after_loss(self) -> Outcome:
-        """The Orga leg broke after the answer: play the route's announcement, then a blind
-        transfer (REFER) to its `on_orga_failure` target. Result `orga_fallback` when the
-        target took the call; `orga_lost` (a BYE) when the transfer failed or was refused."""
-        path = self.route.orga_failure_announcement
-        if path is not None and self._pump is not None:
-            audio = fallback.announcement(path)
-            self._pump.play_first(audio)  # the pump's own pacing; the AI sends nothing now
-            if await self._caller_left_within(audio.size / PHONE_RATE + 0.1):
-                return self._stop.result()
-        try:
-            transfer = self.request_transfer(self.route.on_orga_failure, Actor.FALLBACK)
-        except ActionRefused as exc:
-            self.log.warning("Orga fallback transfer refused: %s", exc.message)
-            return Outcome.ORGA_LOST
-        assert self.control.transfer_done is not None
-        waiting: set[asyncio.Future[Any]] = {self.control.transfer_done, self._stop}
-        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        if transfer.state is TransferState.SUCCEEDED:
-            return Outcome.ORGA_FALLBACK
-        if self._stop.done() and self._stop.result() is not Outcome.TRANSFERRED:
-            return self._stop.result()  # the caller hung up meanwhile
-        return Outcome.ORGA_LOST
-
-    async def _caller_left_within(self, seconds: float) -> bool:
-        try:
-            await asyncio.wait_for(asyncio.shield(self._stop), seconds)
-        except TimeoutError:
-            return False
-        return True
 
     async def _teardown(self) -> None:
         # 0. the agent's tools and pending control requests die first
@@ -535,39 +444,6 @@ class Call:
         headers = response_headers(d, agent=self.ctx.advertised_address, warning=warning)
         self.ctx.signalling.reject(self.handle, d.status, reason=d.reason,
                                    headers=[*headers, *self._extra_headers])
-
-    def _refuse_offer(self, refusal: OfferRefusal, warning: tuple[int, str] | None = None
-                      ) -> None:
-        d = refusal.disposition
-        assert d.status is not None, refusal
-        self.ctx.signalling.reject_offer(self.handle, d.status, headers=response_headers(
-            d, agent=self.ctx.advertised_address, warning=warning))
-
-    def _reinvite(self, event: ReinviteReceived) -> None:
-        if self._rtp is None or self._port is None:
-            self._refuse_offer(OfferRefusal.PENDING)
-            return
-        if event.sdp is None:
-            self._refuse_offer(OfferRefusal.REQUIRED)
-            return
-        try:
-            params, answer = self._negotiate(parse_offer(event.sdp.decode("utf-8", "replace")),
-                                             self._rtp.params)
-        except SdpNegotiationError as exc:
-            self._refuse_offer(OfferRefusal.NOT_ACCEPTABLE, exc.sip_warning)
-            return
-        self._rtp.update(params)
-        self.log.info("media updated by %s: %s:%d %s%s", event.method, params.remote_address,
-                      params.remote_port, params.codec, " (on hold)" if params.on_hold else "")
-        self.ctx.signalling.answer_offer(self.handle, answer.encode())
-
-    def _info(self, event: InfoReceived) -> None:
-        if (event.content_type or "").lower() != "application/dtmf-relay":
-            return
-        try:
-            self.control.on_dtmf(parse_dtmf_relay(event.body.decode("utf-8", "replace")))
-        except DtmfRelayError as exc:
-            self.log.info("ignored malformed dtmf-relay INFO: %s", exc)
 
     @property
     def state(self) -> str:
