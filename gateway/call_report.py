@@ -51,22 +51,21 @@ class CallReport:
     def orga_event(self, event: ServerEvent) -> None:
         """The Orga session's transcripts, counted and recorded (their text logged only with
         [privacy] log_content = true: transcripts are personal data)."""
-        call = self._call
-        content = call.ctx.config.privacy.log_content
         if isinstance(event, InputTranscript):
-            call.ctx.metrics.text_event("transcript")
-            call.record.utterance("caller", event.text, call._clock.now())
-            if content:
-                call.log.info("caller said: %s", event.text)
-            else:
-                call.log.info("caller transcript received (%d characters)", len(event.text))
+            self._utterance("transcript", "caller", event.text,
+                            "caller said: %s", "caller transcript received (%d characters)")
         elif isinstance(event, ResponseDone):
-            call.ctx.metrics.text_event("assistant")
-            call.record.utterance("assistant", event.clean_text, call._clock.now())
-            if content:
-                call.log.info("assistant said: %s", event.clean_text)
-            else:
-                call.log.info("assistant text received (%d characters)", len(event.clean_text))
+            self._utterance("assistant", "assistant", event.clean_text,
+                            "assistant said: %s", "assistant text received (%d characters)")
+
+    def _utterance(self, kind: str, speaker: str, text: str, said: str, received: str) -> None:
+        call = self._call
+        call.ctx.metrics.text_event(kind)
+        call.record.utterance(speaker, text, call._clock.now())
+        if call.ctx.config.privacy.log_content:
+            call.log.info(said, text)
+        else:
+            call.log.info(received, len(text))
 
     def stats(self) -> ConversationStats:
         """The per-conversation series' values (read at scrape time)."""
