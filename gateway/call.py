@@ -11,6 +11,12 @@ shutdown): stop media → close the peer → BYE or final response → release t
 Every way the call ends is an `Outcome` (`outcomes.py`): failures before the answer classify
 themselves into the final response and the metric result, and every refusal's headers come from
 `outcomes.response_headers`. The call owns every task it starts; nothing of it outlives `run()`.
+
+Its other jobs live next door, as parts the call owns: `call_dialog.py` (the SIP events of its
+dialog: BYE, re-INVITE, INFO, NOTIFY), `call_control.py` (`CallControl`: hang-up, transfer and
+DTMF requests from the operator API, the agent's tools and DTMF), `call_report.py`
+(`CallReport`: metrics, the per-conversation series, the call record, the operator's views) and
+`fallback.py` (when Orga cannot take the call).
 """
 
 from __future__ import annotations
@@ -25,53 +31,31 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway import fallback
+from gateway import call_dialog, fallback
 from gateway.aiortc_patches import tune_receiver
+from gateway.call_control import CallControl
+from gateway.call_report import CallReport, SetupSteps
 from gateway.clock import Clock
 from gateway.config import Config, Route
-from gateway.control.actions import ActionRefused, Actor
-from gateway.control.transfer import Transfer, TransferState
+from gateway.control.actions import Actor
+from gateway.control.transfer import Transfer
 from gateway.logs import ContextAdapter, call_logger
 from gateway.media.downlink import AiAudioPump
-from gateway.media.dtmf import DtmfReceived, DtmfRelayError, parse_dtmf_relay
-from gateway.media.dtmf_send import send_digits
 from gateway.media.ports import PortPool
 from gateway.media.rtp_session import RtpSession, open_from_pool
-from gateway.media.srtp import SrtpParams
-from gateway.media.transcode import PHONE_RATE
 from gateway.media.uplink import CallerAudioTrack
 from gateway.media.voice import TurnLatencyMeter
 from gateway.metrics import ConversationStats, Metrics
 from gateway.orga.api import OrgaApi
-from gateway.orga.events import InputTranscript, ResponseDone, ServerEvent
 from gateway.orga.peer import OrgaPeer
 from gateway.orga.session import OrgaSession, open_session
 from gateway.orga.settings import McpServerParams, PeerSettings, SessionParams, session_params
-from gateway.outcomes import (
-    OfferRefusal,
-    Outcome,
-    classify,
-    response_headers,
-    sip_warning,
-)
+from gateway.outcomes import Outcome, classify, response_headers, sip_warning
 from gateway.records.record import NULL_SINK, CallRecord, RecordSink
 from gateway.records.recording import CallRecording, Recorder
-from gateway.sdp import MediaParams, SdpNegotiationError, negotiate, parse_offer
+from gateway.sdp import MediaParams, negotiate, parse_offer
 from gateway.sip.address import Peer
-from gateway.sip.events import (
-    AckReceived,
-    ByeReceived,
-    CallCancelled,
-    CallHandle,
-    DialogEnded,
-    InfoReceived,
-    InviteReceived,
-    NotifyReceived,
-    ReinviteReceived,
-    RequestCompleted,
-    RequestHandle,
-    SipEndReason,
-)
+from gateway.sip.events import CallHandle, InviteReceived, RequestHandle
 from gateway.sip.uri import SipUri
 
 if TYPE_CHECKING:
@@ -80,11 +64,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MCP_ALIAS = "phone"  # how the agent's tool server is named in params.mcp_server
-GOODBYE_QUIET_S = 0.8  # the agent's audio must be quiet this long before its hang-up acts
-GOODBYE_MAX_S = 15.0  # ... or the hang-up acts anyway after this long
-DTMF_MEMORY = 64  # digits get_call_info remembers
-_ASKED_TO_END = {Actor.API: Outcome.API_HANGUP, Actor.AGENT: Outcome.AGENT_HANGUP,
-                 Actor.DTMF: Outcome.API_HANGUP}
 
 
 class CallSignalling(Protocol):
@@ -125,14 +104,6 @@ class CallContext:
 # Setup failures of the Orga leg, which a route's `on_orga_failure` may turn into a redirect.
 ORGA_FAILURES = frozenset({Outcome.ORGA_AUTH, Outcome.ORGA_INVALID, Outcome.ORGA_UNAVAILABLE,
                            Outcome.SETUP_TIMEOUT})
-
-_SIP_END_OUTCOMES = {
-    SipEndReason.REMOTE_BYE: Outcome.CALLER_BYE,
-    SipEndReason.ACK_TIMEOUT: Outcome.NO_ACK,
-    SipEndReason.SESSION_EXPIRED: Outcome.SESSION_EXPIRED,
-    SipEndReason.REMOTE_ERROR: Outcome.SIP_ERROR,
-}
-
 
 def callee_of(invite: InviteReceived) -> str:
     """The dialed number: the request URI's user part ("" when there is none)."""
@@ -198,7 +169,6 @@ class Call:
         self.record = CallRecord(ctx.records, sip_call_id=self.call_id, direction=direction,
                                  trunk=trunk, route=self.route_label, caller=self.caller,
                                  callee=self.callee, now=self.started_at)
-        self._meter = TurnLatencyMeter(on_turn=self._turn)
         self._sdp_version = 0
         self._tasks: asyncio.TaskGroup  # set by run(): owns every task of this call
         # How the call ended, once known; before the answer it is also the final response owed,
@@ -208,166 +178,38 @@ class Call:
         self._extra_headers: list[tuple[str, str]] = []  # the fallback's Contact
         self._answer_sdp: str | None = None  # our SDP answer, once media is open
         self._session_id = random.randrange(1, 2**31)
-        # Call control (gateway/control): the agent's tools, requests in flight, transfer.
-        self._grant: McpGrant | None = None
-        self._dtmf_digits: list[str] = []
-        self._hang_up_pending = False
-        self._dtmf_sending = False
-        self._control_tasks: set[asyncio.Task[None]] = set()
-        self._transfer: Transfer | None = None
-        self._refer: RequestHandle | None = None
-        self._transfer_done: asyncio.Future[Transfer] | None = None
+        self._grant: McpGrant | None = None  # the agent's tools (gateway/control/mcp_tools.py)
+        self.control = CallControl(self)  # hang-up, transfer, DTMF requests (call_control.py)
+        self.report = CallReport(self)  # metrics, conversation series, record (call_report.py)
+        self._meter = TurnLatencyMeter(on_turn=self.report.turn)
 
     # --- inputs -------------------------------------------------------------------------------
     def sip_event(self, event: object) -> None:
-        """Events of this call's dialog, dispatched by the registry."""
-        if isinstance(event, CallCancelled | ByeReceived):
-            self._sip_done = True
-            self._end(Outcome.CALLER_BYE)
-        elif isinstance(event, DialogEnded):
-            self._sip_done = True
-            self._end(_SIP_END_OUTCOMES.get(event.reason, Outcome.SIP_ERROR))
-        elif isinstance(event, ReinviteReceived):
-            self._reinvite(event)
-        elif isinstance(event, InfoReceived):
-            self._info(event)
-        elif isinstance(event, NotifyReceived):
-            if (event.event or "").split(";")[0].strip().lower() == "refer":
-                self.on_notify(event.body)
-        elif isinstance(event, RequestCompleted):
-            if event.handle == self._refer and self._transfer is not None:
-                self._transfer.on_refer_response(event.status, self._clock.now())
-                self._transfer_progress()
-        elif isinstance(event, AckReceived):
-            self.log.debug("ACK received")
+        """Events of this call's dialog, dispatched by the registry (`call_dialog.py`)."""
+        call_dialog.dispatch(self, event)
 
     def hang_up(self, outcome: Outcome) -> None:
         """End the call from our side (drain, shutdown)."""
         self._end(outcome)
 
-    # --- control requests (operator API, agent tools, DTMF): the call decides ----------------
+    # --- control requests (operator API, agent tools, DTMF): `call_control.py` decides ------
     def request_hang_up(self, actor: Actor, reason: str | None = None) -> None:
-        """Asked to end: BYE once answered, else a 603 final response.
-
-        The agent's own hang-up waits for its goodbye to finish playing (its audio quiet for
-        `GOODBYE_QUIET_S`, at most `GOODBYE_MAX_S`); an operator's acts at once.
-        """
-        if self._stop.done() or self._hang_up_pending:
-            raise ActionRefused("the call is already ending")
-        outcome = _ASKED_TO_END[actor]
-        self.log.info("hang-up requested by %s", actor.value)
-        if reason:  # the agent's words may quote the caller: not at INFO
-            self.log.debug("hang-up reason: %s", reason[:200])
-        if actor is Actor.AGENT and self._answered and self._pump is not None:
-            self._hang_up_pending = True
-            self._spawn(self._end_after_goodbye(outcome))
-        else:
-            self._end(outcome)
+        self.control.request_hang_up(actor, reason)
 
     def request_transfer(self, target: str, actor: Actor) -> Transfer:
-        """Blind transfer (REFER) of the caller to a name from the route's allowlist."""
-        uri = self.route.transfer_target(target)
-        if uri is None:
-            allowed = ", ".join(self.transfer_targets()) or "none"
-            raise ActionRefused(f"{target[:64]!r} is not a transfer target of this call "
-                                f"(allowed: {allowed})", 422)
-        if not self._answered or self._stop.done() or self._hang_up_pending:
-            raise ActionRefused("a transfer needs an answered call that is not ending")
-        if self._transfer is not None and not self._transfer.finished:
-            raise ActionRefused("a transfer is already in progress")
-        transfer = Transfer(target, uri, actor, self._clock.now())
-        try:
-            self._refer = self.ctx.signalling.send_request(self.handle, "REFER", headers=[
-                ("Refer-To", f"<{transfer.uri}>"), ("Referred-By", f"<{self.local_uri}>")])
-        except Exception as exc:  # the dialog cannot carry a request now (e.g. not ACKed)
-            raise ActionRefused(f"the call cannot be transferred now ({exc})") from None
-        self._transfer = transfer
-        self.record.transfer_started(target, transfer.started_at, actor.value)
-        self._transfer_done = asyncio.get_running_loop().create_future()
-        self.log.info("transfer to %s requested by %s", target, actor.value)
-        self._spawn(self._watch_transfer(transfer))
-        return transfer
+        return self.control.request_transfer(target, actor)
 
     async def transfer(self, target: str, actor: Actor) -> str:
-        """Transfer and wait for the outcome (the agent's tool reports it)."""
-        self.request_transfer(target, actor)
-        assert self._transfer_done is not None
-        return (await asyncio.shield(self._transfer_done)).outcome_text()
+        return await self.control.transfer_and_wait(target, actor)
 
     def transfer_targets(self) -> list[str]:
-        return sorted(name for name, _ in self.route.transfer_targets)
+        return self.control.transfer_targets()
 
     def request_dtmf(self, digits: str) -> None:
-        """Play `digits` to the phone as RFC 4733 events (one request at a time)."""
-        rtp = self._rtp
-        if not self._answered or rtp is None or self._stop.done():
-            raise ActionRefused("DTMF needs an answered call")
-        if rtp.params.telephone_event_pt is None:
-            raise ActionRefused("the phone did not negotiate telephone-event (RFC 4733)")
-        if rtp.sending_event or self._dtmf_sending:
-            raise ActionRefused("DTMF is already being sent")
-        self._dtmf_sending = True
-        self.log.debug("sending %d DTMF digits", len(digits))
-        self._spawn(self._send_dtmf(rtp, digits))
+        self.control.request_dtmf(digits)
 
     def dtmf_received(self) -> str:
-        return "".join(self._dtmf_digits)
-
-    def on_notify(self, body: bytes) -> None:
-        """A NOTIFY of our REFER's subscription (already answered 200)."""
-        if self._transfer is not None:
-            self._transfer.on_notify(body, self._clock.now())
-            self._transfer_progress()
-
-    async def _send_dtmf(self, rtp: RtpSession, digits: str) -> None:
-        try:
-            await send_digits(rtp, digits)
-        finally:
-            self._dtmf_sending = False
-
-    async def _end_after_goodbye(self, outcome: Outcome) -> None:
-        pump = self._pump
-        assert pump is not None
-        deadline = self._clock.now() + GOODBYE_MAX_S
-        quiet_since = self._clock.now()
-        while self._clock.now() < deadline:
-            await asyncio.sleep(0.05)
-            if pump.speaking:
-                quiet_since = self._clock.now()
-            elif self._clock.now() - quiet_since >= GOODBYE_QUIET_S:
-                break
-        self._end(outcome)
-
-    async def _watch_transfer(self, transfer: Transfer) -> None:
-        while not transfer.finished:
-            await asyncio.sleep(0.25)
-            if transfer.expired(self._clock.now()):
-                self._transfer_progress()
-
-    def _transfer_progress(self) -> None:
-        transfer = self._transfer
-        if transfer is None or not transfer.finished:
-            return
-        done = self._transfer_done
-        if done is None or done.done():
-            return
-        done.set_result(transfer)
-        result = transfer.result.value if transfer.result else "failed"
-        self.ctx.metrics.transfer(result, transfer.actor.value)
-        self.record.transfer_ended(result, self._clock.now(), transfer.sip_status)
-        if transfer.state is TransferState.SUCCEEDED:
-            self.log.info("transferred to %s", transfer.target)
-            self._end(Outcome.TRANSFERRED)
-        else:
-            self.log.warning("transfer to %s failed: %s (SIP %s); the call goes on",
-                             transfer.target, result, transfer.sip_status)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """A control request's task, a child of the call's group; cancelled at teardown.
-        Its failure is logged, never a crash of the call."""
-        task = self._tasks.create_task(_logged(coro, self.log))
-        self._control_tasks.add(task)
-        task.add_done_callback(self._control_tasks.discard)
+        return self.control.dtmf_received()
 
     def _end(self, outcome: Outcome) -> None:
         if not self._stop.done():
@@ -399,7 +241,7 @@ class Call:
             self._outcome = Outcome.INTERNAL
             self._end_dialog()  # a 500 if the teardown (seeing a cancel) owed no response yet
         finally:
-            self._record(self._outcome or Outcome.INTERNAL)
+            self.report.finish(self._outcome or Outcome.INTERNAL)
 
     async def _setup_phase(self) -> Outcome | None:
         """Run the setup; return None once answered, else the outcome (response is queued)."""
@@ -427,29 +269,8 @@ class Call:
         self._warning = sip_warning(failure)
         target = self.route.transfer_target(self.route.on_orga_failure)
         if outcome in ORGA_FAILURES and target is not None:
-            return await self._fall_back(target)
+            return await fallback.redirect(self, target)
         return outcome
-
-    async def _fall_back(self, target: str) -> Outcome:
-        """Orga cannot take the call: send it to the route's person instead (a 302 to
-        `target`), after the route's announcement as early media (gateway/fallback.py)."""
-        path = self.route.orga_failure_announcement
-        if path is not None and self._rtp is not None and self._answer_sdp is not None:
-            self.ctx.signalling.progress(self.handle, self._answer_sdp.encode())
-            audio = fallback.announcement(path)  # checked by check-config, decoded at start
-            playing = self._tasks.create_task(fallback.play(self._rtp, audio),
-                                              name=f"announcement {self.call_id}")
-            waiting: set[asyncio.Future[Any]] = {playing, self._stop}
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            if not playing.done():  # the caller hung up during the announcement
-                playing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await playing
-                return Outcome.CANCELLED if self._sip_done else Outcome.DRAINING
-        self._extra_headers = fallback.redirect_headers(target)
-        self.log.warning("Orga unavailable: call redirected to %s (route %s, on_orga_failure "
-                         "%s)", target, self.route_label, self.route.on_orga_failure)
-        return Outcome.ORGA_FALLBACK
 
     async def _setup_failure(self) -> Exception | None:
         """The setup as a task of the call's group. Its failure is a call outcome (a 503 for
@@ -462,7 +283,7 @@ class Call:
 
     async def _setup(self) -> None:
         cfg = self.ctx.config
-        step = _Steps(self._clock, self.ctx.metrics, self.record)
+        step = SetupSteps(self._clock, self.ctx.metrics, self.record)
         if self.ctx.mcp is not None:
             self._grant = self.ctx.mcp.grant(self)
         async with asyncio.timeout(cfg.orga.setup_timeout_s):
@@ -482,7 +303,7 @@ class Call:
                                 ice_servers,
                                 receiver_tuner=lambda r: tune_receiver(r, deliver=pump.feed))
                 # Before the offer: events sent on data-channel open (a greeting) are not lost.
-                peer.add_event_listener(self._orga_event)
+                peer.add_event_listener(self.report.orga_event)
                 return peer
 
             self._session = await open_session(self.ctx.api, peer_factory, self._session_params())
@@ -529,48 +350,14 @@ class Call:
         elif outcome is Outcome.ORGA_LOST:
             self.log.warning("Orga session lost (%s)", _describe(first))
             if self.route.on_orga_failure != "reject":
-                outcome = await self._transfer_after_loss()
+                outcome = await fallback.transfer_after_loss(self)
         return outcome
-
-    async def _transfer_after_loss(self) -> Outcome:
-        """The Orga leg broke after the answer: play the route's announcement, then a blind
-        transfer (REFER) to its `on_orga_failure` target. Result `orga_fallback` when the
-        target took the call; `orga_lost` (a BYE) when the transfer failed or was refused."""
-        path = self.route.orga_failure_announcement
-        if path is not None and self._pump is not None:
-            audio = fallback.announcement(path)
-            self._pump.play_first(audio)  # the pump's own pacing; the AI sends nothing now
-            if await self._caller_left_within(audio.size / PHONE_RATE + 0.1):
-                return self._stop.result()
-        try:
-            transfer = self.request_transfer(self.route.on_orga_failure, Actor.FALLBACK)
-        except ActionRefused as exc:
-            self.log.warning("Orga fallback transfer refused: %s", exc.message)
-            return Outcome.ORGA_LOST
-        assert self._transfer_done is not None
-        waiting: set[asyncio.Future[Any]] = {self._transfer_done, self._stop}
-        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        if transfer.state is TransferState.SUCCEEDED:
-            return Outcome.ORGA_FALLBACK
-        if self._stop.done() and self._stop.result() is not Outcome.TRANSFERRED:
-            return self._stop.result()  # the caller hung up meanwhile
-        return Outcome.ORGA_LOST
-
-    async def _caller_left_within(self, seconds: float) -> bool:
-        try:
-            await asyncio.wait_for(asyncio.shield(self._stop), seconds)
-        except TimeoutError:
-            return False
-        return True
 
     async def _teardown(self) -> None:
         # 0. the agent's tools and pending control requests die first
         if self._grant is not None:
             self._grant.revoke()
-        if self._transfer_done is not None and not self._transfer_done.done():
-            self._transfer_done.cancel()
-        for task in list(self._control_tasks):
-            task.cancel()
+        self.control.close()
         # 1. stop media
         if self._pump is not None:
             await _quietly(self._pump.stop())
@@ -604,38 +391,6 @@ class Call:
             return
         self._sip_done = True
 
-    def _record(self, outcome: Outcome) -> None:
-        m = self.ctx.metrics
-        if self.conversation_id is not None:
-            m.remove_conversation(self.conversation_id)
-        result = outcome.result
-        status = 200 if self._answered else outcome.disposition.status
-        duration = None if self.answered_at is None else self._clock.now() - self.answered_at
-        m.call_ended(result, self.route_label, self.trunk, duration)
-        if self._rtp is not None:
-            stats = self._rtp.stats
-            m.rtp("in", stats.received.packets, stats.received.bytes, stats.received.lost,
-                  stats.received.late)
-            m.rtp("out", stats.sent.packets, stats.sent.bytes)
-            m.rtp_jitter(stats.received.jitter_ms / 1000.0)
-            m.security_rejection("rtp_foreign_source", stats.received.foreign_dropped)
-            m.security_rejection("rtp_rate", stats.received.rate_dropped)
-            got = stats.received
-            self.record.media("in", packets=got.packets, lost=got.lost, late=got.late,
-                              jitter_ms=round(got.jitter_ms, 2))
-            self.record.media("out", packets=stats.sent.packets)
-        if self._pump is not None:
-            pump = self._pump.stats
-            if pump.underruns_speech:
-                m.playout_underrun(pump.underruns_speech)
-            if pump.dropped_backlog:
-                m.playout_dropped(pump.dropped_backlog_ms / 1000.0)
-            self.record.media("out", underruns=pump.underruns_speech,
-                              dropped_ms=pump.dropped_backlog_ms)
-        self.record.ended(self._clock.now(), result, status)
-        if duration is not None:
-            self.log.info("call ended: %s after %.1f s", result, duration)
-
     # --- helpers ------------------------------------------------------------------------------
     async def _open_media(self, offer: Any) -> tuple[RtpSession, str]:
         """Bind an RTP port from the pool for the negotiated media; return it and our answer.
@@ -652,7 +407,7 @@ class Call:
             inactivity_timeout_s=cfg.rtp.inactivity_timeout_s,
             max_packet_rate=cfg.security.rtp_max_packets_per_second,
             clock=self._clock,
-            on_dtmf=self._dtmf,
+            on_dtmf=self.control.on_dtmf,
             on_timeout=lambda: self._end(Outcome.RTP_TIMEOUT),
             tasks=self._tasks,
             on_srtp_failure=self.ctx.metrics.srtp_failure,
@@ -690,148 +445,22 @@ class Call:
         self.ctx.signalling.reject(self.handle, d.status, reason=d.reason,
                                    headers=[*headers, *self._extra_headers])
 
-    def _refuse_offer(self, refusal: OfferRefusal, warning: tuple[int, str] | None = None
-                      ) -> None:
-        d = refusal.disposition
-        assert d.status is not None, refusal
-        self.ctx.signalling.reject_offer(self.handle, d.status, headers=response_headers(
-            d, agent=self.ctx.advertised_address, warning=warning))
-
-    def _reinvite(self, event: ReinviteReceived) -> None:
-        if self._rtp is None or self._port is None:
-            self._refuse_offer(OfferRefusal.PENDING)
-            return
-        if event.sdp is None:
-            self._refuse_offer(OfferRefusal.REQUIRED)
-            return
-        try:
-            params, answer = self._negotiate(parse_offer(event.sdp.decode("utf-8", "replace")),
-                                             self._rtp.params)
-        except SdpNegotiationError as exc:
-            self._refuse_offer(OfferRefusal.NOT_ACCEPTABLE, exc.sip_warning)
-            return
-        self._rtp.update(params)
-        self.log.info("media updated by %s: %s:%d %s%s", event.method, params.remote_address,
-                      params.remote_port, params.codec, " (on hold)" if params.on_hold else "")
-        self.ctx.signalling.answer_offer(self.handle, answer.encode())
-
-    def _info(self, event: InfoReceived) -> None:
-        if (event.content_type or "").lower() != "application/dtmf-relay":
-            return
-        try:
-            self._dtmf(parse_dtmf_relay(event.body.decode("utf-8", "replace")))
-        except DtmfRelayError as exc:
-            self.log.info("ignored malformed dtmf-relay INFO: %s", exc)
-
-    # DTMF digits (PINs, card numbers) and transcripts are personal data: their content is
-    # logged only with [privacy] log_content = true; otherwise the line says what happened.
-    def _dtmf(self, event: DtmfReceived) -> None:
-        self._dtmf_digits = [*self._dtmf_digits[-(DTMF_MEMORY - 1):], event.digit]
-        self.ctx.metrics.dtmf(event.digit)
-        self.record.dtmf(event.digit, self._clock.now(), event.source.value)
-        if self.ctx.config.privacy.log_content:
-            self.log.info("DTMF %s (%d ms, %s)", event.digit, event.duration_ms,
-                          event.source.value)
-        else:
-            self.log.info("DTMF digit received (%d ms, %s)", event.duration_ms,
-                          event.source.value)
-        shortcuts = dict(self.route.dtmf_transfer)
-        if event.digit in shortcuts:
-            try:
-                self.request_transfer(shortcuts[event.digit], Actor.DTMF)
-            except ActionRefused as exc:
-                self.log.info("DTMF transfer not started: %s", exc.message)
-
-    def _orga_event(self, event: ServerEvent) -> None:
-        content = self.ctx.config.privacy.log_content
-        if isinstance(event, InputTranscript):
-            self.ctx.metrics.text_event("transcript")
-            self.record.utterance("caller", event.text, self._clock.now())
-            if content:
-                self.log.info("caller said: %s", event.text)
-            else:
-                self.log.info("caller transcript received (%d characters)", len(event.text))
-        elif isinstance(event, ResponseDone):
-            self.ctx.metrics.text_event("assistant")
-            self.record.utterance("assistant", event.clean_text, self._clock.now())
-            if content:
-                self.log.info("assistant said: %s", event.clean_text)
-            else:
-                self.log.info("assistant text received (%d characters)", len(event.clean_text))
-
-    def _turn(self, seconds: float) -> None:
-        self.ctx.metrics.turn_latency(seconds)
-        self.record.turn(seconds)
-
-    def stats(self) -> ConversationStats:
-        rtp = self._rtp.stats if self._rtp is not None else None
-        pump = self._pump.stats if self._pump is not None else None
-        return ConversationStats(
-            audio_in_seconds=(rtp.received.audio_seconds) if rtp else 0.0,
-            audio_out_seconds=(pump.samples_sent_audio / PHONE_RATE) if pump else 0.0,
-            packets_in=rtp.received.packets if rtp else 0,
-            packets_out=rtp.sent.packets if rtp else 0,
-            packets_lost=rtp.received.lost if rtp else 0,
-            jitter_seconds=(rtp.received.jitter_ms / 1000.0) if rtp else 0.0,
-            turns=self._meter.turns,
-            last_turn_latency_seconds=self._meter.last_turn_s,
-        )
-
-    def _srtp_params(self) -> SrtpParams | None:
-        return self._rtp.params.srtp if self._rtp is not None else None
-
     @property
     def state(self) -> str:
         if self._stop.done():
             return "ending"
         return "answered" if self._answered else "ringing"
 
+    def stats(self) -> ConversationStats:
+        return self.report.stats()
+
     def info(self) -> dict[str, object]:
         """One call of the operator API (`GET /v1/calls/{id}`)."""
-        now = self._clock.now()
-        return {
-            "id": self.control_id,
-            "sip_call_id": self.call_id,
-            "conversation_id": self.conversation_id,
-            "direction": self.direction,
-            "caller": self.caller,
-            "callee": self.callee,
-            "trunk": self.trunk,
-            "route": self.route_label,
-            "state": self.state,
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_wall)),
-            "age_s": round(now - self.started_at, 3),
-            "setup_s": (None if self.answered_at is None
-                        else round(self.answered_at - self.started_at, 3)),
-            "talk_s": None if self.answered_at is None else round(now - self.answered_at, 3),
-            **({"transfer": self._transfer.describe()} if self._transfer is not None else {}),
-        }
+        return self.report.info()
 
     def describe(self) -> dict[str, object]:
         """One entry of `GET /calls`."""
-        return {
-            "call_id": self.call_id,
-            "conversation_id": self.conversation_id,
-            "route": self.route_label,
-            "trunk": self.trunk,
-            "state": "answered" if self._answered else "setup",
-            "age_seconds": round(self._clock.now() - self.started_at, 3),
-            "srtp": srtp.suite.value if (srtp := self._srtp_params()) is not None else None,
-            **_asdict(self.stats()),
-        }
-
-
-class _Steps:
-    """Times consecutive setup steps into the per-step histogram."""
-
-    def __init__(self, clock: Clock, metrics: Metrics, record: CallRecord) -> None:
-        self._clock, self._metrics, self._record, self._at = clock, metrics, record, clock.now()
-
-    def done(self, name: str) -> None:
-        now = self._clock.now()
-        self._metrics.setup_step(name, now - self._at)
-        self._record.step(name, now - self._at)
-        self._at = now
+        return self.report.describe()
 
 
 def _describe(future: asyncio.Future[Any]) -> str:
@@ -839,10 +468,6 @@ def _describe(future: asyncio.Future[Any]) -> str:
         return "closed"
     result = future.result()
     return getattr(result, "value", str(result))
-
-
-def _asdict(stats: ConversationStats) -> dict[str, object]:
-    return {name: getattr(stats, name) for name in stats.__slots__}
 
 
 async def _unstoppable(coro: Coroutine[Any, Any, None]) -> None:
@@ -854,13 +479,6 @@ async def _unstoppable(coro: Coroutine[Any, Any, None]) -> None:
     except asyncio.CancelledError:
         await task
         raise
-
-
-async def _logged(coro: Coroutine[Any, Any, None], logger: ContextAdapter) -> None:
-    try:
-        await coro
-    except Exception:
-        logger.exception("a control request of the call failed")
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:

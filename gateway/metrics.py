@@ -350,7 +350,7 @@ class Metrics:
     # --- call control -------------------------------------------------------------------------
     def transfer(self, result: str | Enum, requested_by: str | Enum) -> None:
         """`result`: transferred, rejected, failed, timeout; `requested_by`: api, agent, dtmf,
-        fallback (the gateway's own, see `Call._transfer_after_loss`)."""
+        fallback (the gateway's own, see `fallback.transfer_after_loss`)."""
         self._transfers.labels(_label(result, TRANSFER_RESULTS),
                                _label(requested_by, ACTORS)).inc()
 

@@ -20,7 +20,8 @@ import re
 from typing import Any
 
 from gateway.aiortc_patches import tune_receiver
-from gateway.call import Call, CallContext, _Steps
+from gateway.call import Call, CallContext
+from gateway.call_report import SetupSteps
 from gateway.config import Route, TrunkConfig
 from gateway.control.actions import OutboundRequest
 from gateway.media.downlink import AiAudioPump
@@ -165,14 +166,14 @@ class OutboundCall(Call):
 
     async def _setup(self) -> None:
         cfg = self.ctx.config
-        step = _Steps(self._clock, self.ctx.metrics, self.record)
+        step = SetupSteps(self._clock, self.ctx.metrics, self.record)
         if self.ctx.mcp is not None:
             self._grant = self.ctx.mcp.grant(self)
         rtp = await open_from_pool(
             self.ctx.ports, cfg.rtp.bind, _before_answer(),
             inactivity_timeout_s=cfg.rtp.inactivity_timeout_s,
             max_packet_rate=cfg.security.rtp_max_packets_per_second, clock=self._clock,
-            on_dtmf=self._dtmf, on_timeout=lambda: self._end(Outcome.RTP_TIMEOUT),
+            on_dtmf=self.control.on_dtmf, on_timeout=lambda: self._end(Outcome.RTP_TIMEOUT),
             tasks=self._tasks)
         self._rtp, self._port = rtp, rtp.local_address[1]
         offer = build_offer(self.ctx.advertised_address, self._port, cfg.rtp.codecs,
@@ -237,7 +238,7 @@ class OutboundCall(Call):
         def peer_factory(ice_servers: list[Any]) -> OrgaPeer:
             peer = OrgaPeer(track, self.ctx.peer_settings, self._session_params(), ice_servers,
                             receiver_tuner=lambda r: tune_receiver(r, deliver=pump.feed))
-            peer.add_event_listener(self._orga_event)  # before the offer: a greeting is kept
+            peer.add_event_listener(self.report.orga_event)  # before the offer: a greeting is kept
             return peer
 
         async with asyncio.timeout(self.ctx.config.orga.setup_timeout_s):
