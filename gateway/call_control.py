@@ -128,7 +128,7 @@ class CallControl:
         a transfer when it is one of the route's `dtmf_transfer` keys."""
         call = self._call
         self._dtmf_digits = [*self._dtmf_digits[-(DTMF_MEMORY - 1):], event.digit]
-        call.ctx.metrics.dtmf(event.digit)
+        call.ctx.metrics.dtmf(event.source.value)
         call.record.dtmf(event.digit, call._clock.now(), event.source.value)
         if call.ctx.config.privacy.log_content:
             call.log.info("DTMF %s (%d ms, %s)", event.digit, event.duration_ms,

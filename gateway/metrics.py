@@ -49,7 +49,7 @@ SECURITY_REASONS = frozenset({
     "tls_handshake_timeout", "tls_handshake", "tls_client_certificate",
 })
 SRTP_FAILURES = frozenset({"auth", "replay", "malformed"})  # media/srtp.py FAILURE_REASONS
-DTMF_DIGITS = frozenset("0123456789*#ABCD")
+DTMF_SOURCES = frozenset({"rfc4733", "sip_info"})  # media/dtmf.py DtmfSource
 TEXT_EVENT_KINDS = frozenset({"transcript", "assistant"})
 TRANSFER_RESULTS = frozenset({"transferred", "rejected", "failed", "timeout"})
 ACTORS = frozenset({"api", "agent", "dtmf", "fallback"})
@@ -226,7 +226,9 @@ class Metrics:
                                  JITTER_BUCKETS)
         self._underruns = counter("playout_underruns", "Playout ran dry while AI audio was due")
         self._dropped = counter("playout_dropped_seconds", "Backlog audio dropped to bound delay")
-        self._dtmf = counter("dtmf_digits", "DTMF digits received", ("digit",))
+        # Labelled by how the digit came, never by the digit: with one call up, a per-digit
+        # series would let anyone who scrapes /metrics read a caller's PIN.
+        self._dtmf = counter("dtmf_digits", "DTMF digits received", ("source",))
         self._text = counter("conversation_text_events", "Transcript and assistant text events",
                              ("kind",))
         self._ports_free = gauge("rtp_ports_free", "Free RTP ports (even ports, one per call)")
@@ -334,8 +336,10 @@ class Metrics:
         """Count `loop`'s pending tasks at scrape time."""
         self._loop_tasks.set_function(lambda: float(len(asyncio.all_tasks(loop))))
 
-    def dtmf(self, digit: str) -> None:
-        self._dtmf.labels(_label(digit.upper(), DTMF_DIGITS)).inc()
+    def dtmf(self, source: str) -> None:
+        """One DTMF digit received; `source`: rfc4733 or sip_info (the digit itself is not a
+        label — it is personal data)."""
+        self._dtmf.labels(_label(source, DTMF_SOURCES)).inc()
 
     def text_event(self, kind: str) -> None:
         """`transcript` (caller speech) or `assistant` (AI text) from the data channel."""
