@@ -17,8 +17,10 @@ Quality bar (issue 12 item 8), every call of a step:
     reported as each way;
   - setup (INVITE -> 200 OK) p95 <= 300 ms.
 Printed per step and in a summary: calls per worker at the knee, CPU % of one core per call
-and its ratio to the speech transcoding floor measured in the same run (bench/media_path.py,
-the gateway's fast path), RSS per call, event-loop lag p99 (the worker's
+and its ratio to the speech transcoding floor measured in the same run (bench/media_path.py:
+G.711 <-> 48 kHz Opus at complexity 10 both ways; also to the gateway's own codec path alone),
+RSS per call, the longest gap the worker itself paced (its playout_max_gap_seconds histogram:
+a phone that saw a longer one lost the time after the worker sent), event-loop lag p99 (the worker's
 orga_gateway_event_loop_lag_seconds histogram, when the worker exports it) and the load
 average, which says how much else the machine was doing.
 
@@ -42,6 +44,7 @@ from bench.load_report import Layout, ms
 
 FAR_END_HOLD_S = 0.020  # the far end holds a frame 0-40 ms (2 queued at most), 20 on average
 LAG = "orga_gateway_event_loop_lag_seconds_bucket"
+GAP = "orga_gateway_playout_max_gap_seconds_bucket"
 
 
 def lag_quantile(metrics: dict[str, float], q: float) -> float:
@@ -52,6 +55,19 @@ def lag_quantile(metrics: dict[str, float], q: float) -> float:
         return float("nan")
     total = buckets[-1][1]
     return next(le for le, count in buckets if count >= q * total)
+
+
+def worst_bucket(metrics: dict[str, float], name: str) -> float:
+    """Upper bound of the highest non-empty bucket of a histogram (NaN without one): for
+    playout_max_gap_seconds, the longest gap the worker itself paced, to a bucket."""
+    buckets = sorted((float(k.rsplit(":", 1)[1]), v) for k, v in metrics.items()
+                     if k.startswith(name + ":"))
+    worst, below = float("nan"), 0.0
+    for le, count in buckets:
+        if count > below:
+            worst = le
+        below = count
+    return worst
 
 
 def judge(row: dict[str, Any], failures: list[str], seconds: float) -> list[str]:
@@ -85,11 +101,13 @@ def summary_line(row: dict[str, Any], mode: str, ok: bool) -> dict[str, Any]:
     return {
         "mode": mode, "calls": n, "workers": workers, "ok": ok,
         "per_worker": n / workers, "cpu_per_call": cpu / n if cpu else float("nan"),
-        "xfloor": (cpu / n) / row["floor_fast"] if cpu else float("nan"),
-        "floor": row["floor_fast"], "rss_per_call": rss / n if cpu else float("nan"),
+        "xfloor": (cpu / n) / row["floor_ref"] if cpu else float("nan"),
+        "xown": (cpu / n) / row["floor_fast"] if cpu else float("nan"),
+        "floor": row["floor_ref"], "rss_per_call": rss / n if cpu else float("nan"),
         "lag_p90": lag_quantile(row["metrics"], 0.90),
         "lag_p99": lag_quantile(row["metrics"], 0.99), "setup_p95": row["setup"][1],
         "delay_p99": each_way(row["onset"][1]), "max_gap": row["max_gap"],
+        "worker_gap": worst_bucket(row["metrics"], GAP),
         "load": (row["load_during"] or row["load_before"])[0],
         "busy": row.get("machine_busy", float("nan")),
         # Share of the window the workers' loop threads were runnable but had no CPU.
@@ -101,16 +119,16 @@ def summary_line(row: dict[str, Any], mode: str, ok: bool) -> dict[str, Any]:
 
 
 def print_table(lines: list[dict[str, Any]]) -> None:
-    print("\n| mode | calls | per worker | quality | CPU %/call | x floor | RSS MB/call | "
-          "loop lag p90 / p99 ms | setup p95 ms | delay p99 ms each way | longest gap ms | "
-          "machine busy % | load1 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| mode | calls | per worker | quality | CPU %/call | x floor | x own codecs | "
+          "RSS MB/call | loop lag p90 / p99 ms | setup p95 ms | delay p99 ms each way | "
+          "longest gap ms: phone / worker paced ≤ | machine busy % | load1 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s in lines:
         print(f"| {s['mode']} | {s['calls']} | {s['per_worker']:.0f} | "
-              f"{'pass' if s['ok'] else 'FAIL'} | {s['cpu_per_call']:.2f} | {s['xfloor']:.1f} | "
-              f"{s['rss_per_call']:.2f} | {ms(s['lag_p90'])} / {ms(s['lag_p99'])} | "
-              f"{ms(s['setup_p95'])} | {ms(s['delay_p99'])} | {ms(s['max_gap'])} | "
-              f"{s['busy']:.0f} | {s['load']:.2f} |")
+              f"{'pass' if s['ok'] else 'FAIL'} | {s['cpu_per_call']:.2f} | {s['xfloor']:.2f} | "
+              f"{s['xown']:.2f} | {s['rss_per_call']:.2f} | {ms(s['lag_p90'])} / "
+              f"{ms(s['lag_p99'])} | {ms(s['setup_p95'])} | {ms(s['delay_p99'])} | "
+              f"{ms(s['max_gap'])} / {ms(s['worker_gap'])} | {s['busy']:.0f} | {s['load']:.2f} |")
 
 
 def ramp(args: argparse.Namespace, mode: str, workers: int, steps: list[int],
@@ -132,10 +150,12 @@ def ramp(args: argparse.Namespace, mode: str, workers: int, steps: list[int],
         line = summary_line(row, mode, not why)
         lines.append(line)
         print(f"   {'PASS' if not why else 'FAIL'}: cpu/call {line['cpu_per_call']:.2f} % "
-              f"({line['xfloor']:.1f}x floor {line['floor']:.2f} %), rss/call "
+              f"({line['xfloor']:.2f}x the speech floor {line['floor']:.2f} %, "
+              f"{line['xown']:.2f}x our own codec path), rss/call "
               f"{line['rss_per_call']:.2f} MB, lag p99 {ms(line['lag_p99'])} ms, setup p95 "
               f"{ms(line['setup_p95'])} ms, delay p99 {ms(line['delay_p99'])} ms each way, "
-              f"longest gap {ms(line['max_gap'])} ms, machine busy {line['busy']:.0f} %, "
+              f"longest gap {ms(line['max_gap'])} ms at a phone, paced by the worker <= "
+              f"{ms(line['worker_gap'])} ms, machine busy {line['busy']:.0f} %, "
               f"worker loop waiting for a CPU {line['wait']:.0f} % of the time; far end "
               f"{line['far_end_per_call']:.2f} %, callers {line['caller_per_call']:.2f} % of a "
               "core per call",

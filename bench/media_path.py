@@ -165,7 +165,7 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
             pump = AiAudioPump(session, clock)
             pumps.append(pump)
             if tune:  # AI audio straight from the receiver into the pump
-                tune_receiver(tr.receiver, deliver=pump.feed)
+                tune_receiver(tr.receiver, deliver=pump.feed, on_loss=pump.lost)
 
             def on_track(track: Any, pump: AiAudioPump = pump) -> None:
                 pump.start(track)
@@ -208,6 +208,7 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
     phone = await recv_msg(p_r)
     orga = await recv_msg(o_r)
     underruns = sum(p.stats.underruns_speech for p in pumps)
+    lost_speech = sum(p.stats.lost_speech for p in pumps)  # AI-leg losses, not underruns
     if recorder is not None and recordings is not None:
         written = [await r.close() for r in recordings]
         recorder.close()
@@ -226,6 +227,7 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
     return {
         "calls": calls, "loss": loss, "cpu_pct": cpu, "rss_per_call": (rss - rss0) / calls,
         "up": lat_up, "down": lat_down, "underruns_speech": underruns,
+        "lost_speech": lost_speech,
         "loop_lag_p99": float(np.percentile(lags, 99)) if lags else float("nan"),
         # the other processes' CPU over the same window, % of one core
         "phone_cpu": phone["cpu_pct"],
@@ -280,26 +282,30 @@ def main() -> int:
     fast = args.mode == "fast"
     floor_ref = transcoding_floor(fast=False)
     floor_fast = transcoding_floor(fast=True)
-    floor = floor_fast if fast else floor_ref
     print(f"cpus={os.cpu_count()} python={sys.version.split()[0]} signal=speech-like "
           f"mode={args.mode} receiver={args.receiver} loop={args.loop} "
           f"load={os.getloadavg()[0]:.2f}")
-    print(f"transcoding floor, no network, % of one core per call: aiortc codec path "
-          f"{floor_ref:.2f}, gateway fast path {floor_fast:.2f} (ratio below uses "
-          f"{'fast' if fast else 'aiortc'})")
-    print("rec   calls loss  cpu%/call  x floor  RSS MB/call | caller->AI ms p50   p99 "
-          "| AI->caller ms p50   p99 | n_up n_down underruns | loop lag p99 ms | "
+    print(f"transcoding floor, no network, % of one core per call: {floor_ref:.2f} (the speech "
+          f"floor of issue 11: G.711 <-> 48 kHz Opus at complexity 10 both ways, aiortc's "
+          f"codecs); the gateway's own codec path alone: {floor_fast:.2f}")
+    print("x floor = cpu%/call / speech floor; x own = cpu%/call / own codec path. underruns: "
+          "AI frames late for their phone packet slot mid-speech (% of frames sent); lost: "
+          "slots of AI packets lost on the WebRTC leg (concealed, not underruns)")
+    print("rec   calls loss  cpu%/call  x floor  x own  RSS MB/call | caller->AI ms p50   p99 "
+          "| AI->caller ms p50   p99 | n_up n_down underruns (%)  lost | loop lag p99 ms | "
           "other processes % core: phone orga | RTP to phone: gap p99 max ms, >30 ms of n")
     runs = [(c, loss, rec) for c in args.calls for loss in args.loss for rec in args.record]
     for calls, loss, record in runs:
         r = eventloop.run(gateway_run(calls, loss, args.seconds, args.warmup, fast,
                                       args.receiver == "tuned", record), args.loop)
         per_call = r["cpu_pct"] / calls
+        under_pct = 100 * r["underruns_speech"] / max(1, r["gap"][3])
         print(f"{record:5s} {calls:5d} {loss * 100:3.0f}%  {per_call:9.2f}  "
-              f"{per_call / floor:7.2f}  "
+              f"{per_call / floor_ref:7.2f}  {per_call / floor_fast:5.2f}  "
               f"{r['rss_per_call']:11.2f} |            {pct(r['up'], 50)} {pct(r['up'], 99)} "
               f"|            {pct(r['down'], 50)} {pct(r['down'], 99)} "
               f"| {len(r['up']):4d} {len(r['down']):6d} {r['underruns_speech']:9d} "
+              f"({under_pct:.2f}) {r['lost_speech']:5d} "
               f"| {r['loop_lag_p99']:15.1f} | {r['phone_cpu']:5.0f} {r['orga_cpu']:4.0f} "
               f"| {r['gap'][0]:5.1f} {r['gap'][1]:5.1f} {r['gap'][2]} of {r['gap'][3]} "
               f"load={os.getloadavg()[0]:.2f}",

@@ -81,16 +81,21 @@ class _ReceiverAdapter:
     capacity = 16  # read by nothing on the audio path; kept for parity with aiortc's class
 
     def __init__(self, receiver: Any, buffer: LowDelayReorderBuffer,
-                 deliver: Callable[[AudioFrame], None]) -> None:
+                 deliver: Callable[[AudioFrame], None],
+                 on_loss: Callable[[int], None] | None = None) -> None:
         self._codecs: dict[int, Any] = receiver._RTCRtpReceiver__codecs
         self.buffer = buffer
         self._decoder = OpusMonoDecoder()
         self._deliver = deliver
+        self._on_loss = on_loss
         self._pts = 0
         self.not_opus = 0
 
     def add(self, packet: Any) -> tuple[bool, None]:
+        lost = self.buffer.stats.lost
         released = self.buffer.add(packet.sequence_number, packet.timestamp, packet._data)
+        if self._on_loss is not None and self.buffer.stats.lost > lost:
+            self._on_loss(self.buffer.stats.lost - lost)  # before the audio after the gap
         if not released:
             return False, None
         codec = self._codecs.get(packet.payload_type)
@@ -106,15 +111,16 @@ class _ReceiverAdapter:
 
 
 def tune_receiver(receiver: RTCRtpReceiver, deliver: Callable[[AudioFrame], None],
-                  max_hold: int = 0) -> None:
-    """Install the low-delay path on an Opus audio receiver: decoded frames go to `deliver`.
+                  max_hold: int = 0, on_loss: Callable[[int], None] | None = None) -> None:
+    """Install the low-delay path on an Opus audio receiver: decoded frames go to `deliver`,
+    and `on_loss(n)` hears of each sequence gap (n packets lost on the way) as it is found.
 
     Call it right after `addTransceiver("audio", ...)`, before media flows.
     """
     missing = [name for name in _RECEIVER_INTERNALS if not hasattr(receiver, name)]
     if missing:
         raise UntestedVersionError(f"aiortc receiver internals changed: {', '.join(missing)}")
-    adapter = _ReceiverAdapter(receiver, LowDelayReorderBuffer(max_hold), deliver)
+    adapter = _ReceiverAdapter(receiver, LowDelayReorderBuffer(max_hold), deliver, on_loss)
     receiver._RTCRtpReceiver__jitter_buffer = adapter  # type: ignore[attr-defined]
 
 

@@ -301,7 +301,8 @@ class Call:
             def peer_factory(ice_servers: list[Any]) -> OrgaPeer:
                 peer = OrgaPeer(track, self.ctx.peer_settings, self._session_params(),
                                 ice_servers,
-                                receiver_tuner=lambda r: tune_receiver(r, deliver=pump.feed))
+                                receiver_tuner=lambda r: tune_receiver(
+                                    r, deliver=pump.feed, on_loss=pump.lost))
                 # Before the offer: events sent on data-channel open (a greeting) are not lost.
                 peer.add_event_listener(self.report.orga_event)
                 return peer

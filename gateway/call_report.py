@@ -111,8 +111,11 @@ class CallReport:
                 m.playout_underrun(pump.underruns_speech)
             if pump.dropped_backlog:
                 m.playout_dropped(pump.dropped_backlog_ms / 1000.0)
+            if pump.max_gap_ms:
+                m.playout_max_gap(pump.max_gap_ms / 1000.0)
             call.record.media("out", underruns=pump.underruns_speech,
-                              dropped_ms=pump.dropped_backlog_ms)
+                              ai_lost=pump.lost_speech, dropped_ms=pump.dropped_backlog_ms,
+                              max_gap_ms=round(pump.max_gap_ms, 1))
         call.record.ended(call._clock.now(), result, status)
         if duration is not None:
             call.log.info("call ended: %s after %.1f s", result, duration)

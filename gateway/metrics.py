@@ -226,6 +226,10 @@ class Metrics:
                                  JITTER_BUCKETS)
         self._underruns = counter("playout_underruns", "Playout ran dry while AI audio was due")
         self._dropped = counter("playout_dropped_seconds", "Backlog audio dropped to bound delay")
+        self._max_gap = histogram("playout_max_gap_seconds", "Per call, the longest interval "
+                                  "between two RTP packets sent to the phone (the packet time "
+                                  "when pacing keeps up)",
+                                  (0.015, 0.025, 0.035, 0.045, 0.06, 0.1, 0.25, 1.0))
         # Labelled by how the digit came, never by the digit: with one call up, a per-digit
         # series would let anyone who scrapes /metrics read a caller's PIN.
         self._dtmf = counter("dtmf_digits", "DTMF digits received", ("source",))
@@ -323,6 +327,9 @@ class Metrics:
 
     def playout_dropped(self, seconds: float) -> None:
         self._dropped.inc(seconds)
+
+    def playout_max_gap(self, seconds: float) -> None:
+        self._max_gap.observe(seconds)
 
     def set_free_ports(self, n: int) -> None:
         self._ports_free.set(n)

@@ -79,6 +79,7 @@ def test_orga_media_and_daemon_recorders() -> None:
     m.rtp_jitter(0.004)
     m.playout_underrun()
     m.playout_dropped(0.12)
+    m.playout_max_gap(0.021)
     m.dtmf("rfc4733")
     m.dtmf("5")  # not a source: bounded to "other"
     m.text_event("transcript")
@@ -102,6 +103,8 @@ def test_orga_media_and_daemon_recorders() -> None:
     assert value(m, "orga_gateway_rtp_jitter_seconds_count") == 1
     assert value(m, "orga_gateway_playout_underruns_total") == 1
     assert value(m, "orga_gateway_playout_dropped_seconds_total") == 0.12
+    assert value(m, "orga_gateway_playout_max_gap_seconds_count") == 1
+    assert value(m, "orga_gateway_playout_max_gap_seconds_bucket", le="0.025") == 1
     assert value(m, "orga_gateway_dtmf_digits_total", source="rfc4733") == 1
     assert value(m, "orga_gateway_dtmf_digits_total", source="other") == 1
     assert value(m, "orga_gateway_conversation_text_events_total", kind="transcript") == 1

@@ -65,13 +65,15 @@ class PumpStats:
     sent_audio: int = 0
     sent_silence: int = 0
     samples_sent_audio: int = 0  # phone-rate samples of AI audio sent (any packet time)
-    underruns_speech: int = 0
+    underruns_speech: int = 0  # a frame was due mid-speech and had not arrived (late audio)
     underruns_idle: int = 0
+    lost_speech: int = 0  # a frame was due mid-speech and was lost on the AI leg (see lost())
     dropped_backlog: int = 0  # oldest packets dropped because the queue passed max_queue_ms
     dropped_backlog_ms: int = 0
     skipped_silence: int = 0  # silent packets skipped to shrink standing delay
     concealed: int = 0  # first missing packet in speech, filled with a faded repeat
     clock_slips: int = 0  # the loop stalled > 3 packets; we skipped ahead instead of bursting
+    max_gap_ms: float = 0.0  # longest interval between two packet slots (ptime when on time)
     queue_ms: int = 0
     queue_ms_peak: int = 0
 
@@ -109,6 +111,7 @@ class AiAudioPump:
         self._quiet_ticks = 0  # ticks since the last voiced frame, while in a talkspurt
         self._pending_underruns = 0
         self._last_sent: Pcm | None = None
+        self._last_tick: float | None = None
         self._stats = PumpStats()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
@@ -195,6 +198,16 @@ class AiAudioPump:
         if peak > stats.queue_ms_peak:
             stats.queue_ms_peak = peak
 
+    def lost(self, packets: int) -> None:
+        """The AI leg lost `packets` 20 ms packets (a sequence gap, found when the packet
+        after it arrived). The empty slots they left mid-speech were losses, not late audio:
+        they move from the pending underruns to `lost_speech`, so underruns measure playout
+        starvation alone (issue 11 item 6) and loss is reported where it happened."""
+        frames = max(1, packets * 20 // self._frame_ms)
+        moved = min(frames, self._pending_underruns)
+        self._pending_underruns -= moved
+        self._stats.lost_speech += moved
+
     # --------------------------------------------------------------- output
 
     async def _send(self) -> None:
@@ -217,6 +230,11 @@ class AiAudioPump:
 
     def tick(self, now: float) -> None:
         """One packet slot: send the next queued frame, or silence, or nothing."""
+        if self._last_tick is not None and (gap := (now - self._last_tick) * 1000) > (
+            self._stats.max_gap_ms
+        ):
+            self._stats.max_gap_ms = gap
+        self._last_tick = now
         params = self._sink.params
         if params.ptime_ms != self._frame_ms:
             # A re-INVITE changed the packet time: new frames come in the new size; the few

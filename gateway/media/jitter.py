@@ -1,10 +1,15 @@
-"""Adaptive jitter buffer for the phone leg (caller → gateway), pulled on our 20 ms clock.
+"""Jitter buffer for the phone leg (caller → gateway): reordering, loss and playout delay.
 
 Owns reordering, late/duplicate detection and the playout delay of caller RTP. It stores
 packets by extended sequence number (RFC 3550 A.1) and measures depth in milliseconds of audio
 (G.711: one octet per sample at 8 kHz), never in packets, so 10/20/30 ms packetisation all work.
 
-Policy (why each rule exists):
+Two ways to play out. `pop_ready()` is arrival-driven (the caller track, media/uplink.py):
+a packet plays the moment it is next in sequence, so it waits for nothing — the AI leg's
+receiver has its own jitter buffer, and a second fixed hold here would only add delay.
+`pop()` plays on the consumer's clock from an adaptive depth (the test phone, gateway/probe):
+
+Policy of `pop()` (why each rule exists):
 - Playout starts once `target_ms` (initially 40 ms) is buffered: enough for ordinary network
   jitter, small enough not to hurt turn latency.
 - A missing packet with later ones present is a loss: `pop()` reports `LOSS` and moves on;
@@ -28,6 +33,7 @@ from gateway.media.rtp import SequenceExtender
 
 _WINDOW_POPS = 10
 _DECAY_POPS = 100
+_GAP_SKIP = 5  # pop_ready: a longer run of missing slots is skipped as one loss
 
 
 class Output(enum.Enum):
@@ -171,6 +177,38 @@ class JitterBuffer:
             self._last_samples = len(payload)
             return JitterOutput(Output.AUDIO, payload, len(payload))
         self.stats.lost += 1
+        return JitterOutput(Output.LOSS, samples=self._last_samples)
+
+    def pop_ready(self) -> JitterOutput | None:
+        """Arrival-driven playout (the caller track): the next slot if it can play now.
+
+        No priming and no target depth: a packet plays as soon as it is next in sequence. A
+        missing slot with a later packet present is a loss at once (reordering on one flow
+        is rare, and waiting would hold every later packet). A gap of more than
+        `_GAP_SKIP` slots (a sender jump) is counted lost and skipped as one loss, so it is
+        not replayed as seconds of concealment. None: nothing can play yet.
+        """
+        if not self._buf:
+            return None
+        if self._next is None:
+            self._next = min(self._buf)
+        slot = self._next
+        if slot in self._buf:
+            self._next += 1
+            payload = self._buf.pop(slot)
+            if payload is None:
+                return JitterOutput(Output.SILENCE, samples=self._last_samples)
+            self._depth_samples -= len(payload)
+            self._last_samples = len(payload)
+            return JitterOutput(Output.AUDIO, payload, len(payload))
+        first = min(self._buf)
+        missing = first - slot
+        if missing > _GAP_SKIP:
+            self.stats.lost += missing
+            self._next = first
+        else:
+            self.stats.lost += 1
+            self._next = slot + 1
         return JitterOutput(Output.LOSS, samples=self._last_samples)
 
     # -------------------------------------------------------------- internals

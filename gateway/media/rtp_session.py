@@ -141,7 +141,8 @@ class RtpSession:
         self._lost_before = 0  # losses of earlier SSRCs
         self._dtmf = TelephoneEventReceiver(params.clock_rate)
         self._last_activity = self._clock.now()
-        self.last_audio_arrival: float | None = None  # clock time of the latest audio packet
+        # Called after each packet enters the jitter buffer: the caller track wakes on it.
+        self.on_audio: Callable[[], None] | None = None
         # Token bucket: refills at max_packet_rate/s, holds one second's worth.
         self._rate = max_packet_rate
         self._tokens = max_packet_rate
@@ -363,12 +364,15 @@ class RtpSession:
             self.jitter.mark_non_audio(packet.sequence)
             for event in self._dtmf.receive(packet.ssrc, packet.timestamp, packet.payload):
                 self._emit_dtmf(event)
+            if self.on_audio is not None:
+                self.on_audio()
             return
         self.jitter.push(packet.sequence, packet.payload)
         self._audio_samples += len(packet.payload)  # G.711: one octet per sample
-        self.last_audio_arrival = now
         if self.tap is not None:
             self.tap.received(packet.payload, params.codec, packet.timestamp, now)
+        if self.on_audio is not None:
+            self.on_audio()
 
     def _account(self, seq: int, ts: int, now: float) -> None:
         st = self._ssrc_state

@@ -1,17 +1,27 @@
 """Phone → AI: the caller's audio as the aiortc track Orga's peer sends.
 
-`CallerAudioTrack` is an aiortc `MediaStreamTrack` that aiortc's sender pulls. It paces itself
-on the AI leg's 20 ms Opus frame (the injected loop clock, an absolute schedule phase-locked once to
-the phone's packets), and on each tick pulls the caller's jitter buffer (packets of any ptime),
-decodes G.711 (or conceals a loss: one faded repeat, then silence), tells the turn meter
-whether the frame was voiced, and hands aiortc one Opus packet (or one 48 kHz frame). It never
-waits for the network: nothing arrived means silence.
+`CallerAudioTrack` is an aiortc `MediaStreamTrack` that aiortc's sender pulls. It is driven
+by the phone's packets: a 20 ms frame (the AI leg's Opus frame) goes out the moment the
+caller's jitter buffer has its samples in sequence (packets of any ptime), decoded from G.711
+or concealed where a packet was lost (one faded repeat, then silence). Nothing waits on a
+clock of ours while audio flows, so the only delay added on the way to the AI is the
+transcoding; the AI leg's receiver absorbs network jitter with its own buffer, as every WebRTC
+receiver does, and a second fixed hold here would only add to it (issue 11 item 6).
+
+When the phone falls silent (loss at the end of a phrase, a stall, a phone that stops sending)
+the track still yields a frame per 20 ms: once a frame is `grace` late (the packet time plus
+20 ms, growing when packets turn out to arrive later than that) it fills with concealment or
+silence, then keeps the 20 ms cadence until packets return. A filled slot is not filled twice:
+the loss it covered, when later detected, consumes the fill instead of concealing again.
+It tells the turn meter whether each frame was voiced and hands aiortc one Opus packet (or
+one 48 kHz frame).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -44,13 +54,14 @@ class CallerAudioSource(Protocol):
     @property
     def params(self) -> MediaParams: ...
 
-    @property
-    def last_audio_arrival(self) -> float | None:
-        """Monotonic time (the loop's clock) the latest audio packet arrived, if any."""
-        ...
+    on_audio: Callable[[], None] | None
+    """Called after each packet enters the jitter buffer; the track sets it to wake itself."""
 
 
-_ANCHOR_S = 0.002  # tick this long after the phone's packets arrive
+_JITTER_ALLOWANCE_S = 0.020  # a frame is this long past its packet time before we fill it
+_MAX_ALLOWANCE_S = 0.100
+_CLEAN_FRAMES = 500  # 10 s without a late packet: the allowance shrinks by one step
+_SHORT_GAP = 3 * PHONE_FRAME_SAMPLES  # fills up to this long, then audio: lateness, not a pause
 
 
 class CallerAudioTrack(MediaStreamTrack):
@@ -86,85 +97,128 @@ class CallerAudioTrack(MediaStreamTrack):
         self._pending_samples = 0
         self._last: Pcm | None = None  # last decoded frame, for concealment
         self._losses_in_row = 0
-        self._start: float | None = None
-        self._anchored = False
-        self._frames = 0
+        self._deadline: float | None = None  # the next frame goes out by then, audio or not
+        self._allowance_s = _JITTER_ALLOWANCE_S
+        self._clean_frames = 0
+        self._filled = 0  # samples filled since the last real audio (owed to a later loss)
+        self._wake: asyncio.Future[None] | None = None
+        source.on_audio = self._on_audio
         self.frames_voiced = 0
         self.frames_concealed = 0
         self.frames_silent_fill = 0
+        self.late_after_fill = 0  # packets that came after their slot was filled
 
     def stop(self) -> None:
         """End the track and release its encoder or resampler (native threads) at once."""
         super().stop()
+        self._source.on_audio = None
+        self._on_audio()  # a recv() waiting for audio ends now
         if self._opus is not None:
             self._opus.close()
         if self._resampler is not None:
             self._resampler.close()
 
+    def _on_audio(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
     async def recv(self) -> AudioFrame | EncodedPacket[Any]:
         if self.readyState != "live":
             raise MediaStreamError
         clock = self._clock
-        if self._start is None:
-            self._start = clock.now()
+        while (pcm := self._ready_chunk()) is None:
+            now = clock.now()
+            if self._deadline is None:  # the first frame: silence now, audio when it comes
+                self._deadline = now
+            if now >= self._deadline:
+                pcm = self._fill()
+                self._deadline += FRAME_S  # silent phone: keep the 20 ms cadence
+                break
+            await self._wait(self._deadline - now)
+            if self.readyState != "live":  # stopped (codec released) while we waited
+                raise MediaStreamError
         else:
-            if not self._anchored:
-                self._anchor()
-            # Absolute schedule: start + n·20 ms, so waiting never accumulates drift.
-            wait = self._start + self._frames * FRAME_S - clock.now()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                if self.readyState != "live":  # stopped (codec released) while we waited
-                    raise MediaStreamError
-        self._frames += 1
-        pcm = self._next_chunk()
+            # Audio: the next frame is due a packet time after this one, plus jitter room.
+            ptime_s = self._source.params.ptime_ms / 1000
+            self._deadline = clock.now() + max(FRAME_S, ptime_s) + self._allowance_s
+        return self._emit(pcm)
+
+    async def _wait(self, timeout: float) -> None:
+        """Until the next packet arrives or `timeout` seconds pass."""
+        loop = asyncio.get_running_loop()
+        wake = self._wake = loop.create_future()
+        timer = loop.call_later(timeout, self._on_audio)
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            self._wake = None
+
+    def _emit(self, pcm: Pcm) -> AudioFrame | EncodedPacket[Any]:
         voiced = self._vad.voiced(pcm)
         if voiced:
             self.frames_voiced += 1
         if self._meter is not None:
-            arrival = clock.now() - self._source.jitter.depth_ms / 1000.0
-            self._meter.caller_frame(arrival, voiced, FRAME_S)
+            self._meter.caller_frame(self._clock.now(), voiced, FRAME_S)
         if self._opus is not None:
             self._opus_out.extend(self._opus.encode(pcm))
             while not self._opus_out:  # libopus gives one packet per 20 ms; never stall
-                self._opus_out.extend(self._opus.encode(self._next_chunk()))
+                self._opus_out.extend(self._opus.encode(np.zeros_like(pcm)))
             return self._opus_out.popleft()
         assert self._resampler is not None
         return self._resampler.process(pcm)
 
-    def _anchor(self) -> None:
-        """Phase-lock our 20 ms schedule to the phone's packets, once, at the first one.
-
-        Why: with the jitter buffer holding 40 ms, a packet waits 20 ms plus the time until
-        our next tick; ticking 2 ms after the phone's packets arrive makes that 22 ms instead
-        of anything from 20 to 40. The schedule moves later by < 20 ms, once (aiortc just
-        sends that one frame a little later); timestamps stay continuous.
-        """
-        arrival = self._source.last_audio_arrival
-        if arrival is None or self._start is None:
-            return
-        self._anchored = True
-        next_tick = self._start + self._frames * FRAME_S
-        self._start += (arrival + _ANCHOR_S - next_tick) % FRAME_S
-
-    def _next_chunk(self) -> Pcm:
-        """160 samples of caller audio: decoded, concealed, or silence; never waits."""
+    def _ready_chunk(self) -> Pcm | None:
+        """The next 160 samples if the jitter buffer has them in sequence now, else None."""
         jitter = self._source.jitter
         while self._pending_samples < PHONE_FRAME_SAMPLES:
-            out = jitter.pop()
+            out = jitter.pop_ready()
+            if out is None:
+                return None
             if out.kind is Output.AUDIO:
+                if self._filled:
+                    self._late_packet()
                 pcm = g711(self._source.params.codec).decode(out.payload)
                 self._last = pcm
                 self._losses_in_row = 0
             elif out.kind is Output.LOSS:
+                if self._filled >= out.samples:  # this slot was already filled at its deadline
+                    self._filled -= out.samples
+                    continue
                 pcm = self._conceal(out.samples)
-            elif out.kind is Output.SILENCE:
+            else:  # SILENCE: a telephone-event slot
                 pcm = np.zeros(out.samples, dtype=np.int16)
-            else:  # EMPTY: priming or underrun: fill with silence rather than stall
-                self.frames_silent_fill += 1
-                pcm = np.zeros(PHONE_FRAME_SAMPLES - self._pending_samples, dtype=np.int16)
             self._pending.append(pcm)
             self._pending_samples += pcm.shape[0]
+        if self._clean_frames >= _CLEAN_FRAMES:
+            self._clean_frames = 0
+            self._allowance_s = max(_JITTER_ALLOWANCE_S, self._allowance_s - 0.020)
+        self._clean_frames += 1
+        return self._take(PHONE_FRAME_SAMPLES)
+
+    def _late_packet(self) -> None:
+        """Audio came after its slot was filled: a jitter spike (widen the allowance) or the
+        end of a pause (the phone stopped sending); either way the fill stands."""
+        if self._filled <= _SHORT_GAP:
+            self.late_after_fill += 1
+            self._allowance_s = min(_MAX_ALLOWANCE_S, self._allowance_s + 0.020)
+            self._clean_frames = 0
+        self._filled = 0
+
+    def _fill(self) -> Pcm:
+        """The deadline passed without the samples: complete the frame with concealment (the
+        first missing packet in a row) or silence."""
+        need = PHONE_FRAME_SAMPLES - self._pending_samples
+        if self._last is not None:  # before the caller's first packet nothing is owed
+            self._filled += need
+        if self._last is not None and self._losses_in_row == 0 and need == PHONE_FRAME_SAMPLES:
+            pcm = self._conceal(need)
+        else:
+            self.frames_silent_fill += 1
+            pcm = np.zeros(need, dtype=np.int16)
+        self._pending.append(pcm)
+        self._pending_samples += need
         return self._take(PHONE_FRAME_SAMPLES)
 
     def _conceal(self, samples: int) -> Pcm:

@@ -123,6 +123,7 @@ def test_paced_20ms_through_a_2s_burst_without_gaps_or_drift() -> None:
     assert all((b.sequence - a.sequence) % 65536 == 1 for a, b in itertools.pairwise(pkts))
     st = pump.stats
     assert st.dropped_backlog == 0
+    assert 19.9 <= st.max_gap_ms <= 21  # what the gateway itself paced: one packet time
     assert 1950 <= st.queue_ms_peak <= 2100  # the burst was absorbed, not played fast
     # All 500 frames of speech were played, contiguous, at 1000 Hz.
     voiced = [p for p in pkts if p.payload != b"\xff" * 160]
@@ -170,6 +171,44 @@ def test_underruns_during_speech_vs_idle_and_keepalive() -> None:
     pkts = [parse_rtp(d) for _, d in got]
     markers = [i for i, p in enumerate(pkts) if p.marker]
     assert len(markers) == 1  # one talkspurt: the short hole is not a new one
+
+
+def test_frames_lost_on_the_ai_leg_are_losses_not_underruns() -> None:
+    speech = frames_of(tone(600, 4.0, 48000, dbfs=-12))
+    lost = {20, 40, 41, 60}
+    loop = virtual_time_loop()
+
+    async def main() -> AiAudioPump:
+        params = MediaParams("127.0.0.1", 9, "PCMU", 0, 8000, 20, None,
+                             Direction.SENDRECV, False)
+        session = await RtpSession.open("127.0.0.1", 0, params, clock=LoopClock(),
+                                        watchdog_interval_s=3600)
+        pump = AiAudioPump(session, LoopClock())
+        pump.start()
+        t0 = loop.time()
+        gap = 0
+        for i in range(100):  # what the tuned receiver does: on_loss, then the next frame
+            await asyncio.sleep(t0 + i * 0.02 + 0.005 - loop.time())
+            if i in lost:
+                gap += 1
+                continue
+            if gap:
+                pump.lost(gap)
+                gap = 0
+            pump.feed(make_frame(np.repeat(speech[i], 2), 48000, i * AI_FRAME, "stereo"))
+        await asyncio.sleep(0.5)
+        await pump.stop()
+        await session.close()
+        return pump
+
+    try:
+        pump = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    st = pump.stats
+    assert st.lost_speech == 4 and st.underruns_speech == 0
+    # Each gap's first frame is a faded repeat, as is the first after the speech ended.
+    assert st.concealed == 4
 
 
 def test_no_keepalive_sends_nothing_when_quiet_but_keeps_timestamps() -> None:

@@ -6,6 +6,7 @@ then replies: the precondition of `make demo` and the probe-driven integration t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -32,7 +33,7 @@ class _PhoneLeg:
     def __init__(self) -> None:
         self.jitter = JitterBuffer()
         self.params = PARAMS
-        self.last_audio_arrival: float | None = None  # the track then runs on its own clock
+        self.on_audio: Callable[[], None] | None = None  # set by the track: wakes it
 
 
 async def test_emulator_hears_the_phrase_as_one_utterance_and_replies(
@@ -62,6 +63,8 @@ async def test_emulator_hears_the_phrase_as_one_utterance_and_replies(
     frames = split_frames(spoken_phrase(trailing_silence_s=1.2))
     for seq, frame in enumerate(frames):
         leg.jitter.push(seq, codec.encode(frame))
+        if leg.on_audio is not None:
+            leg.on_audio()
         await asyncio.sleep(max(0.0, start + (seq + 1) * 0.02 - loop.time()))
     await asyncio.wait_for(replied, 5.0)
     utterances = emulator.sessions[session.conversation_id].stats.utterances
