@@ -280,14 +280,14 @@ def main() -> int:
         asyncio.run(orga_main(args.control, args.loss[0]))
         return 0
     fast = args.mode == "fast"
-    floor_ref = transcoding_floor(fast=False)
-    floor_fast = transcoding_floor(fast=True)
     print(f"cpus={os.cpu_count()} python={sys.version.split()[0]} signal=speech-like "
           f"mode={args.mode} receiver={args.receiver} loop={args.loop} "
           f"load={os.getloadavg()[0]:.2f}")
-    print(f"transcoding floor, no network, % of one core per call: {floor_ref:.2f} (the speech "
-          f"floor of issue 11: G.711 <-> 48 kHz Opus at complexity 10 both ways, aiortc's "
-          f"codecs); the gateway's own codec path alone: {floor_fast:.2f}")
+    print("floor: % of one core per call for the codec work alone, no network, measured in this "
+          "process right before and right after each run (this machine's speed drifts by up "
+          "to a third over minutes; the ratio uses the mean). speech = the speech floor of "
+          "issue 11 (G.711 <-> 48 kHz Opus at complexity 10 both ways, aiortc's codecs); own = "
+          "the gateway's own codec path alone")
     print("x floor = cpu%/call / speech floor; x own = cpu%/call / own codec path. underruns: "
           "AI frames late for their phone packet slot mid-speech (% of frames sent); lost: "
           "slots of AI packets lost on the WebRTC leg (concealed, not underruns)")
@@ -296,8 +296,11 @@ def main() -> int:
           "other processes % core: phone orga | RTP to phone: gap p99 max ms, >30 ms of n")
     runs = [(c, loss, rec) for c in args.calls for loss in args.loss for rec in args.record]
     for calls, loss, record in runs:
+        before = (transcoding_floor(fast=False, seconds=5), transcoding_floor(True, seconds=5))
         r = eventloop.run(gateway_run(calls, loss, args.seconds, args.warmup, fast,
                                       args.receiver == "tuned", record), args.loop)
+        after = (transcoding_floor(fast=False, seconds=5), transcoding_floor(True, seconds=5))
+        floor_ref, floor_fast = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
         per_call = r["cpu_pct"] / calls
         under_pct = 100 * r["underruns_speech"] / max(1, r["gap"][3])
         print(f"{record:5s} {calls:5d} {loss * 100:3.0f}%  {per_call:9.2f}  "
@@ -308,7 +311,8 @@ def main() -> int:
               f"({under_pct:.2f}) {r['lost_speech']:5d} "
               f"| {r['loop_lag_p99']:15.1f} | {r['phone_cpu']:5.0f} {r['orga_cpu']:4.0f} "
               f"| {r['gap'][0]:5.1f} {r['gap'][1]:5.1f} {r['gap'][2]} of {r['gap'][3]} "
-              f"load={os.getloadavg()[0]:.2f}",
+              f"load={os.getloadavg()[0]:.2f} | floor speech {before[0]:.2f}/{after[0]:.2f} "
+              f"own {before[1]:.2f}/{after[1]:.2f} (before/after)",
               flush=True)
     return 0
 
