@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Callable, Iterable
@@ -216,6 +217,12 @@ class Gateway:
         await self.http.start()
         self.metrics.free_ports_from(lambda: self.ports.free_count)
         self.metrics.loop_tasks_from(asyncio.get_running_loop())
+        # Everything built so far (modules, the app, the config) lives as long as the process.
+        # Freezing it keeps the collector from walking it again: a full collection over the
+        # ~100,000 objects of aiortc, FastAPI and friends stalled the loop 20-60 ms, and every
+        # call in progress heard that as a gap (bench/capacity.py, the first calls of a worker).
+        gc.collect()
+        gc.freeze()
         log.info("gateway ready: SIP %s:%d (%s)%s, RTP %s:%d-%d, Orga %s", cfg.sip.bind,
                  cfg.sip.port, "+".join(cfg.sip.transports),
                  f", TLS :{cfg.sip.tls_port}" if self._tls else "", cfg.rtp.bind,
