@@ -224,9 +224,17 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
     server.close()
     lat_up = match(phone["sent"], orga["received"], w0 + 0.5, w0 + seconds)
     lat_down = match(orga["sent"], phone["received"], w0 + 0.5, w0 + seconds)
+    # The same, leaving out onsets that lost a packet on the simulated network: the onset
+    # frame (or the one after it, where the decoder recovers) never arrived, so the far end
+    # heard it one or two frames later — the network's loss, not delay the gateway added.
+    up_kept = match(phone["sent"], orga["received"], w0 + 0.5, w0 + seconds,
+                    drops=orga["dropped_in"], before=True)
+    down_kept = match(orga["sent"], phone["received"], w0 + 0.5, w0 + seconds,
+                      drops=orga["dropped_out"], before=False)
     return {
         "calls": calls, "loss": loss, "cpu_pct": cpu, "rss_per_call": (rss - rss0) / calls,
         "up": lat_up, "down": lat_down, "underruns_speech": underruns,
+        "up_kept": up_kept, "down_kept": down_kept,
         "lost_speech": lost_speech,
         "loop_lag_p99": float(np.percentile(lags, 99)) if lags else float("nan"),
         # the other processes' CPU over the same window, % of one core
@@ -236,18 +244,32 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
     }
 
 
+LOSS_WINDOW_S = 0.045  # an onset frame and the next: what a drop there delays
+
+
 def match(sent: list[list[float]], received: list[list[float]], t_from: float,
-          t_to: float) -> list[float]:
-    """Latency (ms) per onset: received onset − the latest sent onset before it."""
+          t_to: float, drops: list[list[float]] | None = None,
+          before: bool = False) -> list[float]:
+    """Latency (ms) per onset: received onset − the latest sent onset before it.
+
+    With `drops` (per call, times the stand-in dropped a packet): leave out onsets with a drop
+    within LOSS_WINDOW_S after it was sent (before=False: the stand-in dropped on sending) or
+    before it was detected (before=True: the stand-in dropped on receiving)."""
     out = []
-    for s_list, r_list in zip(sent, received, strict=True):
+    for c, (s_list, r_list) in enumerate(zip(sent, received, strict=True)):
         s_arr = np.array(s_list)
+        d_arr = np.array(drops[c]) if drops is not None else np.array([])
         for r in r_list:
             if not t_from <= r <= t_to:
                 continue
-            before = s_arr[s_arr <= r]
-            if before.size and r - before[-1] < CYCLE_S / 2:
-                out.append((r - before[-1]) * 1000)
+            earlier = s_arr[s_arr <= r]
+            if not (earlier.size and r - earlier[-1] < CYCLE_S / 2):
+                continue
+            s = earlier[-1]
+            lo, hi = (r - LOSS_WINDOW_S, r) if before else (s, s + LOSS_WINDOW_S)
+            if d_arr.size and ((d_arr >= lo) & (d_arr <= hi)).any():
+                continue
+            out.append((r - s) * 1000)
     return out
 
 
@@ -292,7 +314,8 @@ def main() -> int:
           "AI frames late for their phone packet slot mid-speech (% of frames sent); lost: "
           "slots of AI packets lost on the WebRTC leg (concealed, not underruns)")
     print("rec   calls loss  cpu%/call  x floor  x own  RSS MB/call | caller->AI ms p50   p99 "
-          "| AI->caller ms p50   p99 | n_up n_down underruns (%)  lost | loop lag p99 ms | "
+          "| AI->caller ms p50   p99 | p99 up/down without onsets that lost a packet "
+          "(how many left out) | n_up n_down underruns (%)  lost | loop lag p99 ms | "
           "other processes % core: phone orga | RTP to phone: gap p99 max ms, >30 ms of n")
     runs = [(c, loss, rec) for c in args.calls for loss in args.loss for rec in args.record]
     for calls, loss, record in runs:
@@ -307,6 +330,8 @@ def main() -> int:
               f"{per_call / floor_ref:7.2f}  {per_call / floor_fast:5.2f}  "
               f"{r['rss_per_call']:11.2f} |            {pct(r['up'], 50)} {pct(r['up'], 99)} "
               f"|            {pct(r['down'], 50)} {pct(r['down'], 99)} "
+              f"| {pct(r['up_kept'], 99)} {pct(r['down_kept'], 99)} "
+              f"({len(r['up']) - len(r['up_kept'])}/{len(r['down']) - len(r['down_kept'])}) "
               f"| {len(r['up']):4d} {len(r['down']):6d} {r['underruns_speech']:9d} "
               f"({under_pct:.2f}) {r['lost_speech']:5d} "
               f"| {r['loop_lag_p99']:15.1f} | {r['phone_cpu']:5.0f} {r['orga_cpu']:4.0f} "

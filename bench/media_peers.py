@@ -94,8 +94,12 @@ async def phone_main(port: int) -> None:
 # ------------------------------------------------------------------------------- orga
 
 
+DROPS: dict[int, list[float]] = {}  # id(transport or receiver) -> times a packet was dropped
+
+
 def install_loss(loss: float, seed: int) -> None:
-    """Drop `loss` of RTP on this process's WebRTC leg, both directions."""
+    """Drop `loss` of RTP on this process's WebRTC leg, both directions, noting when (DROPS),
+    so the latency match can tell onsets that lost a packet from ones that did not."""
     from aiortc.rtcdtlstransport import RTCDtlsTransport
     from aiortc.rtcrtpreceiver import RTCRtpReceiver
     from aiortc.rtp import is_rtcp
@@ -106,11 +110,13 @@ def install_loss(loss: float, seed: int) -> None:
 
     async def lossy_send(self: Any, data: bytes) -> None:
         if not is_rtcp(data) and rng.random() < loss:
+            DROPS.setdefault(id(self), []).append(time.monotonic())
             return
         await send_rtp(self, data)
 
     async def lossy_handle(self: Any, packet: Any, arrival_time_ms: int) -> None:
         if rng.random() < loss:
+            DROPS.setdefault(id(self), []).append(time.monotonic())
             return
         await handle(self, packet, arrival_time_ms)
 
@@ -220,8 +226,15 @@ async def orga_main(port: int, loss: float) -> None:
     # onset send times: the moment the onset frame left the track (before encode)
     sent = [[t for i, t in enumerate(tr.sent_at) if is_onset(i)] for tr in tracks]
     cpu_pct = (cpu_s() - mark[0]) / (time.monotonic() - mark[1]) * 100
+    # Drops per call: on the way out (AI -> gateway) and in (gateway -> AI).
+    dropped_out, dropped_in = [], []
+    for pc in peers:
+        transceiver = pc.getTransceivers()[0]
+        dropped_out.append(DROPS.get(id(transceiver.sender.transport), []))
+        dropped_in.append(DROPS.get(id(transceiver.receiver), []))
     await send_msg(writer, {"sent": sent, "received": [d.onsets for d in detectors],
-                            "cpu_pct": cpu_pct})
+                            "cpu_pct": cpu_pct, "dropped_out": dropped_out,
+                            "dropped_in": dropped_in})
     for pc in peers:
         await pc.close()
     writer.close()
