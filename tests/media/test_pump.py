@@ -114,16 +114,22 @@ def test_paced_20ms_through_a_2s_burst_without_gaps_or_drift() -> None:
     times = np.array([t for t, _ in got])
     gaps = np.diff(times)
     assert len(got) >= 1495  # 30 s of 20 ms packets, nothing skipped
-    assert gaps.max() <= 0.030 and gaps.min() >= 0.010  # no stall, no burst
-    # no drift: the n-th packet leaves n·20 ms after the first
-    expected = times[0] + np.arange(len(times)) * 0.02
-    assert np.abs(times - expected).max() < 0.002
+    # No stall (at most a packet time plus the late-frame allowance, when the AI's audio
+    # ends), no burst (at least half a packet time, when the schedule first locks on).
+    assert gaps.max() <= 0.030 + 1e-9 and gaps.min() >= 0.010 - 1e-9
+    # No drift: after locking on to the frames' arrival, the n-th packet leaves n·20 ms after
+    # the first (the schedule settles within 3 ms of the arrivals and stays there).
+    locked = times[20:][times[20:] < times[0] + 27.5]  # the AI's audio ends at 28 s
+    expected = locked[0] + np.arange(len(locked)) * 0.02
+    assert np.abs(locked - expected).max() < 0.002
     pkts = [parse_rtp(d) for _, d in got]
     assert all(ts_delta(b.timestamp, a.timestamp) == 160 for a, b in itertools.pairwise(pkts))
     assert all((b.sequence - a.sequence) % 65536 == 1 for a, b in itertools.pairwise(pkts))
     st = pump.stats
     assert st.dropped_backlog == 0
-    assert 19.9 <= st.max_gap_ms <= 21  # what the gateway itself paced: one packet time
+    # What the gateway itself paced: one packet time plus, once, the wait for a frame that
+    # never came (the AI's audio ended).
+    assert 29.9 <= st.max_gap_ms <= 30.1
     assert 1950 <= st.queue_ms_peak <= 2100  # the burst was absorbed, not played fast
     # All 500 frames of speech were played, contiguous, at 1000 Hz.
     voiced = [p for p in pkts if p.payload != b"\xff" * 160]
@@ -136,7 +142,9 @@ def test_packets_follow_the_sdp_packet_time(ptime: int) -> None:
     schedule, _ = burst_schedule()
     got, pump = run_pump(schedule, 10.0, ptime=ptime, max_queue_ms=2500)
     times = np.array([t for t, _ in got])
-    assert np.abs(np.diff(times) - ptime / 1000).max() < 0.002  # one packet per ptime
+    gaps = np.diff(times)
+    assert gaps[0] >= ptime / 2000 - 1e-9  # locking on to the AI's frames: never a burst
+    assert np.abs(gaps[1:] - ptime / 1000).max() < 0.002  # then one packet per ptime
     pkts = [parse_rtp(d) for _, d in got]
     assert {len(p.payload) for p in pkts} == {8 * ptime}
     assert all(ts_delta(b.timestamp, a.timestamp) == 8 * ptime
@@ -167,7 +175,7 @@ def test_underruns_during_speech_vs_idle_and_keepalive() -> None:
     assert st.underruns_idle >= 80  # the quiet after the AI stopped
     assert st.sent_silence >= 80
     gaps = np.diff([t for t, _ in got])
-    assert gaps.max() <= 0.030  # keepalive silence keeps the stream live
+    assert gaps.max() <= 0.030 + 1e-9  # keepalive silence keeps the stream live
     pkts = [parse_rtp(d) for _, d in got]
     markers = [i for i, p in enumerate(pkts) if p.marker]
     assert len(markers) == 1  # one talkspurt: the short hole is not a new one
@@ -303,9 +311,13 @@ def test_announcement_plays_first_and_the_ai_waits_behind_it_without_loss() -> N
     assert 74 <= (peaks > 5000).sum() <= 76  # all 75 frames: nothing dropped behind the bound
     assert pump.stats.dropped_backlog == 0
     times = np.array([t for t, _ in got])
-    assert np.diff(times).max() <= 0.030  # paced throughout
+    # Paced throughout (at most a packet time plus the late-frame allowance, where the AI's
+    # audio ends).
+    assert np.diff(times).max() <= 0.030 + 1e-9
+    # ... and at the packet time: the announcement's 100 packets take 2 s, not less.
+    assert times[100] - times[0] >= 1.99
     # After the greeting the stale silence is skipped: the queue is back under its bound.
-    assert pump.stats.skipped_silence >= 50 and pump.stats.queue_ms <= 1000
+    assert pump.stats.skipped_silence >= 45 and pump.stats.queue_ms <= 1000
 
 
 def test_announcement_is_cut_to_the_calls_packet_time() -> None:
