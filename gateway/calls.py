@@ -18,6 +18,7 @@ from collections.abc import Callable
 from gateway.call import Call, CallContext, callee_of, caller_of
 from gateway.control.actions import ActionRefused, OutboundRequest
 from gateway.drain import Draining
+from gateway.heap import HeapTrimmer
 from gateway.outbound import OutboundCall
 from gateway.outcomes import Outcome, response_headers
 from gateway.records.record import CallRecord
@@ -42,6 +43,7 @@ class CallRegistry:
         self._overloaded = overloaded or (lambda: False)
         self._idle = asyncio.Event()
         self._idle.set()
+        self._heap = HeapTrimmer(lambda: not self.calls)
         self._next_placeholder = 0  # outbound calls have no SIP handle until their INVITE is out
 
     # --- admission ----------------------------------------------------------------------------
@@ -112,6 +114,7 @@ class CallRegistry:
             self.ctx.metrics.set_active_calls(len(self.calls))
             if not self.calls:
                 self._idle.set()
+                self._heap.idle()
 
     # --- events -------------------------------------------------------------------------------
     def on_event(self, event: object) -> None:
