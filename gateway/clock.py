@@ -59,3 +59,31 @@ class FakeClock:
         if now < self._now:
             raise ValueError("time does not go backwards")
         self._now = now
+
+
+class Wakeup:
+    """Sleep until `set()` or a timeout, whichever comes first (one sleeper at a time).
+
+    How the media tasks wait for their next packet or their deadline, whichever is first: the
+    caller track (media/uplink.py) and the AI pump (media/downlink.py).
+    """
+
+    __slots__ = ("_future",)
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+
+    async def wait(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        future = self._future = loop.create_future()
+        timer = loop.call_later(timeout, self.set)
+        try:
+            await future
+        finally:
+            timer.cancel()
+            self._future = None
+
+    def set(self) -> None:
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)

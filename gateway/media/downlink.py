@@ -36,7 +36,7 @@ from typing import Protocol
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from gateway.clock import Clock
+from gateway.clock import Clock, Wakeup
 from gateway.media.transcode import (
     PHONE_RATE,
     AiResampler,
@@ -121,7 +121,7 @@ class AiAudioPump:
         self._last_tick: float | None = None
         self._fed_at: float | None = None  # when feed last queued a frame
         self._flowing = False  # the last packet carried a queued AI frame
-        self._wake: asyncio.Future[None] | None = None
+        self._wakeup = Wakeup()
         self._stats = PumpStats()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
@@ -209,7 +209,7 @@ class AiAudioPump:
             stats.queue_ms_peak = peak
         if queue:
             self._fed_at = self._clock.now()
-            self._wake_up()
+            self._wakeup.set()
 
     def lost(self, packets: int) -> None:
         """The AI leg lost `packets` 20 ms packets (a sequence gap, found when the packet
@@ -247,7 +247,7 @@ class AiAudioPump:
                 deadline = due + (_ALLOWANCE_S if self._flowing else 0.0)
                 wait = deadline - clock.now()
                 if wait > 0:
-                    await self._wait_audio(wait)
+                    await self._wakeup.wait(wait)  # until feed() queues a frame, or then
             now = clock.now()
             if self._has_audio():
                 earliest = due - (frame_s / 2 if not self._flowing else self._pull_in(due))
@@ -282,22 +282,6 @@ class AiAudioPump:
             return 0.0
         waited = due - self._fed_at
         return min(_PULL_IN_S, max(0.0, waited - _WAIT_TARGET_S))
-
-    async def _wait_audio(self, timeout: float) -> None:
-        """Until `feed` queues a frame or `timeout` seconds pass."""
-        loop = asyncio.get_running_loop()
-        wake = self._wake = loop.create_future()
-        timer = loop.call_later(timeout, self._wake_up)
-        try:
-            await wake
-        finally:
-            timer.cancel()
-            self._wake = None
-
-    def _wake_up(self) -> None:
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
 
     def tick(self, now: float) -> None:
         """One packet slot: send the next queued frame, or silence, or nothing."""

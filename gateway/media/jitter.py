@@ -170,12 +170,7 @@ class JitterBuffer:
         slot = self._next
         self._next += 1
         if slot in self._buf:
-            payload = self._buf.pop(slot)
-            if payload is None:
-                return JitterOutput(Output.SILENCE, samples=self._last_samples)
-            self._depth_samples -= len(payload)
-            self._last_samples = len(payload)
-            return JitterOutput(Output.AUDIO, payload, len(payload))
+            return self._play(slot)
         self.stats.lost += 1
         return JitterOutput(Output.LOSS, samples=self._last_samples)
 
@@ -195,12 +190,7 @@ class JitterBuffer:
         slot = self._next
         if slot in self._buf:
             self._next += 1
-            payload = self._buf.pop(slot)
-            if payload is None:
-                return JitterOutput(Output.SILENCE, samples=self._last_samples)
-            self._depth_samples -= len(payload)
-            self._last_samples = len(payload)
-            return JitterOutput(Output.AUDIO, payload, len(payload))
+            return self._play(slot)
         first = min(self._buf)
         missing = first - slot
         if missing > _GAP_SKIP:
@@ -212,6 +202,15 @@ class JitterBuffer:
         return JitterOutput(Output.LOSS, samples=self._last_samples)
 
     # -------------------------------------------------------------- internals
+
+    def _play(self, slot: int) -> JitterOutput:
+        """Take the buffered `slot` out: its audio, or silence for a non-audio slot."""
+        payload = self._buf.pop(slot)
+        if payload is None:
+            return JitterOutput(Output.SILENCE, samples=self._last_samples)
+        self._depth_samples -= len(payload)
+        self._last_samples = len(payload)
+        return JitterOutput(Output.AUDIO, payload, len(payload))
 
     def _underrun(self) -> None:
         self.stats.underruns += 1

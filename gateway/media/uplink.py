@@ -19,7 +19,6 @@ one 48 kHz frame).
 
 from __future__ import annotations
 
-import asyncio
 import collections
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -27,7 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from gateway.clock import Clock
+from gateway.clock import Clock, Wakeup
 from gateway.media.jitter import JitterBuffer, Output
 from gateway.media.transcode import (
     FRAME_MS,
@@ -101,8 +100,8 @@ class CallerAudioTrack(MediaStreamTrack):
         self._allowance_s = _JITTER_ALLOWANCE_S
         self._clean_frames = 0
         self._filled = 0  # samples filled since the last real audio (owed to a later loss)
-        self._wake: asyncio.Future[None] | None = None
-        source.on_audio = self._on_audio
+        self._wakeup = Wakeup()
+        source.on_audio = self._wakeup.set
         self.frames_voiced = 0
         self.frames_concealed = 0
         self.frames_silent_fill = 0
@@ -112,16 +111,11 @@ class CallerAudioTrack(MediaStreamTrack):
         """End the track and release its encoder or resampler (native threads) at once."""
         super().stop()
         self._source.on_audio = None
-        self._on_audio()  # a recv() waiting for audio ends now
+        self._wakeup.set()  # a recv() waiting for audio ends now
         if self._opus is not None:
             self._opus.close()
         if self._resampler is not None:
             self._resampler.close()
-
-    def _on_audio(self) -> None:
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
 
     async def recv(self) -> AudioFrame | EncodedPacket[Any]:
         if self.readyState != "live":
@@ -135,7 +129,7 @@ class CallerAudioTrack(MediaStreamTrack):
                 pcm = self._fill()
                 self._deadline += FRAME_S  # silent phone: keep the 20 ms cadence
                 break
-            await self._wait(self._deadline - now)
+            await self._wakeup.wait(self._deadline - now)  # until a packet or the deadline
             if self.readyState != "live":  # stopped (codec released) while we waited
                 raise MediaStreamError
         else:
@@ -143,17 +137,6 @@ class CallerAudioTrack(MediaStreamTrack):
             ptime_s = self._source.params.ptime_ms / 1000
             self._deadline = clock.now() + max(FRAME_S, ptime_s) + self._allowance_s
         return self._emit(pcm)
-
-    async def _wait(self, timeout: float) -> None:
-        """Until the next packet arrives or `timeout` seconds pass."""
-        loop = asyncio.get_running_loop()
-        wake = self._wake = loop.create_future()
-        timer = loop.call_later(timeout, self._on_audio)
-        try:
-            await wake
-        finally:
-            timer.cancel()
-            self._wake = None
 
     def _emit(self, pcm: Pcm) -> AudioFrame | EncodedPacket[Any]:
         voiced = self._vad.voiced(pcm)
