@@ -12,7 +12,13 @@ from gateway.clock import FakeClock
 from gateway.sip.address import Addr, Transport
 from gateway.sip.core import EndpointConfig
 from gateway.sip.endpoint import SipEndpoint
-from gateway.sip.events import Event
+from gateway.sip.events import (
+    AckReceived,
+    CallAnswered,
+    Event,
+    InviteReceived,
+    ProvisionalReceived,
+)
 from gateway.sip.timers import TimerSettings
 
 UAC_ADDR: Addr = ("127.0.0.1", 5071)
@@ -20,6 +26,8 @@ UAS_ADDR: Addr = ("127.0.0.1", 5072)
 SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
 HOLD = SDP + b"m=audio 4000 RTP/AVP 0\r\na=sendonly\r\n"
 RESUME = SDP + b"m=audio 4000 RTP/AVP 0\r\na=sendrecv\r\n"
+TARGET = f"sip:agent@{UAS_ADDR[0]}:{UAS_ADDR[1]}"
+FROM = "<sip:+4930111@127.0.0.1>"
 
 
 class Link:
@@ -84,3 +92,28 @@ class Link:
     def sent(self, side: str, prefix: str) -> list[float]:
         wire = self.wire
         return [round(t, 6) for t, who, line in wire if who == side and line.startswith(prefix)]
+
+
+def establish(link: Link, ring: bool = True) -> tuple[int, int]:
+    """INVITE → (180 →) 200 → ACK; returns (uac handle, uas handle)."""
+    uac_call = link.uac.invite(TARGET, link.now, sdp=SDP, from_uri=FROM)
+    link.pump()
+    (invite,) = link.take("uas")
+    assert isinstance(invite, InviteReceived) and invite.sdp == SDP
+    if ring:
+        link.uas.ring(invite.call, link.now)
+        link.pump()
+    link.uas.answer(invite.call, SDP, link.now)
+    link.pump()
+    uac_events = link.take("uac")
+    expected = [ProvisionalReceived, CallAnswered] if ring else [CallAnswered]
+    assert [type(e) for e in uac_events] == expected
+    assert link.take("uas") == [AckReceived(invite.call, None)]
+    return uac_call, invite.call
+
+
+def assert_empty(link: Link) -> None:
+    """Once every call is over and every timer has run, no table holds anything."""
+    for endpoint in (link.uac, link.uas):
+        assert set(endpoint.table_sizes().values()) == {0}, endpoint.table_sizes()
+        assert endpoint.active_calls == 0 and endpoint.get_timer() is None

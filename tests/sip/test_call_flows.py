@@ -15,7 +15,6 @@ from gateway.sip.events import (
     DialogEnded,
     InfoReceived,
     InviteReceived,
-    ProvisionalReceived,
     ReinviteReceived,
     RequestCompleted,
     SipEndReason,
@@ -23,38 +22,23 @@ from gateway.sip.events import (
 from gateway.sip.message import SipRequest
 from gateway.sip.parser import parse_message
 from gateway.sip.timers import TimerSettings
-from tests.sip.helpers import HOLD, RESUME, SDP, UAC_ADDR, UAS_ADDR, Link
-
-TARGET = f"sip:agent@{UAS_ADDR[0]}:{UAS_ADDR[1]}"
-FROM = "<sip:+4930111@127.0.0.1>"
-
-
-def assert_empty(link: Link) -> None:
-    """Once every call is over and every timer has run, no table holds anything."""
-    for endpoint in (link.uac, link.uas):
-        assert set(endpoint.table_sizes().values()) == {0}, endpoint.table_sizes()
-        assert endpoint.active_calls == 0 and endpoint.get_timer() is None
+from tests.sip.helpers import (
+    FROM,
+    HOLD,
+    RESUME,
+    SDP,
+    TARGET,
+    UAC_ADDR,
+    UAS_ADDR,
+    Link,
+    assert_empty,
+    establish,
+)
 
 
 def bye_answered(event: object, call: int, status: int = 200) -> bool:
     """Our BYE for `call` got its final response `status` (ByeCompleted)."""
     return isinstance(event, ByeCompleted) and (event.call, event.status) == (call, status)
-
-
-def establish(link: Link) -> tuple[int, int]:
-    """INVITE → 180 → 200 → ACK; returns (uac handle, uas handle)."""
-    uac_call = link.uac.invite(TARGET, link.now, sdp=SDP, from_uri=FROM)
-    link.pump()
-    (invite,) = link.take("uas")
-    assert isinstance(invite, InviteReceived) and invite.sdp == SDP
-    link.uas.ring(invite.call, link.now)
-    link.pump()
-    link.uas.answer(invite.call, SDP, link.now)
-    link.pump()
-    uac_events = link.take("uac")
-    assert [type(e) for e in uac_events] == [ProvisionalReceived, CallAnswered]
-    assert link.take("uas") == [AckReceived(invite.call, None)]
-    return uac_call, invite.call
 
 
 def test_call_and_bye_from_the_caller() -> None:

@@ -30,10 +30,16 @@ from gateway.sip.events import (
 )
 from gateway.sip.message import SipRequest
 from gateway.sip.parser import parse_message
-from tests.sip.helpers import HOLD, SDP, UAC_ADDR, UAS_ADDR, Link
-
-TARGET = f"sip:agent@{UAS_ADDR[0]}:{UAS_ADDR[1]}"
-FROM = "<sip:+4930111@127.0.0.1>"
+from tests.sip.helpers import (
+    FROM,
+    HOLD,
+    SDP,
+    TARGET,
+    UAC_ADDR,
+    Link,
+    assert_empty,
+    establish,
+)
 
 
 def _reachable(start: InviteState) -> set[InviteState]:
@@ -77,25 +83,20 @@ def test_only_the_table_decides_what_the_application_may_do() -> None:
 
 def test_an_offer_over_an_open_offer_is_refused() -> None:
     link = Link()
-    uac_call = link.uac.invite(TARGET, link.now, sdp=SDP, from_uri=FROM)
-    link.pump()
-    (invite,) = link.take("uas")
-    assert isinstance(invite, InviteReceived)
-    link.uas.answer(invite.call, SDP, link.now)
-    link.pump()
+    uac_call, uas_call = establish(link, ring=False)
     link.uac.send_request(uac_call, "INVITE", link.now, body=HOLD,
                           content_type="application/sdp")
     link.pump()
     (reinvite,) = [e for e in link.take("uas") if isinstance(e, ReinviteReceived)]
     # Their offer waits for our answer: we may not start one of our own (§14.1).
     with pytest.raises(StateError, match="an offer is already in progress"):
-        link.uas.send_request(invite.call, "UPDATE", link.now, body=SDP,
+        link.uas.send_request(uas_call, "UPDATE", link.now, body=SDP,
                               content_type="application/sdp")
-    assert link.uas.answer_offer(invite.call, HOLD, link.now)
+    assert link.uas.answer_offer(uas_call, HOLD, link.now)
     link.pump()
-    assert link.uas.send_request(invite.call, "UPDATE", link.now, body=SDP,
+    assert link.uas.send_request(uas_call, "UPDATE", link.now, body=SDP,
                                  content_type="application/sdp")
-    assert reinvite.call == invite.call
+    assert reinvite.call == uas_call
 
 
 def test_bye_completed_and_idle_follow_our_bye() -> None:
@@ -200,14 +201,7 @@ def test_a_cancelled_reinvite_closes_the_offer_and_the_call_stays_up() -> None:
     """§9.2 on a re-INVITE: 487 for it, the session stays as it was. The app's late answer is a
     no-op (no 2xx nobody asked for, no retransmissions of it, no BYE 64·T1 later)."""
     link = Link()
-    uac_call = link.uac.invite(TARGET, link.now, sdp=SDP, from_uri=FROM)
-    link.pump()
-    (invite,) = link.take("uas")
-    assert isinstance(invite, InviteReceived)
-    link.uas.answer(invite.call, SDP, link.now)
-    link.pump()
-    link.take("uac")
-    link.take("uas")
+    uac_call, uas_call = establish(link, ring=False)
     link.uac.send_request(uac_call, "INVITE", link.now, body=HOLD,
                           content_type="application/sdp")
     sent = link.uac.datagrams_to_send()
@@ -231,12 +225,12 @@ def test_a_cancelled_reinvite_closes_the_offer_and_the_call_stays_up() -> None:
     link.uas.receive_datagram(cancel, UAC_ADDR, link.now)
     answers = [o.data.split(b"\r\n", 1)[0] for o in link.uas.datagrams_to_send()]
     assert answers == [b"SIP/2.0 200 OK", b"SIP/2.0 487 Request Terminated"]
-    assert not link.uas.answer_offer(invite.call, HOLD, link.now)  # the offer is gone
+    assert not link.uas.answer_offer(uas_call, HOLD, link.now)  # the offer is gone
     link.run_until(100.0)
     assert link.sent("uas", "SIP/2.0 200") == [0.0]  # only the first call's 2xx, ever
     assert link.sent("uas", "BYE") == [] and link.sent("uac", "BYE") == []
-    assert link.uas.live_calls() == [invite.call]
-    assert link.uas.send_request(invite.call, "UPDATE", link.now, body=SDP,
+    assert link.uas.live_calls() == [uas_call]
+    assert link.uas.send_request(uas_call, "UPDATE", link.now, body=SDP,
                                  content_type="application/sdp")
 
 
@@ -246,15 +240,8 @@ def test_an_offer_left_open_when_the_call_ends_is_answered_487() -> None:
     hang_up() as UAS was never answered: the peer waited for Timer F and our server
     transaction stayed in the table for good."""
     link = Link()
-    uac_call = link.uac.invite(TARGET, link.now, sdp=SDP, from_uri=FROM)
-    link.pump()
-    (invite,) = link.take("uas")
-    assert isinstance(invite, InviteReceived)
-    link.uas.answer(invite.call, SDP, link.now)
-    link.pump()
-    link.take("uac")
-    link.take("uas")
-    update = link.uas.send_request(invite.call, "UPDATE", link.now, body=HOLD,
+    uac_call, uas_call = establish(link, ring=False)
+    update = link.uas.send_request(uas_call, "UPDATE", link.now, body=HOLD,
                                    content_type="application/sdp")
     link.pump()
     assert [type(e) for e in link.take("uac")] == [ReinviteReceived]
@@ -264,8 +251,7 @@ def test_an_offer_left_open_when_the_call_ends_is_answered_487() -> None:
     done = [e for e in link.take("uas") if isinstance(e, RequestCompleted)]
     assert [(e.handle, e.status) for e in done] == [(update, 487)]
     link.run_until(100.0)
-    for endpoint in (link.uac, link.uas):
-        assert set(endpoint.table_sizes().values()) == {0}, endpoint.table_sizes()
+    assert_empty(link)
 
 
 def _markdown_rows(text: str, heading: str) -> tuple[set[tuple[str, str, str]], set[str]]:
