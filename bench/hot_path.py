@@ -101,8 +101,8 @@ async def one_call(seconds: float, ptime: int) -> tuple[float, float, int]:
     t0 = cpu_s()
     for seq, payload in enumerate(opus):
         for _, data in reorder.add(seq, seq * 960, payload):
-            for frame in decoder.decode(data):
-                pump.feed(frame)
+            if (pcm := decoder.decode(data)) is not None:
+                pump.feed_pcm(pcm)
         ticks += ticks_per_frame
         while ticks >= 1.0:
             pump.tick(loop.time())

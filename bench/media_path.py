@@ -60,7 +60,7 @@ def transcoding_floor(fast: bool, seconds: float = 10.0) -> float:
 
     fast=True: the path the gateway uses with CallerAudioTrack(opus=True) and
     aiortc_patches.tune_receiver: G.711 decode → Opus NB encode at 8 kHz; Opus decode
-    (48 kHz mono) → resample → G.711 encode.
+    straight to 8 kHz → G.711 encode.
     fast=False: aiortc's own codec path: G.711 decode → resample to 48 kHz → aiortc's
     OpusEncoder (stereo 96 kb/s); aiortc's OpusDecoder (48 kHz stereo) → resample → G.711.
     """
@@ -94,11 +94,11 @@ def transcoding_floor(fast: bool, seconds: float = 10.0) -> float:
             enc_up.encode(up.process(pcm))
         if i < len(back_packets):  # AI -> caller
             if fast:
-                frames = dec_fast.decode(back_packets[i])
+                if (pcm8 := dec_fast.decode(back_packets[i])) is not None:
+                    down.push_pcm(pcm8)
             else:
-                frames = dec_back.decode(JitterFrame(back_packets[i], i * 960))
-            for frame in frames:
-                down.push(frame)
+                for frame in dec_back.decode(JitterFrame(back_packets[i], i * 960)):
+                    down.push(frame)
             while (out := down.pop()) is not None:
                 codec.encode(out)
     return (cpu_s() - t0) / seconds * 100

@@ -219,8 +219,8 @@ async def orga_main(port: int, loss: float) -> None:
             tracks.append(track)
             pc.addTrack(track)
             for t in pc.getTransceivers():
-                tune_receiver(t.receiver, deliver=lambda frame, det=det: det.feed(
-                    frame_to_mono_s16(frame), time.monotonic()))
+                tune_receiver(t.receiver, rate=48000, deliver=lambda pcm, det=det: det.feed(
+                    pcm, time.monotonic()))
             await pc.setLocalDescription(await pc.createAnswer())
             await send_msg(writer, {"answer": pc.localDescription.sdp})
     # onset send times: the moment the onset frame left the track (before encode)

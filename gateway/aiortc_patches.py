@@ -7,9 +7,10 @@ tested with (pinned in pyproject.toml, checked at start by `check_versions`).
    back to the loop into the remote track's queue. We swap its private
    `_RTCRtpReceiver__jitter_buffer` for an adapter with the same `add(packet) -> (pli, frame)`
    contract that runs our `LowDelayReorderBuffer` (media/reorder.py), decodes Opus right here
-   on the loop (48 kHz mono) and hands each frame to `deliver` — the `AiAudioPump.feed` of
-   the call — in the same call stack. It always returns "no frame", so aiortc's decoder thread
-   idles and the track's queue stays empty (it only carries the end-of-stream marker).
+   on the loop (libopus, straight to the phone's 8 kHz) and hands the samples to `deliver` —
+   the `AiAudioPump.feed_pcm` of the call — in the same call stack. It always returns "no
+   frame", so aiortc's decoder thread idles and the track's queue stays empty (it only
+   carries the end-of-stream marker).
 2. ICE host candidates (`restrict_host_addresses`). aioice enumerates every interface address
    itself and always skips 127.0.0.1. We override `get_component_candidates` on each aioice
    `Connection` of one peer connection so the configured addresses (`[orga] ice_addresses`;
@@ -38,7 +39,7 @@ from typing import Any
 from aiortc import RTCPeerConnection, RTCRtpReceiver
 
 from gateway.media.reorder import LowDelayReorderBuffer, ReorderStats
-from gateway.media.transcode import AudioFrame, OpusMonoDecoder
+from gateway.media.transcode import PHONE_RATE, OpusMonoDecoder, Pcm
 
 logger = logging.getLogger(__name__)
 
@@ -81,14 +82,13 @@ class _ReceiverAdapter:
     capacity = 16  # read by nothing on the audio path; kept for parity with aiortc's class
 
     def __init__(self, receiver: Any, buffer: LowDelayReorderBuffer,
-                 deliver: Callable[[AudioFrame], None],
+                 deliver: Callable[[Pcm], None], rate: int,
                  on_loss: Callable[[int], None] | None = None) -> None:
         self._codecs: dict[int, Any] = receiver._RTCRtpReceiver__codecs
         self.buffer = buffer
-        self._decoder = OpusMonoDecoder()
+        self._decoder = OpusMonoDecoder(rate)
         self._deliver = deliver
         self._on_loss = on_loss
-        self._pts = 0
         self.not_opus = 0
 
     def add(self, packet: Any) -> tuple[bool, None]:
@@ -103,24 +103,27 @@ class _ReceiverAdapter:
             self.not_opus += len(released)  # the Orga peer negotiates Opus only (peer.py)
             return False, None
         for _, data in released:
-            for frame in self._decoder.decode(data):
-                frame.pts = self._pts
-                self._pts += frame.samples
-                self._deliver(frame)
+            pcm = self._decoder.decode(data)
+            if pcm is not None:
+                self._deliver(pcm)
         return False, None
 
 
-def tune_receiver(receiver: RTCRtpReceiver, deliver: Callable[[AudioFrame], None],
-                  max_hold: int = 0, on_loss: Callable[[int], None] | None = None) -> None:
-    """Install the low-delay path on an Opus audio receiver: decoded frames go to `deliver`,
-    and `on_loss(n)` hears of each sequence gap (n packets lost on the way) as it is found.
+def tune_receiver(receiver: RTCRtpReceiver, deliver: Callable[[Pcm], None],
+                  max_hold: int = 0, on_loss: Callable[[int], None] | None = None,
+                  rate: int = PHONE_RATE) -> None:
+    """Install the low-delay path on an Opus audio receiver: each packet's audio goes to
+    `deliver` as mono s16 samples at `rate` (libopus decodes to 8, 12, 16, 24 or 48 kHz
+    itself), and `on_loss(n)` hears of each sequence gap (n packets lost on the way) as it is
+    found.
 
     Call it right after `addTransceiver("audio", ...)`, before media flows.
     """
     missing = [name for name in _RECEIVER_INTERNALS if not hasattr(receiver, name)]
     if missing:
         raise UntestedVersionError(f"aiortc receiver internals changed: {', '.join(missing)}")
-    adapter = _ReceiverAdapter(receiver, LowDelayReorderBuffer(max_hold), deliver, on_loss)
+    adapter = _ReceiverAdapter(receiver, LowDelayReorderBuffer(max_hold), deliver, rate,
+                               on_loss)
     receiver._RTCRtpReceiver__jitter_buffer = adapter  # type: ignore[attr-defined]
 
 

@@ -34,6 +34,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from gateway.aiortc_patches import restrict_host_addresses, tune_receiver
 from gateway.emulator.audio import (
+    RATE,
     AgentAudioTrack,
     Samples,
     Utterance,
@@ -41,6 +42,7 @@ from gateway.emulator.audio import (
     frame_to_mono,
     level_dbfs,
     load_wav,
+    pcm_to_float,
     two_tone_phrase,
 )
 from gateway.orga.catalog import MODALITIES, MODELS, VOICES
@@ -178,7 +180,8 @@ class EmulatedSession:
             # Hear the caller without aiortc's 80 ms prefetch, so the reply stops as soon as
             # the caller's first loud frame arrives (the gateway's own low-delay receiver,
             # which hands each decoded frame to `_hear` instead of the track).
-            tune_receiver(pc.getTransceivers()[0].receiver, deliver=self._hear)
+            tune_receiver(pc.getTransceivers()[0].receiver, rate=RATE,
+                          deliver=lambda pcm: self._hear_samples(pcm_to_float(pcm)))
         pc.addTrack(self._track)  # reuses the offered audio transceiver → sendrecv
         restrict_host_addresses(pc, self.settings.ice_addresses)
         await pc.setLocalDescription(await pc.createAnswer())
@@ -285,10 +288,13 @@ class EmulatedSession:
             self._hear(frame)  # type: ignore[arg-type]
 
     def _hear(self, frame: av.AudioFrame) -> None:
-        """One decoded frame of the caller's audio."""
+        """One frame of the caller's audio from aiortc's own decoder."""
+        self._hear_samples(frame_to_mono(frame))
+
+    def _hear_samples(self, samples: Samples) -> None:
+        """The caller's audio, mono float at the emulator's rate."""
         if not self._audio_enabled or self._closing is not None:
             return
-        samples = frame_to_mono(frame)
         if (self.settings.barge_in and self._track.playing
                 and level_dbfs(samples) >= self.settings.vad_threshold_dbfs):
             self._track.interrupt()  # the caller talks over the reply: stop it now

@@ -66,6 +66,12 @@ def frame_to_mono(frame: av.AudioFrame) -> Samples:
     return result
 
 
+def pcm_to_float(pcm: npt.NDArray[np.int16]) -> Samples:
+    """Mono s16 samples (the tuned receiver's output) as float in [-1, 1]."""
+    result: Samples = pcm.astype(np.float32) / np.float32(32768.0)
+    return result
+
+
 def two_tone_phrase(seconds: float = 1.5, rate: int = RATE, amplitude: float = 0.5) -> Samples:
     slot = seconds / 6.0
     tone_len = int(slot * 0.8 * rate)

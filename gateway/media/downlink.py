@@ -1,9 +1,10 @@
 """AI → phone: Orga's decoded audio, queued and paced out as G.711 RTP at the SDP's packet time.
 
-`AiAudioPump.feed(frame)` is called for each decoded AI frame, straight from the AI leg's
-receive path (`gateway.aiortc_patches.tune_receiver(receiver, deliver=pump.feed)`: packet →
-our reorder buffer → our Opus decoder → here, in the same call stack, no queue hop and no task
-per frame). It resamples to 8 kHz and queues packet-sized frames in a playout queue bounded in
+`AiAudioPump.feed_pcm(pcm)` is called for each decoded AI frame, straight from the AI leg's
+receive path (`gateway.aiortc_patches.tune_receiver(receiver, deliver=pump.feed_pcm)`: packet
+→ our reorder buffer → libopus decoding straight to 8 kHz → here, in the same call stack, no
+queue hop, no task and no resampler per frame; `feed(frame)` takes aiortc's own frames of any
+rate and resamples them). It queues packet-sized frames in a playout queue bounded in
 milliseconds. One task sends one packet per `ptime` (RFC 3264 §5: the packet time the phone's
 offer asked for, 10 to 40 ms), so bursts from the AI leg never reach the phone as bursts and
 the phone never hears gaps between queued frames (field notes §1). The schedule follows the
@@ -191,12 +192,23 @@ class AiAudioPump:
         return self._talkspurt or any(voiced for _, voiced in self._queue)
 
     def feed(self, frame: AudioFrame) -> None:
-        """Queue one decoded AI frame (any rate/layout); ignored once stopped."""
-        if self._stopped:
-            return
+        """Queue one decoded AI frame of any rate/layout (aiortc's own decoder); ignored once
+        stopped."""
+        if not self._stopped:
+            self._resampler.push(frame)
+            self._enqueue()
+
+    def feed_pcm(self, pcm: Pcm) -> None:
+        """Queue AI audio already at the phone's rate, mono s16 (the tuned receiver decodes
+        to 8 kHz); ignored once stopped."""
+        if not self._stopped:
+            self._resampler.push_pcm(pcm)
+            self._enqueue()
+
+    def _enqueue(self) -> None:
+        """Cut what the resampler holds into packet-sized frames and queue them."""
         stats = self._stats
         stats.frames_in += 1
-        self._resampler.push(frame)
         queue, n = self._queue, self._frame_samples
         while (pcm := self._resampler.pop(n)) is not None:
             queue.append((pcm, self._vad.voiced(pcm)))

@@ -32,6 +32,8 @@ import numpy as np
 import numpy.typing as npt
 from av import AudioFrame
 
+from gateway.media import libopus
+
 __all__ = [
     "AI_RATE",
     "PHONE_FRAME_SAMPLES",
@@ -247,6 +249,10 @@ class AiResampler:
         for out in outs:
             self._fifo.push(out)
 
+    def push_pcm(self, pcm: Pcm) -> None:
+        """Samples already at the phone's rate (mono s16): queued as they are."""
+        self._fifo.push(pcm)
+
     def close(self) -> None:
         """Release the filter graph (and its native threads) now; `push` fails after this."""
         self._resampler = None
@@ -268,65 +274,52 @@ class OpusPhoneEncoder:
     Why: aiortc encodes every frame in its thread pool (a thread hop per 20 ms, the top GIL
     cost in field notes §3) with a stereo 48 kHz 96 kb/s encoder, after resampling. The phone
     carries nothing above 4 kHz, so we encode the 8 kHz signal as it is (Opus narrowband,
-    VoIP mode) on the event loop: no resampling, no thread hop, about half the encode time.
-    Packets carry pts in the 48 kHz RTP clock Opus uses on the wire (RFC 7587 §4.1).
+    VoIP mode) on the event loop, through libopus itself (media/libopus.py): no resampling,
+    no thread hop, no filter graph. Packets carry pts in the 48 kHz RTP clock Opus uses on the
+    wire (RFC 7587 §4.1).
     """
 
     def __init__(self, bitrate: int = 24000) -> None:
-        ctx = av.CodecContext.create("libopus", "w")
-        ctx.sample_rate = PHONE_RATE
-        ctx.layout = "mono"
-        ctx.format = "s16"
-        ctx.bit_rate = bitrate
-        ctx.time_base = _PHONE_TIME_BASE
-        ctx.options = {"application": "voip", "compression_level": str(_OPUS_COMPLEXITY)}
-        self._ctx: av.AudioCodecContext | None = ctx
-        self._in_pts = 0
+        self._encoder = libopus.Encoder(PHONE_RATE, bitrate, _OPUS_COMPLEXITY)
         self._out_pts = 0
         self._time_base = _AI_TIME_BASE
 
     def encode(self, pcm: Pcm) -> list[av.Packet[Any]]:
-        frame = AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = PHONE_RATE
-        frame.pts = self._in_pts
-        frame.time_base = _PHONE_TIME_BASE
-        self._in_pts += pcm.shape[0]
-        if self._ctx is None:
-            raise RuntimeError("OpusPhoneEncoder is closed")
-        packets = list(self._ctx.encode(frame))
-        for packet in packets:
-            # Our own continuous clock: libopus starts at -pre-skip, aiortc wants 0-based.
-            packet.pts = self._out_pts
-            packet.time_base = self._time_base
-            self._out_pts += AI_FRAME_SAMPLES
-        return packets
+        """One packet for one frame of 2.5 to 60 ms (the caller track hands 20 ms)."""
+        packet = av.Packet(self._encoder.encode(pcm))
+        packet.pts = self._out_pts
+        packet.time_base = self._time_base
+        self._out_pts += pcm.shape[0] * AI_RATE // PHONE_RATE
+        return [packet]
 
     def close(self) -> None:
-        """Release the codec and the filter graph PyAV keeps inside it (native threads)."""
-        self._ctx = None
+        """Free the libopus state now rather than at the next garbage collection."""
+        self._encoder.close()
 
 
 class OpusMonoDecoder:
-    """Opus payloads → 48 kHz mono s16 frames, decoded on the event loop.
+    """Opus payloads → mono s16 PCM at `rate` (the phone's 8 kHz by default), on the event loop.
 
     Used by `aiortc_patches.tune_receiver` so the AI leg's audio skips aiortc's decoder thread
-    (and its per-frame thread hand-off) and arrives already mono for `AiResampler`.
+    (and its per-frame thread hand-off). libopus decodes straight to 8 kHz, so the AI's audio
+    needs no resampler on its way to the phone.
     """
 
-    def __init__(self) -> None:
-        ctx = av.CodecContext.create("libopus", "r")
-        ctx.sample_rate = AI_RATE
-        ctx.layout = "mono"
-        ctx.format = "s16"
-        self._ctx = ctx
+    def __init__(self, rate: int = PHONE_RATE) -> None:
+        self._decoder = libopus.Decoder(rate)
+        self.rate = rate
         self.errors = 0
 
-    def decode(self, payload: bytes) -> list[AudioFrame]:
+    def decode(self, payload: bytes) -> Pcm | None:
+        """The packet's samples, or None for a corrupt packet (decoder state kept)."""
         try:
-            return self._ctx.decode(av.Packet(payload))
-        except av.FFmpegError:
-            self.errors += 1  # one corrupt packet: keep the decoder state and go on
-            return []
+            return self._decoder.decode(payload)
+        except libopus.OpusError:
+            self.errors += 1
+            return None
+
+    def close(self) -> None:
+        self._decoder.close()
 
 
 def make_frame(pcm: Pcm, rate: int, pts: int, layout: str = "mono") -> AudioFrame:

@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 
 from gateway.media.transcode import (
+    AI_FRAME_SAMPLES,
     AI_RATE,
     PHONE_FRAME_SAMPLES,
+    PHONE_RATE,
     AiResampler,
     CallerResampler,
     G711Codec,
@@ -81,21 +83,29 @@ def test_frame_to_mono_takes_first_channel() -> None:
 def test_opus_phone_encoder_and_mono_decoder_round_trip() -> None:
     from gateway.media.transcode import OpusMonoDecoder, OpusPhoneEncoder
 
-    enc, dec = OpusPhoneEncoder(), OpusMonoDecoder()
+    enc, dec, dec48 = OpusPhoneEncoder(), OpusMonoDecoder(), OpusMonoDecoder(AI_RATE)
     src = tone(440, 2.0, 8000, dbfs=-12)
-    out, pts = [], []
+    out, out48, pts = [], [], []
     for i in range(0, len(src), PHONE_FRAME_SAMPLES):
         packets = enc.encode(src[i : i + PHONE_FRAME_SAMPLES])
         assert len(packets) == 1  # one Opus packet per 20 ms, so the track never stalls
         pts.append(packets[0].pts)
-        for frame in dec.decode(bytes(packets[0])):
-            assert frame.sample_rate == AI_RATE and len(frame.layout.channels) == 1
-            out.append(frame_to_mono_s16(frame))
+        pcm8, pcm48 = dec.decode(bytes(packets[0])), dec48.decode(bytes(packets[0]))
+        assert pcm8 is not None and pcm48 is not None
+        assert (pcm8.shape, pcm48.shape) == ((PHONE_FRAME_SAMPLES,), (AI_FRAME_SAMPLES,))
+        out.append(pcm8)
+        out48.append(pcm48)
     assert pts == [i * 960 for i in range(100)]
-    pcm = np.concatenate(out)[4800:]
-    assert abs(dominant_hz(pcm, AI_RATE) - 440) <= 5
+    pcm = np.concatenate(out)[800:]  # decoded at the phone's rate: no resampler needed
+    assert abs(dominant_hz(pcm, PHONE_RATE) - 440) <= 5
     assert abs(rms_dbfs(pcm) - rms_dbfs(src)) <= 1.5
-    assert isinstance(dec.decode(b"\xff\xff\xff"), list)  # corrupt input never raises
+    pcm48 = np.concatenate(out48)[4800:]
+    assert abs(dominant_hz(pcm48, AI_RATE) - 440) <= 5
+    assert dec.decode(b"\xff\xff\xff") is None and dec.errors == 1  # corrupt: no raise
+    assert dec.decode(bytes(enc.encode(src[:PHONE_FRAME_SAMPLES])[0])) is not None  # goes on
+    enc.close(), dec.close()
+    with pytest.raises(RuntimeError):
+        enc.encode(src[:PHONE_FRAME_SAMPLES])
 
 
 def test_ai_resampler_takes_phone_rate_frames_without_resampling() -> None:

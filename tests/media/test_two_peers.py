@@ -67,7 +67,7 @@ async def test_caller_440_to_ai_peer_and_ai_1000_back_to_rtp(opus: bool) -> None
         transceiver.setCodecPreferences([c for c in caps.codecs if c.name == "opus"])
     # The AI's audio goes from the receiver straight into the pump, as in a call.
     pump = AiAudioPump(session, LoopClock())
-    tune_receiver(transceiver.receiver, deliver=pump.feed)
+    tune_receiver(transceiver.receiver, deliver=pump.feed_pcm)
     heard_by_ai: list[np.ndarray] = []
     tasks: list[asyncio.Task[None]] = []
 
