@@ -117,7 +117,7 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
                       fast: bool, tune: bool, record: str = "off") -> dict[str, Any]:
     from aiortc import RTCRtpSender, RTCSessionDescription
 
-    from gateway.aiortc_patches import tune_receiver
+    from gateway.aiortc_patches import tune_receiver, tune_sender
     from gateway.clock import LoopClock
     from gateway.media.downlink import AiAudioPump
     from gateway.media.rtp_session import RtpSession
@@ -165,7 +165,9 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
             pump = AiAudioPump(session, clock)
             pumps.append(pump)
             if tune:  # AI audio straight from the receiver into the pump
-                tune_receiver(tr.receiver, deliver=pump.feed, on_loss=pump.lost)
+                tune_receiver(tr.receiver, deliver=pump.feed_pcm, on_loss=pump.lost)
+            if fast:  # the caller's Opus packets straight to the network, as OrgaPeer does
+                tune_sender(tr.sender)
 
             def on_track(track: Any, pump: AiAudioPump = pump) -> None:
                 pump.start(track)

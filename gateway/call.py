@@ -302,7 +302,8 @@ class Call:
                 peer = OrgaPeer(track, self.ctx.peer_settings, self._session_params(),
                                 ice_servers,
                                 receiver_tuner=lambda r: tune_receiver(
-                                    r, deliver=pump.feed_pcm, on_loss=pump.lost))
+                                    r, deliver=pump.feed_pcm, on_loss=pump.lost),
+                                encoded_track=True)
                 # Before the offer: events sent on data-channel open (a greeting) are not lost.
                 peer.add_event_listener(self.report.orga_event)
                 return peer

@@ -238,7 +238,8 @@ class OutboundCall(Call):
         def peer_factory(ice_servers: list[Any]) -> OrgaPeer:
             peer = OrgaPeer(track, self.ctx.peer_settings, self._session_params(), ice_servers,
                             receiver_tuner=lambda r: tune_receiver(
-                                r, deliver=pump.feed_pcm, on_loss=pump.lost))
+                                r, deliver=pump.feed_pcm, on_loss=pump.lost),
+                            encoded_track=True)
             peer.add_event_listener(self.report.orga_event)  # before the offer: a greeting is kept
             return peer
 

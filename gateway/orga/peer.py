@@ -37,7 +37,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from gateway.aiortc_patches import restrict_host_addresses
+from gateway.aiortc_patches import restrict_host_addresses, tune_sender
 from gateway.orga.api import candidates_from_sdp
 from gateway.orga.errors import OrgaError, OrgaProtocolError
 from gateway.orga.events import (
@@ -67,7 +67,13 @@ def _quiet(future: asyncio.Future[Any]) -> None:
 
 
 class OrgaPeer:
-    """The client peer of one Orga session. Build it inside the running event loop."""
+    """The client peer of one Orga session. Build it inside the running event loop.
+
+    `receiver_tuner` is applied to the audio receiver (the gateway passes
+    `aiortc_patches.tune_receiver`); `encoded_track=True` says `caller_track` yields Opus
+    packets (`CallerAudioTrack(opus=True)`), which then go out through
+    `aiortc_patches.tune_sender`.
+    """
 
     def __init__(
         self,
@@ -76,6 +82,7 @@ class OrgaPeer:
         session_params: SessionParams,
         ice_servers: Sequence[RTCIceServer],
         receiver_tuner: ReceiverTuner | None = None,
+        encoded_track: bool = False,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self.settings = settings
@@ -104,8 +111,11 @@ class OrgaPeer:
         self._audio.setCodecPreferences(OPUS_ONLY)
         if receiver_tuner is not None:
             receiver_tuner(self._audio.receiver)
+        if encoded_track:  # Opus packets from the track go out without aiortc's RTP loop
+            tune_sender(self._audio.sender)
         if settings.video_mline:
-            self._pc.addTransceiver("video", direction="sendonly")
+            # Nothing is sent on it; untuned, aiortc's sender would look for a track every 20 ms.
+            tune_sender(self._pc.addTransceiver("video", direction="sendonly").sender)
         self._channel: RTCDataChannel = self._pc.createDataChannel(DATA_CHANNEL_LABEL)
         self._wire()
 

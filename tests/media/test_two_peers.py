@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from aiortc import RTCRtpSender
+from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import RtpPacket
 
-from gateway.aiortc_patches import receiver_stats, tune_receiver
+from gateway.aiortc_patches import _ice_connections as ice_connections
+from gateway.aiortc_patches import receiver_stats, tune_receiver, tune_sender
 from gateway.clock import LoopClock
 from gateway.media.downlink import AiAudioPump
 from gateway.media.rtp import RtpSenderState, parse_rtp
@@ -41,6 +44,20 @@ class Phone(asyncio.DatagramProtocol):
         self.got.append(data)
 
 
+def capture_rtp(pc: RTCPeerConnection) -> list[RtpPacket]:
+    """Every RTP packet `pc` receives, as aiortc parsed it (after SRTP)."""
+    got: list[RtpPacket] = []
+    dtls = pc.getTransceivers()[0].receiver.transport
+    handle = dtls._handle_rtp_data
+
+    async def recording(data: bytes, arrival_time_ms: int) -> None:
+        got.append(RtpPacket.parse(data, dtls._rtp_header_extensions_map))
+        await handle(data, arrival_time_ms)
+
+    dtls._handle_rtp_data = recording
+    return got
+
+
 async def record(track: MediaStreamTrack, into: list[np.ndarray]) -> None:
     try:
         while True:
@@ -68,6 +85,8 @@ async def test_caller_440_to_ai_peer_and_ai_1000_back_to_rtp(opus: bool) -> None
     # The AI's audio goes from the receiver straight into the pump, as in a call.
     pump = AiAudioPump(session, LoopClock())
     tune_receiver(transceiver.receiver, deliver=pump.feed_pcm)
+    if opus:  # and the caller's Opus packets straight to the socket, as OrgaPeer does
+        tune_sender(transceiver.sender)
     heard_by_ai: list[np.ndarray] = []
     tasks: list[asyncio.Task[None]] = []
 
@@ -81,6 +100,7 @@ async def test_caller_440_to_ai_peer_and_ai_1000_back_to_rtp(opus: bool) -> None
 
     await connect(gw, ai, before_answer=lambda: ai.addTrack(
         GeneratedAudioTrack(tone_source(1000))))
+    wire = capture_rtp(ai)
 
     # The phone: PCMU 440 Hz, one packet per 20 ms, for 3 s.
     codec = G711Codec("PCMU")
@@ -93,6 +113,11 @@ async def test_caller_440_to_ai_peer_and_ai_1000_back_to_rtp(opus: bool) -> None
         await asyncio.sleep(max(0.0, t0 + (i + 1) * 0.02 - loop.time()))
     await asyncio.sleep(0.3)
 
+    heard_by_ai = heard_by_ai[:]  # what the caller said; silence follows
+    await asyncio.sleep(1.6)  # at least one RTCP report each way (aiortc: every 0.5-1.5 s)
+    gw_stats, ai_stats = await gw.getStats(), await ai.getStats()
+    sources = transceiver.receiver.getSynchronizationSources()
+    direct = [c for c in ice_connections(gw) if "data_received" in vars(c)]
     await pump.stop()
     await gw.close()
     await ai.close()
@@ -116,3 +141,21 @@ async def test_caller_440_to_ai_peer_and_ai_1000_back_to_rtp(opus: bool) -> None
     assert pump.stats.dropped_backlog == 0 and pump.stats.frames_in > 100
     stats = receiver_stats(transceiver.receiver)
     assert stats is not None and stats.released > 100
+    # The AI's RTP came the direct way (aioice's callback, not aiortc's queue), and the
+    # receiver still kept what its RTCP reports and the dead-leg check read.
+    assert len(direct) == 1
+    inbound = [s for s in gw_stats.values() if s.type == "inbound-rtp"]
+    assert len(inbound) == 1 and inbound[0].packetsReceived > 100
+    assert len(sources) == 1
+    # What went to the AI: one RTP stream of consecutive packets, aiortc's header either way.
+    mid = transceiver.mid
+    assert len({p.ssrc for p in wire}) == 1 and len(wire) > 100
+    assert {(p.marker, p.extensions.mid) for p in wire} == {(1, mid)}
+    assert all((b.sequence_number - a.sequence_number) & 0xFFFF == 1
+               for a, b in itertools.pairwise(wire))
+    if opus:
+        assert all((b.timestamp - a.timestamp) & 0xFFFFFFFF == 960
+                   for a, b in itertools.pairwise(wire))
+    # Our sender's counters reached the AI in RTCP sender reports.
+    remote = [s for s in ai_stats.values() if s.type == "remote-outbound-rtp"]
+    assert len(remote) == 1 and remote[0].packetsSent > 50
