@@ -55,53 +55,97 @@ def rss_mb() -> float:
     return 0.0
 
 
-def transcoding_floor(fast: bool, seconds: float = 10.0) -> float:
-    """% of one core per call for the codec work alone (both directions, no networking).
+class FloorWork:
+    """The codec work of one call, one 20 ms frame each way per `step()`, nothing else.
 
     fast=True: the path the gateway uses with CallerAudioTrack(opus=True) and
     aiortc_patches.tune_receiver: G.711 decode → Opus NB encode at 8 kHz; Opus decode
     straight to 8 kHz → G.711 encode.
-    fast=False: aiortc's own codec path: G.711 decode → resample to 48 kHz → aiortc's
-    OpusEncoder (stereo 96 kb/s); aiortc's OpusDecoder (48 kHz stereo) → resample → G.711.
+    fast=False: the speech floor of issue 11, aiortc's own codec path: G.711 decode → resample
+    to 48 kHz → aiortc's OpusEncoder (stereo 96 kb/s, complexity 10); aiortc's OpusDecoder
+    (48 kHz stereo) → resample → G.711.
     """
-    from aiortc.codecs.opus import OpusDecoder, OpusEncoder
-    from aiortc.jitterbuffer import JitterFrame
 
-    from gateway.media.transcode import OpusMonoDecoder, OpusPhoneEncoder
+    def __init__(self, fast: bool, seconds: float = 10.0) -> None:
+        from aiortc.codecs.opus import OpusDecoder, OpusEncoder
 
-    codec = G711Codec("PCMU")
-    speech8 = speech_like(8000, seconds, seed=5)
-    speech48 = speech_like(48000, seconds, seed=6)
-    payloads = [codec.encode(speech8[i : i + 160]) for i in range(0, len(speech8), 160)]
-    enc_back = OpusEncoder()  # the AI side's packets, encoded outside the measurement
-    back_packets: list[bytes] = []
-    for i in range(len(payloads)):
-        frame = make_frame(np.repeat(speech48[i * 960 : (i + 1) * 960], 2), 48000, i * 960,
-                           "stereo")
-        data, _ = enc_back.encode(frame)
-        back_packets += data
-    down = AiResampler()
-    if fast:
-        enc_fast, dec_fast = OpusPhoneEncoder(), OpusMonoDecoder()
-    else:
-        enc_up, dec_back, up = OpusEncoder(), OpusDecoder(), CallerResampler()
-    t0 = cpu_s()
-    for i, payload in enumerate(payloads):
-        pcm = codec.decode(payload)  # caller -> AI
+        from gateway.media.transcode import OpusMonoDecoder, OpusPhoneEncoder
+
+        self.fast = fast
+        self.codec = codec = G711Codec("PCMU")
+        speech8 = speech_like(8000, seconds, seed=5)
+        speech48 = speech_like(48000, seconds, seed=6)
+        self.payloads = [codec.encode(speech8[i : i + 160]) for i in range(0, len(speech8), 160)]
+        enc_back = OpusEncoder()  # the AI side's packets, encoded outside the measurement
+        self.back: list[bytes] = []
+        for i in range(len(self.payloads)):
+            frame = make_frame(np.repeat(speech48[i * 960 : (i + 1) * 960], 2), 48000, i * 960,
+                               "stereo")
+            data, _ = enc_back.encode(frame)
+            self.back += data
+        self.down = AiResampler()
         if fast:
-            enc_fast.encode(pcm)
+            self.enc_fast, self.dec_fast = OpusPhoneEncoder(), OpusMonoDecoder()
         else:
-            enc_up.encode(up.process(pcm))
-        if i < len(back_packets):  # AI -> caller
-            if fast:
-                if (pcm8 := dec_fast.decode(back_packets[i])) is not None:
-                    down.push_pcm(pcm8)
+            self.enc_up, self.dec_back, self.up = OpusEncoder(), OpusDecoder(), CallerResampler()
+        self.i = 0
+
+    def step(self) -> None:
+        from aiortc.jitterbuffer import JitterFrame
+
+        i, codec = self.i % len(self.payloads), self.codec
+        self.i += 1
+        pcm = codec.decode(self.payloads[i])  # caller -> AI
+        if self.fast:
+            self.enc_fast.encode(pcm)
+        else:
+            self.enc_up.encode(self.up.process(pcm))
+        if i < len(self.back):  # AI -> caller
+            if self.fast:
+                if (pcm8 := self.dec_fast.decode(self.back[i])) is not None:
+                    self.down.push_pcm(pcm8)
             else:
-                for frame in dec_back.decode(JitterFrame(back_packets[i], i * 960)):
-                    down.push(frame)
-            while (out := down.pop()) is not None:
+                for frame in self.dec_back.decode(JitterFrame(self.back[i], self.i * 960)):
+                    self.down.push(frame)
+            while (out := self.down.pop()) is not None:
                 codec.encode(out)
+
+
+def transcoding_floor(fast: bool, seconds: float = 10.0) -> float:
+    """% of one core per call for the codec work alone (both directions, no networking)."""
+    work = FloorWork(fast, seconds)
+    t0 = cpu_s()
+    for _ in range(len(work.payloads)):
+        work.step()
     return (cpu_s() - t0) / seconds * 100
+
+
+async def floor_main(port: int) -> None:
+    """The speech floor measured beside the run, by a process of its own (--role floor).
+
+    This VM's speed drifts by up to a third within minutes, so a floor measured before and
+    after a run can differ from the one the run saw. This process runs the floor in slices of
+    250 frames (~5 s of audio, tens of ms of CPU) with 0.5 s pauses from the gateway's mark to
+    its stop, at nice 10 so the gateway and the stand-ins go first; it reports the CPU of one
+    frame each way per 20 ms, the floor over the same minutes as the run.
+    """
+    os.nice(10)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await send_msg(writer, {"role": "floor"})
+    work = FloorWork(fast=False)
+    for _ in range(100):
+        work.step()  # warm
+    await recv_msg(reader)  # the mark
+    stop = asyncio.ensure_future(recv_msg(reader))
+    spent, frames = 0.0, 0
+    while not stop.done():
+        t0 = cpu_s()
+        for _ in range(250):
+            work.step()
+        spent += cpu_s() - t0
+        frames += 250
+        await asyncio.wait([stop], timeout=0.5)
+    await send_msg(writer, {"floor_pct": spent / max(1, frames) / 0.02 * 100})
 
 
 async def loop_lag(samples: list[float], stop: asyncio.Event) -> None:
@@ -131,7 +175,7 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
     async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         role = (await recv_msg(reader))["role"]
         conns[role] = (reader, writer)
-        if len(conns) == 2:
+        if len(conns) == 3:
             ready.set()
 
     server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
@@ -140,10 +184,10 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
     procs = [
         await asyncio.create_subprocess_exec(
             sys.executable, script, "--role", role, "--control", str(port), "--loss", str(loss))
-        for role in ("phone", "orga")
+        for role in ("phone", "orga", "floor")
     ]
     await asyncio.wait_for(ready.wait(), 30)
-    (p_r, p_w), (o_r, o_w) = conns["phone"], conns["orga"]
+    (p_r, p_w), (o_r, o_w), (f_r, f_w) = conns["phone"], conns["orga"], conns["floor"]
     rss0 = rss_mb()
     await send_msg(p_w, {"calls": calls})
     phone_ports = (await recv_msg(p_r))["ports"]
@@ -199,9 +243,12 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
     c0, w0 = cpu_s(), time.monotonic()
     await send_msg(p_w, {"mark": True})
     await send_msg(o_w, {"mark": True})
+    await send_msg(f_w, {"mark": True})
     await asyncio.sleep(seconds)
     wall = time.monotonic() - w0
     cpu = (cpu_s() - c0) / wall * 100
+    await send_msg(f_w, {"stop": True})
+    floor_pct = (await recv_msg(f_r))["floor_pct"]
     lag_stop.set()
     await lag_task
     rss = rss_mb()
@@ -234,7 +281,8 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
     down_kept = match(orga["sent"], phone["received"], w0 + 0.5, w0 + seconds,
                       drops=orga["dropped_out"], before=False)
     return {
-        "calls": calls, "loss": loss, "cpu_pct": cpu, "rss_per_call": (rss - rss0) / calls,
+        "calls": calls, "loss": loss, "cpu_pct": cpu, "floor_during": floor_pct,
+        "rss_per_call": (rss - rss0) / calls,
         "up": lat_up, "down": lat_down, "underruns_speech": underruns,
         "up_kept": up_kept, "down_kept": down_kept,
         "lost_speech": lost_speech,
@@ -281,7 +329,7 @@ def pct(values: list[float], q: float) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--role", choices=["gateway", "phone", "orga"], default="gateway")
+    ap.add_argument("--role", choices=["gateway", "phone", "orga", "floor"], default="gateway")
     ap.add_argument("--control", type=int, default=0)
     ap.add_argument("--calls", type=int, nargs="+", default=[1, 10, 30])
     ap.add_argument("--loss", type=float, nargs="+", default=[0.0, 0.01])
@@ -303,6 +351,9 @@ def main() -> int:
     if args.role == "orga":
         asyncio.run(orga_main(args.control, args.loss[0]))
         return 0
+    if args.role == "floor":
+        asyncio.run(floor_main(args.control))
+        return 0
     fast = args.mode == "fast"
     print(f"cpus={os.cpu_count()} python={sys.version.split()[0]} signal=speech-like "
           f"mode={args.mode} receiver={args.receiver} loop={args.loop} "
@@ -312,10 +363,15 @@ def main() -> int:
           "to a third over minutes; the ratio uses the mean). speech = the speech floor of "
           "issue 11 (G.711 <-> 48 kHz Opus at complexity 10 both ways, aiortc's codecs); own = "
           "the gateway's own codec path alone")
-    print("x floor = cpu%/call / speech floor; x own = cpu%/call / own codec path. underruns: "
-          "AI frames late for their phone packet slot mid-speech (% of frames sent); lost: "
-          "slots of AI packets lost on the WebRTC leg (concealed, not underruns)")
-    print("rec   calls loss  cpu%/call  x floor  x own  RSS MB/call | caller->AI ms p50   p99 "
+    print("x floor (during the run) = cpu%/call / the speech floor measured by a process of "
+          "its own (nice 10) in slices throughout the run: the same minutes, but beside the "
+          "run (on this 2-vCPU VM it reads 10-20 % higher than alone, so the before/after "
+          "ratio is the conservative one)")
+    print("x floor before/after = cpu%/call / speech floor; x own = cpu%/call / own codec "
+          "path. underruns: AI frames late for their phone packet slot mid-speech (% of frames "
+          "sent); lost: slots of AI packets lost on the WebRTC leg (concealed, not underruns)")
+    print("rec   calls loss  cpu%/call  x floor (floor during the run)  x floor before/after  "
+          "x own  RSS MB/call | caller->AI ms p50   p99 "
           "| AI->caller ms p50   p99 | p99 up/down without onsets that lost a packet "
           "(how many left out) | n_up n_down underruns (%)  lost | loop lag p99 ms | "
           "other processes % core: phone orga | RTP to phone: gap p99 max ms, >30 ms of n")
@@ -329,6 +385,7 @@ def main() -> int:
         per_call = r["cpu_pct"] / calls
         under_pct = 100 * r["underruns_speech"] / max(1, r["gap"][3])
         print(f"{record:5s} {calls:5d} {loss * 100:3.0f}%  {per_call:9.2f}  "
+              f"{per_call / r['floor_during']:7.2f} ({r['floor_during']:.2f})  "
               f"{per_call / floor_ref:7.2f}  {per_call / floor_fast:5.2f}  "
               f"{r['rss_per_call']:11.2f} |            {pct(r['up'], 50)} {pct(r['up'], 99)} "
               f"|            {pct(r['down'], 50)} {pct(r['down'], 99)} "
