@@ -51,6 +51,7 @@ from importlib import metadata
 from typing import Any
 
 import pylibsrtp
+from aioice.ice import StunProtocol
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, clock
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcdtlstransport import State as DtlsState
@@ -284,6 +285,26 @@ def _receive_directly(receiver: Any, adapter: _ReceiverAdapter) -> None:
         adapter.add(packet)
 
     connection.data_received = data_received
+    for protocol in connection._protocols:
+        # aioice tries to parse every datagram as STUN and takes the ValueError as "data". A
+        # STUN message starts with two zero bits (RFC 8489 §5); (S)RTP with 0b10: those go
+        # straight on. Only aioice's own UDP protocol; a TURN relay keeps aioice's path.
+        if type(protocol) is StunProtocol:
+            protocol.datagram_received = _skip_stun_parse(protocol, data_received)  # type: ignore[method-assign,assignment]
+
+
+def _skip_stun_parse(protocol: Any, data_received: Callable[[bytes, int], None]
+                     ) -> Callable[[bytes, Any], None]:
+    slow = protocol.datagram_received
+    component = protocol.local_candidate.component
+
+    def datagram_received(data: bytes, addr: Any) -> None:
+        if data and data[0] > 127:
+            data_received(data, component)
+        else:
+            slow(data, addr)
+
+    return datagram_received
 
 
 _spawned: set[asyncio.Task[None]] = set()
