@@ -158,7 +158,8 @@ async def loop_lag(samples: list[float], stop: asyncio.Event) -> None:
 
 
 async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
-                      fast: bool, tune: bool, record: str = "off") -> dict[str, Any]:
+                      fast: bool, tune: bool, record: str = "off",
+                      floor_beside: bool = False) -> dict[str, Any]:
     from aiortc import RTCRtpSender, RTCSessionDescription
 
     from gateway.aiortc_patches import tune_receiver, tune_sender
@@ -175,19 +176,20 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
     async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         role = (await recv_msg(reader))["role"]
         conns[role] = (reader, writer)
-        if len(conns) == 3:
+        if len(conns) == (3 if floor_beside else 2):
             ready.set()
 
     server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     script = str(Path(__file__).resolve())
+    roles = ("phone", "orga", "floor") if floor_beside else ("phone", "orga")
     procs = [
         await asyncio.create_subprocess_exec(
             sys.executable, script, "--role", role, "--control", str(port), "--loss", str(loss))
-        for role in ("phone", "orga", "floor")
+        for role in roles
     ]
     await asyncio.wait_for(ready.wait(), 30)
-    (p_r, p_w), (o_r, o_w), (f_r, f_w) = conns["phone"], conns["orga"], conns["floor"]
+    (p_r, p_w), (o_r, o_w) = conns["phone"], conns["orga"]
     rss0 = rss_mb()
     await send_msg(p_w, {"calls": calls})
     phone_ports = (await recv_msg(p_r))["ports"]
@@ -243,12 +245,15 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
     c0, w0 = cpu_s(), time.monotonic()
     await send_msg(p_w, {"mark": True})
     await send_msg(o_w, {"mark": True})
-    await send_msg(f_w, {"mark": True})
+    if floor_beside:
+        await send_msg(conns["floor"][1], {"mark": True})
     await asyncio.sleep(seconds)
     wall = time.monotonic() - w0
     cpu = (cpu_s() - c0) / wall * 100
-    await send_msg(f_w, {"stop": True})
-    floor_pct = (await recv_msg(f_r))["floor_pct"]
+    floor_pct = float("nan")
+    if floor_beside:
+        await send_msg(conns["floor"][1], {"stop": True})
+        floor_pct = (await recv_msg(conns["floor"][0]))["floor_pct"]
     lag_stop.set()
     await lag_task
     rss = rss_mb()
@@ -342,6 +347,10 @@ def main() -> int:
     ap.add_argument("--mode", choices=["fast", "aiortc"], default="fast",
                     help="fast: Opus encoded/decoded by the gateway on the loop; "
                     "aiortc: aiortc's own codec path (thread pool, 48 kHz stereo)")
+    ap.add_argument("--floor-beside", action="store_true",
+                    help="also measure the speech floor in a process of its own during the run "
+                    "(it competes for the CPU: the delay and underrun figures are for runs "
+                    "without it)")
     ap.add_argument("--loop", choices=eventloop.CHOICES, default="asyncio",
                     help="the gateway's event loop (auto: uvloop if installed)")
     args = ap.parse_args()
@@ -363,10 +372,10 @@ def main() -> int:
           "to a third over minutes; the ratio uses the mean). speech = the speech floor of "
           "issue 11 (G.711 <-> 48 kHz Opus at complexity 10 both ways, aiortc's codecs); own = "
           "the gateway's own codec path alone")
-    print("x floor (during the run) = cpu%/call / the speech floor measured by a process of "
-          "its own (nice 10) in slices throughout the run: the same minutes, but beside the "
-          "run (on this 2-vCPU VM it reads 10-20 % higher than alone, so the before/after "
-          "ratio is the conservative one)")
+    print("x floor (during the run, --floor-beside) = cpu%/call / the speech floor measured by "
+          "a process of its own (nice 10) in slices throughout the run: the same minutes, but "
+          "beside the run (on this 2-vCPU VM it reads 10-20 % higher than alone, so the "
+          "before/after ratio is the conservative one)")
     print("x floor before/after = cpu%/call / speech floor; x own = cpu%/call / own codec "
           "path. underruns: AI frames late for their phone packet slot mid-speech (% of frames "
           "sent); lost: slots of AI packets lost on the WebRTC leg (concealed, not underruns)")
@@ -379,7 +388,8 @@ def main() -> int:
     for calls, loss, record in runs:
         before = (transcoding_floor(fast=False, seconds=5), transcoding_floor(True, seconds=5))
         r = eventloop.run(gateway_run(calls, loss, args.seconds, args.warmup, fast,
-                                      args.receiver == "tuned", record), args.loop)
+                                      args.receiver == "tuned", record, args.floor_beside),
+                          args.loop)
         after = (transcoding_floor(fast=False, seconds=5), transcoding_floor(True, seconds=5))
         floor_ref, floor_fast = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
         per_call = r["cpu_pct"] / calls
