@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 import time
@@ -190,6 +191,10 @@ async def gateway_run(calls: int, loss: float, seconds: float, warmup: float,
     ]
     await asyncio.wait_for(ready.wait(), 30)
     (p_r, p_w), (o_r, o_w) = conns["phone"], conns["orga"]
+    # As the daemon does before it takes calls (app.py): the start-up heap is left out of
+    # every full garbage collection from here on.
+    gc.collect()
+    gc.freeze()
     rss0 = rss_mb()
     await send_msg(p_w, {"calls": calls})
     phone_ports = (await recv_msg(p_r))["ports"]

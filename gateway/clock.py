@@ -65,23 +65,40 @@ class Wakeup:
     """Sleep until `set()` or a timeout, whichever comes first (one sleeper at a time).
 
     How the media tasks wait for their next packet or their deadline, whichever is first: the
-    caller track (media/uplink.py) and the AI pump (media/downlink.py).
+    caller track (media/uplink.py) and the AI pump (media/downlink.py). `set_after` moves the
+    wake-up instead: the pump learns of a frame before it may send it, and waking it twice
+    (now, then at its send time) would cost a task switch per packet.
     """
 
-    __slots__ = ("_future",)
+    __slots__ = ("_future", "_timer")
 
     def __init__(self) -> None:
         self._future: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     async def wait(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
         future = self._future = loop.create_future()
-        timer = loop.call_later(timeout, self.set)
+        self._timer = loop.call_later(timeout, self.set)
         try:
             await future
         finally:
-            timer.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             self._future = None
+
+    def set_after(self, delay: float) -> None:
+        """Wake the sleeper `delay` seconds from now instead of at its timeout (at once if
+        `delay` <= 0); nothing when nobody sleeps."""
+        if self._future is None or self._future.done():
+            return
+        if delay <= 0:
+            self.set()
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(delay, self.set)
 
     def set(self) -> None:
         future = self._future

@@ -123,6 +123,7 @@ class AiAudioPump:
         self._fed_at: float | None = None  # when feed last queued a frame
         self._flowing = False  # the last packet carried a queued AI frame
         self._wakeup = Wakeup()
+        self._due: float | None = None  # while the pump waits for audio: the packet's due time
         self._stats = PumpStats()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
@@ -220,8 +221,12 @@ class AiAudioPump:
         if peak > stats.queue_ms_peak:
             stats.queue_ms_peak = peak
         if queue:
-            self._fed_at = self._clock.now()
-            self._wakeup.set()
+            self._fed_at = now = self._clock.now()
+            due = self._due
+            if due is None:
+                self._wakeup.set()
+            else:  # the pump waits for this frame: wake it when it may go, not twice
+                self._wakeup.set_after(self._earliest(due) - now)
 
     def lost(self, packets: int) -> None:
         """The AI leg lost `packets` 20 ms packets (a sequence gap, found when the packet
@@ -259,10 +264,14 @@ class AiAudioPump:
                 deadline = due + (_ALLOWANCE_S if self._flowing else 0.0)
                 wait = deadline - clock.now()
                 if wait > 0:
-                    await self._wakeup.wait(wait)  # until feed() queues a frame, or then
+                    self._due = due
+                    try:  # until then, or until the frame feed() queued may go
+                        await self._wakeup.wait(wait)
+                    finally:
+                        self._due = None
             now = clock.now()
             if self._has_audio():
-                earliest = due - (frame_s / 2 if not self._flowing else self._pull_in(due))
+                earliest = self._earliest(due)
                 if now < earliest:
                     await asyncio.sleep(earliest - now)
                     now = clock.now()
@@ -282,6 +291,10 @@ class AiAudioPump:
                 self._stats.clock_slips += 1
             self.tick(now)
             last = target
+
+    def _earliest(self, due: float) -> float:
+        """When a queued frame may go, for the packet due at `due`."""
+        return due - (self._frame_ms / 2000 if not self._flowing else self._pull_in(due))
 
     def _has_audio(self) -> bool:
         return bool(self._queue) or self._first is not None
