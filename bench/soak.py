@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import os
 import signal
@@ -84,6 +85,16 @@ def orga_connections(pid: int, orga_port: int) -> int:
             if int(fields[2].rsplit(":", 1)[1], 16) == orga_port and fields[9] in inodes:
                 count += 1
     return count
+
+
+def fd_kinds(pid: int) -> collections.Counter[str]:
+    """What the open descriptors are (socket, anon_inode:[eventpoll], a path ...), by kind."""
+    kinds: collections.Counter[str] = collections.Counter()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            kinds["socket" if target.startswith("socket:") else target] += 1
+    return kinds
 
 
 def read(pid: int, http: int, orga_port: int, calls: int) -> Reading:
@@ -184,6 +195,7 @@ def run(args: argparse.Namespace, logs: Path) -> int:
         failures = asyncio.run(place(target, args.warmup, 0, args.concurrency, args.seconds))
         wait_idle(http, gateway, args.settle)
         idle = read(pid, http, emu_port, args.warmup)
+        idle_kinds = fd_kinds(pid)
         print(idle.row(), " (idle baseline, after warm-up)")
         done = args.warmup
         t0 = time.monotonic()
@@ -194,6 +206,7 @@ def run(args: argparse.Namespace, logs: Path) -> int:
             print(read(pid, http, emu_port, done).row(), flush=True)
         wait_idle(http, gateway, args.settle)
         end = read(pid, http, emu_port, done)
+        end_kinds = fd_kinds(pid)
         print(end.row(), f" (idle again; {time.monotonic() - t0:.0f} s; load "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})")
         stop(gateway)
@@ -219,6 +232,8 @@ def run(args: argparse.Namespace, logs: Path) -> int:
                                 ("fds", idle.fds, end.fds), ("tasks", idle.tasks, end.tasks)):
         if after > before:  # fewer is fine: e.g. an idle keep-alive connection to Orga closed
             problems.append(f"{what}: {before} idle, {after} after the calls")
+            if what == "fds":
+                problems.append(f"fds by kind: idle {dict(idle_kinds)}, after {dict(end_kinds)}")
     growth = (end.rss_mb - idle.rss_mb) / idle.rss_mb
     if growth > args.rss_tolerance:
         problems.append(f"RSS grew {growth:.0%} ({idle.rss_mb:.1f} -> {end.rss_mb:.1f} MB)")
