@@ -5,9 +5,12 @@ bench/loop_udp.py), but the whole gateway did not get cheaper and its pacing got
 `bench/media_path.py --calls 20 --seconds 20`, same machine, back to back (load ~1):
 asyncio 2.48–2.53 % of a core per call, RTP to the phone with 0–4 of ~20,000 gaps over 30 ms
 (max 29–31 ms), caller→AI p99 31–33 ms; uvloop 2.51–2.63 %, 162–204 gaps over 30 ms
-(max 58–108 ms), caller→AI p99 55–70 ms. So asyncio's loop is the default; `--event-loop
-uvloop` (or `auto`: uvloop if installed) stays for measuring on other hosts. Nothing in the
-gateway depends on which loop runs: every part reads time from the loop clock
+(max 58–108 ms), caller→AI p99 55–70 ms. Measured again after the AI leg's RTP went direct
+(aiortc_patches.py §4), three runs each, alternating: asyncio 1.87/1.88/2.07 %, uvloop
+1.90/2.01/1.99 % per call, pacing now equal (gap max 27–33 ms): no difference this VM's drift
+lets us see. So asyncio's loop stays the default;
+`--event-loop uvloop` (or `auto`: uvloop if installed) stays for measuring on other hosts.
+Nothing in the gateway depends on which loop runs: every part reads time from the loop clock
 (gateway/clock.py) and uses only asyncio's public API.
 """
 

@@ -3,7 +3,8 @@
 Why: glibc's malloc keeps pages a burst of calls freed (codec states, numpy buffers, aiortc's
 objects) mapped for reuse, so a worker that carried a peak and is now idle still reports the
 peak's RSS — an operator cannot tell that from a leak, and a host running several workers
-cannot reuse the memory. `malloc_trim(0)` returns those pages. It walks the heap (a few
+cannot reuse the memory. A full garbage collection frees the ended calls' objects that sit in
+reference cycles, then `malloc_trim(0)` returns the pages. It walks the heap (a few
 milliseconds), so it runs only while the worker has no call, never while audio flows, and at
 most once per `MIN_INTERVAL_S` (an idle moment sooner than that is trimmed when the interval
 is up, if the worker is still idle). Where the C library has no `malloc_trim` (musl, macOS)
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 from collections.abc import Callable
 
 MIN_INTERVAL_S = 30.0
@@ -52,6 +54,10 @@ class HeapTrimmer:
         if self._trim is None or not self._is_idle():
             return  # a call came in meanwhile: its end will ask again
         self._last = asyncio.get_running_loop().time()
+        # The calls' objects that sit in reference cycles wait for a full collection, which
+        # the interpreter runs rarely (the start-up heap is frozen, gc.freeze in app.py, so
+        # it costs a few ms here): collect them first, so their pages can be returned too.
+        gc.collect()
         self._trim(0)
         self.trims += 1
 
