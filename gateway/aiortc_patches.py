@@ -59,10 +59,9 @@ from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtcrtpsender import random_sequence_number
 from aiortc.rtp import RtpPacket, is_rtcp
 from aiortc.utils import random32
-from av.frame import Frame
 
 from gateway.media.reorder import LowDelayReorderBuffer, ReorderStats
-from gateway.media.transcode import PHONE_RATE, OpusMonoDecoder, Pcm
+from gateway.media.transcode import PHONE_RATE, EncodedPacket, OpusMonoDecoder, Pcm
 
 logger = logging.getLogger(__name__)
 
@@ -374,10 +373,12 @@ async def _run_direct(sender: Any, codec: Any) -> None:
         timestamp_origin = random32()
         while True:
             encoded = await track.recv()
-            if isinstance(encoded, Frame):
+            if not isinstance(encoded, EncodedPacket):
                 raise UntestedVersionError("tune_sender needs a track of encoded packets")
             if dtls._state is not DtlsState.CONNECTED:
                 raise ConnectionError("Cannot send encrypted RTP, not connected")
+            if encoded.pts is None:
+                raise ValueError("an encoded packet without pts: no RTP timestamp to give it")
             payload = bytes(encoded)
             timestamp = (timestamp_origin + encoded.pts) & 0xFFFFFFFF  # pts: 48 kHz clock
             struct.pack_into("!HI", header, 2, sequence_number, timestamp)

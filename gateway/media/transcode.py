@@ -6,6 +6,9 @@ Stereo on purpose: given mono, aiortc's own resampler upmixes with FFmpeg's -3 d
 so the AI would hear the caller 3 dB quieter (measured in tests/media/test_two_peers.py).
 AI → caller: aiortc's decoded frames (48 kHz stereo s16, any layout/rate accepted) →
 `AiResampler` → mono 8 kHz → exact packet-sized chunks (the SDP's ptime) → `G711Codec.encode`.
+The gateway's own path skips both resamplers: `OpusPhoneEncoder` encodes the caller's 8 kHz
+audio and `OpusMonoDecoder` decodes the AI's straight to 8 kHz, through libopus's C API
+(media/libopus.py) rather than PyAV's codec contexts.
 
 Why G.711 goes through lookup tables: FFmpeg's `pcm_mulaw`/`pcm_alaw` codecs are run once, at
 first use, over every code (256 for decode, 65,536 s16 values for encode) to fill numpy tables;
