@@ -325,9 +325,10 @@ def tune_sender(sender: RTCRtpSender) -> None:
     and walks four coroutines (DTLS → ICE transport → ICE connection → protocol) to the socket.
     Here the header, with the same extensions, is serialised once by aiortc and only sequence
     number and timestamp change per packet, protected with the DTLS transport's SRTP session
-    and handed to the nominated ICE pair's protocol. The bytes on the wire are aiortc's
-    (`tests/test_aiortc_patches.py` compares them); the sender's counters feed its RTCP sender
-    reports as before. No RTP history is kept: aiortc negotiates no NACK for audio.
+    and handed to the nominated ICE pair's protocol. The header is aiortc's (one SSRC, the mid
+    extension, marker set, as `tests/media/test_two_peers.py` checks on what the far end
+    parses); the sender's counters feed its RTCP sender reports as before (same test). No RTP
+    history is kept: aiortc negotiates no NACK for audio.
 
     A sender without a track (our send-only video m-line) would wake every 20 ms in aiortc's
     loop to look for one; here it looks once a second. Call before media starts
@@ -364,7 +365,7 @@ async def _run_direct(sender: Any, codec: Any) -> None:
             await asyncio.sleep(1.0)
             track = sender.track
         header, fixed = _wire_header(sender, codec)
-        if not fixed:  # abs-send-time negotiated for audio: not what we tested
+        if not fixed:  # abs-send-time for audio: aiortc does not offer it, so no answer has it
             raise UntestedVersionError("audio RTP header extensions vary per packet")
         dtls = sender.transport
         connection = dtls.transport.iceGatherer._connection
