@@ -18,6 +18,7 @@ encoder, and back: Opus decode + resample + G.711 encode) runs first in this sam
 
     /work/venv/bin/python bench/media_path.py [--calls 1 10 30] [--loss 0 0.01] [--seconds 20]
         [--record off ogg wav]   # each run without and with call recording (issue 16)
+        [--floor-beside]         # also the speech floor measured beside the run, same minutes
 """
 
 from __future__ import annotations
