@@ -179,7 +179,7 @@ class EmulatedSession:
         if self.settings.barge_in:
             # Hear the caller without aiortc's 80 ms prefetch, so the reply stops as soon as
             # the caller's first loud frame arrives (the gateway's own low-delay receiver,
-            # which hands each decoded frame to `_hear` instead of the track).
+            # which hands each decoded frame to `_hear_samples` instead of the track).
             tune_receiver(pc.getTransceivers()[0].receiver, rate=RATE,
                           deliver=lambda pcm: self._hear_samples(pcm_to_float(pcm)))
         pc.addTrack(self._track)  # reuses the offered audio transceiver → sendrecv
