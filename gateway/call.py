@@ -296,19 +296,8 @@ class Call:
             # The AI's audio goes from the receiver straight into the pump (aiortc_patches).
             self._pump = pump = AiAudioPump(rtp, self._clock, meter=self._meter)
             step.done("media")
-            track = self._track
-
-            def peer_factory(ice_servers: list[Any]) -> OrgaPeer:
-                peer = OrgaPeer(track, self.ctx.peer_settings, self._session_params(),
-                                ice_servers,
-                                receiver_tuner=lambda r: tune_receiver(
-                                    r, deliver=pump.feed_pcm, on_loss=pump.lost),
-                                encoded_track=True)
-                # Before the offer: events sent on data-channel open (a greeting) are not lost.
-                peer.add_event_listener(self.report.orga_event)
-                return peer
-
-            self._session = await open_session(self.ctx.api, peer_factory, self._session_params())
+            self._session = await open_session(self.ctx.api, self._orga_peer,
+                                               self._session_params())
             for name, seconds in self._session.timings.items():
                 if name != "total":
                     self.ctx.metrics.setup_step(name, seconds)
@@ -430,6 +419,20 @@ class Call:
         """The trunk's `srtp` setting ("off", "optional", "required")."""
         trunk = next((t for t in self.ctx.config.trunks if t.name == self.trunk), None)
         return trunk.srtp if trunk is not None else "optional"
+
+    def _orga_peer(self, ice_servers: list[Any]) -> OrgaPeer:
+        """This call's Orga peer (`open_session`'s factory): the caller track's Opus packets
+        go out direct and the AI's audio goes from the receiver straight into the pump
+        (aiortc_patches); the report hears the session's events from before the offer, so a
+        greeting sent when the data channel opens is not lost."""
+        track, pump = self._track, self._pump
+        assert track is not None and pump is not None
+        peer = OrgaPeer(track, self.ctx.peer_settings, self._session_params(), ice_servers,
+                        receiver_tuner=lambda r: tune_receiver(
+                            r, deliver=pump.feed_pcm, on_loss=pump.lost),
+                        encoded_track=True)
+        peer.add_event_listener(self.report.orga_event)
+        return peer
 
     def _session_params(self) -> SessionParams:
         params = session_params(self.ctx.config.orga, self.route, caller=self.caller,

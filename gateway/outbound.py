@@ -19,7 +19,6 @@ import ipaddress
 import re
 from typing import Any
 
-from gateway.aiortc_patches import tune_receiver
 from gateway.call import Call, CallContext
 from gateway.call_report import SetupSteps
 from gateway.config import Route, TrunkConfig
@@ -27,7 +26,6 @@ from gateway.control.actions import OutboundRequest
 from gateway.media.downlink import AiAudioPump
 from gateway.media.rtp_session import open_from_pool
 from gateway.media.uplink import CallerAudioTrack
-from gateway.orga.peer import OrgaPeer
 from gateway.orga.session import open_session
 from gateway.outcomes import Outcome, classify
 from gateway.sdp import Direction, MediaParams, negotiate, parse_offer
@@ -232,19 +230,8 @@ class OutboundCall(Call):
 
     async def _open_orga(self) -> Any:
         """The Orga session while the phone rings; returns the AI's audio track."""
-        track, pump = self._track, self._pump
-        assert track is not None and pump is not None
-
-        def peer_factory(ice_servers: list[Any]) -> OrgaPeer:
-            peer = OrgaPeer(track, self.ctx.peer_settings, self._session_params(), ice_servers,
-                            receiver_tuner=lambda r: tune_receiver(
-                                r, deliver=pump.feed_pcm, on_loss=pump.lost),
-                            encoded_track=True)
-            peer.add_event_listener(self.report.orga_event)  # before the offer: a greeting is kept
-            return peer
-
         async with asyncio.timeout(self.ctx.config.orga.setup_timeout_s):
-            self._session = await open_session(self.ctx.api, peer_factory,
+            self._session = await open_session(self.ctx.api, self._orga_peer,
                                                self._session_params())
             for name, seconds in self._session.timings.items():
                 if name != "total":
