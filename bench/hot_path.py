@@ -74,8 +74,8 @@ async def one_call(seconds: float, ptime: int) -> tuple[float, float, int]:
     # The AI's Opus packets, encoded outside the measurement.
     enc = OpusPhoneEncoder()
     speech_ai = speech_like(8000, seconds, seed=6)
-    opus = [bytes(p) for i in range(0, len(speech_ai) - 159, 160)
-            for p in enc.encode(speech_ai[i:i + 160])]
+    opus = [bytes(enc.encode(speech_ai[i:i + 160]))
+            for i in range(0, len(speech_ai) - 159, 160)]
     enc.close()
     loop = asyncio.get_running_loop()
 

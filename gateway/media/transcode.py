@@ -287,13 +287,14 @@ class OpusPhoneEncoder:
         self._out_pts = 0
         self._time_base = _AI_TIME_BASE
 
-    def encode(self, pcm: Pcm) -> list[av.Packet[Any]]:
-        """One packet for one frame of 2.5 to 60 ms (the caller track hands 20 ms)."""
+    def encode(self, pcm: Pcm) -> av.Packet[Any]:
+        """One packet for one frame of 2.5 to 60 ms (the caller track hands 20 ms): libopus
+        holds nothing back, so the track never waits for a packet."""
         packet = av.Packet(self._encoder.encode(pcm))
         packet.pts = self._out_pts
         packet.time_base = self._time_base
         self._out_pts += pcm.shape[0] * AI_RATE // PHONE_RATE
-        return [packet]
+        return packet
 
     def close(self) -> None:
         """Free the libopus state now rather than at the next garbage collection."""

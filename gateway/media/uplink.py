@@ -91,7 +91,6 @@ class CallerAudioTrack(MediaStreamTrack):
         self._meter = meter
         self._resampler: CallerResampler | None = None if opus else CallerResampler()
         self._opus: OpusPhoneEncoder | None = OpusPhoneEncoder() if opus else None
-        self._opus_out: collections.deque[EncodedPacket[Any]] = collections.deque()
         self._pending: collections.deque[Pcm] = collections.deque()
         self._pending_samples = 0
         self._last: Pcm | None = None  # last decoded frame, for concealment
@@ -145,10 +144,7 @@ class CallerAudioTrack(MediaStreamTrack):
         if self._meter is not None:
             self._meter.caller_frame(self._clock.now(), voiced, FRAME_S)
         if self._opus is not None:
-            self._opus_out.extend(self._opus.encode(pcm))
-            while not self._opus_out:  # libopus gives one packet per 20 ms; never stall
-                self._opus_out.extend(self._opus.encode(np.zeros_like(pcm)))
-            return self._opus_out.popleft()
+            return self._opus.encode(pcm)
         assert self._resampler is not None
         return self._resampler.process(pcm)
 

@@ -81,16 +81,17 @@ def test_frame_to_mono_takes_first_channel() -> None:
 
 
 def test_opus_phone_encoder_and_mono_decoder_round_trip() -> None:
-    from gateway.media.transcode import OpusMonoDecoder, OpusPhoneEncoder
+    from gateway.media.transcode import EncodedPacket, OpusMonoDecoder, OpusPhoneEncoder
 
     enc, dec, dec48 = OpusPhoneEncoder(), OpusMonoDecoder(), OpusMonoDecoder(AI_RATE)
     src = tone(440, 2.0, 8000, dbfs=-12)
     out, out48, pts = [], [], []
     for i in range(0, len(src), PHONE_FRAME_SAMPLES):
-        packets = enc.encode(src[i : i + PHONE_FRAME_SAMPLES])
-        assert len(packets) == 1  # one Opus packet per 20 ms, so the track never stalls
-        pts.append(packets[0].pts)
-        pcm8, pcm48 = dec.decode(bytes(packets[0])), dec48.decode(bytes(packets[0]))
+        packet = enc.encode(src[i : i + PHONE_FRAME_SAMPLES])
+        # one Opus packet per 20 ms, so the track never stalls
+        assert isinstance(packet, EncodedPacket) and packet.size > 0
+        pts.append(packet.pts)
+        pcm8, pcm48 = dec.decode(bytes(packet)), dec48.decode(bytes(packet))
         assert pcm8 is not None and pcm48 is not None
         assert (pcm8.shape, pcm48.shape) == ((PHONE_FRAME_SAMPLES,), (AI_FRAME_SAMPLES,))
         out.append(pcm8)
@@ -102,7 +103,7 @@ def test_opus_phone_encoder_and_mono_decoder_round_trip() -> None:
     pcm48 = np.concatenate(out48)[4800:]
     assert abs(dominant_hz(pcm48, AI_RATE) - 440) <= 5
     assert dec.decode(b"\xff\xff\xff") is None and dec.errors == 1  # corrupt: no raise
-    assert dec.decode(bytes(enc.encode(src[:PHONE_FRAME_SAMPLES])[0])) is not None  # goes on
+    assert dec.decode(bytes(enc.encode(src[:PHONE_FRAME_SAMPLES]))) is not None  # goes on
     enc.close(), dec.close()
     with pytest.raises(RuntimeError):
         enc.encode(src[:PHONE_FRAME_SAMPLES])
