@@ -5,9 +5,10 @@ receive path (`gateway.aiortc_patches.tune_receiver(receiver, deliver=pump.feed_
 → our reorder buffer → libopus decoding straight to 8 kHz → here, in the same call stack, no
 queue hop, no task and no resampler per frame; `feed(frame)` takes aiortc's own frames of any
 rate and resamples them). It queues packet-sized frames in a playout queue bounded in
-milliseconds. One task sends one packet per `ptime` (RFC 3264 §5: the packet time the phone's
-offer asked for, 10 to 40 ms), so bursts from the AI leg never reach the phone as bursts and
-the phone never hears gaps between queued frames (field notes §1). The schedule follows the
+milliseconds. A loop timer sends one packet per `ptime` (RFC 3264 §5: the packet time the
+phone's offer asked for, 10 to 40 ms) from its callback, with no task to wake per packet, so
+bursts from the AI leg never reach the phone as bursts and the phone never hears gaps between
+queued frames (field notes §1). The schedule follows the
 AI's frames: a packet leaves as soon as its frame is here and a packet time has passed, a late
 frame is waited for up to 10 ms instead of being concealed, and while frames wait the schedule
 moves earlier, so the queue adds a few milliseconds, not a random part of a packet time
@@ -37,7 +38,7 @@ from typing import Protocol
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from gateway.clock import Clock, Wakeup
+from gateway.clock import Clock
 from gateway.media.transcode import (
     PHONE_RATE,
     AiResampler,
@@ -122,14 +123,17 @@ class AiAudioPump:
         self._last_tick: float | None = None
         self._fed_at: float | None = None  # when feed last queued a frame
         self._flowing = False  # the last packet carried a queued AI frame
-        self._wakeup = Wakeup()
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None  # the next packet slot
+        self._last = 0.0  # when the last packet slot was due: the schedule's phase
         self._due: float | None = None  # while the pump waits for audio: the packet's due time
         self._stats = PumpStats()
+        self._spawn: Callable[..., asyncio.Task[None]] = asyncio.create_task
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
         self._packet_time(sink.params.ptime_ms)
         self.first_audio_at: float | None = None
-        self.track_ended = asyncio.get_running_loop().create_future()
+        self.track_ended = self._loop.create_future()
 
     def _packet_time(self, ms: int) -> None:
         """Size packets for `ms` (the SDP's ptime); bounds are kept in milliseconds."""
@@ -155,15 +159,22 @@ class AiAudioPump:
 
     def start(self, track: MediaStreamTrack | None = None,
               tasks: asyncio.TaskGroup | None = None) -> None:
-        """Start sending (in `tasks`, the owning call's task group, when given); with `track`,
-        also follow aiortc's remote track (its end, and any frames aiortc's own decoder
-        delivers)."""
-        spawn = tasks.create_task if tasks is not None else asyncio.create_task
-        self._tasks = [spawn(self._send(), name="ai-pump-send")]
+        """Start sending (a failure is raised in `tasks`, the owning call's task group, when
+        given); with `track`, also follow aiortc's remote track (its end, and any frames
+        aiortc's own decoder delivers)."""
+        self._spawn = tasks.create_task if tasks is not None else asyncio.create_task
         if track is not None:
-            self._tasks.append(spawn(self._read(track), name="ai-pump-read"))
+            self._tasks.append(self._spawn(self._read(track), name="ai-pump-read"))
+        now = self._clock.now()
+        self.tick(now)
+        self._last = now
+        self._schedule()
 
     async def stop(self) -> None:
+        self._stopped = True  # the AI leg may deliver a few more frames until it is closed
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -171,7 +182,6 @@ class AiAudioPump:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
-        self._stopped = True  # the AI leg may deliver a few more frames until it is closed
         self._resampler.close()  # its filter graph's native threads end with the call
 
     # ---------------------------------------------------------------- input
@@ -221,12 +231,9 @@ class AiAudioPump:
         if peak > stats.queue_ms_peak:
             stats.queue_ms_peak = peak
         if queue:
-            self._fed_at = now = self._clock.now()
-            due = self._due
-            if due is None:
-                self._wakeup.set()
-            else:  # the pump waits for this frame: wake it when it may go, not twice
-                self._wakeup.set_after(self._earliest(due) - now)
+            self._fed_at = self._clock.now()
+            if self._due is not None:  # the pump waits for audio: send this when it may go
+                self._arm(self._earliest(self._due))
 
     def lost(self, packets: int) -> None:
         """The AI leg lost `packets` 20 ms packets (a sequence gap, found when the packet
@@ -240,8 +247,8 @@ class AiAudioPump:
 
     # --------------------------------------------------------------- output
 
-    async def _send(self) -> None:
-        """Pace packets to the phone: one per packet time, timed by the AI's audio.
+    def _schedule(self) -> None:
+        """Arm the timer for the packet slot after the one due at `self._last`.
 
         While the AI's frames flow, a packet goes out when its frame is here and a packet
         time has passed since the last one; a frame that is late is waited for, up to
@@ -251,46 +258,60 @@ class AiAudioPump:
         so the phase settles just after the frames' arrival and the delay added here stays
         at a few milliseconds. With nothing from the AI the cadence is the plain packet time
         (keepalive silence), and the first frame after such a pause goes out at once if half
-        a packet time has passed.
+        a packet time has passed. A frame that `feed` queues while the pump waits for one
+        moves the timer to when that frame may go (`_enqueue`).
         """
+        due = self._last + self._frame_ms / 1000
+        if self._has_audio():
+            self._due = None
+            self._arm(self._earliest(due))
+        else:
+            self._due = due
+            self._arm(due + (_ALLOWANCE_S if self._flowing else 0.0))
+
+    def _arm(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(at - self._clock.now(), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        try:
+            self._slot()
+        except Exception as exc:  # raised in the call's task group, as a crashed task would be
+            self._stopped = True
+            self._tasks.append(self._spawn(_reraise(exc), name="ai-pump-failed"))
+
+    def _slot(self) -> None:
+        """The timer fired: send this slot's packet (unless its frame may not go yet) and arm
+        the timer for the next."""
         clock = self._clock
         now = clock.now()
+        frame_s = self._frame_ms / 1000
+        due = self._last + frame_s
+        self._due = None
+        if self._has_audio():
+            earliest = self._earliest(due)
+            if now < earliest:  # queued after the timer was armed for the allowance's end
+                self._arm(earliest)
+                return
+            fed_at = self._fed_at if self._fed_at is not None else now
+            # On time: the schedule holds (our own wake-up lateness must not shift it);
+            # late: the phase moves to the frame's arrival, bounded by the allowance.
+            target = earliest if fed_at <= earliest else min(fed_at, due + _ALLOWANCE_S)
+        else:
+            target = due + (_ALLOWANCE_S if self._flowing else 0.0)
+        behind = now - target
+        if behind > 3 * frame_s:
+            # The loop stalled: skip the missed ticks (timestamps jump, the phone's
+            # jitter buffer conceals) instead of bursting packets at the phone.
+            missed = int(behind / frame_s)
+            target += missed * frame_s
+            self._sink.skip_samples(missed * self._frame_samples)
+            self._stats.clock_slips += 1
         self.tick(now)
-        last = now  # the schedule's phase: when the last packet was due
-        while True:
-            frame_s = self._frame_ms / 1000
-            due = last + frame_s
-            if not self._has_audio():
-                deadline = due + (_ALLOWANCE_S if self._flowing else 0.0)
-                wait = deadline - clock.now()
-                if wait > 0:
-                    self._due = due
-                    try:  # until then, or until the frame feed() queued may go
-                        await self._wakeup.wait(wait)
-                    finally:
-                        self._due = None
-            now = clock.now()
-            if self._has_audio():
-                earliest = self._earliest(due)
-                if now < earliest:
-                    await asyncio.sleep(earliest - now)
-                    now = clock.now()
-                fed_at = self._fed_at if self._fed_at is not None else now
-                # On time: the schedule holds (our own wake-up lateness must not shift it);
-                # late: the phase moves to the frame's arrival, bounded by the allowance.
-                target = earliest if fed_at <= earliest else min(fed_at, due + _ALLOWANCE_S)
-            else:
-                target = due + (_ALLOWANCE_S if self._flowing else 0.0)
-            behind = now - target
-            if behind > 3 * frame_s:
-                # The loop stalled: skip the missed ticks (timestamps jump, the phone's
-                # jitter buffer conceals) instead of bursting packets at the phone.
-                missed = int(behind / frame_s)
-                target += missed * frame_s
-                self._sink.skip_samples(missed * self._frame_samples)
-                self._stats.clock_slips += 1
-            self.tick(now)
-            last = target
+        self._last = target
+        self._schedule()
 
     def _earliest(self, due: float) -> float:
         """When a queued frame may go, for the packet due at `due`."""
@@ -397,3 +418,7 @@ class AiAudioPump:
             self._meter.ai_audio_started(now)
         if self._on_speech_start is not None:
             self._on_speech_start(now)
+
+
+async def _reraise(exc: Exception) -> None:
+    raise exc

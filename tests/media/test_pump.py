@@ -330,3 +330,39 @@ def test_announcement_is_cut_to_the_calls_packet_time() -> None:
     pcm = np.concatenate([G711Codec("PCMU").decode(p.payload) for p in pkts])
     assert abs(dominant_hz(pcm[:4000], 8000) - 500) <= 5
     assert np.abs(pcm[4080:].astype(np.int32)).max() < 100  # then keepalive silence
+
+
+def test_a_failure_in_the_pacer_is_raised_in_the_calls_task_group() -> None:
+    """The pacer runs in a timer callback, not a task: a bug there must still end the call the
+    way a crashed task does (its task group raises), not vanish into the loop's log."""
+
+    class BrokenSink:
+        params = MediaParams("127.0.0.1", 9, "PCMU", 0, 8000, 20, None,
+                             Direction.SENDRECV, False)
+        sent = 0
+
+        def send_audio(self, payload: bytes, samples: int, marker: bool = False) -> bool:
+            self.sent += 1
+            if self.sent == 3:
+                raise RuntimeError("sink bug")
+            return True
+
+        def skip_samples(self, samples: int) -> None:
+            pass
+
+    loop = virtual_time_loop()
+    sink = BrokenSink()
+
+    async def main() -> None:
+        pump = AiAudioPump(sink, LoopClock())  # type: ignore[arg-type]
+        async with asyncio.TaskGroup() as tasks:
+            pump.start(tasks=tasks)
+            await asyncio.sleep(1.0)
+
+    try:
+        with pytest.raises(ExceptionGroup) as raised:
+            loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert raised.group_contains(RuntimeError, match="sink bug")
+    assert sink.sent == 3  # and the pacer stopped there
