@@ -4,8 +4,8 @@ but hardly moves the figures).
 
 For `--seconds` of speech-like audio each way, one call's media code runs exactly as in a call,
 minus the sockets and aiortc: caller → AI, PCMU RTP packets go into an `RtpSession`'s receive
-path (parse, latch, stats, jitter buffer) and `CallerAudioTrack.recv()` turns them into Opus
-packets on a virtual-time loop (its 20 ms sleeps return at once); AI → caller, Opus packets go
+path (parse, latch, stats, jitter buffer) and `CallerAudioTrack`, in push mode as the tuned
+sender drives it, turns them into Opus packets in that same call; AI → caller, Opus packets go
 through the low-delay reorder buffer and our decoder into `AiAudioPump.feed`, and
 `AiAudioPump.tick` sends one RTP packet per ptime through the same `RtpSession` (its socket
 replaced by a counter). The floors (bench/media_path.py `transcoding_floor`) are the codec work
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from media_path import transcoding_floor
 from media_signal import cpu_s, speech_like
 
-from gateway.clock import LoopClock
+from gateway.clock import FakeClock, LoopClock
 from gateway.media.downlink import AiAudioPump
 from gateway.media.reorder import LowDelayReorderBuffer
 from gateway.media.rtp import RtpSenderState
@@ -60,9 +60,12 @@ class _CountingTransport:
 async def one_call(seconds: float, ptime: int) -> tuple[float, float, int]:
     """CPU seconds (uplink, downlink) for `seconds` of audio each way; packets sent."""
     clock = LoopClock()
+    # The phone side's time, stepped 20 ms per frame by hand (its packets pass the rate cap
+    # as they would in real time; no timer of the track's fires in between).
+    phone_clock = FakeClock()
     params = MediaParams(PHONE[0], PHONE[1], "PCMU", 0, 8000, ptime, None,
                          Direction.SENDRECV, False)
-    session = RtpSession(params, clock=clock)
+    session = RtpSession(params, clock=phone_clock)
     transport = _CountingTransport()
     session._transport = transport  # type: ignore[assignment]
     codec = g711("PCMU")
@@ -79,20 +82,29 @@ async def one_call(seconds: float, ptime: int) -> tuple[float, float, int]:
     enc.close()
     loop = asyncio.get_running_loop()
 
-    track = CallerAudioTrack(session, clock, opus=True)
+    track = CallerAudioTrack(session, phone_clock, opus=True)
+    pushed = 0
+
+    def send(packet: Any) -> None:  # where tune_sender's send would protect and send it
+        nonlocal pushed
+        pushed += 1
+
     frames = int(seconds * 50)
     per_tick = max(1, 20 // ptime) if ptime <= 20 else 0
     sent_packets = 0
     t0 = cpu_s()
+    track.push_to(send)
     for n in range(frames):
-        # The phone's packets for this 20 ms (ptime 30/40: one every few ticks).
+        # The phone's packets for this 20 ms (ptime 30/40: one every few ticks); each frame
+        # they complete is pushed from the packet's receive callback, as in a call.
         due = (n + 1) * 20 // ptime if ptime > 20 else (n + 1) * per_tick
         while sent_packets < min(due, len(packets)):
             session.datagram_received(packets[sent_packets], PHONE)
             sent_packets += 1
-        await track.recv()
+        phone_clock.advance(0.020)
     up = cpu_s() - t0
     track.stop()
+    assert pushed >= frames - 1, (pushed, frames)  # the last packet may end mid-frame
 
     pump = AiAudioPump(session, clock)
     reorder, decoder = LowDelayReorderBuffer(), OpusMonoDecoder()

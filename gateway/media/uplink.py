@@ -1,7 +1,9 @@
 """Phone → AI: the caller's audio as the aiortc track Orga's peer sends.
 
-`CallerAudioTrack` is an aiortc `MediaStreamTrack` that aiortc's sender pulls. It is driven
-by the phone's packets: a 20 ms frame (the AI leg's Opus frame) goes out the moment the
+`CallerAudioTrack` is an aiortc `MediaStreamTrack`: aiortc's own sender pulls it (`recv`); the
+gateway's sender (`aiortc_patches.tune_sender`) has it push each frame from the phone packet's
+receive callback (`push_to`), so no task wakes per packet. Either way it is driven by the
+phone's packets: a 20 ms frame (the AI leg's Opus frame) goes out the moment the
 caller's jitter buffer has its samples in sequence (packets of any ptime), decoded from G.711
 or concealed where a packet was lost (one faded repeat, then silence). Nothing waits on a
 clock of ours while audio flows, so the only delay added on the way to the AI is the
@@ -19,7 +21,9 @@ one 48 kHz frame).
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -40,6 +44,8 @@ from gateway.media.transcode import (
 )
 from gateway.media.voice import EnergyVad, TurnLatencyMeter, conceal
 from gateway.sdp import MediaParams
+
+logger = logging.getLogger(__name__)
 
 FRAME_S = FRAME_MS / 1000  # one AI-leg frame: the tick of this track
 
@@ -101,6 +107,8 @@ class CallerAudioTrack(MediaStreamTrack):
         self._filled = 0  # samples filled since the last real audio (owed to a later loss)
         self._wakeup = Wakeup()
         source.on_audio = self._wakeup.set
+        self._push: Callable[[AudioFrame | EncodedPacket[Any]], None] | None = None
+        self._timer: asyncio.TimerHandle | None = None  # push mode: the next deadline
         self.frames_voiced = 0
         self.frames_concealed = 0
         self.frames_silent_fill = 0
@@ -110,6 +118,10 @@ class CallerAudioTrack(MediaStreamTrack):
         """End the track and release its encoder or resampler (native threads) at once."""
         super().stop()
         self._source.on_audio = None
+        self._push = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._wakeup.set()  # a recv() waiting for audio ends now
         if self._opus is not None:
             self._opus.close()
@@ -117,6 +129,7 @@ class CallerAudioTrack(MediaStreamTrack):
             self._resampler.close()
 
     async def recv(self) -> AudioFrame | EncodedPacket[Any]:
+        """The next frame, for aiortc's own sender (which pulls); see `push_to`."""
         if self.readyState != "live":
             raise MediaStreamError
         clock = self._clock
@@ -132,10 +145,58 @@ class CallerAudioTrack(MediaStreamTrack):
             if self.readyState != "live":  # stopped (codec released) while we waited
                 raise MediaStreamError
         else:
-            # Audio: the next frame is due a packet time after this one, plus jitter room.
-            ptime_s = self._source.params.ptime_ms / 1000
-            self._deadline = clock.now() + max(FRAME_S, ptime_s) + self._allowance_s
+            self._audio_sent()
         return self._emit(pcm)
+
+    def push_to(self, send: Callable[[AudioFrame | EncodedPacket[Any]], None]) -> None:
+        """Push each frame to `send` instead of waiting to be pulled (`recv` is then unused):
+        the frame made of a phone packet goes out from that packet's own receive callback,
+        and a loop timer fills the frames the phone left empty at their deadlines — no task
+        wakes per packet (`aiortc_patches.tune_sender`). A failure in here (the encoder,
+        `send`) is logged and ends the track, as aiortc's sender ends on one."""
+        self._push = send
+        self._source.on_audio = self._on_audio
+        self._on_audio()  # what the jitter buffer holds already goes first
+        self._on_deadline()  # else the first frame is silence now, audio when it comes
+
+    def _on_audio(self) -> None:
+        """A packet entered the jitter buffer: send every frame it completed."""
+        try:
+            while self._push is not None and (pcm := self._ready_chunk()) is not None:
+                self._audio_sent()
+                self._push(self._emit(pcm))
+        except Exception:
+            self._failed()
+
+    def _on_deadline(self) -> None:
+        """The timer: fill the frame if its deadline passed, then sleep until the next
+        deadline. Audio moves the deadline without touching the timer; the timer, firing
+        early, just sleeps again (one timer per 40 ms of speech instead of two per packet)."""
+        self._timer = None
+        if self._push is None:
+            return
+        now = self._clock.now()
+        if self._deadline is None:
+            self._deadline = now
+        try:
+            if now >= self._deadline:
+                pcm = self._fill()
+                self._deadline += FRAME_S  # silent phone: keep the 20 ms cadence
+                self._push(self._emit(pcm))
+        except Exception:
+            self._failed()
+        if self._push is not None:
+            self._timer = asyncio.get_running_loop().call_later(self._deadline - now,
+                                                                self._on_deadline)
+
+    def _failed(self) -> None:
+        logger.exception("caller audio track failed; the AI leg hears nothing more")
+        self.stop()
+
+    def _audio_sent(self) -> None:
+        """Audio made this frame: the next is due a packet time after it, plus jitter room."""
+        ptime_s = self._source.params.ptime_ms / 1000
+        self._deadline = self._clock.now() + max(FRAME_S, ptime_s) + self._allowance_s
 
     def _emit(self, pcm: Pcm) -> AudioFrame | EncodedPacket[Any]:
         voiced = self._vad.voiced(pcm)

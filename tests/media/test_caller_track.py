@@ -37,9 +37,16 @@ class Source:
             self.on_audio()
 
 
+@pytest.fixture(params=["pull", "push"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """How the track is driven: aiortc's sender pulls (`recv`), ours has it push (`push_to`)."""
+    return str(request.param)
+
+
 def run(source: Source, frames: int, arrivals: dict[int, tuple[float, bytes]],
-        track_kw: dict | None = None) -> tuple[list, list[float], CallerAudioTrack]:
-    """Pull `frames` frames while packets arrive at their times (seq -> (t - START, payload)).
+        track_kw: dict | None = None, *, mode: str
+        ) -> tuple[list, list[float], CallerAudioTrack]:
+    """Take `frames` frames while packets arrive at their times (seq -> (t - START, payload)).
 
     Returns the frames, the loop time each was yielded, and the track.
     """
@@ -56,9 +63,22 @@ def run(source: Source, frames: int, arrivals: dict[int, tuple[float, bytes]],
         sender = asyncio.create_task(phone())
         await asyncio.sleep(0)  # packets due at t = 0 are there before the first pull
         out, times = [], []
-        for _ in range(frames):
-            out.append(await track.recv())
-            times.append(loop.time() - START)
+        if mode == "pull":
+            for _ in range(frames):
+                out.append(await track.recv())
+                times.append(loop.time() - START)
+        else:
+            enough = loop.create_future()
+
+            def send(frame: object) -> None:
+                if len(out) < frames:
+                    out.append(frame)
+                    times.append(loop.time() - START)
+                if len(out) == frames and not enough.done():
+                    enough.set_result(None)
+
+            track.push_to(send)
+            await enough
         track.stop()
         sender.cancel()
         return out, times, track
@@ -78,13 +98,13 @@ def mono(frames: list) -> Pcm:
     return np.concatenate([frame_to_mono_s16(f) for f in frames])
 
 
-def test_audio_goes_out_on_arrival_with_continuous_timestamps_and_440hz() -> None:
+def test_audio_goes_out_on_arrival_with_continuous_timestamps_and_440hz(mode: str) -> None:
     codec = G711Codec("PCMU")
     src = tone(440, 2.0, 8000, dbfs=-12)
     # Packets every 20 ms from t = 0.1 s, with up to 15 ms of jitter.
     jitter = np.random.default_rng(7).uniform(0, 0.015, 100)
     arrivals = {i: (0.1 + i * 0.02 + jitter[i], p) for i, p in enumerate(packets(src, codec))}
-    frames, times, track = run(Source(), 106, arrivals)
+    frames, times, track = run(Source(), 106, arrivals, mode=mode)
     assert all(f.samples == 960 and f.sample_rate == 48000 for f in frames)
     assert [f.pts for f in frames] == [i * 960 for i in range(106)]
     # Before the first packet: silence on a 20 ms cadence (t = 0, 0.02, ..., 0.1).
@@ -100,14 +120,14 @@ def test_audio_goes_out_on_arrival_with_continuous_timestamps_and_440hz() -> Non
     assert track.frames_concealed == 0 and track.late_after_fill == 0
 
 
-def test_nothing_arriving_gives_silence_every_20ms_not_a_stall() -> None:
-    frames, times, track = run(Source(), 50, {})
+def test_nothing_arriving_gives_silence_every_20ms_not_a_stall(mode: str) -> None:
+    frames, times, track = run(Source(), 50, {}, mode=mode)
     assert len(frames) == 50 and np.allclose(np.diff(times), 0.02)
     assert all(not frame_to_mono_s16(f).any() for f in frames)
     assert track.frames_silent_fill == 50
 
 
-def test_loss_is_concealed_once_and_the_timeline_stays_exact() -> None:
+def test_loss_is_concealed_once_and_the_timeline_stays_exact(mode: str) -> None:
     codec = G711Codec("PCMA")
     src = tone(440, 1.2, 8000, dbfs=-12)
     payloads = packets(src, codec)
@@ -117,7 +137,7 @@ def test_loss_is_concealed_once_and_the_timeline_stays_exact() -> None:
     arrivals[21] = (0.419, payloads[21])
     arrivals[33] = (0.659, payloads[33])
     source = Source("PCMA", 8)
-    frames, times, track = run(source, 60, arrivals)
+    frames, times, track = run(source, 60, arrivals, mode=mode)
     # One frame out per 20 ms slot, lost or not: the AI's timeline keeps real time.
     assert [f.pts for f in frames] == [i * 960 for i in range(60)]
     heard = [frame_to_mono_s16(f) for f in frames]
@@ -138,25 +158,25 @@ def test_loss_is_concealed_once_and_the_timeline_stays_exact() -> None:
     assert abs(dominant_hz(mono(frames[34:]), 48000) - 440) <= 5
 
 
-def test_a_late_packet_within_the_allowance_waits_for_nothing_else() -> None:
+def test_a_late_packet_within_the_allowance_waits_for_nothing_else(mode: str) -> None:
     codec = G711Codec("PCMU")
     payloads = packets(tone(440, 0.6, 8000, dbfs=-12), codec)
     arrivals = {i: (i * 0.02, p) for i, p in enumerate(payloads)}
     # #10 15 ms late and #11 right behind it (a stall): the deadline was #9 + 20 + 20 ms.
     arrivals[10] = (10 * 0.02 + 0.015, payloads[10])
     arrivals[11] = (10 * 0.02 + 0.016, payloads[11])
-    _frames, times, track = run(Source(), 25, arrivals)
+    _frames, times, track = run(Source(), 25, arrivals, mode=mode)
     assert abs(times[10] - 0.215) < 1e-9 and abs(times[11] - 0.216) < 1e-9
     assert track.frames_concealed == 0 and track.frames_silent_fill == 0
 
 
-def test_a_stall_longer_than_the_allowance_is_filled_then_widens_it() -> None:
+def test_a_stall_longer_than_the_allowance_is_filled_then_widens_it(mode: str) -> None:
     codec = G711Codec("PCMU")
     payloads = packets(tone(440, 1.0, 8000, dbfs=-12), codec)
     arrivals = {i: (i * 0.02, p) for i, p in enumerate(payloads)}
     for i in range(10, 15):  # the network stalls after #9, then delivers a burst at 0.25 s
         arrivals[i] = (0.25 + (i - 10) * 0.001, payloads[i])
-    frames, times, track = run(Source(), 45, arrivals)
+    frames, times, track = run(Source(), 45, arrivals, mode=mode)
     # #9 left at 0.18; nothing by 0.22: a faded repeat, then silence at 0.24; the burst then
     # plays as it comes (the fill stands: nothing of the caller's audio is dropped).
     assert abs(times[10] - 0.22) < 1e-9 and abs(times[11] - 0.24) < 1e-9
@@ -169,13 +189,13 @@ def test_a_stall_longer_than_the_allowance_is_filled_then_widens_it() -> None:
     assert len(frames) == 45
 
 
-def test_ptime_10_and_30_give_20ms_frames_as_soon_as_the_samples_are_there() -> None:
+def test_ptime_10_and_30_give_20ms_frames_as_soon_as_the_samples_are_there(mode: str) -> None:
     codec = G711Codec("PCMU")
     src = tone(440, 1.2, 8000, dbfs=-12)
     for ptime in (10, 30):
         pk = packets(src, codec, ptime)
         arrivals = {i: (0.001 + i * ptime / 1000, p) for i, p in enumerate(pk)}
-        frames, times, track = run(Source(ptime=ptime), 55, arrivals)
+        frames, times, track = run(Source(ptime=ptime), 55, arrivals, mode=mode)
         first = next(i for i, t in enumerate(times) if t > 0.0005)
         audio = times[first:first + 40]
         if ptime == 10:  # every second packet completes a frame
@@ -193,14 +213,14 @@ def test_ptime_10_and_30_give_20ms_frames_as_soon_as_the_samples_are_there() -> 
         assert track.frames_concealed == 0 and track.frames_silent_fill == first
 
 
-def test_vad_feeds_turn_meter_with_arrival_time() -> None:
+def test_vad_feeds_turn_meter_with_arrival_time(mode: str) -> None:
     codec = G711Codec("PCMU")
     speech = tone(300, 0.5, 8000, dbfs=-20)
     payloads = packets(speech, codec) + [codec.silence()] * 35
     arrivals = {i: (i * 0.02, p) for i, p in enumerate(payloads)}
     meter = TurnLatencyMeter()
     _frames, _times, track = run(Source(), 60, arrivals,
-                                 {"meter": meter, "vad": EnergyVad(-45)})
+                                 {"meter": meter, "vad": EnergyVad(-45)}, mode=mode)
     assert 23 <= track.frames_voiced <= 25
     end = meter._caller_voice_end
     assert end is not None
@@ -208,13 +228,13 @@ def test_vad_feeds_turn_meter_with_arrival_time() -> None:
     assert abs((end - START) - 0.5) <= 0.025
 
 
-def test_opus_mode_yields_one_packet_per_20ms_with_48k_clock() -> None:
+def test_opus_mode_yields_one_packet_per_20ms_with_48k_clock(mode: str) -> None:
     from gateway.media.transcode import OpusMonoDecoder
 
     codec = G711Codec("PCMU")
     src = tone(440, 2.0, 8000, dbfs=-12)
     arrivals = {i: (i * 0.02, p) for i, p in enumerate(packets(src, codec))}
-    out, times, _ = run(Source(), 100, arrivals, {"opus": True})
+    out, times, _ = run(Source(), 100, arrivals, {"opus": True}, mode=mode)
     assert [p.pts for p in out] == [i * 960 for i in range(100)]
     assert np.allclose(np.diff(times), 0.02)
     dec = OpusMonoDecoder(48000)
@@ -232,3 +252,32 @@ async def test_stop_ends_a_waiting_recv() -> None:
     with pytest.raises(MediaStreamError):
         await asyncio.wait_for(waiting, 1.0)
     assert source.on_audio is None
+
+
+async def test_stop_ends_pushing() -> None:
+    source = Source()
+    track = CallerAudioTrack(source, LoopClock())
+    got: list[object] = []
+    track.push_to(got.append)
+    assert len(got) == 1  # the first frame: silence at once
+    await asyncio.sleep(0.045)  # the 20 and 40 ms deadlines' timers run before this wakes
+    assert len(got) == 3
+    track.stop()
+    source.deliver(0, G711Codec("PCMU").encode(tone(440, 0.02, 8000)))
+    await asyncio.sleep(0.1)
+    assert len(got) == 3 and source.on_audio is None and track._timer is None
+
+
+async def test_a_failure_while_pushing_is_logged_and_ends_the_track(
+        caplog: pytest.LogCaptureFixture) -> None:
+    source = Source()
+    track = CallerAudioTrack(source, LoopClock())
+    ended: list[bool] = []
+    track.on("ended", lambda: ended.append(True))
+
+    def send(frame: object) -> None:
+        raise RuntimeError("sender bug")
+
+    track.push_to(send)
+    assert track.readyState == "ended" and ended == [True] and track._timer is None
+    assert "caller audio track failed" in caplog.text and "sender bug" in caplog.text
