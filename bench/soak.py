@@ -97,11 +97,29 @@ def fd_kinds(pid: int) -> collections.Counter[str]:
     return kinds
 
 
+def memory_kinds(pid: int) -> collections.Counter[str]:
+    """Resident kB by kind of mapping: [heap] (the main malloc arena), anon (other arenas,
+    Python's object arenas, big allocations, thread stacks), or the file mapped (libraries)."""
+    kinds: collections.Counter[str] = collections.Counter()
+    kind = "anon"
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if fields[0].endswith(":"):
+                if fields[0] == "Rss:":
+                    kinds[kind] += int(fields[1])
+            else:  # a mapping's header: address perms offset dev inode [path]
+                kind = os.path.basename(fields[5]) if len(fields) > 5 else "anon"
+    return kinds
+
+
 def read(pid: int, http: int, orga_port: int, calls: int) -> Reading:
     with open(f"/proc/{pid}/statm") as f:
         rss = int(f.read().split()[1]) * PAGE / 1e6
-    metrics = scrape(f"http://127.0.0.1:{http}/metrics")
+    # Counted before the scrape: the server's end of the scrape's own connection may still be
+    # open for a moment after it (that was the odd 9th descriptor of earlier soaks).
     fds = len(os.listdir(f"/proc/{pid}/fd")) - orga_connections(pid, orga_port)
+    metrics = scrape(f"http://127.0.0.1:{http}/metrics")
     return Reading(calls, len(os.listdir(f"/proc/{pid}/task")), fds,
                    int(metrics.get("orga_gateway_event_loop_tasks", -1)), rss)
 
@@ -195,7 +213,7 @@ def run(args: argparse.Namespace, logs: Path) -> int:
         failures = asyncio.run(place(target, args.warmup, 0, args.concurrency, args.seconds))
         wait_idle(http, gateway, args.settle)
         idle = read(pid, http, emu_port, args.warmup)
-        idle_kinds = fd_kinds(pid)
+        idle_kinds, idle_memory = fd_kinds(pid), memory_kinds(pid)
         print(idle.row(), " (idle baseline, after warm-up)")
         done = args.warmup
         t0 = time.monotonic()
@@ -206,7 +224,7 @@ def run(args: argparse.Namespace, logs: Path) -> int:
             print(read(pid, http, emu_port, done).row(), flush=True)
         wait_idle(http, gateway, args.settle)
         end = read(pid, http, emu_port, done)
-        end_kinds = fd_kinds(pid)
+        end_kinds, end_memory = fd_kinds(pid), memory_kinds(pid)
         print(end.row(), f" (idle again; {time.monotonic() - t0:.0f} s; load "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})")
         stop(gateway)
@@ -240,6 +258,10 @@ def run(args: argparse.Namespace, logs: Path) -> int:
     print(f"RSS {idle.rss_mb:.1f} -> {end.rss_mb:.1f} MB ({growth:+.1%}); "
           f"threads {idle.threads} -> {end.threads}; fds {idle.fds} -> {end.fds}; "
           f"tasks {idle.tasks} -> {end.tasks}")
+    grown = sorted(((end_memory[k] - idle_memory[k], k) for k in end_memory | idle_memory),
+                   reverse=True)
+    print("RSS change by mapping: " + ", ".join(f"{k} {kb / 1024:+.1f} MB"
+                                                for kb, k in grown if abs(kb) >= 100))
     for problem in problems:
         print(f"  FAILED: {problem}")
     return 1 if problems else 0
