@@ -325,12 +325,13 @@ def tune_sender(sender: RTCRtpSender) -> None:
     packet's own receive callback. Per packet, aiortc's `_run_rtp` wakes its task to pull the
     track, builds an `RtpPacket`, reads the wall clock through `datetime` twice, serialises
     header extensions and walks four coroutines (DTLS → ICE transport → ICE connection →
-    protocol) to the socket. Here no task wakes; the header, with the same extensions, is serialised once by aiortc and only sequence
-    number and timestamp change per packet, protected with the DTLS transport's SRTP session
-    and handed to the nominated ICE pair's protocol. The header is aiortc's (one SSRC, the mid
-    extension, marker set, as `tests/media/test_two_peers.py` checks on what the far end
-    parses); the sender's counters feed its RTCP sender reports as before (same test). No RTP
-    history is kept: aiortc negotiates no NACK for audio.
+    protocol) to the socket. Here no task wakes; the header, with the same extensions, is
+    serialised once by aiortc and only sequence number and timestamp change per packet,
+    protected with the DTLS transport's SRTP session and handed to the nominated ICE pair's
+    transport. The header is aiortc's (one SSRC, the mid extension, marker set, as
+    `tests/media/test_two_peers.py` checks on what the far end parses); the sender's counters
+    feed its RTCP sender reports as before (same test). No RTP history is kept: aiortc
+    negotiates no NACK for audio.
 
     A sender without a track (our send-only video m-line) would wake every 20 ms in aiortc's
     loop to look for one; here it looks once a second. Call before media starts

@@ -15,6 +15,12 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
+TIMER_SLACK_S = 0.001
+"""How early a loop timer may fire. uvloop (libuv) keeps timers in whole milliseconds, so a
+callback can run up to a millisecond before the time it asked for; one that then finds its
+time not quite come counts it as come. Re-arming instead would ask for less than a
+millisecond, which libuv rounds to 0: the loop would spin until the time passed."""
+
 
 class Clock(Protocol):
     def now(self) -> float:

@@ -38,7 +38,7 @@ from typing import Protocol
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from gateway.clock import Clock
+from gateway.clock import TIMER_SLACK_S, Clock
 from gateway.media.transcode import (
     PHONE_RATE,
     AiResampler,
@@ -292,7 +292,7 @@ class AiAudioPump:
         self._due = None
         if self._has_audio():
             earliest = self._earliest(due)
-            if now < earliest:  # queued after the timer was armed for the allowance's end
+            if now < earliest - TIMER_SLACK_S:  # queued after the timer was armed for later
                 self._arm(earliest)
                 return
             fed_at = self._fed_at if self._fed_at is not None else now

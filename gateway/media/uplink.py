@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from gateway.clock import Clock, Wakeup
+from gateway.clock import TIMER_SLACK_S, Clock, Wakeup
 from gateway.media.jitter import JitterBuffer, Output
 from gateway.media.transcode import (
     FRAME_MS,
@@ -137,7 +137,7 @@ class CallerAudioTrack(MediaStreamTrack):
             now = clock.now()
             if self._deadline is None:  # the first frame: silence now, audio when it comes
                 self._deadline = now
-            if now >= self._deadline:
+            if now >= self._deadline - TIMER_SLACK_S:
                 pcm = self._fill()
                 self._deadline += FRAME_S  # silent phone: keep the 20 ms cadence
                 break
@@ -179,7 +179,7 @@ class CallerAudioTrack(MediaStreamTrack):
         if self._deadline is None:
             self._deadline = now
         try:
-            if now >= self._deadline:
+            if now >= self._deadline - TIMER_SLACK_S:
                 pcm = self._fill()
                 self._deadline += FRAME_S  # silent phone: keep the 20 ms cadence
                 self._push(self._emit(pcm))

@@ -19,7 +19,7 @@ from gateway.media.transcode import AudioFrame, make_frame
 from gateway.media.voice import TurnLatencyMeter
 from gateway.sdp import Direction, MediaParams
 from tests.media.audio import dominant_hz, tone
-from tests.media.vclock import virtual_time_loop
+from tests.media.vclock import millisecond_timers, virtual_time_loop
 
 AI_FRAME = 960
 
@@ -66,8 +66,11 @@ class Receiver(asyncio.DatagramProtocol):
 
 
 def run_pump(schedule: list[tuple[float, np.ndarray]], seconds: float, ptime: int = 20,
-             first: np.ndarray | None = None, **pump_kw: object):
+             first: np.ndarray | None = None, ms_timers: list[int] | None = None,
+             **pump_kw: object):
     loop = virtual_time_loop()
+    if ms_timers is not None:
+        ms_timers += millisecond_timers(loop)
 
     async def main() -> tuple[list[tuple[float, bytes]], AiAudioPump]:
         transport, rx = await loop.create_datagram_endpoint(
@@ -135,6 +138,19 @@ def test_paced_20ms_through_a_2s_burst_without_gaps_or_drift() -> None:
     voiced = [p for p in pkts if p.payload != b"\xff" * 160]
     assert 495 <= len(voiced) <= 502
     assert st.underruns_speech == 0
+
+
+def test_millisecond_timers_as_uvloops_pace_without_spinning() -> None:
+    """uvloop fires timers up to a millisecond early; the pacer takes that as on time instead of
+    re-arming for the rest (0 ms to libuv: a busy loop until the time passes)."""
+    schedule, _ = burst_schedule()
+    armed: list[int] = []
+    got, pump = run_pump(schedule, 10.0, max_queue_ms=2500, ms_timers=armed)
+    times = np.array([t for t, _ in got])
+    assert len(got) >= 495  # 10 s of 20 ms packets
+    assert armed[0] <= 3 * len(got)  # a timer or two per packet, not a spin
+    assert np.abs(np.diff(times)[5:] - 0.020).max() <= 0.002  # and still paced
+    assert pump.stats.underruns_speech == 0
 
 
 @pytest.mark.parametrize("ptime", [10, 30, 40])

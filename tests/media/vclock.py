@@ -29,3 +29,23 @@ def virtual_time_loop(start: float = 1000.0) -> asyncio.AbstractEventLoop:
     selector.select = select  # type: ignore[method-assign]
     loop.time = lambda: now[0]  # type: ignore[method-assign]
     return loop
+
+
+def millisecond_timers(loop: asyncio.AbstractEventLoop, limit: int = 200_000) -> list[int]:
+    """Make `loop.call_later` keep time as libuv (uvloop) does: the loop's now truncated to
+    whole milliseconds plus the delay rounded to whole milliseconds, so a timer can fire up to
+    a millisecond early. Returns a one-item list counting the timers armed; past `limit` it
+    raises instead of letting a callback that re-arms for the rest of a millisecond spin the
+    loop forever (virtual time does not advance while timers are due)."""
+    armed = [0]
+    call_at = loop.call_at
+
+    def call_later(delay: float, callback: Any, *args: Any, context: Any = None) -> Any:
+        armed[0] += 1
+        if armed[0] > limit:
+            raise RuntimeError("timers re-armed without end: a callback spins the loop")
+        when = int(loop.time() * 1000) / 1000 + round(max(0.0, delay) * 1000) / 1000
+        return call_at(when, callback, *args, context=context)
+
+    loop.call_later = call_later  # type: ignore[method-assign]
+    return armed
