@@ -8,7 +8,10 @@ asyncio 2.48–2.53 % of a core per call, RTP to the phone with 0–4 of ~20,000
 (max 58–108 ms), caller→AI p99 55–70 ms. Measured again after the AI leg's RTP went direct
 (aiortc_patches.py §4), three runs each, alternating: asyncio 1.87/1.88/2.07 %, uvloop
 1.90/2.01/1.99 % per call, pacing now equal (gap max 27–33 ms): no difference this VM's drift
-lets us see. So asyncio's loop stays the default;
+lets us see. Once more after the pump and the caller track moved to timer callbacks (which
+first had to learn that uvloop fires timers up to a millisecond early, clock.TIMER_SLACK_S),
+five runs each, alternating: uvloop 1.67-2.10 %, asyncio 1.80-2.14 % per call, pacing
+equal (bench/results/media_path-2026-12-06-push.txt). So asyncio's loop stays the default;
 `--event-loop uvloop` (or `auto`: uvloop if installed) stays for measuring on other hosts.
 Nothing in the gateway depends on which loop runs: every part reads time from the loop clock
 (gateway/clock.py) and uses only asyncio's public API.
