@@ -70,10 +70,9 @@ class FakeClock:
 class Wakeup:
     """Sleep until `set()` or a timeout, whichever comes first (one sleeper at a time).
 
-    How the media tasks wait for their next packet or their deadline, whichever is first: the
-    caller track (media/uplink.py) and the AI pump (media/downlink.py). `set_after` moves the
-    wake-up instead: the pump learns of a frame before it may send it, and waking it twice
-    (now, then at its send time) would cost a task switch per packet.
+    How the caller track waits for the phone's next packet or its deadline when aiortc's own
+    sender pulls it (media/uplink.py, `recv`); the gateway's own senders and the AI pump run
+    from loop callbacks and need no sleeper.
     """
 
     __slots__ = ("_future", "_timer")
@@ -93,18 +92,6 @@ class Wakeup:
                 self._timer.cancel()
                 self._timer = None
             self._future = None
-
-    def set_after(self, delay: float) -> None:
-        """Wake the sleeper `delay` seconds from now instead of at its timeout (at once if
-        `delay` <= 0); nothing when nobody sleeps."""
-        if self._future is None or self._future.done():
-            return
-        if delay <= 0:
-            self.set()
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(delay, self.set)
 
     def set(self) -> None:
         future = self._future
