@@ -135,12 +135,9 @@ class CallerAudioTrack(MediaStreamTrack):
         clock = self._clock
         while (pcm := self._ready_chunk()) is None:
             now = clock.now()
-            if self._deadline is None:  # the first frame: silence now, audio when it comes
-                self._deadline = now
-            if now >= self._deadline - TIMER_SLACK_S:
-                pcm = self._fill()
-                self._deadline += FRAME_S  # silent phone: keep the 20 ms cadence
+            if (pcm := self._overdue(now)) is not None:
                 break
+            assert self._deadline is not None
             await self._wakeup.wait(self._deadline - now)  # until a packet or the deadline
             if self.readyState != "live":  # stopped (codec released) while we waited
                 raise MediaStreamError
@@ -176,18 +173,25 @@ class CallerAudioTrack(MediaStreamTrack):
         if self._push is None:
             return
         now = self._clock.now()
-        if self._deadline is None:
-            self._deadline = now
         try:
-            if now >= self._deadline - TIMER_SLACK_S:
-                pcm = self._fill()
-                self._deadline += FRAME_S  # silent phone: keep the 20 ms cadence
+            if (pcm := self._overdue(now)) is not None:
                 self._push(self._emit(pcm))
         except Exception:
             self._failed()
         if self._push is not None:
+            assert self._deadline is not None
             self._timer = asyncio.get_running_loop().call_later(self._deadline - now,
                                                                 self._on_deadline)
+
+    def _overdue(self, now: float) -> Pcm | None:
+        """The frame the phone owes if its deadline has passed (filled), else None. The first
+        frame is due at once: silence now, audio when it comes."""
+        if self._deadline is None:
+            self._deadline = now
+        if now < self._deadline - TIMER_SLACK_S:
+            return None
+        self._deadline += FRAME_S  # silent phone: keep the 20 ms cadence
+        return self._fill()
 
     def _failed(self) -> None:
         logger.exception("caller audio track failed; the AI leg hears nothing more")

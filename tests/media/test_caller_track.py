@@ -277,12 +277,13 @@ async def test_stop_ends_pushing() -> None:
     got: list[object] = []
     track.push_to(got.append)
     assert len(got) == 1  # the first frame: silence at once
-    await asyncio.sleep(0.045)  # the 20 and 40 ms deadlines' timers run before this wakes
-    assert len(got) == 3
+    await asyncio.sleep(0.045)  # the 20 ms deadline's timer runs before this wakes, however late
+    pushed = len(got)
+    assert pushed >= 2
     track.stop()
     source.deliver(0, G711Codec("PCMU").encode(tone(440, 0.02, 8000)))
     await asyncio.sleep(0.1)
-    assert len(got) == 3 and source.on_audio is None and track._timer is None
+    assert len(got) == pushed and source.on_audio is None and track._timer is None
 
 
 async def test_a_failure_while_pushing_is_logged_and_ends_the_track(
