@@ -31,10 +31,9 @@ tested with (pinned in pyproject.toml, checked at start by `check_versions`).
    SCTP and RTCP, and for the audio's RTP use its own pieces directly — the DTLS transport's
    SRTP sessions, its header-extension map and router, the nominated ICE pair — from aioice's
    socket callback (receive) and from the callback in which the track pushes a packet (send:
-   the phone packet's own). Wire bytes, receiver
-   statistics, sources and sender-report counters stay as aiortc keeps them (tests/media/
-   test_two_peers.py). Measured (`bench/media_path.py`, 20 calls): 2.10 → 1.74 % of a core
-   per call.
+   the phone packet's own). Wire bytes, receiver statistics, sources and sender-report
+   counters stay as aiortc keeps them (tests/media/test_two_peers.py). Measured
+   (`bench/media_path.py`, 20 calls): 2.10 → 1.74 % of a core per call.
 
 Why the versions are checked rather than trusted: private names can change in any release;
 an untested aiortc or aioice must stop the gateway at start with a message that says what to
@@ -63,6 +62,7 @@ from aiortc.utils import random32
 
 from gateway.media.reorder import LowDelayReorderBuffer, ReorderStats
 from gateway.media.transcode import PHONE_RATE, EncodedPacket, OpusMonoDecoder, Pcm
+from gateway.procmaps import mapped
 
 logger = logging.getLogger(__name__)
 
@@ -220,11 +220,7 @@ def single_threaded_ffmpeg(maps: str = "/proc/self/maps") -> bool:
     media/transcode.py), there are just more of them while calls run."""
     import av  # noqa: F401  (loads the libavutil we must change)
 
-    try:
-        with open(maps) as f:
-            paths = {line.split()[-1] for line in f if "libavutil" in line.split()[-1]}
-    except OSError:
-        paths = set()
+    paths = mapped("libavutil", maps)
     if len(paths) != 1:
         logger.warning("FFmpeg thread pools left as they are: libavutil not found once in "
                        "%s (%d matches)", maps, len(paths))

@@ -75,22 +75,19 @@ class Wakeup:
     from loop callbacks and need no sleeper.
     """
 
-    __slots__ = ("_future", "_timer")
+    __slots__ = ("_future",)
 
     def __init__(self) -> None:
         self._future: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
 
     async def wait(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
         future = self._future = loop.create_future()
-        self._timer = loop.call_later(timeout, self.set)
+        timer = loop.call_later(timeout, self.set)
         try:
             await future
         finally:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            timer.cancel()
             self._future = None
 
     def set(self) -> None:

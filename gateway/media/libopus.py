@@ -22,6 +22,8 @@ import functools
 import numpy as np
 import numpy.typing as npt
 
+from gateway.procmaps import mapped
+
 Pcm = npt.NDArray[np.int16]
 
 # opus_defines.h
@@ -38,11 +40,7 @@ class OpusUnavailable(RuntimeError):
 
 
 def _candidates(maps: str) -> list[str]:
-    try:
-        with open(maps) as f:
-            loaded = {line.split()[-1] for line in f if "libopus" in line.split()[-1]}
-    except OSError:
-        loaded = set()
+    loaded = mapped("libopus", maps)
     system = ctypes.util.find_library("opus")
     return sorted(loaded) + ([system] if system else [])
 

@@ -311,7 +311,6 @@ class OpusMonoDecoder:
 
     def __init__(self, rate: int = PHONE_RATE) -> None:
         self._decoder = libopus.Decoder(rate)
-        self.rate = rate
         self.errors = 0
 
     def decode(self, payload: bytes) -> Pcm | None:
