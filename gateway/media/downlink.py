@@ -12,7 +12,9 @@ queued frames (field notes §1). The schedule follows the
 AI's frames: a packet leaves as soon as its frame is here and a packet time has passed, a late
 frame is waited for up to 10 ms instead of being concealed, and while frames wait the schedule
 moves earlier, so the queue adds a few milliseconds, not a random part of a packet time
-(`bench/media_path.py`, 20 calls: AI→caller p99 20 → 9 ms, underruns 0.1 % → 0.04 %).
+(`bench/media_path.py`, 20 calls: AI→caller p99 20 → 9 ms, underruns 0.1 % → 0.04 %). A frame
+that comes at most `_EARLY_S` before its slot leaves from the AI leg's receive callback, as it
+arrives, so a steady stream costs the loop one wake-up per packet, not two.
 
 Policy: backlog beyond the bound is dropped oldest-first and counted; silence in a backlog
 above the target depth is skipped so standing delay shrinks between AI turns; a single frame
@@ -55,6 +57,11 @@ logger = logging.getLogger(__name__)
 _ALLOWANCE_S = 0.010  # a late AI frame is waited for this long past its packet time
 _PULL_IN_S = 0.001  # the schedule moves at most this much earlier per packet
 _WAIT_TARGET_S = 0.003  # ... while frames wait longer than this for their packet
+# A frame that arrives at most this long before its packet may go is sent from the AI leg's
+# receive callback at once instead of from a timer a few milliseconds later: the schedule
+# (timestamps, phase) is unchanged, the phone sees the AI leg's own arrival jitter of a few
+# milliseconds, and the loop wakes once per packet instead of twice.
+_EARLY_S = 0.005
 
 
 class RtpSink(Protocol):
@@ -231,9 +238,13 @@ class AiAudioPump:
         if peak > stats.queue_ms_peak:
             stats.queue_ms_peak = peak
         if queue:
-            self._fed_at = self._clock.now()
+            self._fed_at = now = self._clock.now()
             if self._due is not None:  # the pump waits for audio: send this when it may go
-                self._arm(self._earliest(self._due))
+                at = self._earliest(self._due)
+                if self._flowing and at - now <= _EARLY_S:
+                    self._on_timer(_EARLY_S)
+                else:
+                    self._arm(at)
 
     def lost(self, packets: int) -> None:
         """The AI leg lost `packets` 20 ms packets (a sequence gap, found when the packet
@@ -259,7 +270,9 @@ class AiAudioPump:
         at a few milliseconds. With nothing from the AI the cadence is the plain packet time
         (keepalive silence), and the first frame after such a pause goes out at once if half
         a packet time has passed. A frame that `feed` queues while the pump waits for one
-        moves the timer to when that frame may go (`_enqueue`).
+        moves the timer to when that frame may go, or, while frames flow and its slot is at
+        most `_EARLY_S` away, is sent at once (`_enqueue`; the wait past a missing frame is
+        then counted from that packet, `_give_up`).
         """
         due = self._last + self._frame_ms / 1000
         if self._has_audio():
@@ -267,24 +280,26 @@ class AiAudioPump:
             self._arm(self._earliest(due))
         else:
             self._due = due
-            self._arm(due + (_ALLOWANCE_S if self._flowing else 0.0))
+            self._arm(self._give_up(due))
 
     def _arm(self, at: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self._loop.call_later(at - self._clock.now(), self._on_timer)
 
-    def _on_timer(self) -> None:
-        self._timer = None
+    def _on_timer(self, early: float = TIMER_SLACK_S) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         try:
-            self._slot()
+            self._slot(early)
         except Exception as exc:  # raised in the call's task group, as a crashed task would be
             self._stopped = True
             self._tasks.append(self._spawn(_reraise(exc), name="ai-pump-failed"))
 
-    def _slot(self) -> None:
-        """The timer fired: send this slot's packet (unless its frame may not go yet) and arm
-        the timer for the next."""
+    def _slot(self, early: float) -> None:
+        """The timer fired, or a frame came at most `early` before it may go: send this slot's
+        packet (unless its frame may not go yet) and arm the timer for the next."""
         clock = self._clock
         now = clock.now()
         frame_s = self._frame_ms / 1000
@@ -292,15 +307,15 @@ class AiAudioPump:
         self._due = None
         if self._has_audio():
             earliest = self._earliest(due)
-            if now < earliest - TIMER_SLACK_S:  # queued after the timer was armed for later
+            if now < earliest - early:  # queued after the timer was armed for later
                 self._arm(earliest)
                 return
             fed_at = self._fed_at if self._fed_at is not None else now
             # On time: the schedule holds (our own wake-up lateness must not shift it);
             # late: the phase moves to the frame's arrival, bounded by the allowance.
-            target = earliest if fed_at <= earliest else min(fed_at, due + _ALLOWANCE_S)
+            target = earliest if fed_at <= earliest else min(fed_at, self._give_up(due))
         else:
-            target = due + (_ALLOWANCE_S if self._flowing else 0.0)
+            target = self._give_up(due)
         behind = now - target
         if behind > 3 * frame_s:
             # The loop stalled: skip the missed ticks (timestamps jump, the phone's
@@ -312,6 +327,17 @@ class AiAudioPump:
         self.tick(now)
         self._last = target
         self._schedule()
+
+    def _give_up(self, due: float) -> float:
+        """When the packet due at `due` goes without its frame: while frames flow, a packet
+        time plus the allowance after the last packet sent (which may have left up to
+        `_EARLY_S` before its slot), so the phone's gap stays within ptime + allowance."""
+        if not self._flowing:
+            return due
+        last = self._last_tick
+        if last is not None and last + self._frame_ms / 1000 < due:
+            due = last + self._frame_ms / 1000
+        return due + _ALLOWANCE_S
 
     def _earliest(self, due: float) -> float:
         """When a queued frame may go, for the packet due at `due`."""

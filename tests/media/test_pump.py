@@ -12,7 +12,7 @@ import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from gateway.clock import LoopClock
-from gateway.media.downlink import AiAudioPump
+from gateway.media.downlink import _EARLY_S, AiAudioPump
 from gateway.media.rtp import parse_rtp, ts_delta
 from gateway.media.rtp_session import RtpSession
 from gateway.media.transcode import AudioFrame, make_frame
@@ -29,9 +29,11 @@ class ScriptedTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, schedule: list[tuple[float, np.ndarray]]) -> None:
+    def __init__(self, schedule: list[tuple[float, np.ndarray]],
+                 arrivals: list[float] | None = None) -> None:
         super().__init__()
         self._schedule = schedule
+        self._arrivals = arrivals if arrivals is not None else []
         self._i = 0
         self._t0: float | None = None
 
@@ -49,6 +51,7 @@ class ScriptedTrack(MediaStreamTrack):
             await asyncio.sleep(wait)
         frame = make_frame(np.repeat(pcm, 2), 48000, self._i * AI_FRAME, "stereo")
         self._i += 1
+        self._arrivals.append(loop.time())
         return frame
 
 
@@ -67,7 +70,7 @@ class Receiver(asyncio.DatagramProtocol):
 
 def run_pump(schedule: list[tuple[float, np.ndarray]], seconds: float, ptime: int = 20,
              first: np.ndarray | None = None, ms_timers: list[int] | None = None,
-             **pump_kw: object):
+             arrivals: list[float] | None = None, **pump_kw: object):
     loop = virtual_time_loop()
     if ms_timers is not None:
         ms_timers += millisecond_timers(loop)
@@ -83,7 +86,7 @@ def run_pump(schedule: list[tuple[float, np.ndarray]], seconds: float, ptime: in
         pump = AiAudioPump(session, LoopClock(), **pump_kw)  # type: ignore[arg-type]
         if first is not None:
             pump.play_first(first)
-        pump.start(ScriptedTrack(schedule))
+        pump.start(ScriptedTrack(schedule, arrivals))
         await asyncio.sleep(seconds)
         await pump.stop()
         await session.close()
@@ -121,10 +124,11 @@ def test_paced_20ms_through_a_2s_burst_without_gaps_or_drift() -> None:
     # ends), no burst (at least half a packet time, when the schedule first locks on).
     assert gaps.max() <= 0.030 + 1e-9 and gaps.min() >= 0.010 - 1e-9
     # No drift: after locking on to the frames' arrival, the n-th packet leaves n·20 ms after
-    # the first (the schedule settles within 3 ms of the arrivals and stays there).
+    # the first (the schedule settles within 3 ms of the arrivals and stays there; a packet
+    # whose frame came in time leaves on its arrival, up to _EARLY_S before its slot).
     locked = times[20:][times[20:] < times[0] + 27.5]  # the AI's audio ends at 28 s
     expected = locked[0] + np.arange(len(locked)) * 0.02
-    assert np.abs(locked - expected).max() < 0.002
+    assert np.abs(locked - expected).max() < _EARLY_S + 0.002
     pkts = [parse_rtp(d) for _, d in got]
     assert all(ts_delta(b.timestamp, a.timestamp) == 160 for a, b in itertools.pairwise(pkts))
     assert all((b.sequence - a.sequence) % 65536 == 1 for a, b in itertools.pairwise(pkts))
@@ -149,7 +153,25 @@ def test_millisecond_timers_as_uvloops_pace_without_spinning() -> None:
     times = np.array([t for t, _ in got])
     assert len(got) >= 495  # 10 s of 20 ms packets
     assert armed[0] <= 3 * len(got)  # a timer or two per packet, not a spin
-    assert np.abs(np.diff(times)[5:] - 0.020).max() <= 0.002  # and still paced
+    assert np.abs(np.diff(times)[5:] - 0.020).max() <= 0.002 + 1e-9  # and still paced
+    assert pump.stats.underruns_speech == 0
+
+
+def test_a_frame_in_time_leaves_as_it_arrives() -> None:
+    """In steady speech the schedule settles a few milliseconds after the frames' arrival;
+    each packet then goes out from the frame's own arrival, with no timer to wait for (one
+    loop wake-up per packet, not two), and its RTP timestamp still keeps the schedule."""
+    speech = frames_of(tone(700, 6.0, 48000, dbfs=-12))
+    arrivals: list[float] = []
+    got, pump = run_pump([(i * 0.02, speech[i]) for i in range(250)], 5.5, arrivals=arrivals)
+    pkts = [parse_rtp(d) for _, d in got]
+    first = next(i for i, p in enumerate(pkts) if p.marker)  # frame 0's packet
+    voiced = got[first:first + 250]
+    # From a second in (the phase has settled), packet n leaves when frame n arrived.
+    late = [sent - arrivals[n] for n, (sent, _) in enumerate(voiced) if n >= 50]
+    assert len(late) == 200 and max(abs(x) for x in late) < 1e-6
+    assert all(ts_delta(b.timestamp, a.timestamp) == 160
+               for a, b in itertools.pairwise(pkts[first:first + 250]))
     assert pump.stats.underruns_speech == 0
 
 
