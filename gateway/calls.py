@@ -114,7 +114,7 @@ class CallRegistry:
             self.ctx.metrics.set_active_calls(len(self.calls))
             if not self.calls:
                 self._idle.set()
-                self._heap.idle()
+            self._heap.call_ended()
 
     # --- events -------------------------------------------------------------------------------
     def on_event(self, event: object) -> None:

@@ -1,4 +1,5 @@
-"""HeapTrimmer: trims when the worker goes idle, at most once per interval, never while busy."""
+"""HeapTrimmer: collects after each call; trims when the worker goes idle, at most once per
+interval, never while busy."""
 
 from __future__ import annotations
 
@@ -9,31 +10,76 @@ from gateway.heap import HeapTrimmer
 from tests.media.vclock import virtual_time_loop
 
 
-def test_trims_when_idle_at_most_once_per_interval_and_never_while_busy() -> None:
+def test_collects_after_each_call_and_trims_when_idle_at_most_once_per_interval() -> None:
     loop = virtual_time_loop()
-    calls = {"n": 0}
+    calls = {"n": 1}
+    collections: list[float] = []
     trims: list[float] = []
 
     async def main() -> None:
         trimmer = HeapTrimmer(lambda: calls["n"] == 0,
-                              trim=lambda pad: trims.append(loop.time()) or 1)
-        trimmer.idle()  # the first idle moment: at once
-        assert len(trims) == 1
+                              trim=lambda pad: trims.append(loop.time()) or 1,
+                              collect=lambda: collections.append(loop.time()) or 0)
+        t0 = loop.time()
+        trimmer.call_ended()  # one call of two ended: collect soon, no trim (still busy)
+        await asyncio.sleep(0.1)
+        trimmer.call_ended()  # another ends before that collection: one collection for both
+        await asyncio.sleep(heap.COLLECT_DELAY_S)
+        assert collections == [t0 + heap.COLLECT_DELAY_S] and trims == []
+        calls["n"] = 0
+        trimmer.call_ended()  # the last call ended: collect, then trim at once (first time)
+        await asyncio.sleep(heap.COLLECT_DELAY_S + 0.01)
+        assert len(collections) == 2 and len(trims) == 1 and trims[0] == collections[1]
         await asyncio.sleep(5)
-        trimmer.idle()  # 5 s later: deferred to the end of the interval
-        assert len(trims) == 1
+        trimmer.call_ended()  # idle again 5 s later: collected, the trim waits for the interval
+        await asyncio.sleep(heap.COLLECT_DELAY_S + 0.01)
+        assert len(collections) == 3 and len(trims) == 1
         await asyncio.sleep(heap.MIN_INTERVAL_S)
-        assert len(trims) == 2 and trims[1] - trims[0] == heap.MIN_INTERVAL_S
+        assert len(trims) == 2 and abs(trims[1] - trims[0] - heap.MIN_INTERVAL_S) < 1e-6
         await asyncio.sleep(1)
-        trimmer.idle()  # deferred again, but a call arrives before it is due
+        trimmer.call_ended()  # deferred again, but a call arrives before the trim is due
+        await asyncio.sleep(heap.COLLECT_DELAY_S + 0.01)
         calls["n"] = 1
         await asyncio.sleep(heap.MIN_INTERVAL_S)
-        assert len(trims) == 2
+        assert len(collections) == 4 and len(trims) == 2
         trimmer.close()
 
     try:
         loop.run_until_complete(main())
     finally:
+        loop.close()
+
+
+def test_a_calls_objects_in_reference_cycles_are_freed_soon_after_it_ends() -> None:
+    """With the real collector: an object graph in a cycle (as aiortc's are) is gone
+    COLLECT_DELAY_S after call_ended, though the automatic collector is off."""
+    import gc
+    import weakref
+
+    class Node:
+        pass
+
+    loop = virtual_time_loop()
+
+    async def main() -> None:
+        trimmer = HeapTrimmer(lambda: False, trim=lambda pad: 0)
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # type: ignore[attr-defined]
+        gone = weakref.ref(a)
+        del a, b
+        trimmer.call_ended()
+        assert gone() is not None
+        await asyncio.sleep(heap.COLLECT_DELAY_S + 0.01)
+        assert gone() is None
+        trimmer.close()
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        if enabled:
+            gc.enable()
         loop.close()
 
 
