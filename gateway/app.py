@@ -116,9 +116,11 @@ class EndpointSignalling:
 class Gateway:
     def __init__(self, config: Config, *, notifier: SystemdNotifier | None = None,
                  on_token: Callable[[str], None] | None = None,
+                 on_token_spent: Callable[[str], None] | None = None,
                  port_quarantine_s: float = PORT_QUARANTINE_S) -> None:
         self.config = config
         self._on_token = on_token
+        self._on_token_spent = on_token_spent
         self.metrics = Metrics(max_conversations=config.limits.max_calls)
         self.notifier = notifier or SystemdNotifier()
         self.clock = LoopClock()  # the one clock of the process (gateway/clock.py)
@@ -157,6 +159,7 @@ class Gateway:
             ),
             observer=self.metrics.orga_request,
             on_token=self._on_token,
+            on_token_spent=self._on_token_spent,
         )
         await self.records.start()
         await fallback.preload(cfg.routes)  # the routes' fallback announcements, off the loop

@@ -49,7 +49,8 @@ def main(args: argparse.Namespace) -> int:
     from gateway.app import Gateway  # imported late: aiortc is slow to import
 
     try:
-        gateway = Gateway(config, on_token=lambda t: redaction.register(t, ephemeral=True))
+        gateway = Gateway(config, on_token=lambda t: redaction.register(t, ephemeral=True),
+                          on_token_spent=redaction.forget)
         eventloop.run(gateway.serve(), args.event_loop)
     except (OSError, UntestedVersionError, eventloop.EventLoopUnavailable) as exc:
         # e.g. the SIP port is taken, an untested aiortc: say so plainly

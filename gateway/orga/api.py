@@ -203,10 +203,12 @@ class OrgaApi:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         observer: RequestObserver | None = None,
         on_token: Callable[[str], None] | None = None,
+        on_token_spent: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self._observer = observer
         self._on_token = on_token
+        self._on_token_spent = on_token_spent
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(
             transport=transport,
@@ -287,9 +289,17 @@ class OrgaApi:
             "offer": {"sdp": offer_sdp, "type": "offer", "candidates": candidates},
             "params": params.to_json(),
         }
-        body = await self._request(
-            "calls", "POST", CALLS_PATH, secret=token, json_body=payload, timeout_s=timeout_s
-        )
+        try:
+            body = await self._request(
+                "calls", "POST", CALLS_PATH, secret=token, json_body=payload,
+                timeout_s=timeout_s,
+            )
+        finally:
+            # We never use a token again once /calls has answered or failed (the service takes
+            # each token once; a retry mints a new one), so whoever was told of it (`on_token`,
+            # e.g. the log redaction filter) can let it go instead of holding every call's.
+            if self._on_token_spent is not None:
+                self._on_token_spent(token)
         if not isinstance(body, dict):
             raise OrgaProtocolError("calls", 200, "response is not an object")
         answer = body.get("answer")

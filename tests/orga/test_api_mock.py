@@ -214,6 +214,36 @@ async def test_create_call_body_exactly_as_seed() -> None:
     }
 
 
+@pytest.mark.parametrize("status", [200, 500])
+async def test_a_token_is_reported_spent_once_calls_has_answered_or_failed(status: int) -> None:
+    """The log redaction filter is told of each token (on_token) and told to let it go once
+    /calls is done with it, so it holds the calls in setup, not every call's token."""
+    minted: list[str] = []
+    spent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/client-secrets"):
+            return httpx.Response(200, json={"ephemeral_token": TOKEN})
+        assert request.url.path.endswith("/calls") and spent == []  # not before it is used
+        if status != 200:
+            return httpx.Response(status, json={"detail": "boom"})
+        return httpx.Response(200, json={"answer": {"sdp": "v=0\r\n", "type": "answer"},
+                                         "conversation_id": "abc"})
+
+    api = OrgaApi(OrgaClientSettings(base_url=BASE, api_key=KEY),
+                  transport=httpx.MockTransport(handler), on_token=minted.append,
+                  on_token_spent=spent.append)
+    secret = await api.create_client_secret()
+    assert minted == [TOKEN] and spent == []
+    if status == 200:
+        await api.create_call(secret.token, SDP, [], SessionParams())
+    else:
+        with pytest.raises(OrgaError):
+            await api.create_call(secret.token, SDP, [], SessionParams())
+    await api.aclose()
+    assert spent == [TOKEN]
+
+
 @pytest.mark.parametrize(
     "body",
     [
