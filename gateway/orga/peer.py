@@ -37,7 +37,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from gateway.aiortc_patches import restrict_host_addresses, tune_sender
+from gateway.aiortc_patches import restrict_host_addresses, tune_send_only_video, tune_sender
 from gateway.orga.api import candidates_from_sdp
 from gateway.orga.errors import OrgaError, OrgaProtocolError
 from gateway.orga.events import (
@@ -114,8 +114,9 @@ class OrgaPeer:
         if encoded_track:  # Opus packets from the track go out without aiortc's RTP loop
             tune_sender(self._audio.sender)
         if settings.video_mline:
-            # Nothing is sent on it; untuned, aiortc's sender would look for a track every 20 ms.
-            tune_sender(self._pc.addTransceiver("video", direction="sendonly").sender)
+            # Nothing is sent or received on it: untuned, aiortc's sender would look for a track
+            # every 20 ms and its receiver would carry a 1,000-object bandwidth estimator.
+            tune_send_only_video(self._pc.addTransceiver("video", direction="sendonly"))
         self._channel: RTCDataChannel = self._pc.createDataChannel(DATA_CHANNEL_LABEL)
         self._wire()
 
