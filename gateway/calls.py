@@ -43,7 +43,7 @@ class CallRegistry:
         self._overloaded = overloaded or (lambda: False)
         self._idle = asyncio.Event()
         self._idle.set()
-        self._heap = HeapTrimmer(lambda: not self.calls)
+        self._heap = HeapTrimmer(lambda: len(self.calls))
         self._next_placeholder = 0  # outbound calls have no SIP handle until their INVITE is out
 
     # --- admission ----------------------------------------------------------------------------

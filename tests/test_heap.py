@@ -1,5 +1,5 @@
-"""HeapTrimmer: collects after each call; trims when the worker goes idle, at most once per
-interval, never while busy."""
+"""HeapTrimmer: collects after calls while that pauses few calls; trims when the worker goes idle,
+at most once per interval, never while busy."""
 
 from __future__ import annotations
 
@@ -10,16 +10,17 @@ from gateway.heap import HeapTrimmer
 from tests.media.vclock import virtual_time_loop
 
 
-def test_collects_after_each_call_and_trims_when_idle_at_most_once_per_interval() -> None:
+def test_collects_after_calls_and_trims_when_idle_at_most_once_per_interval() -> None:
     loop = virtual_time_loop()
     calls = {"n": 1}
     collections: list[float] = []
     trims: list[float] = []
 
     async def main() -> None:
-        trimmer = HeapTrimmer(lambda: calls["n"] == 0,
+        trimmer = HeapTrimmer(lambda: calls["n"],
                               trim=lambda pad: trims.append(loop.time()) or 1,
-                              collect=lambda: collections.append(loop.time()) or 0)
+                              collect=lambda: collections.append(loop.time()) or 0,
+                              full_collections=lambda: len(collections))
         t0 = loop.time()
         trimmer.call_ended()  # one call of two ended: collect soon, no trim (still busy)
         await asyncio.sleep(0.1)
@@ -50,6 +51,49 @@ def test_collects_after_each_call_and_trims_when_idle_at_most_once_per_interval(
         loop.close()
 
 
+def test_no_collection_while_it_would_stall_many_calls_or_free_many_dead_ones() -> None:
+    """A full collection stops every call's packets for as long as it walks the live calls'
+    objects and frees the dead ones: it runs only with few calls in flight and few dead since
+    the last full collection (or with none in flight)."""
+    loop = virtual_time_loop()
+    calls = {"n": heap.COLLECT_MAX_CALLS + 1}
+    collections: list[float] = []
+    automatic = {"n": 0}  # full collections the interpreter ran by itself
+
+    async def main() -> None:
+        trimmer = HeapTrimmer(lambda: calls["n"], trim=lambda pad: 0,
+                              collect=lambda: collections.append(loop.time()) or 0,
+                              full_collections=lambda: len(collections) + automatic["n"])
+        trimmer.call_ended()  # too many calls in flight
+        await asyncio.sleep(heap.COLLECT_DELAY_S + 0.01)
+        assert collections == []
+        calls["n"] = heap.COLLECT_MAX_CALLS
+        trimmer.call_ended()  # few enough now, but a call arrives before the collection runs
+        calls["n"] += 1
+        await asyncio.sleep(heap.COLLECT_DELAY_S + 0.01)
+        assert collections == []
+        calls["n"] = 2
+        for _ in range(heap.COLLECT_MAX_DEAD - 1):  # dead calls piled up while busy
+            trimmer.call_ended()
+        await asyncio.sleep(heap.COLLECT_DELAY_S + 0.01)
+        assert collections == []  # freeing them all at once would stall the two calls
+        automatic["n"] += 1  # the interpreter's own full collection freed them
+        trimmer.call_ended()
+        await asyncio.sleep(heap.COLLECT_DELAY_S + 0.01)
+        assert len(collections) == 1
+        for _ in range(heap.COLLECT_MAX_DEAD + 1):
+            trimmer.call_ended()
+        calls["n"] = 0  # but none in flight: nobody to stall
+        await asyncio.sleep(heap.COLLECT_DELAY_S + 0.01)
+        assert len(collections) == 2
+        trimmer.close()
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
 def test_a_calls_objects_in_reference_cycles_are_freed_soon_after_it_ends() -> None:
     """With the real collector: an object graph in a cycle (as aiortc's are) is gone
     COLLECT_DELAY_S after call_ended, though the automatic collector is off."""
@@ -62,7 +106,7 @@ def test_a_calls_objects_in_reference_cycles_are_freed_soon_after_it_ends() -> N
     loop = virtual_time_loop()
 
     async def main() -> None:
-        trimmer = HeapTrimmer(lambda: False, trim=lambda pad: 0)
+        trimmer = HeapTrimmer(lambda: 1, trim=lambda pad: 0)
         a, b = Node(), Node()
         a.other, b.other = b, a  # type: ignore[attr-defined]
         gone = weakref.ref(a)
