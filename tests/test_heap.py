@@ -4,10 +4,19 @@ at most once per interval, never while busy."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
 from gateway import heap
 from gateway.heap import HeapTrimmer
 from tests.media.vclock import virtual_time_loop
+
+
+def run(loop: asyncio.AbstractEventLoop, main: Coroutine[Any, Any, None]) -> None:
+    try:
+        loop.run_until_complete(main)
+    finally:
+        loop.close()
 
 
 def test_collects_after_calls_and_trims_when_idle_at_most_once_per_interval() -> None:
@@ -45,10 +54,7 @@ def test_collects_after_calls_and_trims_when_idle_at_most_once_per_interval() ->
         assert len(collections) == 4 and len(trims) == 2
         trimmer.close()
 
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
+    run(loop, main())
 
 
 def test_no_collection_while_it_would_stall_many_calls_or_free_many_dead_ones() -> None:
@@ -88,10 +94,7 @@ def test_no_collection_while_it_would_stall_many_calls_or_free_many_dead_ones() 
         assert len(collections) == 2
         trimmer.close()
 
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
+    run(loop, main())
 
 
 def test_a_calls_objects_in_reference_cycles_are_freed_soon_after_it_ends() -> None:
@@ -120,11 +123,10 @@ def test_a_calls_objects_in_reference_cycles_are_freed_soon_after_it_ends() -> N
     enabled = gc.isenabled()
     gc.disable()
     try:
-        loop.run_until_complete(main())
+        run(loop, main())
     finally:
         if enabled:
             gc.enable()
-        loop.close()
 
 
 def test_real_trim_is_loaded_on_glibc() -> None:
