@@ -2,7 +2,7 @@
 when the worker is idle.
 
 Why collect after calls: a call's aiortc objects (peer connection, transports, SCTP, DTLS, the
-pyee listeners between them) and ours sit in reference cycles, about 700 objects a call, which
+pyee listeners between them) and ours sit in reference cycles, about 600 objects a call, which
 only a full garbage collection frees. The interpreter runs one rarely (the start-up heap is
 frozen, gc.freeze in app.py), so dead calls piled up between them, the interpreter's 1 MiB
 object arenas grew to hold them, and an arena goes back to the OS only when entirely empty,
@@ -14,8 +14,8 @@ Why not after every call: a collection stops the loop while it walks every objec
 calls own and frees the dead ones (1-6 ms with up to 20 calls in flight and nothing to free,
 about 2 ms per ended call freed; 37-44 ms when 20 calls ended at once), and every packet of
 every call waits that long. After every call, one worker at 40 calls (`bench/capacity.py
---steps 40`: calls end 5 a second while the rest still talk) failed on 47-54 ms gaps, paced
-by the worker up to 60 ms, where it holds 37-40 ms without. So `call_ended()` collects,
+--steps 40`: calls end 5 a second while the rest still talk) failed on 47-61 ms gaps, paced
+by the worker up to 60-100 ms, where it holds 37-40 ms without. So `call_ended()` collects,
 `COLLECT_DELAY_S` after a call ends (once for calls that end together, when their tasks have
 let go of them), only when the pause stays a few milliseconds: at most `COLLECT_MAX_CALLS`
 calls in flight and at most `COLLECT_MAX_DEAD` calls ended since the last full collection
