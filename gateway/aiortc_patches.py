@@ -349,6 +349,9 @@ def tune_sender(sender: RTCRtpSender) -> None:
     sender._run_rtp = run_rtp  # type: ignore[method-assign]
 
 
+_ESTIMATOR = "_RTCRtpReceiver__remote_bitrate_estimator"
+
+
 def tune_send_only_video(transceiver: RTCRtpTransceiver) -> None:
     """Our send-only video m-line: its sender waits without aiortc's 20 ms loop (`tune_sender`)
     and its receiver, which nothing reaches, goes without aiortc's bandwidth estimator (5.)."""
@@ -357,9 +360,6 @@ def tune_send_only_video(transceiver: RTCRtpTransceiver) -> None:
     if not hasattr(receiver, _ESTIMATOR):
         raise UntestedVersionError("aiortc receiver internals changed: remote bitrate estimator")
     setattr(receiver, _ESTIMATOR, None)
-
-
-_ESTIMATOR = "_RTCRtpReceiver__remote_bitrate_estimator"
 
 
 def _wire_header(sender: Any, codec: Any) -> tuple[bytearray, bool]:

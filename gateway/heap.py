@@ -72,8 +72,6 @@ class HeapTrimmer:
         self._collecting: asyncio.TimerHandle | None = None
         self._trimming: asyncio.TimerHandle | None = None
         self._last_trim: float | None = None
-        self.collections = 0
-        self.trims = 0
 
     def call_ended(self) -> None:
         if (full := self._full_collections()) != self._seen:  # the interpreter ran one
@@ -90,7 +88,6 @@ class HeapTrimmer:
             return  # the pause would cost the calls in flight gaps
         self._collect()
         self._seen, self._dead = self._full_collections(), 0
-        self.collections += 1
         if not in_flight:
             self._trim_when_due()
 
@@ -110,7 +107,6 @@ class HeapTrimmer:
             return  # a call came in meanwhile: its end will ask again
         self._last_trim = asyncio.get_running_loop().time()
         self._trim(0)
-        self.trims += 1
 
     def close(self) -> None:
         for handle in (self._collecting, self._trimming):
