@@ -3,21 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
 
 from gateway.clock import Wakeup
-from tests.media.vclock import virtual_time_loop
-
-T = TypeVar("T")
-
-
-def run_virtual(coro: Coroutine[Any, Any, T]) -> T:
-    loop = virtual_time_loop()
-    try:
-        return loop.run_until_complete(coro)
-    finally:
-        loop.close()
+from tests.media.vclock import run_virtual
 
 
 def test_wait_ends_at_the_timeout_or_at_set() -> None:

@@ -4,28 +4,19 @@ at most once per interval, never while busy."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any
 
 from gateway import heap
 from gateway.heap import HeapTrimmer
-from tests.media.vclock import virtual_time_loop
-
-
-def run(loop: asyncio.AbstractEventLoop, main: Coroutine[Any, Any, None]) -> None:
-    try:
-        loop.run_until_complete(main)
-    finally:
-        loop.close()
+from tests.media.vclock import run_virtual
 
 
 def test_collects_after_calls_and_trims_when_idle_at_most_once_per_interval() -> None:
-    loop = virtual_time_loop()
     calls = {"n": 1}
     collections: list[float] = []
     trims: list[float] = []
 
     async def main() -> None:
+        loop = asyncio.get_running_loop()
         trimmer = HeapTrimmer(lambda: calls["n"],
                               trim=lambda pad: trims.append(loop.time()) or 1,
                               collect=lambda: collections.append(loop.time()) or 0,
@@ -54,19 +45,19 @@ def test_collects_after_calls_and_trims_when_idle_at_most_once_per_interval() ->
         assert len(collections) == 4 and len(trims) == 2
         trimmer.close()
 
-    run(loop, main())
+    run_virtual(main())
 
 
 def test_no_collection_while_it_would_stall_many_calls_or_free_many_dead_ones() -> None:
     """A full collection stops every call's packets for as long as it walks the live calls'
     objects and frees the dead ones: it runs only with few calls in flight and few dead since
     the last full collection (or with none in flight)."""
-    loop = virtual_time_loop()
     calls = {"n": heap.COLLECT_MAX_CALLS + 1}
     collections: list[float] = []
     automatic = {"n": 0}  # full collections the interpreter ran by itself
 
     async def main() -> None:
+        loop = asyncio.get_running_loop()
         trimmer = HeapTrimmer(lambda: calls["n"], trim=lambda pad: 0,
                               collect=lambda: collections.append(loop.time()) or 0,
                               full_collections=lambda: len(collections) + automatic["n"])
@@ -94,7 +85,7 @@ def test_no_collection_while_it_would_stall_many_calls_or_free_many_dead_ones() 
         assert len(collections) == 2
         trimmer.close()
 
-    run(loop, main())
+    run_virtual(main())
 
 
 def test_a_calls_objects_in_reference_cycles_are_freed_soon_after_it_ends() -> None:
@@ -105,8 +96,6 @@ def test_a_calls_objects_in_reference_cycles_are_freed_soon_after_it_ends() -> N
 
     class Node:
         pass
-
-    loop = virtual_time_loop()
 
     async def main() -> None:
         trimmer = HeapTrimmer(lambda: 1, trim=lambda pad: 0)
@@ -123,7 +112,7 @@ def test_a_calls_objects_in_reference_cycles_are_freed_soon_after_it_ends() -> N
     enabled = gc.isenabled()
     gc.disable()
     try:
-        run(loop, main())
+        run_virtual(main())
     finally:
         if enabled:
             gc.enable()

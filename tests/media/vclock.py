@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import selectors
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def virtual_time_loop(start: float = 1000.0) -> asyncio.AbstractEventLoop:
@@ -29,6 +32,15 @@ def virtual_time_loop(start: float = 1000.0) -> asyncio.AbstractEventLoop:
     selector.select = select  # type: ignore[method-assign]
     loop.time = lambda: now[0]  # type: ignore[method-assign]
     return loop
+
+
+def run_virtual(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` to completion on a fresh virtual-time loop, then close the loop."""
+    loop = virtual_time_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
 
 
 def millisecond_timers(loop: asyncio.AbstractEventLoop, limit: int = 200_000) -> list[int]:
