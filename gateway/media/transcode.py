@@ -67,12 +67,13 @@ _AI_TIME_BASE = fractions.Fraction(1, AI_RATE)
 
 Pcm = npt.NDArray[np.int16]
 EncodedPacket = av.Packet  # what `OpusPhoneEncoder` yields and aiortc accepts from a track
-# libopus encoder complexity for the caller's audio (0-10; FFmpeg's default is 10). Measured
-# (issue 11): on narrowband speech that came through G.711, complexity 3 gives the same
-# log-spectral distance (3.50 vs 3.49 dB) and segmental SNR (3.22 vs 3.30 dB) as 10 after an
-# Opus round trip, and costs 68 instead of 96 µs per 20 ms frame — the encoder is the largest
-# single cost of a call. 3 keeps SILK's mid-complexity pitch analysis (0-1 drop it).
-_OPUS_COMPLEXITY = 3
+# libopus encoder complexity for the caller's audio (0-10; FFmpeg's default is 10). The encoder
+# is the largest single cost of a call. SILK, Opus's speech coder, has tiers (0-1, 2-3, 4-5,
+# 6-7, 8-10); the lowest costs 25 instead of 45 µs per 20 ms frame (tier 2-3) and 70 (10), and
+# on speech-like audio that came through G.711 keeps what the round trip preserves: LSD 3.33
+# vs 3.27 vs 3.08 dB, segmental SNR 12.2 vs 12.1 vs 12.4 dB, pitch errors 1.7 vs 1.9 vs 1.4 %
+# of voiced frames (`bench/opus_complexity.py`).
+_OPUS_COMPLEXITY = 0
 
 
 @cache
