@@ -243,15 +243,57 @@ def single_threaded_ffmpeg(maps: str = "/proc/self/maps") -> bool:
 # ------------------------------------------------------------------ 4. the AI leg's RTP, direct
 
 
+_RTP_HEADER = struct.Struct("!BBHII")
+
+
+class _AudioPacket:
+    """The fields of one received audio packet that the receiver's statistics and our adapter
+    read (aiortc's `RtpPacket` names); one per receiver, refilled per packet."""
+
+    __slots__ = ("_data", "payload_type", "sequence_number", "ssrc", "timestamp")
+
+    def __init__(self) -> None:
+        self.payload_type = self.sequence_number = self.timestamp = self.ssrc = 0
+        self._data = b""
+
+
+def rtp_fields(data: bytes) -> tuple[int, int, int, int, bytes] | None:
+    """(payload type, sequence number, timestamp, SSRC, payload) of an RTP packet, or None
+    where aiortc's `RtpPacket.parse` would refuse it (RFC 3550 §5.1: CSRCs, a header
+    extension and padding are stepped over; the extension's contents are not read)."""
+    if len(data) < 12:
+        return None
+    first, m_pt, seq, ts, ssrc = _RTP_HEADER.unpack_from(data)
+    if first >> 6 != 2:
+        return None
+    pos = 12 + 4 * (first & 0x0F)
+    end = len(data)
+    if first & 0x10:
+        if end < pos + 4:
+            return None
+        pos += 4 + 4 * ((data[pos + 2] << 8) | data[pos + 3])
+    if pos > end:
+        return None
+    if first & 0x20:
+        pad = data[-1]
+        if not pad or pad > end - pos:
+            return None
+        end -= pad
+    return m_pt & 0x7F, seq, ts, ssrc, data[pos:end]
+
+
 def _receive_directly(receiver: Any, adapter: _ReceiverAdapter) -> None:
     """Hand the audio's SRTP packets from aioice's socket callback to `adapter`, in that call.
 
     aiortc queues every datagram in the ICE connection's `asyncio.Queue`, wakes the DTLS
     transport's task, and walks four coroutines (DTLS → router → receiver → jitter buffer)
     per packet. Here, SRTP for our receiver is unprotected with the DTLS transport's own
-    session and parsed with aiortc's parser right in `Connection.data_received`; the
-    receiver's statistics (its RTCP receiver reports) and sources (`getSynchronizationSources`,
-    the dead-leg check) are kept as aiortc keeps them. DTLS, SCTP, RTCP and RTP for any other
+    session right in `Connection.data_received`; the receiver's statistics (its RTCP receiver
+    reports) and sources (`getSynchronizationSources`, the dead-leg check) are kept as aiortc
+    keeps them. The first packet of a stream is parsed and routed by aiortc's parser and
+    router; once the router has given an SSRC and payload type to our receiver, that
+    stream's packets are only split into their fields (`rtp_fields`) — no `RtpPacket`, no
+    header-extension parse, no routing per packet. DTLS, SCTP, RTCP and RTP for any other
     receiver still go aiortc's way. A decode failure is counted by the adapter; an exception
     here reaches the event loop's handler and leaves the socket running.
     """
@@ -262,30 +304,49 @@ def _receive_directly(receiver: Any, adapter: _ReceiverAdapter) -> None:
     streams: dict[int, StreamStatistics] = receiver._RTCRtpReceiver__remote_streams
     active: dict[int, Any] = receiver._RTCRtpReceiver__active_ssrc
     codecs: dict[int, Any] = receiver._RTCRtpReceiver__codecs
+    ours: set[tuple[int, int]] = set()  # (SSRC, payload type) the router gave our receiver
+    fields = _AudioPacket()
 
     def data_received(data: bytes, component: int) -> None:
         if not 127 < data[0] < 192 or is_rtcp(data) or dtls._state is not DtlsState.CONNECTED:
             slow(data, component)
             return
         try:
-            packet = RtpPacket.parse(srtp.unprotect(data), extensions)
-        except (pylibsrtp.Error, ValueError):
-            return  # as aiortc: a packet that fails authentication or parsing is dropped
+            clear = srtp.unprotect(data)
+        except pylibsrtp.Error:
+            return  # as aiortc: a packet that fails authentication is dropped
+        parsed = rtp_fields(clear)
+        if parsed is None:
+            return  # as aiortc: a packet it cannot parse is dropped
+        pt, seq, ts, ssrc, payload = parsed
+        if (ssrc, pt) not in ours and not route(clear, ssrc, pt):
+            return
+        if not receiver._enabled:
+            return
+        active[ssrc] = clock.current_datetime()
+        fields.payload_type, fields.sequence_number, fields.timestamp = pt, seq, ts
+        fields.ssrc, fields._data = ssrc, payload  # aiortc's depayload, for audio
+        stats = streams.get(ssrc)
+        if stats is None:
+            stats = streams[ssrc] = StreamStatistics(codecs[pt].clockRate)
+        stats.add(fields)  # type: ignore[arg-type]  # reads the fields RtpPacket has
+        adapter.add(fields)
+
+    def route(clear: bytes, ssrc: int, pt: int) -> bool:
+        """A stream's first packet: aiortc's router decides; True if it is ours."""
+        try:
+            packet = RtpPacket.parse(clear, extensions)
+        except ValueError:
+            return False  # as aiortc: e.g. a malformed header extension
         target = router.route_rtp(packet)
         if target is not receiver:
             if target is not None:  # another m-line's receiver: aiortc's own handling
                 _spawn(target._handle_rtp_packet(packet, arrival_time_ms=clock.current_ms()))
-            return
-        codec = codecs.get(packet.payload_type)
-        if codec is None or not receiver._enabled:
-            return
-        active[packet.ssrc] = clock.current_datetime()
-        stats = streams.get(packet.ssrc)
-        if stats is None:
-            stats = streams[packet.ssrc] = StreamStatistics(codec.clockRate)
-        stats.add(packet)
-        packet._data = packet.payload  # type: ignore[attr-defined]  # aiortc's depayload, audio
-        adapter.add(packet)
+            return False
+        if pt not in codecs:
+            return False
+        ours.add((ssrc, pt))
+        return True
 
     connection.data_received = data_received
     for protocol in connection._protocols:

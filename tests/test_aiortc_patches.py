@@ -1,16 +1,21 @@
-"""The aiortc/aioice patches refuse what they were not tested with (issue 11 item 4)."""
+"""The aiortc/aioice patches refuse what they were not tested with (issue 11 item 4), and the
+AI leg's direct receive path reads packets as aiortc does."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from gateway.aiortc_patches import (
     TESTED,
     UntestedVersionError,
     check_versions,
     receiver_stats,
+    rtp_fields,
     tune_receiver,
     tune_send_only_video,
 )
@@ -112,3 +117,45 @@ def test_send_only_video_refuses_unknown_internals() -> None:
 
     with pytest.raises(UntestedVersionError, match="internals changed"):
         tune_send_only_video(Transceiver())  # type: ignore[arg-type]
+
+
+def _wire(csrc: int = 0, mid: str | None = None, padding: int = 0) -> tuple[bytes, Any]:
+    extensions = HeaderExtensionsMap()
+    extensions.configure(RTCRtpParameters(headerExtensions=[
+        RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid")]))
+    packet = RtpPacket(payload_type=111, marker=1, sequence_number=65535,
+                       timestamp=0xFFFFFF00, ssrc=0xDEADBEEF, payload=bytes(range(60)))
+    packet.csrc = list(range(1, csrc + 1))
+    packet.extensions.mid = mid
+    packet.padding_size = padding
+    return packet.serialize(extensions), extensions
+
+
+@pytest.mark.parametrize("csrc,mid,padding", [(0, None, 0), (0, "0", 0), (3, "audio", 0),
+                                              (2, "0", 7), (0, None, 1)])
+def test_rtp_fields_are_what_aiortcs_parser_reads(csrc: int, mid: str | None,
+                                                  padding: int) -> None:
+    data, extensions = _wire(csrc, mid, padding)
+    packet = RtpPacket.parse(data, extensions)
+    assert rtp_fields(data) == (packet.payload_type, packet.sequence_number, packet.timestamp,
+                                packet.ssrc, packet.payload)
+    assert packet.payload == bytes(range(60))
+
+
+def _truncated_extension() -> bytes:
+    data, _ = _wire(0, "0")
+    return data[:14]
+
+
+@pytest.mark.parametrize("data", [
+    b"\x80\x6f\x00",  # shorter than a header
+    bytes([0x40]) + _wire()[0][1:],  # version 1
+    bytes([0x83]) + _wire()[0][1:16],  # three CSRCs announced, one there
+    pytest.param(_truncated_extension(), id="truncated extension"),
+    _wire(padding=4)[0][:-1] + b"\x00",  # padding length 0
+    _wire(padding=4)[0][:-1] + b"\xff",  # padding longer than the payload
+])
+def test_rtp_fields_refuse_what_aiortcs_parser_refuses(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        RtpPacket.parse(data, HeaderExtensionsMap())
+    assert rtp_fields(data) is None
