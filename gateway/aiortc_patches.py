@@ -53,6 +53,7 @@ import asyncio
 import ctypes
 import logging
 import struct
+import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from importlib import metadata
 from typing import Any
@@ -437,6 +438,17 @@ def _wire_header(sender: Any, codec: Any) -> tuple[bytearray, bool]:
     return bytearray(first), first == template.serialize(extensions)
 
 
+_NTP_UNIX_OFFSET_S = 2_208_988_800  # 1900-01-01 to 1970-01-01, the NTP and Unix epochs
+
+
+def ntp_now() -> int:
+    """The wall clock as a 64-bit NTP timestamp, what `aiortc.clock.current_ntp_time` returns
+    (through two `datetime`s; this is a float and two integer operations per packet)."""
+    now = time.time()
+    seconds = int(now)
+    return ((seconds + _NTP_UNIX_OFFSET_S) << 32) | int((now - seconds) * 4294967296.0)
+
+
 async def _run_direct(sender: Any, codec: Any) -> None:
     sender._RTCRtpSender__rtp_started.set()
     track = sender.track
@@ -484,7 +496,7 @@ async def _run_direct(sender: Any, codec: Any) -> None:
             except Exception as exc:
                 ended.set_exception(exc)
                 return
-            sender._RTCRtpSender__ntp_timestamp = clock.current_ntp_time()
+            sender._RTCRtpSender__ntp_timestamp = ntp_now()
             sender._RTCRtpSender__rtp_timestamp = timestamp
             sender._RTCRtpSender__octet_count += len(payload)
             sender._RTCRtpSender__packet_count += 1

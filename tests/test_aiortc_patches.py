@@ -159,3 +159,13 @@ def test_rtp_fields_refuse_what_aiortcs_parser_refuses(data: bytes) -> None:
     with pytest.raises(ValueError):
         RtpPacket.parse(data, HeaderExtensionsMap())
     assert rtp_fields(data) is None
+
+
+def test_ntp_now_is_aiortcs_ntp_clock() -> None:
+    from aiortc import clock
+
+    from gateway.aiortc_patches import ntp_now
+
+    before, ours, after = clock.current_ntp_time(), ntp_now(), clock.current_ntp_time()
+    one_ms = (1 << 32) // 1000
+    assert before - one_ms <= ours <= after + one_ms
