@@ -218,22 +218,30 @@ class AiAudioPump:
 
     def feed_pcm(self, pcm: Pcm) -> None:
         """Queue AI audio already at the phone's rate, mono s16 (the tuned receiver decodes
-        to 8 kHz); ignored once stopped."""
-        if not self._stopped:
+        to 8 kHz); ignored once stopped. The pump may keep `pcm` itself: the caller hands it
+        over (the decoder returns a fresh array per packet)."""
+        if self._stopped:
+            return
+        if pcm.shape[0] == self._frame_samples and not self._resampler.buffered_samples:
+            self._enqueue(pcm)  # one whole packet (20 ms ptime): no round trip through the FIFO
+        else:
             self._resampler.push_pcm(pcm)
             self._enqueue()
 
-    def _enqueue(self) -> None:
-        """Cut what the resampler holds into packet-sized frames and queue them."""
+    def _enqueue(self, whole: Pcm | None = None) -> None:
+        """Queue `whole` (a packet's worth the caller no longer uses), then cut what the
+        resampler holds into packet-sized frames and queue them."""
         stats = self._stats
         stats.frames_in += 1
-        queue, n = self._queue, self._frame_samples
-        while (pcm := self._resampler.pop(n)) is not None:
+        queue, n, resampler = self._queue, self._frame_samples, self._resampler
+        pcm = whole if whole is not None else resampler.pop(n)
+        while pcm is not None:
             queue.append((pcm, self._vad.voiced(pcm)))
             if len(queue) > self._max_frames:
                 dropped, _ = queue.popleft()
                 stats.dropped_backlog += 1
                 stats.dropped_backlog_ms += dropped.shape[0] * 1000 // PHONE_RATE
+            pcm = resampler.pop(n)
         peak = len(queue) * self._frame_ms
         if peak > stats.queue_ms_peak:
             stats.queue_ms_peak = peak

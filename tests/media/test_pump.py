@@ -68,9 +68,22 @@ class Receiver(asyncio.DatagramProtocol):
         self.got.append((self._clock(), data))
 
 
+async def feed_decoded(pump: AiAudioPump, schedule: list[tuple[float, np.ndarray]],
+                       arrivals: list[float]) -> None:
+    """What the tuned receiver does (aiortc_patches.tune_receiver): each frame, decoded
+    straight to 8 kHz, into `feed_pcm` at its (virtual) time, +5 ms as ScriptedTrack."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    for at, pcm in schedule:
+        if (wait := t0 + at + 0.005 - loop.time()) > 0:
+            await asyncio.sleep(wait)
+        arrivals.append(loop.time())
+        pump.feed_pcm(pcm[::6].copy())  # 48 → 8 kHz: our test tones are far below 4 kHz
+
+
 def run_pump(schedule: list[tuple[float, np.ndarray]], seconds: float, ptime: int = 20,
              first: np.ndarray | None = None, ms_timers: list[int] | None = None,
-             arrivals: list[float] | None = None, **pump_kw: object):
+             arrivals: list[float] | None = None, decoded: bool = False, **pump_kw: object):
     loop = virtual_time_loop()
     if ms_timers is not None:
         ms_timers += millisecond_timers(loop)
@@ -86,8 +99,16 @@ def run_pump(schedule: list[tuple[float, np.ndarray]], seconds: float, ptime: in
         pump = AiAudioPump(session, LoopClock(), **pump_kw)  # type: ignore[arg-type]
         if first is not None:
             pump.play_first(first)
-        pump.start(ScriptedTrack(schedule, arrivals))
+        feeder = None
+        if decoded:
+            pump.start()
+            feeder = asyncio.create_task(feed_decoded(
+                pump, schedule, arrivals if arrivals is not None else []))
+        else:
+            pump.start(ScriptedTrack(schedule, arrivals))
         await asyncio.sleep(seconds)
+        if feeder is not None:
+            feeder.cancel()
         await pump.stop()
         await session.close()
         transport.close()
@@ -157,13 +178,15 @@ def test_millisecond_timers_as_uvloops_pace_without_spinning() -> None:
     assert pump.stats.underruns_speech == 0
 
 
-def test_a_frame_in_time_leaves_as_it_arrives() -> None:
+@pytest.mark.parametrize("decoded", [False, True], ids=["aiortc-frames", "decoded-8k"])
+def test_a_frame_in_time_leaves_as_it_arrives(decoded: bool) -> None:
     """In steady speech the schedule settles a few milliseconds after the frames' arrival;
     each packet then goes out from the frame's own arrival, with no timer to wait for (one
     loop wake-up per packet, not two), and its RTP timestamp still keeps the schedule."""
     speech = frames_of(tone(700, 6.0, 48000, dbfs=-12))
     arrivals: list[float] = []
-    got, pump = run_pump([(i * 0.02, speech[i]) for i in range(250)], 5.5, arrivals=arrivals)
+    got, pump = run_pump([(i * 0.02, speech[i]) for i in range(250)], 5.5, arrivals=arrivals,
+                         decoded=decoded)
     pkts = [parse_rtp(d) for _, d in got]
     first = next(i for i, p in enumerate(pkts) if p.marker)  # frame 0's packet
     voiced = got[first:first + 250]
@@ -175,10 +198,13 @@ def test_a_frame_in_time_leaves_as_it_arrives() -> None:
     assert pump.stats.underruns_speech == 0
 
 
+@pytest.mark.parametrize("decoded", [False, True], ids=["aiortc-frames", "decoded-8k"])
 @pytest.mark.parametrize("ptime", [10, 30, 40])
-def test_packets_follow_the_sdp_packet_time(ptime: int) -> None:
+def test_packets_follow_the_sdp_packet_time(ptime: int, decoded: bool) -> None:
+    """Frames from aiortc's decoder (48 kHz, resampled) or from the tuned receiver (8 kHz,
+    queued whole when they are one packet's worth) go out at the SDP's packet time."""
     schedule, _ = burst_schedule()
-    got, pump = run_pump(schedule, 10.0, ptime=ptime, max_queue_ms=2500)
+    got, pump = run_pump(schedule, 10.0, ptime=ptime, max_queue_ms=2500, decoded=decoded)
     times = np.array([t for t, _ in got])
     gaps = np.diff(times)
     assert gaps[0] >= ptime / 2000 - 1e-9  # locking on to the AI's frames: never a burst
