@@ -123,6 +123,7 @@ class _ReceiverAdapter:
         self._decoder = OpusMonoDecoder(rate)
         self._deliver = deliver
         self._on_loss = on_loss
+        self._opus: dict[int, tuple[Any, bool]] = {}
         self.not_opus = 0
 
     def add(self, packet: Any) -> tuple[bool, None]:
@@ -137,8 +138,7 @@ class _ReceiverAdapter:
             self._on_loss(self.buffer.stats.lost - lost)  # before the audio after the gap
         if not released:
             return False, None
-        codec = self._codecs.get(packet.payload_type)
-        if codec is None or codec.name.lower() != "opus":
+        if not self._is_opus(packet.payload_type):
             self.not_opus += len(released)  # the Orga peer negotiates Opus only (peer.py)
             return False, None
         for _, data in released:
@@ -146,6 +146,19 @@ class _ReceiverAdapter:
             if pcm is not None:
                 self._deliver(pcm)
         return False, None
+
+
+    def _is_opus(self, payload_type: int) -> bool:
+        """Whether `payload_type` is Opus, as negotiated now: aiortc's codec object is looked
+        up per packet, its name read once per object (`name` splits the MIME type on every
+        read)."""
+        codec = self._codecs.get(payload_type)
+        if codec is None:
+            return False
+        known = self._opus.get(payload_type)
+        if known is None or known[0] is not codec:
+            known = self._opus[payload_type] = (codec, codec.name.lower() == "opus")
+        return known[1]
 
 
 def tune_receiver(receiver: RTCRtpReceiver, deliver: Callable[[Pcm], None],

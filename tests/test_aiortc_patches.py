@@ -169,3 +169,47 @@ def test_ntp_now_is_aiortcs_ntp_clock() -> None:
     before, ours, after = clock.current_ntp_time(), ntp_now(), clock.current_ntp_time()
     one_ms = (1 << 32) // 1000
     assert before - one_ms <= ours <= after + one_ms
+
+
+def test_the_adapter_decodes_opus_and_counts_other_payload_types() -> None:
+    """What `_ReceiverAdapter.add` does per packet (the reorder buffer releasing at once):
+    Opus is decoded and delivered; another payload type is counted, by the codec aiortc
+    holds for it now (a codec renegotiated under the same payload type counts as the new
+    one)."""
+    import numpy as np
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    from gateway.aiortc_patches import _AudioPacket
+    from gateway.media.libopus import Encoder
+    from tests.media.audio import tone
+
+    class Receiver:
+        def __init__(self) -> None:
+            opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2,
+                                         payloadType=111)
+            pcmu = RTCRtpCodecParameters(mimeType="audio/PCMU", clockRate=8000, payloadType=0)
+            self._RTCRtpReceiver__codecs = {111: opus, 0: pcmu}
+            self._RTCRtpReceiver__jitter_buffer = None
+
+    receiver = Receiver()
+    delivered: list[np.ndarray] = []
+    tune_receiver(receiver, deliver=delivered.append)  # type: ignore[arg-type]
+    adapter = receiver._RTCRtpReceiver__jitter_buffer
+    adapter._direct = True  # as after the first packet: no DTLS transport to reach into here
+    encoder = Encoder(48000, 32000, 5)
+    speech = tone(440, 0.2, 48000)
+
+    def packet(seq: int, pt: int, data: bytes) -> _AudioPacket:
+        p = _AudioPacket()
+        p.sequence_number, p.timestamp, p.payload_type, p._data = seq, seq * 960, pt, data
+        return p
+
+    for seq in range(3):
+        adapter.add(packet(seq, 111, encoder.encode(speech[seq * 960:(seq + 1) * 960])))
+    adapter.add(packet(3, 0, b"\xff" * 160))
+    assert [len(pcm) for pcm in delivered] == [160, 160, 160] and adapter.not_opus == 1
+    receiver._RTCRtpReceiver__codecs[111] = RTCRtpCodecParameters(
+        mimeType="audio/PCMA", clockRate=8000, payloadType=111)
+    adapter.add(packet(4, 111, b"\xd5" * 160))
+    assert len(delivered) == 3 and adapter.not_opus == 2
+    encoder.close()
