@@ -15,10 +15,10 @@ from gateway.aiortc_patches import (
     UntestedVersionError,
     check_versions,
     receiver_stats,
-    rtp_fields,
     tune_receiver,
     tune_send_only_video,
 )
+from gateway.media.rtp import RtpParseError, parse_rtp
 
 
 def test_installed_versions_are_the_tested_ones() -> None:
@@ -133,12 +133,13 @@ def _wire(csrc: int = 0, mid: str | None = None, padding: int = 0) -> tuple[byte
 
 @pytest.mark.parametrize("csrc,mid,padding", [(0, None, 0), (0, "0", 0), (3, "audio", 0),
                                               (2, "0", 7), (0, None, 1)])
-def test_rtp_fields_are_what_aiortcs_parser_reads(csrc: int, mid: str | None,
-                                                  padding: int) -> None:
+def test_our_parser_reads_what_aiortcs_reads(csrc: int, mid: str | None,
+                                             padding: int) -> None:
+    """The direct receive path (section 4) reads the AI's RTP with the phone leg's parser."""
     data, extensions = _wire(csrc, mid, padding)
     packet = RtpPacket.parse(data, extensions)
-    assert rtp_fields(data) == (packet.payload_type, packet.sequence_number, packet.timestamp,
-                                packet.ssrc, packet.payload)
+    assert parse_rtp(data) == (packet.payload_type, packet.sequence_number, packet.timestamp,
+                               packet.ssrc, bool(packet.marker), packet.payload)
     assert packet.payload == bytes(range(60))
 
 
@@ -155,10 +156,11 @@ def _truncated_extension() -> bytes:
     _wire(padding=4)[0][:-1] + b"\x00",  # padding length 0
     _wire(padding=4)[0][:-1] + b"\xff",  # padding longer than the payload
 ])
-def test_rtp_fields_refuse_what_aiortcs_parser_refuses(data: bytes) -> None:
+def test_our_parser_refuses_what_aiortcs_refuses(data: bytes) -> None:
     with pytest.raises(ValueError):
         RtpPacket.parse(data, HeaderExtensionsMap())
-    assert rtp_fields(data) is None
+    with pytest.raises(RtpParseError):
+        parse_rtp(data)
 
 
 def test_ntp_now_is_aiortcs_ntp_clock() -> None:

@@ -8,7 +8,7 @@ and the receive side keeps an extended (cycle-counted) sequence number (RFC 3550
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 RTP_VERSION = 2
 _HEADER = struct.Struct("!BBHII")
@@ -20,8 +20,9 @@ class RtpParseError(ValueError):
     """A datagram that is not a valid RTP packet."""
 
 
-@dataclass(frozen=True, slots=True)
-class RtpPacket:
+class RtpPacket(NamedTuple):
+    """One parsed packet (a tuple: built per packet, so as cheap to make as Python allows)."""
+
     payload_type: int
     sequence: int
     timestamp: int
@@ -56,14 +57,7 @@ def parse_rtp(data: bytes) -> RtpPacket:
         end -= pad
     if offset > end:
         raise RtpParseError("truncated header")
-    return RtpPacket(
-        payload_type=b1 & 0x7F,
-        sequence=seq,
-        timestamp=ts,
-        ssrc=ssrc,
-        marker=bool(b1 & 0x80),
-        payload=data[offset:end],
-    )
+    return RtpPacket(b1 & 0x7F, seq, ts, ssrc, bool(b1 & 0x80), data[offset:end])
 
 
 def build_rtp(
