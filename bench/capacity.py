@@ -172,7 +172,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 30, 40, 50],
                    help="calls per worker at each step")
     p.add_argument("--seconds", type=float, default=20.0, help="call length after answer")
-    p.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="asyncio",
+    p.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto",
                    help="the workers' event loop (gateway run --event-loop)")
     p.add_argument("--rate", type=float, default=5.0, help="new calls per second")
     p.add_argument("--floor-seconds", type=float, default=5.0)

@@ -19,6 +19,7 @@ encoder, and back: Opus decode + resample + G.711 encode) runs first in this sam
     /work/venv/bin/python bench/media_path.py [--calls 1 10 30] [--loss 0 0.01] [--seconds 20]
         [--record off ogg wav]   # each run without and with call recording (issue 16)
         [--floor-beside]         # also the speech floor measured beside the run, same minutes
+        [--repeat 8]             # each configuration 8 times, then the pooled ratio
 """
 
 from __future__ import annotations
@@ -357,8 +358,13 @@ def main() -> int:
                     help="also measure the speech floor in a process of its own during the run "
                     "(it competes for the CPU: the delay and underrun figures are for runs "
                     "without it)")
-    ap.add_argument("--loop", choices=eventloop.CHOICES, default="asyncio",
-                    help="the gateway's event loop (auto: uvloop if installed)")
+    ap.add_argument("--loop", choices=eventloop.CHOICES, default="auto",
+                    help="the gateway's event loop (auto, the daemon's default: uvloop if "
+                    "installed)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run each configuration this many times and print the pooled ratio "
+                    "(mean CPU over mean floor): one run on a VM whose speed drifts reads "
+                    "±15 %%")
     args = ap.parse_args()
     if args.role == "phone":
         asyncio.run(phone_main(args.control))
@@ -390,7 +396,9 @@ def main() -> int:
           "| AI->caller ms p50   p99 | p99 up/down without onsets that lost a packet "
           "(how many left out) | n_up n_down underruns (%)  lost | loop lag p99 ms | "
           "other processes % core: phone orga | RTP to phone: gap p99 max ms, >30 ms of n")
-    runs = [(c, loss, rec) for c in args.calls for loss in args.loss for rec in args.record]
+    runs = [(c, loss, rec) for c in args.calls for loss in args.loss for rec in args.record
+            for _ in range(args.repeat)]
+    pooled: dict[tuple[int, float, str], list[tuple[float, float]]] = {}
     for calls, loss, record in runs:
         before = (transcoding_floor(fast=False, seconds=5), transcoding_floor(True, seconds=5))
         r = eventloop.run(gateway_run(calls, loss, args.seconds, args.warmup, fast,
@@ -414,6 +422,17 @@ def main() -> int:
               f"load={os.getloadavg()[0]:.2f} | floor speech {before[0]:.2f}/{after[0]:.2f} "
               f"own {before[1]:.2f}/{after[1]:.2f} (before/after)",
               flush=True)
+        pooled.setdefault((calls, loss, record), []).append((per_call, floor_ref))
+    if args.repeat > 1:
+        for (calls, loss, record), got in pooled.items():
+            cpu = [c for c, _ in got]
+            ratios = [c / f for c, f in got]
+            print(f"pooled {record} {calls} calls {loss * 100:.0f}% loss, {len(got)} runs: "
+                  f"cpu%/call {np.mean(cpu):.2f} ({min(cpu):.2f}-{max(cpu):.2f}), speech floor "
+                  f"{np.mean([f for _, f in got]):.2f}, x floor "
+                  f"{np.mean(cpu) / np.mean([f for _, f in got]):.2f} "
+                  f"(runs {min(ratios):.2f}-{max(ratios):.2f}, {sum(r <= 1.0 for r in ratios)} "
+                  f"of {len(ratios)} at or below 1.0)", flush=True)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Which asyncio event loop the daemon runs on: asyncio's own by default, uvloop on request.
+"""Which asyncio event loop the daemon runs on: uvloop where it is installed (a dependency on
+Linux), asyncio's own otherwise or on request (`--event-loop asyncio`).
 
 uvloop looked to make one UDP receive + send much cheaper (22.3 µs of CPU on asyncio's loop,
 6.9 µs on uvloop: bench/loop_udp.py; mostly an allocation artefact, see the end), but the whole
@@ -12,8 +13,13 @@ asyncio 2.48–2.53 % of a core per call, RTP to the phone with 0–4 of ~20,000
 lets us see. Once more after the pump and the caller track moved to timer callbacks (which
 first had to learn that uvloop fires timers up to a millisecond early, clock.TIMER_SLACK_S),
 five runs each, alternating: uvloop 1.67-2.10 %, asyncio 1.80-2.14 % per call, pacing
-equal (bench/results/media_path-2026-12-06-push.txt). So asyncio's loop stays the default;
-`--event-loop uvloop` (or `auto`: uvloop if installed) stays for measuring on other hosts.
+equal (bench/results/media_path-2026-12-06-push.txt). So asyncio's loop stayed the default.
+After the third pass (Opus complexity 0, the AI's RTP read without aiortc's parser) the loop's
+own work is a larger share of what is left, and uvloop paid: eleven alternating pairs, 8 of
+them cheaper on uvloop, ×0.94 CPU per call overall (×0.95 over five, ×0.93 over six with 5
+of 6 cheaper), pacing equal (longest phone gap 24–31 ms on uvloop, 25–29 ms on asyncio's
+loop), loop lag p99 2–3 ms against 3.6–5.5 ms (bench/results/media_path-2026-12-06-third.txt).
+So `auto` is the default: uvloop if installed, asyncio's loop (always there) if not.
 Nothing in the gateway depends on which loop runs: every part reads time from the loop clock
 (gateway/clock.py) and uses only asyncio's public API.
 

@@ -19,9 +19,9 @@ log = logging.getLogger("gateway")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, metavar="FILE", help="TOML config file")
-    parser.add_argument("--event-loop", default="asyncio", choices=eventloop.CHOICES,
-                        help="asyncio (default), uvloop, or auto (uvloop if installed); see "
-                        "gateway/eventloop.py for the measurements behind the default")
+    parser.add_argument("--event-loop", default="auto", choices=eventloop.CHOICES,
+                        help="auto (default: uvloop if installed, else asyncio's own), uvloop "
+                        "or asyncio; see gateway/eventloop.py for the measurements behind it")
     parser.add_argument("--worker", type=int, default=None, metavar="N",
                         help="run as worker N (1..workers.count) of a shared config: SIP port, "
                         "HTTP port and RTP range derived from it (systemd orga-sip-gateway@N)")

@@ -1,4 +1,5 @@
-"""The daemon's event loop choice: asyncio's own by default, uvloop on request."""
+"""The daemon's event loop choice: uvloop where installed (the default, `auto`), asyncio's own as
+the fallback or on request."""
 
 from __future__ import annotations
 
