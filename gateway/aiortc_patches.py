@@ -150,7 +150,6 @@ class _ReceiverAdapter:
                 self._deliver(pcm)
         return False, None
 
-
     def _is_opus(self, payload_type: int) -> bool:
         """Whether `payload_type` is Opus, as negotiated now: aiortc's codec object is looked
         up per packet, its name read once per object (`name` splits the MIME type on every
@@ -264,10 +263,10 @@ class _AudioPacket:
     """The fields of one received audio packet that the receiver's statistics and our adapter
     read (aiortc's `RtpPacket` names); one per receiver, refilled per packet."""
 
-    __slots__ = ("_data", "payload_type", "sequence_number", "ssrc", "timestamp")
+    __slots__ = ("_data", "payload_type", "sequence_number", "timestamp")
 
     def __init__(self) -> None:
-        self.payload_type = self.sequence_number = self.timestamp = self.ssrc = 0
+        self.payload_type = self.sequence_number = self.timestamp = 0
         self._data = b""
 
 
@@ -283,9 +282,9 @@ def _receive_directly(receiver: Any, adapter: _ReceiverAdapter) -> None:
     router; once the router has given an SSRC and payload type to our receiver, that
     stream's packets are only split into their fields by the phone leg's parser
     (`media.rtp.parse_rtp`) — no aiortc `RtpPacket`, no header-extension parse, no routing
-    per packet. DTLS, SCTP, RTCP and RTP for any other
-    receiver still go aiortc's way. A decode failure is counted by the adapter; an exception
-    here reaches the event loop's handler and leaves the socket running.
+    per packet. DTLS, SCTP, RTCP and RTP for any other receiver still go aiortc's way. A
+    decode failure is counted by the adapter; an exception here reaches the event loop's
+    handler and leaves the socket running.
     """
     dtls = receiver.transport
     connection = dtls.transport.iceGatherer._connection
@@ -315,7 +314,7 @@ def _receive_directly(receiver: Any, adapter: _ReceiverAdapter) -> None:
             return
         active[ssrc] = clock.current_datetime()
         fields.payload_type, fields.sequence_number, fields.timestamp = pt, seq, ts
-        fields.ssrc, fields._data = ssrc, payload  # aiortc's depayload, for audio
+        fields._data = payload  # aiortc's depayload, for audio
         stats = streams.get(ssrc)
         if stats is None:
             stats = streams[ssrc] = StreamStatistics(codecs[pt].clockRate)
