@@ -425,12 +425,12 @@ def main() -> int:
         pooled.setdefault((calls, loss, record), []).append((per_call, floor_ref))
     if args.repeat > 1:
         for (calls, loss, record), got in pooled.items():
-            cpu = [c for c, _ in got]
+            cpu, floor = np.mean([c for c, _ in got]), np.mean([f for _, f in got])
             ratios = [c / f for c, f in got]
             print(f"pooled {record} {calls} calls {loss * 100:.0f}% loss, {len(got)} runs: "
-                  f"cpu%/call {np.mean(cpu):.2f} ({min(cpu):.2f}-{max(cpu):.2f}), speech floor "
-                  f"{np.mean([f for _, f in got]):.2f}, x floor "
-                  f"{np.mean(cpu) / np.mean([f for _, f in got]):.2f} "
+                  f"cpu%/call {cpu:.2f} ({min(c for c, _ in got):.2f}-"
+                  f"{max(c for c, _ in got):.2f}), speech floor {floor:.2f}, x floor "
+                  f"{cpu / floor:.2f} "
                   f"(runs {min(ratios):.2f}-{max(ratios):.2f}, {sum(r <= 1.0 for r in ratios)} "
                   f"of {len(ratios)} at or below 1.0)", flush=True)
     return 0
